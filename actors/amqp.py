@@ -1,0 +1,257 @@
+"""AMQP connections and channels as awaitables, over pika's asyncio adapter.
+
+One connection per process; channels are cheap. Publishing on a channel with confirms
+returns only when the broker has taken responsibility for the message (ack) and routed it
+(mandatory: an unroutable message fails instead of vanishing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pika
+from pika.adapters.asyncio_connection import AsyncioConnection
+from pika.channel import Channel
+from pika.spec import Basic, BasicProperties
+
+log = logging.getLogger(__name__)
+
+
+class AmqpError(Exception):
+    """The broker refused an operation, or the channel or connection went away."""
+
+
+class PublishFailed(AmqpError):
+    """The broker nacked, returned (unroutable) or lost a published message."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message handed to a consumer; settle it with the channel's ack or nack."""
+
+    delivery_tag: int
+    redelivered: bool
+    properties: BasicProperties
+    body: bytes
+
+
+OnMessage = Callable[[Delivery], None]
+
+
+class AmqpConnection:
+    """An open AMQP connection; `closed` resolves (with the reason) when it closes."""
+
+    def __init__(self, connection: AsyncioConnection, closed: asyncio.Future[BaseException]):
+        self._connection = connection
+        self.closed = closed
+
+    @classmethod
+    async def open(cls, url: str, name: str, *, heartbeat: int = 15) -> AmqpConnection:
+        loop = asyncio.get_running_loop()
+        opened: asyncio.Future[AsyncioConnection] = loop.create_future()
+        closed: asyncio.Future[BaseException] = loop.create_future()
+        params = pika.URLParameters(url)
+        params.heartbeat = heartbeat
+        params.blocked_connection_timeout = 60
+        params.client_properties = {"connection_name": name}
+
+        def on_open_error(_conn: Any, error: BaseException | str) -> None:
+            if not opened.done():
+                opened.set_exception(AmqpError(f"cannot connect to RabbitMQ: {error}"))
+
+        def on_close(_conn: Any, reason: BaseException) -> None:
+            if not closed.done():
+                closed.set_result(reason)
+            on_open_error(_conn, reason)
+
+        AsyncioConnection(
+            params,
+            on_open_callback=opened.set_result,
+            on_open_error_callback=on_open_error,
+            on_close_callback=on_close,
+            custom_ioloop=loop,
+        )
+        return cls(await opened, closed)
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self._connection.is_open)
+
+    async def channel(self) -> AmqpChannel:
+        future: asyncio.Future[Channel] = asyncio.get_running_loop().create_future()
+        if not self._connection.is_open:
+            raise AmqpError("connection is closed")
+        self._connection.channel(on_open_callback=future.set_result)
+        done, _ = await asyncio.wait([future, self.closed], return_when=asyncio.FIRST_COMPLETED)
+        if future not in done:
+            raise AmqpError("connection closed while opening a channel")
+        return AmqpChannel(future.result())
+
+    async def close(self) -> None:
+        if self._connection.is_open:
+            self._connection.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(self.closed), timeout=5)
+
+
+class AmqpChannel:
+    """A channel; every operation fails with AmqpError once the channel closes."""
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+        self._loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future[BaseException] = self._loop.create_future()
+        self._rpcs: set[asyncio.Future[Any]] = set()
+        self._confirms: dict[int, asyncio.Future[None]] = {}
+        self._returned: set[int] = set()
+        self._tag_of: dict[str, int] = {}
+        self._next_tag = 0
+        self._confirming = False
+        self._on_cancel: dict[str, Callable[[], None]] = {}
+        channel.add_on_close_callback(self._closed)
+        channel.add_on_return_callback(self._returned_message)
+        channel.add_on_cancel_callback(self._cancelled_by_broker)
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self._channel.is_open)
+
+    def _closed(self, _channel: Any, reason: BaseException) -> None:
+        error = AmqpError(f"channel closed: {reason}")
+        if not self.closed.done():
+            self.closed.set_result(reason)
+        for future in [*self._rpcs, *self._confirms.values()]:
+            if not future.done():
+                future.set_exception(error)
+        self._rpcs.clear()
+        self._confirms.clear()
+
+    async def _rpc(self, start: Callable[[Callable[[Any], None]], Any]) -> Any:
+        if not self._channel.is_open:
+            raise AmqpError("channel is closed")
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._rpcs.add(future)
+
+        def done(frame: Any) -> None:
+            self._rpcs.discard(future)
+            if not future.done():
+                future.set_result(frame)
+
+        start(done)
+        return await future
+
+    async def declare_queue(
+        self, name: str, arguments: dict[str, Any] | None = None, *, durable: bool = True,
+        exclusive: bool = False, auto_delete: bool = False, passive: bool = False,
+    ) -> int:
+        """Declare a queue; returns its message count."""
+        frame = await self._rpc(lambda cb: self._channel.queue_declare(
+            name, passive=passive, durable=durable, exclusive=exclusive,
+            auto_delete=auto_delete, arguments=arguments, callback=cb,
+        ))
+        return int(frame.method.message_count)
+
+    async def delete_queue(self, name: str) -> None:
+        await self._rpc(lambda cb: self._channel.queue_delete(name, callback=cb))
+
+    async def qos(self, prefetch_count: int) -> None:
+        """Per-consumer prefetch (RabbitMQ's meaning of global_qos=False)."""
+        await self._rpc(lambda cb: self._channel.basic_qos(
+            prefetch_count=prefetch_count, global_qos=False, callback=cb))
+
+    async def enable_confirms(self) -> None:
+        await self._rpc(lambda cb: self._channel.confirm_delivery(self._confirmed, callback=cb))
+        self._confirming = True
+
+    async def publish(
+        self, routing_key: str, body: bytes, *, message_id: str, exchange: str = "",
+        mandatory: bool = True, persistent: bool = True, headers: dict[str, Any] | None = None,
+    ) -> None:
+        """Publish and, on a confirming channel, wait for the broker's ack."""
+        if not self._channel.is_open:
+            raise PublishFailed("channel is closed")
+        properties = BasicProperties(
+            message_id=message_id, delivery_mode=2 if persistent else 1,
+            content_type="application/json", headers=headers,
+        )
+        self._channel.basic_publish(exchange, routing_key, body, properties, mandatory=mandatory)
+        if not self._confirming:
+            return
+        self._next_tag += 1
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._confirms[self._next_tag] = future
+        self._tag_of[message_id] = self._next_tag
+        try:
+            await future
+        finally:
+            self._tag_of.pop(message_id, None)
+
+    def _returned_message(
+        self, _channel: Any, method: Basic.Return, properties: BasicProperties, _body: bytes
+    ) -> None:
+        tag = self._tag_of.get(properties.message_id)
+        if tag is not None:
+            self._returned.add(tag)
+        log.warning("message returned by broker: %s (%s)", method.reply_text, method.routing_key)
+
+    def _confirmed(self, frame: Any) -> None:
+        method = frame.method
+        acked = isinstance(method, Basic.Ack)
+        tags = (
+            [tag for tag in self._confirms if tag <= method.delivery_tag]
+            if method.multiple else [method.delivery_tag]
+        )
+        for tag in tags:
+            future = self._confirms.pop(tag, None)
+            if future is None or future.done():
+                continue
+            if not acked:
+                future.set_exception(PublishFailed("broker nacked the message"))
+            elif tag in self._returned:
+                future.set_exception(PublishFailed("message unroutable: no such queue"))
+            else:
+                future.set_result(None)
+            self._returned.discard(tag)
+
+    async def consume(self, queue: str, on_message: OnMessage,
+                      on_cancel: Callable[[], None] | None = None) -> str:
+        """Start a consumer; returns its tag. on_cancel runs if the broker cancels it."""
+
+        def deliver(_ch: Any, method: Basic.Deliver, props: BasicProperties, body: bytes) -> None:
+            on_message(Delivery(method.delivery_tag, method.redelivered, props, body))
+
+        tags: list[str] = []
+        await self._rpc(lambda cb: tags.append(
+            self._channel.basic_consume(queue, deliver, auto_ack=False, callback=cb)))
+        if on_cancel is not None:
+            self._on_cancel[tags[0]] = on_cancel
+        return tags[0]
+
+    def _cancelled_by_broker(self, frame: Any) -> None:
+        callback = self._on_cancel.pop(frame.method.consumer_tag, None)
+        if callback is not None:
+            callback()
+
+    async def cancel(self, consumer_tag: str) -> None:
+        self._on_cancel.pop(consumer_tag, None)
+        if self._channel.is_open:
+            await self._rpc(lambda cb: self._channel.basic_cancel(consumer_tag, callback=cb))
+
+    def ack(self, delivery_tag: int) -> None:
+        if self._channel.is_open:
+            self._channel.basic_ack(delivery_tag)
+
+    def nack(self, delivery_tag: int, *, requeue: bool = True) -> None:
+        if self._channel.is_open:
+            self._channel.basic_nack(delivery_tag, requeue=requeue)
+
+    async def close(self) -> None:
+        if self._channel.is_open:
+            self._channel.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(self.closed), timeout=5)

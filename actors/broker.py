@@ -1,0 +1,174 @@
+"""The broker side of seriatim: queue layout, a confirmed publisher and a self-healing link."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from actors.amqp import AmqpChannel, AmqpConnection, AmqpError, PublishFailed
+from actors.backoff import Backoff
+from actors.protocol import Control, EventMessage
+from actors.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_DECLARED_CACHE = 100_000
+
+
+def mailbox_arguments(settings: Settings) -> dict[str, Any]:
+    """Arguments of every mailbox queue: one active consumer at a time, never expiring."""
+    arguments: dict[str, Any] = {
+        "x-single-active-consumer": True,
+        "x-queue-type": settings.queue_type,
+    }
+    if settings.queue_type == "quorum":
+        # Without a delivery limit, RabbitMQ 3.10-3.13 requeues a quorum message at the back.
+        arguments["x-delivery-limit"] = 1_000_000
+    return arguments
+
+
+def supervisor_arguments(settings: Settings) -> dict[str, Any]:
+    return {"x-single-active-consumer": True, "x-queue-type": "classic"}
+
+
+class Publisher:
+    """Publishes with publisher confirms and mandatory routing on one channel of a connection.
+
+    Every publish returns only once the broker has taken the message; it raises
+    PublishFailed otherwise, and the caller keeps the event for the relay.
+    """
+
+    def __init__(self, settings: Settings, connection: AmqpConnection) -> None:
+        self._settings = settings
+        self._connection = connection
+        self._channel: AmqpChannel | None = None
+        self._opening: asyncio.Lock = asyncio.Lock()
+        self._declared: collections.OrderedDict[str, None] = collections.OrderedDict()
+
+    async def _open_channel(self) -> AmqpChannel:
+        channel = self._channel
+        if channel is not None and channel.is_open:
+            return channel
+        async with self._opening:
+            if self._channel is None or not self._channel.is_open:
+                channel = await self._connection.channel()
+                await channel.enable_confirms()
+                await channel.declare_queue(self._settings.supervisor_queue,
+                                            supervisor_arguments(self._settings))
+                self._channel = channel
+                self._declared.clear()
+            return self._channel
+
+    async def declare_mailbox(self, client_id: str) -> None:
+        queue = self._settings.mailbox_queue(client_id)
+        if queue in self._declared:
+            self._declared.move_to_end(queue)
+            return
+        channel = await self._open_channel()
+        await channel.declare_queue(queue, mailbox_arguments(self._settings))
+        self._declared[queue] = None
+        if len(self._declared) > _DECLARED_CACHE:
+            self._declared.popitem(last=False)
+
+    async def publish_event(self, message: EventMessage) -> None:
+        """Put an event in its client's mailbox queue (declared on first use)."""
+        try:
+            await self.declare_mailbox(str(message.client_id))
+            queue = self._settings.mailbox_queue(str(message.client_id))
+            body = message.to_dramatiq(queue).encode()
+            channel = await self._open_channel()
+            await channel.publish(queue, body, message_id=str(message.event_id))
+        except PublishFailed:
+            raise
+        except AmqpError as error:
+            raise PublishFailed(str(error)) from error
+
+    async def tell_supervisor(self, control: Control) -> None:
+        await self._tell(self._settings.supervisor_queue, control)
+
+    async def tell_worker(self, worker_id: str, control: Control) -> None:
+        """Send a command to one worker; PublishFailed when that worker's queue is gone."""
+        await self._tell(self._settings.worker_queue(worker_id), control)
+
+    async def _tell(self, queue: str, control: Control) -> None:
+        try:
+            channel = await self._open_channel()
+            await channel.publish(queue, control.encode(), message_id=control.kind,
+                                  persistent=queue == self._settings.supervisor_queue)
+        except PublishFailed:
+            raise
+        except AmqpError as error:
+            raise PublishFailed(str(error)) from error
+
+
+OnConnect = Callable[[AmqpConnection], Awaitable[None]]
+
+
+class BrokerLink:
+    """Keeps one AMQP connection open for a process, reconnecting with backoff.
+
+    `on_connect` runs on every new connection (declare, consume); `publisher` is None while
+    the broker is unreachable, so callers fail fast instead of waiting.
+    """
+
+    def __init__(self, settings: Settings, name: str) -> None:
+        self._settings = settings
+        self._name = name
+        self._on_connect: list[OnConnect] = []
+        self.publisher: Publisher | None = None
+        self.connection: AmqpConnection | None = None
+        self.connected = asyncio.Event()
+        self._backoff = Backoff(min=0.2, max=5.0, jitter=0.3)
+
+    def on_connect(self, callback: OnConnect) -> None:
+        """Run `callback` on every new connection, in the order registered."""
+        self._on_connect.append(callback)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        failures = 0
+        while not stopping.is_set():
+            try:
+                connection = await AmqpConnection.open(self._settings.amqp_url, self._name)
+            except AmqpError as error:
+                failures += 1
+                if failures == 1 or failures % 20 == 0:
+                    log.warning("RabbitMQ unreachable (%s); retrying", error)
+                await _wait(stopping, self._backoff.delay(min(failures, 10)))
+                continue
+            failures = 0
+            await self._serve(connection, stopping)
+
+    async def _serve(self, connection: AmqpConnection, stopping: asyncio.Event) -> None:
+        self.connection = connection
+        self.publisher = Publisher(self._settings, connection)
+        try:
+            for callback in self._on_connect:
+                await callback(connection)
+            self.connected.set()
+            log.info("connected to RabbitMQ")
+            stop = asyncio.ensure_future(stopping.wait())
+            await asyncio.wait([stop, connection.closed], return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if connection.closed.done():
+                log.warning("RabbitMQ connection lost: %s", connection.closed.result())
+        except AmqpError as error:
+            log.warning("RabbitMQ set-up failed: %s", error)
+        finally:
+            self.connected.clear()
+            self.publisher = None
+            self.connection = None
+            if stopping.is_set():
+                await connection.close()
+            else:
+                with contextlib.suppress(Exception):
+                    await connection.close()
+                await _wait(stopping, self._backoff.delay(1))
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout)

@@ -1,0 +1,91 @@
+"""The handler plug-in API: `@handler("type")` functions, their registry and their loading."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Event:
+    """What a handler receives. `id` is the idempotency key for outside effects."""
+
+    id: uuid.UUID
+    client_id: uuid.UUID
+    seq: int
+    type: str
+    payload: Any
+    attempt: int
+
+
+Handler = Callable[[Event], Awaitable[Any]] | Callable[[Event], Any]
+
+
+class HandlerRegistry:
+    """Event type → handler. A type is registered once; a second registration is an error."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    def register(self, type_: str, fn: Handler) -> None:
+        if not _TYPE.match(type_):
+            raise ValueError(
+                f"handler type {type_!r} must be 1-200 characters of letters, digits and ._:-"
+            )
+        existing = self._handlers.get(type_)
+        if existing is not None and existing is not fn:
+            raise ValueError(f"a handler for {type_!r} is already registered: {existing!r}")
+        self._handlers[type_] = fn
+
+    def get(self, type_: str) -> Handler | None:
+        return self._handlers.get(type_)
+
+    def __contains__(self, type_: object) -> bool:
+        return type_ in self._handlers
+
+    def types(self) -> list[str]:
+        return sorted(self._handlers)
+
+    async def call(self, fn: Handler, event: Event) -> Any:
+        """Run a handler: coroutine functions on the loop, plain functions in a thread."""
+        if inspect.iscoroutinefunction(fn):
+            return await fn(event)
+        import asyncio
+
+        result = await asyncio.to_thread(fn, event)
+        if inspect.isawaitable(result):
+            return await result
+        return result
+
+
+#: Where `@handler` puts what it decorates; load_handlers() returns it.
+registry = HandlerRegistry()
+
+
+def handler(type_: str) -> Callable[[Handler], Handler]:
+    """Register the decorated function as the handler of events of `type_`."""
+
+    def register(fn: Handler) -> Handler:
+        registry.register(type_, fn)
+        return fn
+
+    return register
+
+
+def load_handlers(modules: Iterable[str]) -> HandlerRegistry:
+    """Import the demo handlers and each module named; raise ImportError naming a bad one."""
+    importlib.import_module("actors.demo")
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            raise ImportError(f"SERIATIM_HANDLERS names {name!r}, which cannot be imported: "
+                              f"{error}") from error
+    return registry

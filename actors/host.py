@@ -1,0 +1,270 @@
+"""The mailbox host: one worker process's active mailboxes on one AMQP connection.
+
+No thread and no connection per mailbox: one consumer (prefetch 1) per active mailbox on a
+shared channel, one asyncio task per delivery, idle mailboxes passivated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+import uuid
+
+import dramatiq
+
+from actors.amqp import AmqpChannel, AmqpConnection, AmqpError, Delivery
+from actors.backoff import Backoff
+from actors.broker import BrokerLink, mailbox_arguments
+from actors.handlers import HandlerRegistry
+from actors.mailbox import Mailbox, RunPolicy, Stopped
+from actors.protocol import (
+    Control,
+    EventMessage,
+    MailboxPassivated,
+    ProtocolError,
+    StartMailbox,
+    decode_dramatiq,
+)
+from actors.settings import Settings
+from actors.store import Journal
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class _Active:
+    mailbox: Mailbox
+    consumer_tag: str | None = None
+    channel: AmqpChannel | None = None
+    passivating: bool = False
+    subscribing: bool = False
+    inflight: int = 0
+
+
+class MailboxHost:
+    """Starts, feeds and passivates the mailboxes the supervisor places on this worker."""
+
+    def __init__(self, settings: Settings, journal: Journal, handlers: HandlerRegistry,
+                 broker: dramatiq.Broker, worker_id: str, link: BrokerLink) -> None:
+        self.worker_id = worker_id
+        self._settings = settings
+        self._journal = journal
+        self._handlers = handlers
+        self._broker = broker
+        self._link = link
+        self._policy = RunPolicy(
+            max_attempts=settings.max_attempts, handler_timeout=settings.handler_timeout,
+            backoff=Backoff(settings.backoff_min, settings.backoff_max),
+        )
+        self._active: dict[uuid.UUID, _Active] = {}
+        self._starting: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._channel: AmqpChannel | None = None
+        self._accepting = True
+        self._retry = Backoff(min=0.2, max=5.0)
+
+    @property
+    def active_count(self) -> int:
+        return len(self._active)
+
+    # --- wiring to a (re)connected broker --------------------------------------------------
+
+    async def attach(self, connection: AmqpConnection) -> None:
+        """On every new connection: our command queue, a consume channel, our mailboxes."""
+        control = await connection.channel()
+        await control.qos(100)
+        queue = self._settings.worker_queue(self.worker_id)
+        await control.declare_queue(queue, durable=False, exclusive=True, auto_delete=True)
+        await control.consume(queue, lambda delivery: self._on_control(control, delivery))
+        await self._open_consume_channel(connection)
+
+    async def _open_consume_channel(self, connection: AmqpConnection) -> None:
+        channel = await connection.channel()
+        await channel.qos(1)
+        self._channel = channel
+        channel.closed.add_done_callback(lambda _: self._consume_channel_closed(connection))
+        for entry in list(self._active.values()):
+            entry.consumer_tag = None
+            await self._subscribe(entry)
+
+    def _consume_channel_closed(self, connection: AmqpConnection) -> None:
+        if connection.is_open and self._accepting:
+            log.warning("mailbox channel closed by the broker; reopening it")
+            self._spawn(self._open_consume_channel(connection))
+
+    def _on_control(self, channel: AmqpChannel, delivery: Delivery) -> None:
+        channel.ack(delivery.delivery_tag)
+        try:
+            command = Control.decode(delivery.body)
+        except ProtocolError as error:
+            log.error("dropping control message: %s", error)
+            return
+        if isinstance(command, StartMailbox):
+            self._spawn(self.start(command.client_id))
+
+    def _spawn(self, coroutine: object) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("mailbox task failed", exc_info=task.exception())
+
+    # --- activation ------------------------------------------------------------------------
+
+    async def start(self, client_id: uuid.UUID) -> None:
+        """Consume a client's mailbox here (idempotent)."""
+        if not self._accepting:
+            return
+        entry = self._active.get(client_id)
+        if entry is not None and not entry.passivating and entry.consumer_tag is not None:
+            return
+        if entry is None or entry.passivating:
+            queue = self._settings.mailbox_queue(str(client_id))
+            mailbox = Mailbox(client_id, self._journal, self._handlers, self._policy,
+                              self._broker, queue)
+            entry = _Active(mailbox)
+            self._active[client_id] = entry
+        await self._subscribe(entry)
+        log.info("mailbox %s active on %s", client_id, self.worker_id)
+
+    async def _subscribe(self, entry: _Active) -> None:
+        channel = self._channel
+        if channel is None or not channel.is_open:
+            return
+        if entry.consumer_tag is not None or entry.subscribing:
+            return
+        entry.subscribing = True
+        client = entry.mailbox.client_id
+        queue = self._settings.mailbox_queue(str(client))
+        publisher = self._link.publisher
+        try:
+            if publisher is not None:
+                await publisher.declare_mailbox(str(client))
+            entry.channel = channel
+            entry.consumer_tag = await channel.consume(
+                queue, lambda delivery: self._on_delivery(entry, channel, delivery),
+                on_cancel=lambda: self._consumer_cancelled(entry),
+            )
+        except AmqpError as error:
+            log.warning("cannot consume mailbox %s: %s", client, error)
+        finally:
+            entry.subscribing = False
+
+    def _consumer_cancelled(self, entry: _Active) -> None:
+        log.warning("broker cancelled the consumer of mailbox %s (queue deleted?)",
+                    entry.mailbox.client_id)
+        entry.consumer_tag = None
+        self._active.pop(entry.mailbox.client_id, None)
+
+    # --- processing ------------------------------------------------------------------------
+
+    def _on_delivery(self, entry: _Active, channel: AmqpChannel, delivery: Delivery) -> None:
+        if entry.passivating or not self._accepting:
+            channel.nack(delivery.delivery_tag, requeue=True)
+            return
+        entry.mailbox.last_active = time.monotonic()
+        entry.inflight += 1
+        self._spawn(self._handle(entry, channel, delivery))
+
+    async def _handle(self, entry: _Active, channel: AmqpChannel, delivery: Delivery) -> None:
+        try:
+            await self._settle(entry, channel, delivery)
+        finally:
+            entry.inflight -= 1
+            entry.mailbox.last_active = time.monotonic()
+
+    async def _settle(self, entry: _Active, channel: AmqpChannel, delivery: Delivery) -> None:
+        try:
+            message = EventMessage.from_dramatiq(decode_dramatiq(delivery.body))
+        except ProtocolError as error:
+            log.error("dropping a message that is not a seriatim event: %s", error)
+            channel.nack(delivery.delivery_tag, requeue=False)
+            return
+        if message.client_id != entry.mailbox.client_id:
+            log.error("dropping event %s: it belongs to another client's mailbox",
+                      message.event_id)
+            channel.nack(delivery.delivery_tag, requeue=False)
+            return
+        failures = 0
+        while True:
+            try:
+                await entry.mailbox.process(message)
+            except Stopped:
+                channel.nack(delivery.delivery_tag, requeue=True)
+                return
+            except (OSError, AmqpError, asyncio.TimeoutError) as error:
+                failures += 1  # the journal is unreachable: keep the message, try again
+                log.warning("mailbox %s cannot reach the journal (%s); retrying",
+                            entry.mailbox.client_id, error)
+                if not self._accepting:
+                    channel.nack(delivery.delivery_tag, requeue=True)
+                    return
+                await asyncio.sleep(self._retry.delay(min(failures, 10)))
+                continue
+            except Exception:
+                log.exception("mailbox %s failed on seq %d; the message is requeued",
+                              entry.mailbox.client_id, message.seq)
+                await asyncio.sleep(self._retry.delay(1))
+                channel.nack(delivery.delivery_tag, requeue=True)
+                return
+            channel.ack(delivery.delivery_tag)
+            return
+
+    # --- passivation and shutdown -----------------------------------------------------------
+
+    async def passivate_idle(self, stopping: asyncio.Event) -> None:
+        """Passivate mailboxes idle for the idle timeout, until `stopping` is set."""
+        period = min(max(self._settings.idle_timeout / 4, 0.05), 5.0)
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), period)
+            cutoff = time.monotonic() - self._settings.idle_timeout
+            for entry in list(self._active.values()):
+                idle = not entry.mailbox.busy and entry.mailbox.last_active < cutoff
+                if idle and not entry.passivating and entry.consumer_tag is not None:
+                    await self._passivate(entry)
+
+    async def _passivate(self, entry: _Active) -> None:
+        client = entry.mailbox.client_id
+        entry.passivating = True
+        try:
+            if entry.channel is not None and entry.consumer_tag is not None:
+                await entry.channel.cancel(entry.consumer_tag)
+            entry.consumer_tag = None
+            if entry.inflight:  # a message slipped in before the cancel took effect
+                entry.passivating = False
+                await self._subscribe(entry)
+                return
+            if self._active.get(client) is entry:
+                del self._active[client]
+            await self._journal.release_mailbox(client, self.worker_id)
+            publisher = self._link.publisher
+            if publisher is not None:
+                await publisher.tell_supervisor(MailboxPassivated(client, self.worker_id))
+            log.info("mailbox %s passivated", client)
+        except (AmqpError, OSError) as error:
+            log.warning("passivating mailbox %s failed: %s", client, error)
+
+    async def drain(self, deadline: float) -> None:
+        """Stop taking messages, let in-flight events finish for `deadline` s, then cancel."""
+        self._accepting = False
+        for entry in list(self._active.values()):
+            if entry.channel is not None and entry.consumer_tag is not None:
+                with contextlib.suppress(AmqpError):
+                    await entry.channel.cancel(entry.consumer_tag)
+            entry.mailbox.stop()
+        pending = [task for task in self._tasks if not task.done()]
+        if pending:
+            log.info("waiting up to %.0f s for %d in-flight events", deadline, len(pending))
+            _, late = await asyncio.wait(pending, timeout=deadline)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=5)
+        self._active.clear()

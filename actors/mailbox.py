@@ -1,0 +1,185 @@
+"""The per-client mailbox actor: the seq rule, in-place retries and the fenced outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import logging
+import time
+import uuid
+from typing import Any
+
+import dramatiq
+
+from actors.backoff import Backoff
+from actors.handlers import Event, HandlerRegistry
+from actors.protocol import EventMessage
+from actors.store import Journal, dump_json
+
+log = logging.getLogger(__name__)
+
+
+class Step(enum.Enum):
+    DUPLICATE = "duplicate"  # already terminal: ack and forget
+    NEXT = "next"  # the one event the mailbox may process now
+    GAP = "gap"  # earlier events first, from the journal
+
+
+def classify(seq: int, done_seq: int) -> Step:
+    """The seq rule: where an arriving event stands relative to the mailbox's progress."""
+    if seq <= done_seq:
+        return Step.DUPLICATE
+    return Step.NEXT if seq == done_seq + 1 else Step.GAP
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    ok: bool
+    value: Any  # the result when ok, else {"type", "message"}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunPolicy:
+    max_attempts: int = 5
+    handler_timeout: float = 30.0
+    backoff: Backoff = Backoff()
+
+
+class Stopped(Exception):
+    """The mailbox was asked to stop mid-event; the message must go back to the queue."""
+
+
+class Mailbox:
+    """Processes one client's events strictly one after another.
+
+    The lock makes a redelivered copy wait for the original in this process; the fence in
+    PostgreSQL makes a copy in another process harmless.
+    """
+
+    def __init__(self, client_id: uuid.UUID, journal: Journal, handlers: HandlerRegistry,
+                 policy: RunPolicy, broker: dramatiq.Broker, queue_name: str) -> None:
+        self.client_id = client_id
+        self._journal = journal
+        self._handlers = handlers
+        self._policy = policy
+        self._broker = broker
+        self._queue_name = queue_name
+        self._lock = asyncio.Lock()
+        self._done_seq: int | None = None
+        self._stopping = asyncio.Event()
+        self.last_active = time.monotonic()
+
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
+
+    def stop(self) -> None:
+        """Interrupt a backoff wait; the event in flight is then left for redelivery."""
+        self._stopping.set()
+
+    async def process(self, message: EventMessage) -> None:
+        """Bring the mailbox up to and including `message.seq`; raises Stopped."""
+        async with self._lock:
+            self.last_active = time.monotonic()
+            try:
+                await self._process(message)
+            finally:
+                self.last_active = time.monotonic()
+
+    async def _process(self, message: EventMessage) -> None:
+        done = await self._done()
+        step = classify(message.seq, done)
+        if step is Step.DUPLICATE:
+            log.debug("duplicate delivery of seq %d (done %d)", message.seq, done)
+            return
+        if step is Step.GAP:
+            missing = await self._journal.events_between(self.client_id, done, message.seq)
+            log.info("filling gap before seq %d from the journal: %d events",
+                     message.seq, len(missing))
+            for row in missing:
+                await self._run(EventMessage.of(row))
+        await self._run(message)
+
+    async def _done(self) -> int:
+        if self._done_seq is None:
+            position = await self._journal.position(self.client_id)
+            self._done_seq = position.done_seq if position else 0
+        return self._done_seq
+
+    async def _run(self, message: EventMessage) -> None:
+        if message.seq <= await self._done():
+            return
+        envelope = message.to_dramatiq(self._queue_name)
+        while True:
+            attempt = await self._journal.mark_attempt(message.event_id)
+            if attempt is None:  # terminal already: somebody else finished it
+                self._done_seq = None
+                return
+            if attempt > self._policy.max_attempts:
+                outcome = Outcome(False, {"type": "AttemptsExhausted", "message":
+                                          f"no attempts left after {attempt - 1}"})
+            else:
+                outcome = await self._attempt(message, attempt, envelope)
+            if outcome.ok or attempt >= self._policy.max_attempts:
+                await self._record(message, outcome, min(attempt, self._policy.max_attempts))
+                return
+            await self._journal.mark_retrying(message.event_id, outcome.value)
+            await self._backoff(attempt)
+
+    async def _attempt(self, message: EventMessage, attempt: int,
+                       envelope: dramatiq.Message[Any]) -> Outcome:
+        event = Event(message.event_id, message.client_id, message.seq, message.type,
+                      message.payload, attempt)
+        self._broker.emit_before("process_message", envelope)
+        outcome = await self._call(event)
+        exception = None if outcome.ok else RuntimeError(outcome.value["message"])
+        self._broker.emit_after("process_message", envelope,
+                                result=outcome.value if outcome.ok else None, exception=exception)
+        return outcome
+
+    async def _call(self, event: Event) -> Outcome:
+        fn = self._handlers.get(event.type)
+        if fn is None:
+            return _failure("UnknownEventType", f"no handler is registered for {event.type!r}")
+        try:
+            result = await asyncio.wait_for(self._handlers.call(fn, event),
+                                            self._policy.handler_timeout)
+        except TimeoutError:
+            return _failure("HandlerTimeout",
+                            f"handler ran longer than {self._policy.handler_timeout:g} s")
+        except Exception as error:  # a handler failure is data, never a worker crash
+            return _failure(type(error).__name__, str(error))
+        try:
+            dump_json(result)
+        except (TypeError, ValueError) as error:
+            return _failure("UnserialisableResult", f"result cannot be stored as JSON: {error}")
+        return Outcome(True, result)
+
+    async def _record(self, message: EventMessage, outcome: Outcome, attempts: int) -> None:
+        status = "succeeded" if outcome.ok else "dead"
+        recorded = await self._journal.record_outcome(
+            message.event_id, message.client_id, message.seq, status, attempts,
+            outcome.value if outcome.ok else None, None if outcome.ok else outcome.value,
+        )
+        if recorded:
+            self._done_seq = message.seq
+            if not outcome.ok:
+                log.warning("event seq %d is dead after %d attempts: %s", message.seq,
+                            attempts, outcome.value["type"])
+        else:
+            log.warning("fence refused the outcome of seq %d: another process recorded it",
+                        message.seq)
+            self._done_seq = None
+
+    async def _backoff(self, attempt: int) -> None:
+        delay = self._policy.backoff.delay(attempt)
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+        except TimeoutError:
+            return
+        raise Stopped
+
+
+def _failure(kind: str, message: str) -> Outcome:
+    return Outcome(False, {"type": kind, "message": message[:2000]})

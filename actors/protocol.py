@@ -1,0 +1,130 @@
+"""The wire protocol: events travel as Dramatiq messages; control messages as small JSON facts."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from typing import Any, ClassVar
+
+import dramatiq
+
+from actors.store import EventRow
+
+MAILBOX_ACTOR = "seriatim.mailbox"
+
+
+class ProtocolError(ValueError):
+    """A message that is not one of ours; it is dropped with a log line, never retried."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EventMessage:
+    """One accepted event on its way to the client's mailbox."""
+
+    event_id: uuid.UUID
+    client_id: uuid.UUID
+    seq: int
+    type: str
+    payload: Any
+    traceparent: str | None = None
+
+    @classmethod
+    def of(cls, row: EventRow) -> EventMessage:
+        return cls(row.id, row.client_id, row.seq, row.type, row.payload, row.traceparent)
+
+    def to_dramatiq(self, queue_name: str) -> dramatiq.Message[Any]:
+        options = {"traceparent": self.traceparent} if self.traceparent else {}
+        return dramatiq.Message(
+            queue_name=queue_name, actor_name=MAILBOX_ACTOR, args=(),
+            kwargs={"event_id": str(self.event_id), "client_id": str(self.client_id),
+                    "seq": self.seq, "type": self.type, "payload": self.payload},
+            options=options, message_id=str(self.event_id),
+        )
+
+    @classmethod
+    def from_dramatiq(cls, message: dramatiq.Message[Any]) -> EventMessage:
+        if message.actor_name != MAILBOX_ACTOR:
+            raise ProtocolError(f"not a mailbox message: actor {message.actor_name!r}")
+        try:
+            kw = message.kwargs
+            return cls(uuid.UUID(kw["event_id"]), uuid.UUID(kw["client_id"]), int(kw["seq"]),
+                       str(kw["type"]), kw["payload"], message.options.get("traceparent"))
+        except (KeyError, TypeError, ValueError) as error:
+            raise ProtocolError(f"malformed mailbox message: {error!r}") from None
+
+
+def decode_dramatiq(body: bytes) -> dramatiq.Message[Any]:
+    try:
+        return dramatiq.Message.decode(body)
+    except dramatiq.errors.DecodeError as error:
+        raise ProtocolError(f"undecodable message: {error}") from None
+
+
+# --- control messages between gateway, supervisor and workers -----------------------------
+
+_CONTROL: dict[str, type[Control]] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Control:
+    kind: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _CONTROL[cls.kind] = cls
+
+    def encode(self) -> bytes:
+        fields = {f.name: str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return json.dumps({"kind": self.kind, **fields}).encode()
+
+    @staticmethod
+    def decode(body: bytes) -> Control:
+        try:
+            data = json.loads(body)
+            cls = _CONTROL[data.pop("kind")]
+            hints = {f.name: f.type for f in dataclasses.fields(cls)}
+            return cls(**{k: uuid.UUID(v) if hints[k] == "uuid.UUID" else v
+                          for k, v in data.items()})
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ProtocolError(f"malformed control message: {error!r}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class MailboxWanted(Control):
+    """A fact: an event arrived for a mailbox that may be idle."""
+
+    kind: ClassVar[str] = "mailbox_wanted"
+    client_id: uuid.UUID
+
+
+@dataclasses.dataclass(frozen=True)
+class MailboxPassivated(Control):
+    """A fact: a worker stopped consuming an idle mailbox."""
+
+    kind: ClassVar[str] = "mailbox_passivated"
+    client_id: uuid.UUID
+    worker_id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerStopped(Control):
+    """A fact: a worker released all its mailboxes and is leaving."""
+
+    kind: ClassVar[str] = "worker_stopped"
+    worker_id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Tick(Control):
+    """A command to the active supervisor: run the periodic sweep if it is due."""
+
+    kind: ClassVar[str] = "tick"
+
+
+@dataclasses.dataclass(frozen=True)
+class StartMailbox(Control):
+    """A command to a worker: consume this client's mailbox."""
+
+    kind: ClassVar[str] = "start_mailbox"
+    client_id: uuid.UUID

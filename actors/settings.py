@@ -1,0 +1,110 @@
+"""Settings of every seriatim process, read once from the environment and validated."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+_NAMESPACE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class SettingsError(ValueError):
+    """A setting has a value seriatim cannot work with; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every knob of seriatim, with the defaults of the public contract."""
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/seriatim"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    handlers: tuple[str, ...] = ()
+    jwt_key_file: str = ""
+    jwt_issuer: str = "seriatim"
+    jwt_audience: str = "seriatim"
+    token_ttl: int = 3600
+    namespace: str = "seriatim"
+    queue_type: str = "classic"
+    max_attempts: int = 5
+    idle_timeout: float = 300.0
+    handler_timeout: float = 30.0
+    backoff_min: float = 0.1
+    backoff_max: float = 10.0
+    max_body_bytes: int = 256 * 1024
+    relay_after: float = 5.0
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        for name in ("database_url", "amqp_url"):
+            value = getattr(self, name)
+            if not urlsplit(value).scheme or not urlsplit(value).hostname:
+                raise SettingsError(f"SERIATIM_{name.upper()} is not a URL: {_redact(value)}")
+        if not _NAMESPACE.match(self.namespace):
+            raise SettingsError(
+                "SERIATIM_NAMESPACE must be 1-63 characters of a-z, 0-9, '_' and '-', "
+                f"starting with a letter or digit; got {self.namespace!r}"
+            )
+        if self.queue_type not in ("classic", "quorum"):
+            raise SettingsError(f"SERIATIM_QUEUE_TYPE must be classic or quorum, not {self.queue_type!r}")
+        _at_least("SERIATIM_HTTP_PORT", self.http_port, 0, 65535)
+        _at_least("SERIATIM_TOKEN_TTL", self.token_ttl, 60, 86400)
+        _at_least("SERIATIM_MAX_ATTEMPTS", self.max_attempts, 1, 1000)
+        _at_least("SERIATIM_IDLE_TIMEOUT", self.idle_timeout, 0.1, 86400)
+        _at_least("SERIATIM_HANDLER_TIMEOUT", self.handler_timeout, 0.01, 3600)
+        _at_least("SERIATIM_BACKOFF_MIN", self.backoff_min, 0.0, 600)
+        _at_least("SERIATIM_BACKOFF_MAX", self.backoff_max, self.backoff_min, 600)
+        _at_least("SERIATIM_MAX_BODY_BYTES", self.max_body_bytes, 64, 64 * 1024 * 1024)
+        _at_least("SERIATIM_RELAY_AFTER", self.relay_after, 0.1, 3600)
+
+    @property
+    def supervisor_queue(self) -> str:
+        return f"{self.namespace}.supervisor"
+
+    def mailbox_queue(self, client_id: str) -> str:
+        return f"{self.namespace}.mailbox.{client_id}"
+
+    def worker_queue(self, worker_id: str) -> str:
+        return f"{self.namespace}.worker.{worker_id}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read `SERIATIM_*` variables; raise `SettingsError` naming the first bad one."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for field in dataclasses.fields(cls):
+            raw = env.get(f"SERIATIM_{field.name.upper()}")
+            if raw is None or raw.strip() == "" and field.name not in ("jwt_key_file",):
+                continue
+            values[field.name] = _parse(field.name, str(field.type), raw.strip())
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _parse(name: str, kind: str, raw: str) -> object:
+    variable = f"SERIATIM_{name.upper()}"
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise SettingsError(f"{variable} must be a number, not {raw!r}") from None
+    if kind.startswith("tuple"):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    return raw
+
+
+def _at_least(variable: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise SettingsError(f"{variable} must be between {low:g} and {high:g}, not {value:g}")
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@")
+    return url

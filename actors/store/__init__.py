@@ -1,0 +1,5 @@
+"""The PostgreSQL journal: schema, named queries and the store that runs them."""
+
+from actors.store.journal import Accepted, Credentials, EventRow, Journal, MailboxRow, dump_json
+
+__all__ = ["Accepted", "Credentials", "EventRow", "Journal", "MailboxRow", "dump_json"]

@@ -1,0 +1,284 @@
+"""The PostgreSQL journal: what was accepted, in which order, and what became of it."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import asyncpg
+
+from actors.store.queries import QUERIES
+
+Json = Any
+_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # an escaped NUL, not an escaped backslash
+
+
+def dump_json(value: Json) -> str:
+    """Encode for a jsonb column; raises ValueError for what jsonb cannot store."""
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    if _NUL.search(text):
+        raise ValueError("jsonb cannot store the NUL character (\\u0000)")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("lone surrogates cannot be stored") from None
+    return text
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EventRow:
+    id: uuid.UUID
+    client_id: uuid.UUID
+    seq: int
+    type: str
+    payload: Json
+    status: str
+    attempts: int
+    accepted_at: datetime.datetime
+    started_at: datetime.datetime | None
+    finished_at: datetime.datetime | None
+    result: Json
+    error: Json
+    redrive_of: uuid.UUID | None
+    traceparent: str | None
+
+    @classmethod
+    def of(cls, record: asyncpg.Record) -> EventRow:
+        return cls(**{field.name: record[field.name] for field in dataclasses.fields(cls)})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Accepted:
+    event: EventRow
+    caught_up: bool  # the mailbox had nothing unfinished before this event: it may be idle
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Credentials:
+    id: uuid.UUID
+    secret_hash: str
+    admin: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MailboxRow:
+    client_id: uuid.UUID
+    state: str
+    last_seq: int
+    done_seq: int
+    host: str | None
+    restarts: int
+    policy: str
+    in_flight_seq: int | None
+    head_status: str | None
+
+    @classmethod
+    def of(cls, record: asyncpg.Record) -> MailboxRow:
+        return cls(**{field.name: record[field.name] for field in dataclasses.fields(cls)})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Position:
+    done_seq: int
+    last_seq: int
+    state: str
+    policy: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Wanted:
+    state: str
+    host: str | None
+    has_backlog: bool
+    host_alive: bool
+
+
+async def _init_connection(connection: asyncpg.Connection) -> None:
+    await connection.set_type_codec(
+        "jsonb", schema="pg_catalog", encoder=lambda text: text, decoder=json.loads
+    )
+
+
+class Journal:
+    """One method per named query; each shapes arguments and returns frozen rows."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> Journal:
+        pool = await asyncpg.create_pool(
+            dsn, min_size=min_size, max_size=max_size, init=_init_connection,
+            command_timeout=30,
+        )
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def check_durability(self) -> None:
+        """Raise RuntimeError when PostgreSQL would lose commits on a crash."""
+        row = await self.pool.fetchrow(QUERIES["durability"])
+        if row["fsync"] != "on" or row["synchronous_commit"] in ("off", "local"):
+            raise RuntimeError(
+                "PostgreSQL durability is off (fsync="
+                f"{row['fsync']}, synchronous_commit={row['synchronous_commit']}): "
+                "seriatim refuses to start, accepted events could be lost on a crash"
+            )
+
+    # --- clients and credentials -------------------------------------------------------
+
+    async def create_client(self, name: str, secret_hash: str, admin: bool) -> uuid.UUID:
+        row = await self.pool.fetchrow(QUERIES["insert_client"], name, secret_hash, admin)
+        return row["id"]  # type: ignore[no-any-return]
+
+    async def credentials(self, client_id: uuid.UUID) -> Credentials | None:
+        row = await self.pool.fetchrow(QUERIES["client_credentials"], client_id)
+        return Credentials(row["id"], row["secret_hash"], row["admin"]) if row else None
+
+    # --- intake ------------------------------------------------------------------------
+
+    async def accept(
+        self,
+        client_id: uuid.UUID,
+        type_: str,
+        payload: Json,
+        *,
+        idempotency_key: str | None = None,
+        request_hash: bytes | None = None,
+        redrive_of: uuid.UUID | None = None,
+        traceparent: str | None = None,
+    ) -> Accepted | None:
+        """Commit a new event at the tail of the client's mailbox.
+
+        Returns None when the idempotency key is taken (nothing is written then) or the
+        client does not exist.
+        """
+        try:
+            row = await self.pool.fetchrow(
+                QUERIES["accept_event"], client_id, type_, dump_json(payload),
+                idempotency_key, request_hash, redrive_of, traceparent,
+            )
+        except asyncpg.UniqueViolationError:
+            return None
+        if row is None:
+            return None
+        return Accepted(EventRow.of(row), caught_up=row["done_seq"] == row["seq"] - 1)
+
+    async def event_by_key(self, client_id: uuid.UUID, key: str) -> tuple[EventRow, bytes] | None:
+        row = await self.pool.fetchrow(QUERIES["event_by_key"], client_id, key)
+        return (EventRow.of(row), bytes(row["request_hash"])) if row else None
+
+    async def event(self, client_id: uuid.UUID, event_id: uuid.UUID) -> EventRow | None:
+        row = await self.pool.fetchrow(QUERIES["event_by_id"], event_id, client_id)
+        return EventRow.of(row) if row else None
+
+    async def events(
+        self, client_id: uuid.UUID, *, after_seq: int, status: str | None, limit: int
+    ) -> list[EventRow]:
+        rows = await self.pool.fetch(QUERIES["list_events"], client_id, after_seq, status, limit)
+        return [EventRow.of(row) for row in rows]
+
+    async def events_between(self, client_id: uuid.UUID, low: int, high: int) -> list[EventRow]:
+        """Events with low < seq < high, in order."""
+        rows = await self.pool.fetch(QUERIES["events_between"], client_id, low, high)
+        return [EventRow.of(row) for row in rows]
+
+    async def mark_published(self, event_ids: Sequence[uuid.UUID]) -> None:
+        await self.pool.execute(QUERIES["mark_published"], list(event_ids))
+
+    async def unpublished(self, older_than: float, limit: int) -> list[EventRow]:
+        rows = await self.pool.fetch(QUERIES["unpublished_events"], older_than, limit)
+        return [EventRow.of(row) for row in rows]
+
+    # --- processing --------------------------------------------------------------------
+
+    async def position(self, client_id: uuid.UUID) -> Position | None:
+        row = await self.pool.fetchrow(QUERIES["client_position"], client_id)
+        return Position(**dict(row)) if row else None
+
+    async def mark_attempt(self, event_id: uuid.UUID) -> int | None:
+        """Count a new attempt; its number, or None when the event is already terminal."""
+        return await self.pool.fetchval(QUERIES["mark_attempt"], event_id)  # type: ignore[no-any-return]
+
+    async def mark_retrying(self, event_id: uuid.UUID, error: Json) -> None:
+        await self.pool.execute(QUERIES["mark_retrying"], event_id, dump_json(error))
+
+    async def record_outcome(
+        self, event_id: uuid.UUID, client_id: uuid.UUID, seq: int, status: str, attempts: int,
+        result: Json, error: Json,
+    ) -> bool:
+        """Record a terminal outcome and advance done_seq; False when the fence refused."""
+        row = await self.pool.fetchrow(
+            QUERIES["record_outcome"], event_id, client_id, seq, status, attempts,
+            None if result is None else dump_json(result),
+            None if error is None else dump_json(error),
+        )
+        return row is not None
+
+    # --- mailboxes and placement -------------------------------------------------------
+
+    async def mailbox(self, client_id: uuid.UUID) -> MailboxRow | None:
+        row = await self.pool.fetchrow(QUERIES["mailbox"], client_id)
+        return MailboxRow.of(row) if row else None
+
+    async def mailboxes(
+        self, state: str | None, after: uuid.UUID | None, limit: int
+    ) -> list[MailboxRow]:
+        rows = await self.pool.fetch(
+            QUERIES["mailboxes"], state, after or uuid.UUID(int=0), limit
+        )
+        return [MailboxRow.of(row) for row in rows]
+
+    async def place_mailbox(self, client_id: uuid.UUID, worker_id: str) -> bool:
+        return await self.pool.fetchrow(QUERIES["set_mailbox_host"], client_id, worker_id) is not None
+
+    async def release_mailbox(self, client_id: uuid.UUID, worker_id: str) -> None:
+        await self.pool.execute(QUERIES["release_mailbox"], client_id, worker_id)
+
+    async def resume_mailbox(self, client_id: uuid.UUID) -> bool:
+        """Take a suspended mailbox out of suspension; False when it was not suspended."""
+        return await self.pool.fetchrow(QUERIES["resume_mailbox"], client_id) is not None
+
+    async def release_worker(self, worker_id: str) -> None:
+        await self.pool.execute(QUERIES["release_worker_mailboxes"], worker_id)
+
+    async def wanted(self, client_id: uuid.UUID, alive_within: float) -> Wanted | None:
+        row = await self.pool.fetchrow(QUERIES["mailbox_wanted"], client_id, alive_within)
+        return Wanted(**dict(row)) if row else None
+
+    async def stranded_mailboxes(self, alive_within: float, limit: int) -> list[uuid.UUID]:
+        rows = await self.pool.fetch(QUERIES["stranded_mailboxes"], alive_within, limit)
+        return [row["id"] for row in rows]
+
+    async def heartbeat(self, worker_id: str, hostname: str, pid: int) -> None:
+        await self.pool.execute(QUERIES["heartbeat"], worker_id, hostname, pid)
+
+    async def forget_worker(self, worker_id: str) -> None:
+        await self.pool.execute(QUERIES["forget_worker"], worker_id)
+
+    async def live_workers(self, alive_within: float) -> dict[str, int]:
+        """Live worker ids with the number of mailboxes each holds."""
+        rows = await self.pool.fetch(QUERIES["live_workers"], alive_within)
+        return {row["id"]: row["load"] for row in rows}
+
+    # --- signing keys ------------------------------------------------------------------
+
+    async def ensure_signing_key(
+        self, generate: Callable[[], tuple[str, dict[str, Any]]]
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """All signing keys, oldest first; the first caller ever stores one from `generate`."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            await connection.execute(QUERIES["lock_signing_keys"])
+            rows = await connection.fetch(QUERIES["signing_keys"])
+            if not rows:
+                kid, private_jwk = generate()
+                await connection.execute(QUERIES["insert_signing_key"], kid,
+                                         dump_json(private_jwk))
+                rows = await connection.fetch(QUERIES["signing_keys"])
+        return [(row["kid"], row["private_jwk"]) for row in rows]

@@ -1,0 +1,159 @@
+-- Every query seriatim runs, by name. Loaded by actors/store/queries.py.
+
+-- name: insert_client
+INSERT INTO clients (name, secret_hash, admin) VALUES ($1, $2, $3)
+RETURNING id, name, admin;
+
+-- name: client_credentials
+SELECT id, secret_hash, admin FROM clients WHERE id = $1;
+
+-- name: accept_event
+-- One statement, so one atomic step: bump the client's counter under its row lock and insert
+-- the event with that seq. A unique violation (idempotency key race) rolls back both.
+WITH counter AS (
+    UPDATE clients SET last_seq = last_seq + 1 WHERE id = $1
+    RETURNING last_seq, done_seq
+)
+INSERT INTO events (client_id, seq, type, payload, idempotency_key, request_hash, redrive_of,
+                    traceparent)
+SELECT $1, counter.last_seq, $2, $3::jsonb, $4, $5, $6, $7 FROM counter
+RETURNING id, client_id, seq, type, payload, status, attempts, accepted_at, started_at,
+          finished_at, result, error, redrive_of, traceparent,
+          (SELECT done_seq FROM counter) AS done_seq;
+
+-- name: event_by_key
+SELECT id, client_id, seq, type, payload, status, attempts, accepted_at, started_at,
+       finished_at, result, error, redrive_of, traceparent, request_hash
+FROM events WHERE client_id = $1 AND idempotency_key = $2;
+
+-- name: event_by_id
+SELECT id, client_id, seq, type, payload, status, attempts, accepted_at, started_at,
+       finished_at, result, error, redrive_of, traceparent
+FROM events WHERE id = $1 AND client_id = $2;
+
+-- name: list_events
+SELECT id, client_id, seq, type, payload, status, attempts, accepted_at, started_at,
+       finished_at, result, error, redrive_of, traceparent
+FROM events
+WHERE client_id = $1 AND seq > $2 AND ($3::text IS NULL OR status = $3)
+ORDER BY seq
+LIMIT $4;
+
+-- name: events_between
+-- The journal's copy of a client's events after done_seq, to fill a gap in delivery.
+SELECT id, client_id, seq, type, payload, status, attempts, accepted_at, started_at,
+       finished_at, result, error, redrive_of, traceparent
+FROM events
+WHERE client_id = $1 AND seq > $2 AND seq < $3
+ORDER BY seq;
+
+-- name: mark_published
+UPDATE events SET published_at = now() WHERE id = ANY($1::uuid[]) AND published_at IS NULL;
+
+-- name: unpublished_events
+SELECT id, client_id, seq, type, payload, status, attempts, accepted_at, started_at,
+       finished_at, result, error, redrive_of, traceparent
+FROM events
+WHERE published_at IS NULL AND accepted_at < now() - make_interval(secs => $1)
+ORDER BY accepted_at
+LIMIT $2;
+
+-- name: mark_attempt
+-- Start an attempt; attempts are counted here so that they survive crashed workers.
+-- A terminal event is never reopened.
+UPDATE events
+SET status = 'processing', attempts = attempts + 1, started_at = coalesce(started_at, now())
+WHERE id = $1 AND status NOT IN ('succeeded', 'dead')
+RETURNING attempts;
+
+-- name: mark_retrying
+UPDATE events SET status = 'retrying', error = $2::jsonb
+WHERE id = $1 AND status NOT IN ('succeeded', 'dead');
+
+-- name: record_outcome
+-- The fence: the outcome is recorded only by the one who advances done_seq from seq - 1.
+WITH fence AS (
+    UPDATE clients SET done_seq = $3 WHERE id = $2 AND done_seq = $3 - 1
+    RETURNING id
+)
+UPDATE events
+SET status = $4, attempts = $5, result = $6::jsonb, error = $7::jsonb, finished_at = now(),
+    started_at = coalesce(started_at, now())
+WHERE id = $1 AND EXISTS (SELECT 1 FROM fence)
+RETURNING finished_at;
+
+-- name: mailbox
+SELECT c.id AS client_id, c.state, c.last_seq, c.done_seq, c.host, c.restarts, c.policy,
+       (SELECT min(e.seq) FROM events e
+        WHERE e.client_id = c.id AND e.status IN ('processing', 'retrying')) AS in_flight_seq,
+       (SELECT e.status FROM events e
+        WHERE e.client_id = c.id AND e.seq = c.done_seq + 1) AS head_status
+FROM clients c WHERE c.id = $1;
+
+-- name: mailboxes
+SELECT c.id AS client_id, c.state, c.last_seq, c.done_seq, c.host, c.restarts, c.policy,
+       NULL::bigint AS in_flight_seq,
+       (SELECT e.status FROM events e
+        WHERE e.client_id = c.id AND e.seq = c.done_seq + 1) AS head_status
+FROM clients c
+WHERE ($1::text IS NULL OR c.state = $1) AND c.id > $2
+ORDER BY c.id
+LIMIT $3;
+
+-- name: set_mailbox_host
+UPDATE clients SET state = 'active', host = $2 WHERE id = $1 AND state <> 'suspended'
+RETURNING id;
+
+-- name: release_mailbox
+UPDATE clients SET state = 'idle', host = NULL WHERE id = $1 AND host = $2 AND state = 'active'
+RETURNING last_seq > done_seq AS has_backlog;
+
+-- name: release_worker_mailboxes
+UPDATE clients SET state = 'idle', host = NULL WHERE host = $1 AND state = 'active';
+
+-- name: mailbox_wanted
+SELECT c.state, c.host, c.last_seq > c.done_seq AS has_backlog,
+       (w.id IS NOT NULL AND w.last_seen > now() - make_interval(secs => $2)) AS host_alive
+FROM clients c LEFT JOIN workers w ON w.id = c.host
+WHERE c.id = $1;
+
+-- name: stranded_mailboxes
+-- Mailboxes with a backlog and no live host: never placed, passivated early, or orphaned.
+SELECT c.id
+FROM clients c LEFT JOIN workers w ON w.id = c.host
+WHERE c.done_seq < c.last_seq AND c.state <> 'suspended'
+  AND (c.host IS NULL OR w.id IS NULL OR w.last_seen <= now() - make_interval(secs => $1))
+ORDER BY c.id
+LIMIT $2;
+
+-- name: resume_mailbox
+UPDATE clients SET state = 'idle', host = NULL WHERE id = $1 AND state = 'suspended'
+RETURNING id;
+
+-- name: client_position
+SELECT done_seq, last_seq, state, policy FROM clients WHERE id = $1;
+
+-- name: heartbeat
+INSERT INTO workers (id, hostname, pid) VALUES ($1, $2, $3)
+ON CONFLICT (id) DO UPDATE SET last_seen = now();
+
+-- name: forget_worker
+DELETE FROM workers WHERE id = $1;
+
+-- name: live_workers
+SELECT w.id, (SELECT count(*) FROM clients c WHERE c.host = w.id AND c.state = 'active') AS load
+FROM workers w
+WHERE w.last_seen > now() - make_interval(secs => $1)
+ORDER BY w.id;
+
+-- name: lock_signing_keys
+SELECT pg_advisory_xact_lock(7215002);
+
+-- name: signing_keys
+SELECT kid, private_jwk FROM signing_keys ORDER BY created_at;
+
+-- name: insert_signing_key
+INSERT INTO signing_keys (kid, private_jwk) VALUES ($1, $2::jsonb) ON CONFLICT DO NOTHING;
+
+-- name: durability
+SELECT current_setting('fsync') AS fsync, current_setting('synchronous_commit') AS synchronous_commit;

@@ -1,0 +1,101 @@
+"""The gateway's composition root: `create_app(settings)` builds the Starlette application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import asyncpg
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from actors.broker import BrokerLink
+from actors.handlers import load_handlers
+from actors.settings import Settings
+from actors.store import Journal
+from gateway import events, health, mailboxes
+from gateway.auth import jwks_endpoint, load_tokens, token_endpoint
+from gateway.problems import Problem, on_http_exception, on_problem, on_unexpected
+from gateway.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/healthz", health.healthz, methods=["GET"]),
+        Route("/readyz", health.readyz, methods=["GET"]),
+        Route("/metrics", health.metrics, methods=["GET"]),
+        Route("/.well-known/jwks.json", jwks_endpoint, methods=["GET"]),
+        Route("/v1/token", token_endpoint, methods=["POST"]),
+        Route("/v1/events", events.post_event, methods=["POST"]),
+        Route("/v1/events", events.list_events, methods=["GET"]),
+        Route("/v1/events/{event_id}", events.get_event, methods=["GET"]),
+        Route("/v1/events/{event_id}/redrive", events.redrive_event, methods=["POST"]),
+        Route("/v1/mailbox", mailboxes.get_own_mailbox, methods=["GET"]),
+        Route("/v1/mailbox/resume", mailboxes.resume_own_mailbox, methods=["POST"]),
+        Route("/v1/admin/clients", mailboxes.create_client, methods=["POST"]),
+        Route("/v1/admin/mailboxes", mailboxes.list_mailboxes, methods=["GET"]),
+        Route("/v1/admin/mailboxes/{client_id}", mailboxes.get_mailbox, methods=["GET"]),
+        Route("/v1/admin/mailboxes/{client_id}/resume", mailboxes.resume_mailbox,
+              methods=["POST"]),
+    ]
+
+
+async def _database_down(request: Request, exc: Exception) -> Response:
+    log.warning("PostgreSQL unavailable during %s %s: %s", request.method, request.url.path,
+                type(exc).__name__)
+    return Problem(503, "database-unavailable", "the journal is unreachable; retry shortly",
+                   headers={"Retry-After": "2"}).response(request.url.path)
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The HTTP application; it connects to PostgreSQL and RabbitMQ in its lifespan."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
+        handlers = load_handlers(settings.handlers)
+        journal = await Journal.connect(settings.database_url, min_size=2, max_size=20)
+        try:
+            await journal.check_durability()
+            tokens = await load_tokens(settings, journal)
+            link = BrokerLink(settings, "seriatim-gateway")
+            services = Services(settings, journal, tokens, handlers, link)
+            stopping = asyncio.Event()
+            background = [asyncio.create_task(link.run(stopping)),
+                          asyncio.create_task(services.marks.run(stopping))]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(link.connected.wait(), 5)
+            log.info("gateway ready on %s:%d", settings.http_host, settings.http_port)
+            try:
+                yield {"services": services}
+            finally:
+                stopping.set()
+                await asyncio.gather(*background)
+        finally:
+            await journal.close()
+
+    return Starlette(
+        routes=routes(),
+        lifespan=lifespan,
+        exception_handlers={
+            Problem: on_problem,
+            HTTPException: on_http_exception,
+            asyncpg.PostgresConnectionError: _database_down,
+            asyncpg.InterfaceError: _database_down,
+            asyncpg.CannotConnectNowError: _database_down,
+            ConnectionError: _database_down,
+            OSError: _database_down,
+            Exception: on_unexpected,
+        },
+    )
+
+
+def from_env() -> Starlette:
+    """The application configured from SERIATIM_* variables (uvicorn's factory)."""
+    return create_app(Settings.from_env())

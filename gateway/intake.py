@@ -1,0 +1,138 @@
+"""Validation of what clients send: pure functions that raise Problem on bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Container
+from typing import Any
+
+from actors.store import dump_json
+from gateway.problems import Problem
+
+MAX_DEPTH = 64
+STATUSES = ("queued", "processing", "retrying", "succeeded", "dead")
+MAILBOX_STATES = ("idle", "active", "backing_off", "suspended")
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
+
+
+def require_json(content_type: str | None) -> None:
+    """415 unless the body is declared as JSON (UTF-8, the only charset JSON has)."""
+    media, _, params = (content_type or "").partition(";")
+    media = media.strip().lower()
+    if media != "application/json" and not (media.startswith("application/")
+                                            and media.endswith("+json")):
+        raise Problem(415, "unsupported-media-type",
+                      "the body must be sent as Content-Type: application/json")
+    charset = re.search(r"charset\s*=\s*\"?([^\";\s]+)", params, re.IGNORECASE)
+    if charset and charset.group(1).lower() not in ("utf-8", "utf8"):
+        raise Problem(415, "unsupported-media-type", "JSON bodies must be UTF-8")
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json(body: bytes) -> Any:
+    """Strict JSON: UTF-8, no NaN/Infinity, storable in jsonb, nested at most MAX_DEPTH."""
+    if not body.strip():
+        raise Problem(400, "invalid-json", "the body is empty; a JSON object is expected")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise Problem(400, "invalid-json", f"the body is not valid UTF-8 ({error.reason} "
+                      f"at byte {error.start})") from None
+    try:
+        value = json.loads(text, parse_constant=_no_constants)
+    except RecursionError:
+        raise Problem(400, "invalid-json", f"JSON nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as error:
+        raise Problem(400, "invalid-json", f"the body is not valid JSON: {error}") from None
+    if _depth(value) > MAX_DEPTH:
+        raise Problem(400, "invalid-json", f"JSON nested deeper than {MAX_DEPTH} levels")
+    try:
+        dump_json(value)
+    except ValueError as error:
+        raise Problem(400, "invalid-json", f"the JSON cannot be stored: {error}") from None
+    return value
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth > MAX_DEPTH:
+                return depth
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def event_body(value: Any, known_types: Container[str]) -> tuple[str, dict[str, Any]]:
+    """The (type, payload) of a POST /v1/events body."""
+    if not isinstance(value, dict):
+        raise Problem(422, "invalid-event", "the body must be a JSON object "
+                      '{"type": "...", "payload": {...}}')
+    unknown = sorted(set(value) - {"type", "payload"})
+    if unknown:
+        raise Problem(422, "invalid-event", f"unknown field(s): {', '.join(unknown)}; "
+                      "only 'type' and 'payload' are accepted", fields=unknown)
+    type_ = value.get("type")
+    if not isinstance(type_, str) or not _TYPE.match(type_):
+        raise Problem(422, "invalid-event", "'type' must be a string of 1-200 letters, digits "
+                      "and ._:- naming a registered handler")
+    if type_ not in known_types:
+        raise Problem(422, "unknown-event-type", f"no handler is registered for type {type_!r}")
+    payload = value.get("payload")
+    if not isinstance(payload, dict):
+        raise Problem(422, "invalid-event", "'payload' must be a JSON object")
+    return type_, payload
+
+
+def idempotency_key(header: str | None) -> str | None:
+    if header is None:
+        return None
+    if not _KEY.match(header):
+        raise Problem(400, "invalid-idempotency-key",
+                      "Idempotency-Key must be 1-255 printable ASCII characters without spaces")
+    return header
+
+
+def request_hash(type_: str, payload: Any) -> bytes:
+    """A fingerprint of the request body, independent of key order and white space."""
+    canonical = json.dumps([type_, payload], sort_keys=True, separators=(",", ":"),
+                           ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).digest()
+
+
+def query_int(params: Any, name: str, default: int, low: int, high: int) -> int:
+    raw = params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Problem(400, "invalid-query", f"'{name}' must be an integer") from None
+    if not low <= value <= high:
+        raise Problem(400, "invalid-query", f"'{name}' must be between {low} and {high}")
+    return value
+
+
+def query_choice(params: Any, name: str, choices: tuple[str, ...]) -> str | None:
+    raw = params.get(name)
+    if raw is not None and raw not in choices:
+        raise Problem(400, "invalid-query", f"'{name}' must be one of {', '.join(choices)}")
+    return raw  # type: ignore[no-any-return]
+
+
+def only_params(params: Any, allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(params.keys()) - set(allowed))
+    if unknown:
+        raise Problem(400, "invalid-query", f"unknown query parameter(s): {', '.join(unknown)}")
+    repeated = sorted(name for name in allowed if len(params.getlist(name)) > 1)
+    if repeated:
+        raise Problem(400, "invalid-query", f"repeated query parameter(s): {', '.join(repeated)}")

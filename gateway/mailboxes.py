@@ -1,0 +1,127 @@
+"""The mailbox routes: a client's own mailbox, and every mailbox for operators."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from actors.amqp import PublishFailed
+from actors.credentials import hash_secret, new_secret
+from actors.protocol import MailboxWanted
+from actors.store import MailboxRow
+from gateway import intake
+from gateway.auth import ADMIN_SCOPE, principal
+from gateway.problems import Problem
+
+log = logging.getLogger(__name__)
+
+
+def mailbox_json(row: MailboxRow) -> dict[str, Any]:
+    state = row.state
+    if state == "active" and row.head_status == "retrying":
+        state = "backing_off"
+    return {
+        "client_id": str(row.client_id), "state": state, "last_seq": row.last_seq,
+        "done_seq": row.done_seq, "backlog": row.last_seq - row.done_seq,
+        "in_flight_seq": row.in_flight_seq, "restarts": row.restarts, "host": row.host,
+        "policy": row.policy,
+    }
+
+
+async def _mailbox(request: Request, client_id: uuid.UUID) -> Response:
+    row = await request.state.services.journal.mailbox(client_id)
+    if row is None:
+        raise Problem(404, "not-found", "no such mailbox")
+    return JSONResponse(mailbox_json(row))
+
+
+async def _resume(request: Request, client_id: uuid.UUID) -> Response:
+    services = request.state.services
+    if await services.journal.mailbox(client_id) is None:
+        raise Problem(404, "not-found", "no such mailbox")
+    if not await services.journal.resume_mailbox(client_id):
+        raise Problem(409, "mailbox-not-suspended", "the mailbox is not suspended")
+    log.info("mailbox %s resumed", client_id)
+    publisher = services.link.publisher
+    if publisher is not None:
+        try:
+            await publisher.tell_supervisor(MailboxWanted(client_id))
+        except PublishFailed:
+            log.warning("supervisor not told of the resume; its next sweep will see it")
+    return await _mailbox(request, client_id)
+
+
+def _client_id(request: Request) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.path_params["client_id"])
+    except ValueError:
+        raise Problem(404, "not-found", "no such mailbox") from None
+
+
+async def get_own_mailbox(request: Request) -> Response:
+    caller = principal(request, "events:read")
+    return await _mailbox(request, caller.client_id)
+
+
+async def resume_own_mailbox(request: Request) -> Response:
+    caller = principal(request, "events:write")
+    return await _resume(request, caller.client_id)
+
+
+async def get_mailbox(request: Request) -> Response:
+    principal(request, ADMIN_SCOPE)
+    return await _mailbox(request, _client_id(request))
+
+
+async def resume_mailbox(request: Request) -> Response:
+    principal(request, ADMIN_SCOPE)
+    return await _resume(request, _client_id(request))
+
+
+async def list_mailboxes(request: Request) -> Response:
+    principal(request, ADMIN_SCOPE)
+    params = request.query_params
+    intake.only_params(params, ("state", "after", "limit"))
+    state = intake.query_choice(params, "state", intake.MAILBOX_STATES)
+    limit = intake.query_int(params, "limit", 100, 1, 1000)
+    after = None
+    if params.get("after") is not None:
+        try:
+            after = uuid.UUID(params["after"])
+        except ValueError:
+            raise Problem(400, "invalid-query", "'after' must be a client id") from None
+    stored_state = "active" if state == "backing_off" else state
+    rows = await request.state.services.journal.mailboxes(stored_state, after, limit)
+    items = [mailbox_json(row) for row in rows]
+    if state is not None:
+        items = [item for item in items if item["state"] == state]
+    following = str(rows[-1].client_id) if len(rows) == limit else None
+    return JSONResponse({"items": items, "next_after": following})
+
+
+async def create_client(request: Request) -> Response:
+    principal(request, ADMIN_SCOPE)
+    services = request.state.services
+    intake.require_json(request.headers.get("content-type"))
+    body = intake.parse_json(await services.read_body(request))
+    if not isinstance(body, dict):
+        raise Problem(422, "invalid-client", 'the body must be {"name": "...", "admin": false}')
+    unknown = sorted(set(body) - {"name", "admin"})
+    if unknown:
+        raise Problem(422, "invalid-client", f"unknown field(s): {', '.join(unknown)}")
+    name, admin = body.get("name"), body.get("admin", False)
+    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 200:
+        raise Problem(422, "invalid-client", "'name' must be a string of 1-200 characters")
+    if not isinstance(admin, bool):
+        raise Problem(422, "invalid-client", "'admin' must be true or false")
+    secret = new_secret()
+    client_id = await services.journal.create_client(name.strip(), hash_secret(secret), admin)
+    log.info("client %s created (admin=%s)", client_id, admin)
+    return JSONResponse({"client_id": str(client_id), "client_secret": secret,
+                         "name": name.strip(), "admin": admin}, status_code=201,
+                        headers={"Cache-Control": "no-store",
+                                 "Location": f"/v1/admin/mailboxes/{client_id}"})

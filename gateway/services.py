@@ -1,0 +1,137 @@
+"""The gateway's process-wide services, built in the lifespan: journal, tokens, publishing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import Any
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from actors.amqp import PublishFailed
+from actors.broker import BrokerLink
+from actors.handlers import HandlerRegistry
+from actors.protocol import EventMessage, MailboxWanted
+from actors.settings import Settings
+from actors.store import Journal
+from gateway.auth import TokenService
+from gateway.events import accepted_json
+from gateway.problems import Problem
+
+log = logging.getLogger(__name__)
+
+BODY_READ_TIMEOUT = 30.0
+
+
+class PublishedMarks:
+    """Marks published events in the journal in batches, off the request path.
+
+    A mark lost in a crash only costs a duplicate publish by the relay, which the mailbox
+    acks as a duplicate.
+    """
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self._pending: list[uuid.UUID] = []
+        self._wake = asyncio.Event()
+
+    def add(self, event_id: uuid.UUID) -> None:
+        self._pending.append(event_id)
+        self._wake.set()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 1.0)
+            self._wake.clear()
+            await asyncio.sleep(0.02)  # let a batch gather
+            await self.flush()
+        await self.flush()
+
+    async def flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if batch:
+            try:
+                await self._journal.mark_published(batch)
+            except (OSError, asyncio.TimeoutError) as error:
+                log.warning("could not mark %d events published (%s); the relay will "
+                            "publish them again", len(batch), error)
+
+
+class Services:
+    """Everything a request handler needs, reached as `request.state.services`."""
+
+    def __init__(self, settings: Settings, journal: Journal, tokens: TokenService,
+                 handlers: HandlerRegistry, link: BrokerLink) -> None:
+        self.settings = settings
+        self.journal = journal
+        self.tokens = tokens
+        self.handlers = handlers
+        self.link = link
+        self.marks = PublishedMarks(journal)
+        self.in_progress: set[tuple[uuid.UUID, str]] = set()
+
+    async def read_body(self, request: Request, limit: int | None = None) -> bytes:
+        """The whole body, refused with 413 as soon as it exceeds the limit."""
+        limit = self.settings.max_body_bytes if limit is None else limit
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise Problem(400, "invalid-request", "Content-Length is not a number")
+            if int(declared) > limit:
+                raise _too_large(limit)
+        chunks, size = [], 0
+        try:
+            async with asyncio.timeout(BODY_READ_TIMEOUT):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise _too_large(limit)
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise Problem(408, "request-timeout", "the body was not received in time") from None
+        except ClientDisconnect:
+            raise Problem(400, "invalid-request", "the client disconnected mid-body") from None
+        return b"".join(chunks)
+
+    async def accept(self, client_id: uuid.UUID, type_: str, payload: Any, *,
+                     idempotency_key: str | None = None, request_hash: bytes | None = None,
+                     redrive_of: uuid.UUID | None = None) -> Response | None:
+        """Commit, then publish, then answer 202. None when the idempotency key is taken."""
+        accepted = await self.journal.accept(
+            client_id, type_, payload, idempotency_key=idempotency_key,
+            request_hash=request_hash, redrive_of=redrive_of)
+        if accepted is None:
+            if idempotency_key is None:
+                raise Problem(401, "invalid-token", "the token's client no longer exists",
+                              headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+            return None
+        row = accepted.event
+        await self._publish(EventMessage.of(row), wake_supervisor=accepted.caught_up)
+        return JSONResponse(accepted_json(row), status_code=202,
+                            headers={"Location": f"/v1/events/{row.id}"})
+
+    async def _publish(self, message: EventMessage, *, wake_supervisor: bool) -> None:
+        publisher = self.link.publisher
+        if publisher is None:
+            log.warning("RabbitMQ is unreachable; event seq %d is left to the relay", message.seq)
+            return
+        try:
+            await publisher.publish_event(message)
+            self.marks.add(message.event_id)
+            if wake_supervisor:
+                await publisher.tell_supervisor(MailboxWanted(message.client_id))
+        except PublishFailed as error:
+            log.warning("publishing event seq %d failed (%s); it is left to the relay",
+                        message.seq, error)
+
+
+def _too_large(limit: int) -> Problem:
+    return Problem(413, "payload-too-large", f"the body is larger than {limit} bytes",
+                   limit=limit)
+
+
+

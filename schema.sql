@@ -1,0 +1,63 @@
+-- seriatim: all DDL. Idempotent; applied by `seriatim migrate` and `seriatim up`.
+
+CREATE TABLE IF NOT EXISTS clients (
+    id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    name        text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    secret_hash text NOT NULL,
+    admin       boolean NOT NULL DEFAULT false,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    -- The mailbox: last_seq is the newest accepted event, done_seq the newest terminal one.
+    last_seq    bigint NOT NULL DEFAULT 0,
+    done_seq    bigint NOT NULL DEFAULT 0,
+    state       text NOT NULL DEFAULT 'idle' CHECK (state IN ('idle', 'active', 'suspended')),
+    host        text,
+    restarts    integer NOT NULL DEFAULT 0,
+    policy      text NOT NULL DEFAULT 'skip' CHECK (policy IN ('skip', 'halt')),
+    CHECK (0 <= done_seq AND done_seq <= last_seq)
+);
+
+CREATE INDEX IF NOT EXISTS clients_backlog ON clients (id) WHERE done_seq < last_seq;
+CREATE INDEX IF NOT EXISTS clients_host ON clients (host) WHERE host IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS events (
+    id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    client_id       uuid NOT NULL REFERENCES clients (id),
+    seq             bigint NOT NULL CHECK (seq > 0),
+    type            text NOT NULL,
+    payload         jsonb NOT NULL,
+    status          text NOT NULL DEFAULT 'queued'
+                    CHECK (status IN ('queued', 'processing', 'retrying', 'succeeded', 'dead')),
+    attempts        integer NOT NULL DEFAULT 0,
+    idempotency_key text,
+    request_hash    bytea,
+    redrive_of      uuid REFERENCES events (id),
+    traceparent     text,
+    accepted_at     timestamptz NOT NULL DEFAULT now(),
+    published_at    timestamptz,
+    started_at      timestamptz,
+    finished_at     timestamptz,
+    result          jsonb,
+    error           jsonb,
+    UNIQUE (client_id, seq)
+);
+
+CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency_key
+    ON events (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_unpublished ON events (accepted_at) WHERE published_at IS NULL;
+CREATE INDEX IF NOT EXISTS events_by_status ON events (client_id, status, seq);
+
+-- Worker processes announce themselves here; a row not seen for a few seconds is a dead worker.
+CREATE TABLE IF NOT EXISTS workers (
+    id         text PRIMARY KEY,
+    hostname   text NOT NULL,
+    pid        integer NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    last_seen  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Token signing keys generated on first start when no SERIATIM_JWT_KEY_FILE is given.
+CREATE TABLE IF NOT EXISTS signing_keys (
+    kid         text PRIMARY KEY,
+    private_jwk jsonb NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);

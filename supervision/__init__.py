@@ -1,0 +1,1 @@
+"""Supervision: the supervisor actor, placement, the outbox relay and the process tree."""

@@ -1,0 +1,132 @@
+"""The `seriatim` command: the composition root of every seriatim process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import asyncpg
+
+from actors import logs
+from actors.credentials import hash_secret, new_secret
+from actors.settings import Settings, SettingsError
+from actors.store import Journal
+from actors.store.migrate import migrate
+
+log = logging.getLogger("seriatim")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="seriatim", description=(
+        "Per-client strictly sequential event processing. Settings come from SERIATIM_* "
+        "environment variables (see docs/api.md)."))
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    up = commands.add_parser("up", help="apply the schema and run the whole system here")
+    up.add_argument("--workers", type=_count, default=2, help="worker processes (default 2)")
+    gateway = commands.add_parser("gateway", help="run the HTTP gateway")
+    gateway.add_argument("--host", help="listen address (default SERIATIM_HTTP_HOST)")
+    gateway.add_argument("--port", type=_port, help="listen port (default SERIATIM_HTTP_PORT)")
+    worker = commands.add_parser("worker", help="run one worker process")
+    worker.add_argument("--worker-id", help="a stable id for this worker (default: generated)")
+    commands.add_parser("migrate", help="create the database if missing and apply the schema")
+    client = commands.add_parser("client", help="manage clients")
+    client_commands = client.add_subparsers(dest="client_command", required=True,
+                                            metavar="ACTION")
+    create = client_commands.add_parser("create", help="create a client and print its secret")
+    create.add_argument("--name", required=True, type=_name, help="a label for the client")
+    create.add_argument("--admin", action="store_true", help="grant the admin scope")
+    return root
+
+
+def _count(text: str) -> int:
+    value = _int(text)
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError("must be between 1 and 64")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("must be between 0 and 65535")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _name(text: str) -> str:
+    if not 1 <= len(text.strip()) <= 200:
+        raise argparse.ArgumentTypeError("must be 1-200 characters")
+    return text.strip()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        print(f"seriatim: {error}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level, args.command)
+    try:
+        return _run(args, settings)
+    except KeyboardInterrupt:
+        return 130
+    except (OSError, asyncpg.PostgresError, ValueError, ImportError, RuntimeError) as error:
+        print(f"seriatim {args.command}: {error}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "migrate":
+        asyncio.run(migrate(settings.database_url))
+        return 0
+    if args.command == "client":
+        print(json.dumps(asyncio.run(_create_client(settings, args.name, args.admin))))
+        return 0
+    if args.command == "gateway":
+        from supervision.serve import serve_gateway
+
+        return serve_gateway(settings, args.host, args.port)
+    if args.command == "worker":
+        from supervision.worker import run_worker
+
+        asyncio.run(_until_signalled(lambda stop: run_worker(settings, stop, args.worker_id)))
+        return 0
+    from supervision.process import run_up
+
+    asyncio.run(migrate(settings.database_url))
+    return asyncio.run(run_up(settings, args.workers))
+
+
+async def _create_client(settings: Settings, name: str, admin: bool) -> dict[str, object]:
+    journal = await Journal.connect(settings.database_url, min_size=1, max_size=1)
+    try:
+        secret = new_secret()
+        client_id = await journal.create_client(name, hash_secret(secret), admin)
+    finally:
+        await journal.close()
+    return {"client_id": str(client_id), "client_secret": secret, "name": name, "admin": admin}
+
+
+async def _until_signalled(main: object) -> None:
+    """Run `main(stopping)`; SIGINT and SIGTERM only set the event."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    await main(stopping)  # type: ignore[operator]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

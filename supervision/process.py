@@ -1,0 +1,76 @@
+"""The process tree of `seriatim up`: a gateway and N workers, restarted when they die."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from actors.backoff import Backoff
+from actors.settings import Settings
+
+log = logging.getLogger("seriatim.up")
+
+STOP_DEADLINE = 45.0
+
+
+class Child:
+    """One child process, started again with backoff whenever it exits unasked."""
+
+    def __init__(self, name: str, argv: list[str]) -> None:
+        self.name = name
+        self.argv = argv
+        self.process: asyncio.subprocess.Process | None = None
+        self._backoff = Backoff(min=0.5, max=30.0, jitter=0.2)
+
+    async def keep_running(self, stopping: asyncio.Event) -> None:
+        failures = 0
+        while not stopping.is_set():
+            self.process = await asyncio.create_subprocess_exec(*self.argv)
+            log.info("%s started (pid %d)", self.name, self.process.pid)
+            waiting = asyncio.ensure_future(self.process.wait())
+            stop = asyncio.ensure_future(stopping.wait())
+            await asyncio.wait([waiting, stop], return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if stopping.is_set():
+                await self.stop(waiting)
+                return
+            failures += 1
+            delay = self._backoff.delay(min(failures, 10))
+            log.error("%s exited with %s; restarting in %.1f s", self.name,
+                      self.process.returncode, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), delay)
+
+    async def stop(self, waiting: asyncio.Future[int]) -> None:
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiting), STOP_DEADLINE)
+        except TimeoutError:
+            log.error("%s did not stop within %.0f s; killing it", self.name, STOP_DEADLINE)
+            process.kill()
+            await waiting
+        log.info("%s stopped (exit %s)", self.name, process.returncode)
+
+
+async def run_up(settings: Settings, workers: int) -> int:
+    """Run the gateway and `workers` workers until SIGINT or SIGTERM."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    command = [sys.executable, "-m", "supervision.cli"]
+    children = [Child("gateway", [*command, "gateway"])]
+    children += [Child(f"worker-{n}", [*command, "worker"]) for n in range(1, workers + 1)]
+    log.info("seriatim up: gateway on http://%s:%d, %d workers; Ctrl-C stops",
+             settings.http_host, settings.http_port, workers)
+    async with asyncio.TaskGroup() as tasks:
+        for child in children:
+            tasks.create_task(child.keep_running(stopping))
+    log.info("seriatim stopped")
+    return 0

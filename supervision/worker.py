@@ -1,0 +1,113 @@
+"""A worker process: the mailbox host, a supervisor candidate and the worker's heartbeat."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+from actors.amqp import PublishFailed
+from actors.broker import BrokerLink
+from actors.handlers import load_handlers
+from actors.host import MailboxHost
+from actors.protocol import MAILBOX_ACTOR, WorkerStopped
+from actors.settings import Settings
+from actors.store import Journal
+from supervision.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL = 1.0
+DRAIN_DEADLINE = 30.0
+
+
+def new_worker_id() -> str:
+    host = "".join(c if c.isalnum() else "-" for c in socket.gethostname().lower())[:40]
+    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def dramatiq_broker(settings: Settings) -> dramatiq.Broker:
+    """Dramatiq's broker and actor registry; the host runs its middleware hooks.
+
+    Nothing connects here: the host consumes mailboxes itself (see docs/decisions.md).
+    """
+    broker = RabbitmqBroker(url=settings.amqp_url, confirm_delivery=True, middleware=[])
+
+    def mailbox(**_: Any) -> None:
+        raise RuntimeError("mailbox messages are processed by the seriatim mailbox host")
+
+    dramatiq.Actor(mailbox, broker=broker, actor_name=MAILBOX_ACTOR,
+                   queue_name=f"{settings.namespace}.mailbox", priority=0, options={})
+    return broker
+
+
+async def run_worker(settings: Settings, stopping: asyncio.Event,
+                     worker_id: str | None = None) -> None:
+    """Serve mailboxes until `stopping` is set, then drain and leave cleanly."""
+    worker_id = worker_id or new_worker_id()
+    handlers = load_handlers(settings.handlers)
+    journal = await Journal.connect(settings.database_url, min_size=2, max_size=10)
+    try:
+        await journal.check_durability()
+        link_stopping = asyncio.Event()
+        link = BrokerLink(settings, f"seriatim-worker-{worker_id}")
+        host = MailboxHost(settings, journal, handlers, dramatiq_broker(settings), worker_id, link)
+        supervisor = Supervisor(settings, journal, link)
+        link.on_connect(host.attach)
+        link.on_connect(supervisor.attach)
+        log.info("worker %s starting (handlers: %s)", worker_id, ", ".join(handlers.types()))
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(link.run(link_stopping))
+            tasks.create_task(_heartbeat(journal, link, worker_id, stopping))
+            tasks.create_task(host.passivate_idle(stopping))
+            tasks.create_task(supervisor.run(stopping))
+            tasks.create_task(supervisor.tick(stopping))
+            await stopping.wait()
+            log.info("worker %s stopping: draining in-flight events", worker_id)
+            await host.drain(DRAIN_DEADLINE)
+            await _leave(journal, link, worker_id)
+            link_stopping.set()
+    finally:
+        await journal.close()
+    log.info("worker %s stopped", worker_id)
+
+
+async def _heartbeat(journal: Journal, link: BrokerLink, worker_id: str,
+                     stopping: asyncio.Event) -> None:
+    """Announce this worker once its command queue exists, then every second."""
+    await _first(link.connected.wait(), stopping)
+    hostname = socket.gethostname()
+    while not stopping.is_set():
+        try:
+            await journal.heartbeat(worker_id, hostname, os.getpid())
+        except (OSError, asyncio.TimeoutError) as error:
+            log.warning("heartbeat failed: %s", error)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), HEARTBEAT_INTERVAL)
+
+
+async def _leave(journal: Journal, link: BrokerLink, worker_id: str) -> None:
+    try:
+        await journal.release_worker(worker_id)
+        await journal.forget_worker(worker_id)
+    except (OSError, asyncio.TimeoutError) as error:
+        log.warning("could not release this worker's mailboxes: %s", error)
+    publisher = link.publisher
+    if publisher is not None:
+        with contextlib.suppress(PublishFailed):
+            await publisher.tell_supervisor(WorkerStopped(worker_id))
+
+
+async def _first(awaitable: Any, stopping: asyncio.Event) -> None:
+    task = asyncio.ensure_future(awaitable)
+    stop = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
+    for pending in (task, stop):
+        pending.cancel()
