@@ -146,14 +146,27 @@ class AmqpChannel:
         return await future
 
     async def declare_queue(
-        self, name: str, arguments: dict[str, Any] | None = None, *, durable: bool = True,
-        exclusive: bool = False, auto_delete: bool = False, passive: bool = False,
+        self,
+        name: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        durable: bool = True,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        passive: bool = False,
     ) -> int:
         """Declare a queue; returns its message count."""
-        frame = await self._rpc(lambda cb: self._channel.queue_declare(
-            name, passive=passive, durable=durable, exclusive=exclusive,
-            auto_delete=auto_delete, arguments=arguments, callback=cb,
-        ))
+        frame = await self._rpc(
+            lambda cb: self._channel.queue_declare(
+                name,
+                passive=passive,
+                durable=durable,
+                exclusive=exclusive,
+                auto_delete=auto_delete,
+                arguments=arguments,
+                callback=cb,
+            )
+        )
         return int(frame.method.message_count)
 
     async def delete_queue(self, name: str) -> None:
@@ -161,23 +174,35 @@ class AmqpChannel:
 
     async def qos(self, prefetch_count: int) -> None:
         """Per-consumer prefetch (RabbitMQ's meaning of global_qos=False)."""
-        await self._rpc(lambda cb: self._channel.basic_qos(
-            prefetch_count=prefetch_count, global_qos=False, callback=cb))
+        await self._rpc(
+            lambda cb: self._channel.basic_qos(
+                prefetch_count=prefetch_count, global_qos=False, callback=cb
+            )
+        )
 
     async def enable_confirms(self) -> None:
         await self._rpc(lambda cb: self._channel.confirm_delivery(self._confirmed, callback=cb))
         self._confirming = True
 
     async def publish(
-        self, routing_key: str, body: bytes, *, message_id: str, exchange: str = "",
-        mandatory: bool = True, persistent: bool = True, headers: dict[str, Any] | None = None,
+        self,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str,
+        exchange: str = "",
+        mandatory: bool = True,
+        persistent: bool = True,
+        headers: dict[str, Any] | None = None,
     ) -> None:
         """Publish and, on a confirming channel, wait for the broker's ack."""
         if not self._channel.is_open:
             raise PublishFailed("channel is closed")
         properties = BasicProperties(
-            message_id=message_id, delivery_mode=2 if persistent else 1,
-            content_type="application/json", headers=headers,
+            message_id=message_id,
+            delivery_mode=2 if persistent else 1,
+            content_type="application/json",
+            headers=headers,
         )
         self._channel.basic_publish(exchange, routing_key, body, properties, mandatory=mandatory)
         if not self._confirming:
@@ -204,7 +229,8 @@ class AmqpChannel:
         acked = isinstance(method, Basic.Ack)
         tags = (
             [tag for tag in self._confirms if tag <= method.delivery_tag]
-            if method.multiple else [method.delivery_tag]
+            if method.multiple
+            else [method.delivery_tag]
         )
         for tag in tags:
             future = self._confirms.pop(tag, None)
@@ -218,16 +244,20 @@ class AmqpChannel:
                 future.set_result(None)
             self._returned.discard(tag)
 
-    async def consume(self, queue: str, on_message: OnMessage,
-                      on_cancel: Callable[[], None] | None = None) -> str:
+    async def consume(
+        self, queue: str, on_message: OnMessage, on_cancel: Callable[[], None] | None = None
+    ) -> str:
         """Start a consumer; returns its tag. on_cancel runs if the broker cancels it."""
 
         def deliver(_ch: Any, method: Basic.Deliver, props: BasicProperties, body: bytes) -> None:
             on_message(Delivery(method.delivery_tag, method.redelivered, props, body))
 
         tags: list[str] = []
-        await self._rpc(lambda cb: tags.append(
-            self._channel.basic_consume(queue, deliver, auto_ack=False, callback=cb)))
+        await self._rpc(
+            lambda cb: tags.append(
+                self._channel.basic_consume(queue, deliver, auto_ack=False, callback=cb)
+            )
+        )
         if on_cancel is not None:
             self._on_cancel[tags[0]] = on_cancel
         return tags[0]

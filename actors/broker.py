@@ -57,8 +57,9 @@ class Publisher:
             if self._channel is None or not self._channel.is_open:
                 channel = await self._connection.channel()
                 await channel.enable_confirms()
-                await channel.declare_queue(self._settings.supervisor_queue,
-                                            supervisor_arguments(self._settings))
+                await channel.declare_queue(
+                    self._settings.supervisor_queue, supervisor_arguments(self._settings)
+                )
                 self._channel = channel
                 self._declared.clear()
             return self._channel
@@ -97,8 +98,12 @@ class Publisher:
     async def _tell(self, queue: str, control: Control) -> None:
         try:
             channel = await self._open_channel()
-            await channel.publish(queue, control.encode(), message_id=control.kind,
-                                  persistent=queue == self._settings.supervisor_queue)
+            await channel.publish(
+                queue,
+                control.encode(),
+                message_id=control.kind,
+                persistent=queue == self._settings.supervisor_queue,
+            )
         except PublishFailed:
             raise
         except AmqpError as error:
@@ -150,7 +155,7 @@ class BrokerLink:
                 await callback(connection)
             self.connected.set()
             log.info("connected to RabbitMQ")
-            stop = asyncio.ensure_future(stopping.wait())
+            stop: asyncio.Future[Any] = asyncio.ensure_future(stopping.wait())
             await asyncio.wait([stop, connection.closed], return_when=asyncio.FIRST_COMPLETED)
             stop.cancel()
             if connection.closed.done():
@@ -169,6 +174,6 @@ class BrokerLink:
                 await _wait(stopping, self._backoff.delay(1))
 
 
-async def _wait(event: asyncio.Event, timeout: float) -> None:
+async def _wait(event: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), timeout)
+        await asyncio.wait_for(event.wait(), seconds)

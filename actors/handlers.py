@@ -86,6 +86,7 @@ def load_handlers(modules: Iterable[str]) -> HandlerRegistry:
         try:
             importlib.import_module(name)
         except ImportError as error:
-            raise ImportError(f"SERIATIM_HANDLERS names {name!r}, which cannot be imported: "
-                              f"{error}") from error
+            raise ImportError(
+                f"SERIATIM_HANDLERS names {name!r}, which cannot be imported: {error}"
+            ) from error
     return registry

@@ -12,12 +12,14 @@ import dataclasses
 import logging
 import time
 import uuid
+from collections.abc import Coroutine
+from typing import Any
 
 import dramatiq
 
 from actors.amqp import AmqpChannel, AmqpConnection, AmqpError, Delivery
 from actors.backoff import Backoff
-from actors.broker import BrokerLink, mailbox_arguments
+from actors.broker import BrokerLink
 from actors.handlers import HandlerRegistry
 from actors.mailbox import Mailbox, RunPolicy, Stopped
 from actors.protocol import (
@@ -47,8 +49,15 @@ class _Active:
 class MailboxHost:
     """Starts, feeds and passivates the mailboxes the supervisor places on this worker."""
 
-    def __init__(self, settings: Settings, journal: Journal, handlers: HandlerRegistry,
-                 broker: dramatiq.Broker, worker_id: str, link: BrokerLink) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        journal: Journal,
+        handlers: HandlerRegistry,
+        broker: dramatiq.Broker,
+        worker_id: str,
+        link: BrokerLink,
+    ) -> None:
         self.worker_id = worker_id
         self._settings = settings
         self._journal = journal
@@ -56,7 +65,8 @@ class MailboxHost:
         self._broker = broker
         self._link = link
         self._policy = RunPolicy(
-            max_attempts=settings.max_attempts, handler_timeout=settings.handler_timeout,
+            max_attempts=settings.max_attempts,
+            handler_timeout=settings.handler_timeout,
             backoff=Backoff(settings.backoff_min, settings.backoff_max),
         )
         self._active: dict[uuid.UUID, _Active] = {}
@@ -105,8 +115,8 @@ class MailboxHost:
         if isinstance(command, StartMailbox):
             self._spawn(self.start(command.client_id))
 
-    def _spawn(self, coroutine: object) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
@@ -126,8 +136,9 @@ class MailboxHost:
             return
         if entry is None or entry.passivating:
             queue = self._settings.mailbox_queue(str(client_id))
-            mailbox = Mailbox(client_id, self._journal, self._handlers, self._policy,
-                              self._broker, queue)
+            mailbox = Mailbox(
+                client_id, self._journal, self._handlers, self._policy, self._broker, queue
+            )
             entry = _Active(mailbox)
             self._active[client_id] = entry
         await self._subscribe(entry)
@@ -148,7 +159,8 @@ class MailboxHost:
                 await publisher.declare_mailbox(str(client))
             entry.channel = channel
             entry.consumer_tag = await channel.consume(
-                queue, lambda delivery: self._on_delivery(entry, channel, delivery),
+                queue,
+                lambda delivery: self._on_delivery(entry, channel, delivery),
                 on_cancel=lambda: self._consumer_cancelled(entry),
             )
         except AmqpError as error:
@@ -157,8 +169,9 @@ class MailboxHost:
             entry.subscribing = False
 
     def _consumer_cancelled(self, entry: _Active) -> None:
-        log.warning("broker cancelled the consumer of mailbox %s (queue deleted?)",
-                    entry.mailbox.client_id)
+        log.warning(
+            "broker cancelled the consumer of mailbox %s (queue deleted?)", entry.mailbox.client_id
+        )
         entry.consumer_tag = None
         self._active.pop(entry.mailbox.client_id, None)
 
@@ -187,8 +200,7 @@ class MailboxHost:
             channel.nack(delivery.delivery_tag, requeue=False)
             return
         if message.client_id != entry.mailbox.client_id:
-            log.error("dropping event %s: it belongs to another client's mailbox",
-                      message.event_id)
+            log.error("dropping event %s: it belongs to another client's mailbox", message.event_id)
             channel.nack(delivery.delivery_tag, requeue=False)
             return
         failures = 0
@@ -198,18 +210,24 @@ class MailboxHost:
             except Stopped:
                 channel.nack(delivery.delivery_tag, requeue=True)
                 return
-            except (OSError, AmqpError, asyncio.TimeoutError) as error:
+            except (TimeoutError, OSError, AmqpError) as error:
                 failures += 1  # the journal is unreachable: keep the message, try again
-                log.warning("mailbox %s cannot reach the journal (%s); retrying",
-                            entry.mailbox.client_id, error)
+                log.warning(
+                    "mailbox %s cannot reach the journal (%s); retrying",
+                    entry.mailbox.client_id,
+                    error,
+                )
                 if not self._accepting:
                     channel.nack(delivery.delivery_tag, requeue=True)
                     return
                 await asyncio.sleep(self._retry.delay(min(failures, 10)))
                 continue
             except Exception:
-                log.exception("mailbox %s failed on seq %d; the message is requeued",
-                              entry.mailbox.client_id, message.seq)
+                log.exception(
+                    "mailbox %s failed on seq %d; the message is requeued",
+                    entry.mailbox.client_id,
+                    message.seq,
+                )
                 await asyncio.sleep(self._retry.delay(1))
                 channel.nack(delivery.delivery_tag, requeue=True)
                 return

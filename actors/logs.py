@@ -9,8 +9,9 @@ import sys
 def configure(level: str = "INFO", role: str = "seriatim") -> None:
     """Send log records to stdout, prefixed with the process role and pid."""
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter(
-        f"%(asctime)s %(levelname)-7s {role}[%(process)d] %(name)s: %(message)s"))
+    handler.setFormatter(
+        logging.Formatter(f"%(asctime)s %(levelname)-7s {role}[%(process)d] %(name)s: %(message)s")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -43,7 +43,7 @@ class Outcome:
 class RunPolicy:
     max_attempts: int = 5
     handler_timeout: float = 30.0
-    backoff: Backoff = Backoff()
+    backoff: Backoff = dataclasses.field(default_factory=Backoff)
 
 
 class Stopped(Exception):
@@ -57,8 +57,15 @@ class Mailbox:
     PostgreSQL makes a copy in another process harmless.
     """
 
-    def __init__(self, client_id: uuid.UUID, journal: Journal, handlers: HandlerRegistry,
-                 policy: RunPolicy, broker: dramatiq.Broker, queue_name: str) -> None:
+    def __init__(
+        self,
+        client_id: uuid.UUID,
+        journal: Journal,
+        handlers: HandlerRegistry,
+        policy: RunPolicy,
+        broker: dramatiq.Broker,
+        queue_name: str,
+    ) -> None:
         self.client_id = client_id
         self._journal = journal
         self._handlers = handlers
@@ -95,8 +102,9 @@ class Mailbox:
             return
         if step is Step.GAP:
             missing = await self._journal.events_between(self.client_id, done, message.seq)
-            log.info("filling gap before seq %d from the journal: %d events",
-                     message.seq, len(missing))
+            log.info(
+                "filling gap before seq %d from the journal: %d events", message.seq, len(missing)
+            )
             for row in missing:
                 await self._run(EventMessage.of(row))
         await self._run(message)
@@ -117,8 +125,13 @@ class Mailbox:
                 self._done_seq = None
                 return
             if attempt > self._policy.max_attempts:
-                outcome = Outcome(False, {"type": "AttemptsExhausted", "message":
-                                          f"no attempts left after {attempt - 1}"})
+                outcome = Outcome(
+                    False,
+                    {
+                        "type": "AttemptsExhausted",
+                        "message": f"no attempts left after {attempt - 1}",
+                    },
+                )
             else:
                 outcome = await self._attempt(message, attempt, envelope)
             if outcome.ok or attempt >= self._policy.max_attempts:
@@ -127,15 +140,21 @@ class Mailbox:
             await self._journal.mark_retrying(message.event_id, outcome.value)
             await self._backoff(attempt)
 
-    async def _attempt(self, message: EventMessage, attempt: int,
-                       envelope: dramatiq.Message[Any]) -> Outcome:
-        event = Event(message.event_id, message.client_id, message.seq, message.type,
-                      message.payload, attempt)
+    async def _attempt(
+        self, message: EventMessage, attempt: int, envelope: dramatiq.Message[Any]
+    ) -> Outcome:
+        event = Event(
+            message.event_id, message.client_id, message.seq, message.type, message.payload, attempt
+        )
         self._broker.emit_before("process_message", envelope)
         outcome = await self._call(event)
         exception = None if outcome.ok else RuntimeError(outcome.value["message"])
-        self._broker.emit_after("process_message", envelope,
-                                result=outcome.value if outcome.ok else None, exception=exception)
+        self._broker.emit_after(
+            "process_message",
+            envelope,
+            result=outcome.value if outcome.ok else None,
+            exception=exception,
+        )
         return outcome
 
     async def _call(self, event: Event) -> Outcome:
@@ -143,11 +162,13 @@ class Mailbox:
         if fn is None:
             return _failure("UnknownEventType", f"no handler is registered for {event.type!r}")
         try:
-            result = await asyncio.wait_for(self._handlers.call(fn, event),
-                                            self._policy.handler_timeout)
+            result = await asyncio.wait_for(
+                self._handlers.call(fn, event), self._policy.handler_timeout
+            )
         except TimeoutError:
-            return _failure("HandlerTimeout",
-                            f"handler ran longer than {self._policy.handler_timeout:g} s")
+            return _failure(
+                "HandlerTimeout", f"handler ran longer than {self._policy.handler_timeout:g} s"
+            )
         except Exception as error:  # a handler failure is data, never a worker crash
             return _failure(type(error).__name__, str(error))
         try:
@@ -159,17 +180,27 @@ class Mailbox:
     async def _record(self, message: EventMessage, outcome: Outcome, attempts: int) -> None:
         status = "succeeded" if outcome.ok else "dead"
         recorded = await self._journal.record_outcome(
-            message.event_id, message.client_id, message.seq, status, attempts,
-            outcome.value if outcome.ok else None, None if outcome.ok else outcome.value,
+            message.event_id,
+            message.client_id,
+            message.seq,
+            status,
+            attempts,
+            outcome.value if outcome.ok else None,
+            None if outcome.ok else outcome.value,
         )
         if recorded:
             self._done_seq = message.seq
             if not outcome.ok:
-                log.warning("event seq %d is dead after %d attempts: %s", message.seq,
-                            attempts, outcome.value["type"])
+                log.warning(
+                    "event seq %d is dead after %d attempts: %s",
+                    message.seq,
+                    attempts,
+                    outcome.value["type"],
+                )
         else:
-            log.warning("fence refused the outcome of seq %d: another process recorded it",
-                        message.seq)
+            log.warning(
+                "fence refused the outcome of seq %d: another process recorded it", message.seq
+            )
             self._done_seq = None
 
     async def _backoff(self, attempt: int) -> None:

@@ -36,10 +36,18 @@ class EventMessage:
     def to_dramatiq(self, queue_name: str) -> dramatiq.Message[Any]:
         options = {"traceparent": self.traceparent} if self.traceparent else {}
         return dramatiq.Message(
-            queue_name=queue_name, actor_name=MAILBOX_ACTOR, args=(),
-            kwargs={"event_id": str(self.event_id), "client_id": str(self.client_id),
-                    "seq": self.seq, "type": self.type, "payload": self.payload},
-            options=options, message_id=str(self.event_id),
+            queue_name=queue_name,
+            actor_name=MAILBOX_ACTOR,
+            args=(),
+            kwargs={
+                "event_id": str(self.event_id),
+                "client_id": str(self.client_id),
+                "seq": self.seq,
+                "type": self.type,
+                "payload": self.payload,
+            },
+            options=options,
+            message_id=str(self.event_id),
         )
 
     @classmethod
@@ -48,8 +56,14 @@ class EventMessage:
             raise ProtocolError(f"not a mailbox message: actor {message.actor_name!r}")
         try:
             kw = message.kwargs
-            return cls(uuid.UUID(kw["event_id"]), uuid.UUID(kw["client_id"]), int(kw["seq"]),
-                       str(kw["type"]), kw["payload"], message.options.get("traceparent"))
+            return cls(
+                uuid.UUID(kw["event_id"]),
+                uuid.UUID(kw["client_id"]),
+                int(kw["seq"]),
+                str(kw["type"]),
+                kw["payload"],
+                message.options.get("traceparent"),
+            )
         except (KeyError, TypeError, ValueError) as error:
             raise ProtocolError(f"malformed mailbox message: {error!r}") from None
 
@@ -84,8 +98,9 @@ class Control:
             data = json.loads(body)
             cls = _CONTROL[data.pop("kind")]
             hints = {f.name: f.type for f in dataclasses.fields(cls)}
-            return cls(**{k: uuid.UUID(v) if hints[k] == "uuid.UUID" else v
-                          for k, v in data.items()})
+            return cls(
+                **{k: uuid.UUID(v) if hints[k] == "uuid.UUID" else v for k, v in data.items()}
+            )
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise ProtocolError(f"malformed control message: {error!r}") from None
 

@@ -50,7 +50,9 @@ class Settings:
                 f"starting with a letter or digit; got {self.namespace!r}"
             )
         if self.queue_type not in ("classic", "quorum"):
-            raise SettingsError(f"SERIATIM_QUEUE_TYPE must be classic or quorum, not {self.queue_type!r}")
+            raise SettingsError(
+                f"SERIATIM_QUEUE_TYPE must be classic or quorum, not {self.queue_type!r}"
+            )
         _at_least("SERIATIM_HTTP_PORT", self.http_port, 0, 65535)
         _at_least("SERIATIM_TOKEN_TTL", self.token_ttl, 60, 86400)
         _at_least("SERIATIM_MAX_ATTEMPTS", self.max_attempts, 1, 1000)
@@ -78,7 +80,7 @@ class Settings:
         values: dict[str, object] = {}
         for field in dataclasses.fields(cls):
             raw = env.get(f"SERIATIM_{field.name.upper()}")
-            if raw is None or raw.strip() == "" and field.name not in ("jwt_key_file",):
+            if raw is None or (raw.strip() == "" and field.name not in ("jwt_key_file",)):
                 continue
             values[field.name] = _parse(field.name, str(field.type), raw.strip())
         return cls(**values)  # type: ignore[arg-type]

@@ -19,9 +19,10 @@ from actors.handlers import load_handlers
 from actors.settings import Settings
 from actors.store import Journal
 from gateway import events, health, mailboxes
-from gateway.auth import jwks_endpoint, load_tokens, token_endpoint
+from gateway.auth import jwks_endpoint, token_endpoint
 from gateway.problems import Problem, on_http_exception, on_problem, on_unexpected
 from gateway.services import Services
+from gateway.tokens import load_tokens
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +43,23 @@ def routes() -> list[Route]:
         Route("/v1/admin/clients", mailboxes.create_client, methods=["POST"]),
         Route("/v1/admin/mailboxes", mailboxes.list_mailboxes, methods=["GET"]),
         Route("/v1/admin/mailboxes/{client_id}", mailboxes.get_mailbox, methods=["GET"]),
-        Route("/v1/admin/mailboxes/{client_id}/resume", mailboxes.resume_mailbox,
-              methods=["POST"]),
+        Route("/v1/admin/mailboxes/{client_id}/resume", mailboxes.resume_mailbox, methods=["POST"]),
     ]
 
 
 async def _database_down(request: Request, exc: Exception) -> Response:
-    log.warning("PostgreSQL unavailable during %s %s: %s", request.method, request.url.path,
-                type(exc).__name__)
-    return Problem(503, "database-unavailable", "the journal is unreachable; retry shortly",
-                   headers={"Retry-After": "2"}).response(request.url.path)
+    log.warning(
+        "PostgreSQL unavailable during %s %s: %s",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+    )
+    return Problem(
+        503,
+        "database-unavailable",
+        "the journal is unreachable; retry shortly",
+        headers={"Retry-After": "2"},
+    ).response(request.url.path)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -67,8 +75,10 @@ def create_app(settings: Settings) -> Starlette:
             link = BrokerLink(settings, "seriatim-gateway")
             services = Services(settings, journal, tokens, handlers, link)
             stopping = asyncio.Event()
-            background = [asyncio.create_task(link.run(stopping)),
-                          asyncio.create_task(services.marks.run(stopping))]
+            background = [
+                asyncio.create_task(link.run(stopping)),
+                asyncio.create_task(services.marks.run(stopping)),
+            ]
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(link.connected.wait(), 5)
             log.info("gateway ready on %s:%d", settings.http_host, settings.http_port)

@@ -4,44 +4,18 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from actors.store import EventRow
+from actors.store import KeyTaken
 from gateway import intake
 from gateway.auth import principal
+from gateway.bodies import accepted_json, event_json
 from gateway.problems import Problem
+from gateway.services import Services, services_of
 
 log = logging.getLogger(__name__)
-
-
-def event_json(row: EventRow) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": str(row.id), "client_id": str(row.client_id), "seq": row.seq, "type": row.type,
-        "payload": row.payload, "status": row.status, "attempts": row.attempts,
-        "accepted_at": _time(row.accepted_at), "started_at": _time(row.started_at),
-        "finished_at": _time(row.finished_at), "result": row.result, "error": row.error,
-    }
-    if row.redrive_of is not None:
-        body["redrive_of"] = str(row.redrive_of)
-    return body
-
-
-def accepted_json(row: EventRow) -> dict[str, Any]:
-    """The body of the 202 (and of an idempotent replay of it)."""
-    body: dict[str, Any] = {
-        "id": str(row.id), "client_id": str(row.client_id), "seq": row.seq, "type": row.type,
-        "status": "queued", "accepted_at": _time(row.accepted_at),
-    }
-    if row.redrive_of is not None:
-        body["redrive_of"] = str(row.redrive_of)
-    return body
-
-
-def _time(value: Any) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
 def _event_id(request: Request) -> uuid.UUID:
@@ -53,7 +27,7 @@ def _event_id(request: Request) -> uuid.UUID:
 
 async def post_event(request: Request) -> Response:
     caller = principal(request, "events:write")
-    services = request.state.services
+    services = services_of(request)
     intake.require_json(request.headers.get("content-type"))
     key = intake.idempotency_key(request.headers.get("idempotency-key"))
     body = await services.read_body(request)
@@ -63,43 +37,54 @@ async def post_event(request: Request) -> Response:
         return await services.accept(caller.client_id, type_, payload)
     slot = (caller.client_id, key)
     if slot in services.in_progress:
-        raise Problem(409, "idempotency-key-in-use",
-                      "a request with this Idempotency-Key is still in progress")
+        raise _key_in_use()
     services.in_progress.add(slot)
     try:
         replay = await _replay(services, caller.client_id, key, fingerprint)
         if replay is not None:
             return replay
-        response = await services.accept(caller.client_id, type_, payload,
-                                         idempotency_key=key, request_hash=fingerprint)
-        if response is None:  # lost a race with another gateway: the other one won
+        try:
+            return await services.accept(
+                caller.client_id, type_, payload, idempotency_key=key, request_hash=fingerprint
+            )
+        except KeyTaken:  # another gateway won the race and has committed by now
             replay = await _replay(services, caller.client_id, key, fingerprint)
             if replay is not None:
                 return replay
-            raise Problem(409, "idempotency-key-in-use",
-                          "a request with this Idempotency-Key is still in progress")
-        return response  # type: ignore[no-any-return]
+            raise _key_in_use() from None
     finally:
         services.in_progress.discard(slot)
 
 
-async def _replay(services: Any, client_id: uuid.UUID, key: str,
-                  fingerprint: bytes) -> Response | None:
+def _key_in_use() -> Problem:
+    return Problem(
+        409, "idempotency-key-in-use", "a request with this Idempotency-Key is still in progress"
+    )
+
+
+async def _replay(
+    services: Services, client_id: uuid.UUID, key: str, fingerprint: bytes
+) -> Response | None:
     found = await services.journal.event_by_key(client_id, key)
     if found is None:
         return None
     row, original = found
     if original != fingerprint:
-        raise Problem(422, "idempotency-key-reused",
-                      "this Idempotency-Key was used with a different request body")
-    return JSONResponse(accepted_json(row), status_code=200,
-                        headers={"Idempotent-Replayed": "true",
-                                 "Location": f"/v1/events/{row.id}"})
+        raise Problem(
+            422,
+            "idempotency-key-reused",
+            "this Idempotency-Key was used with a different request body",
+        )
+    return JSONResponse(
+        accepted_json(row),
+        status_code=200,
+        headers={"Idempotent-Replayed": "true", "Location": f"/v1/events/{row.id}"},
+    )
 
 
 async def get_event(request: Request) -> Response:
     caller = principal(request, "events:read")
-    row = await request.state.services.journal.event(caller.client_id, _event_id(request))
+    row = await services_of(request).journal.event(caller.client_id, _event_id(request))
     if row is None:
         raise Problem(404, "not-found", "no such event")
     return JSONResponse(event_json(row))
@@ -112,21 +97,26 @@ async def list_events(request: Request) -> Response:
     status = intake.query_choice(params, "status", intake.STATUSES)
     after = intake.query_int(params, "after_seq", 0, 0, 2**62)
     limit = intake.query_int(params, "limit", 100, 1, 1000)
-    rows = await request.state.services.journal.events(
-        caller.client_id, after_seq=after, status=status, limit=limit)
+    rows = await services_of(request).journal.events(
+        caller.client_id, after_seq=after, status=status, limit=limit
+    )
     following = rows[-1].seq if len(rows) == limit else None
-    return JSONResponse({"items": [event_json(row) for row in rows],
-                         "next_after_seq": following})
+    return JSONResponse({"items": [event_json(row) for row in rows], "next_after_seq": following})
 
 
 async def redrive_event(request: Request) -> Response:
     caller = principal(request, "events:write")
-    services = request.state.services
+    services = services_of(request)
     row = await services.journal.event(caller.client_id, _event_id(request))
     if row is None:
         raise Problem(404, "not-found", "no such event")
     if row.status != "dead":
-        raise Problem(409, "event-not-dead",
-                      f"only dead events can be redriven; this one is {row.status}")
-    return await services.accept(caller.client_id, row.type, row.payload,  # type: ignore[no-any-return]
-                                 redrive_of=row.id)
+        raise Problem(
+            409, "event-not-dead", f"only dead events can be redriven; this one is {row.status}"
+        )
+    return await services.accept(
+        caller.client_id,
+        row.type,
+        row.payload,
+        redrive_of=row.id,
+    )

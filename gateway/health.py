@@ -8,13 +8,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from gateway.services import services_of
+
 
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
 async def readyz(request: Request) -> Response:
-    services = request.state.services
+    services = services_of(request)
     missing = []
     try:
         async with asyncio.timeout(2):
@@ -25,10 +27,17 @@ async def readyz(request: Request) -> Response:
         missing.append("rabbitmq")
     if missing:
         return JSONResponse(
-            {"type": "urn:seriatim:problem:not-ready", "title": "Service Unavailable",
-             "status": 503, "detail": f"unreachable: {', '.join(missing)}", "missing": missing},
-            status_code=503, media_type="application/problem+json",
-            headers={"Retry-After": "5"})
+            {
+                "type": "urn:seriatim:problem:not-ready",
+                "title": "Service Unavailable",
+                "status": 503,
+                "detail": f"unreachable: {', '.join(missing)}",
+                "missing": missing,
+            },
+            status_code=503,
+            media_type="application/problem+json",
+            headers={"Retry-After": "5"},
+        )
     return JSONResponse({"status": "ready"})
 
 

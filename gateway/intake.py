@@ -22,10 +22,12 @@ def require_json(content_type: str | None) -> None:
     """415 unless the body is declared as JSON (UTF-8, the only charset JSON has)."""
     media, _, params = (content_type or "").partition(";")
     media = media.strip().lower()
-    if media != "application/json" and not (media.startswith("application/")
-                                            and media.endswith("+json")):
-        raise Problem(415, "unsupported-media-type",
-                      "the body must be sent as Content-Type: application/json")
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        raise Problem(
+            415, "unsupported-media-type", "the body must be sent as Content-Type: application/json"
+        )
     charset = re.search(r"charset\s*=\s*\"?([^\";\s]+)", params, re.IGNORECASE)
     if charset and charset.group(1).lower() not in ("utf-8", "utf8"):
         raise Problem(415, "unsupported-media-type", "JSON bodies must be UTF-8")
@@ -42,8 +44,11 @@ def parse_json(body: bytes) -> Any:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise Problem(400, "invalid-json", f"the body is not valid UTF-8 ({error.reason} "
-                      f"at byte {error.start})") from None
+        raise Problem(
+            400,
+            "invalid-json",
+            f"the body is not valid UTF-8 ({error.reason} at byte {error.start})",
+        ) from None
     try:
         value = json.loads(text, parse_constant=_no_constants)
     except RecursionError:
@@ -75,16 +80,24 @@ def _depth(value: Any) -> int:
 def event_body(value: Any, known_types: Container[str]) -> tuple[str, dict[str, Any]]:
     """The (type, payload) of a POST /v1/events body."""
     if not isinstance(value, dict):
-        raise Problem(422, "invalid-event", "the body must be a JSON object "
-                      '{"type": "...", "payload": {...}}')
+        raise Problem(
+            422, "invalid-event", 'the body must be a JSON object {"type": "...", "payload": {...}}'
+        )
     unknown = sorted(set(value) - {"type", "payload"})
     if unknown:
-        raise Problem(422, "invalid-event", f"unknown field(s): {', '.join(unknown)}; "
-                      "only 'type' and 'payload' are accepted", fields=unknown)
+        raise Problem(
+            422,
+            "invalid-event",
+            f"unknown field(s): {', '.join(unknown)}; only 'type' and 'payload' are accepted",
+            fields=unknown,
+        )
     type_ = value.get("type")
     if not isinstance(type_, str) or not _TYPE.match(type_):
-        raise Problem(422, "invalid-event", "'type' must be a string of 1-200 letters, digits "
-                      "and ._:- naming a registered handler")
+        raise Problem(
+            422,
+            "invalid-event",
+            "'type' must be a string of 1-200 letters, digits and ._:- naming a registered handler",
+        )
     if type_ not in known_types:
         raise Problem(422, "unknown-event-type", f"no handler is registered for type {type_!r}")
     payload = value.get("payload")
@@ -97,15 +110,19 @@ def idempotency_key(header: str | None) -> str | None:
     if header is None:
         return None
     if not _KEY.match(header):
-        raise Problem(400, "invalid-idempotency-key",
-                      "Idempotency-Key must be 1-255 printable ASCII characters without spaces")
+        raise Problem(
+            400,
+            "invalid-idempotency-key",
+            "Idempotency-Key must be 1-255 printable ASCII characters without spaces",
+        )
     return header
 
 
 def request_hash(type_: str, payload: Any) -> bytes:
     """A fingerprint of the request body, independent of key order and white space."""
-    canonical = json.dumps([type_, payload], sort_keys=True, separators=(",", ":"),
-                           ensure_ascii=False)
+    canonical = json.dumps(
+        [type_, payload], sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
     return hashlib.sha256(canonical.encode("utf-8")).digest()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -12,35 +11,25 @@ from starlette.responses import JSONResponse, Response
 from actors.amqp import PublishFailed
 from actors.credentials import hash_secret, new_secret
 from actors.protocol import MailboxWanted
-from actors.store import MailboxRow
 from gateway import intake
-from gateway.auth import ADMIN_SCOPE, principal
+from gateway.auth import principal
+from gateway.bodies import mailbox_json
 from gateway.problems import Problem
+from gateway.services import services_of
+from gateway.tokens import ADMIN_SCOPE
 
 log = logging.getLogger(__name__)
 
 
-def mailbox_json(row: MailboxRow) -> dict[str, Any]:
-    state = row.state
-    if state == "active" and row.head_status == "retrying":
-        state = "backing_off"
-    return {
-        "client_id": str(row.client_id), "state": state, "last_seq": row.last_seq,
-        "done_seq": row.done_seq, "backlog": row.last_seq - row.done_seq,
-        "in_flight_seq": row.in_flight_seq, "restarts": row.restarts, "host": row.host,
-        "policy": row.policy,
-    }
-
-
 async def _mailbox(request: Request, client_id: uuid.UUID) -> Response:
-    row = await request.state.services.journal.mailbox(client_id)
+    row = await services_of(request).journal.mailbox(client_id)
     if row is None:
         raise Problem(404, "not-found", "no such mailbox")
     return JSONResponse(mailbox_json(row))
 
 
 async def _resume(request: Request, client_id: uuid.UUID) -> Response:
-    services = request.state.services
+    services = services_of(request)
     if await services.journal.mailbox(client_id) is None:
         raise Problem(404, "not-found", "no such mailbox")
     if not await services.journal.resume_mailbox(client_id):
@@ -95,7 +84,7 @@ async def list_mailboxes(request: Request) -> Response:
         except ValueError:
             raise Problem(400, "invalid-query", "'after' must be a client id") from None
     stored_state = "active" if state == "backing_off" else state
-    rows = await request.state.services.journal.mailboxes(stored_state, after, limit)
+    rows = await services_of(request).journal.mailboxes(stored_state, after, limit)
     items = [mailbox_json(row) for row in rows]
     if state is not None:
         items = [item for item in items if item["state"] == state]
@@ -105,7 +94,7 @@ async def list_mailboxes(request: Request) -> Response:
 
 async def create_client(request: Request) -> Response:
     principal(request, ADMIN_SCOPE)
-    services = request.state.services
+    services = services_of(request)
     intake.require_json(request.headers.get("content-type"))
     body = intake.parse_json(await services.read_body(request))
     if not isinstance(body, dict):
@@ -121,7 +110,13 @@ async def create_client(request: Request) -> Response:
     secret = new_secret()
     client_id = await services.journal.create_client(name.strip(), hash_secret(secret), admin)
     log.info("client %s created (admin=%s)", client_id, admin)
-    return JSONResponse({"client_id": str(client_id), "client_secret": secret,
-                         "name": name.strip(), "admin": admin}, status_code=201,
-                        headers={"Cache-Control": "no-store",
-                                 "Location": f"/v1/admin/mailboxes/{client_id}"})
+    return JSONResponse(
+        {
+            "client_id": str(client_id),
+            "client_secret": secret,
+            "name": name.strip(),
+            "admin": admin,
+        },
+        status_code=201,
+        headers={"Cache-Control": "no-store", "Location": f"/v1/admin/mailboxes/{client_id}"},
+    )

@@ -17,9 +17,9 @@ from actors.handlers import HandlerRegistry
 from actors.protocol import EventMessage, MailboxWanted
 from actors.settings import Settings
 from actors.store import Journal
-from gateway.auth import TokenService
-from gateway.events import accepted_json
+from gateway.bodies import accepted_json
 from gateway.problems import Problem
+from gateway.tokens import TokenService, invalid_token
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +56,25 @@ class PublishedMarks:
         if batch:
             try:
                 await self._journal.mark_published(batch)
-            except (OSError, asyncio.TimeoutError) as error:
-                log.warning("could not mark %d events published (%s); the relay will "
-                            "publish them again", len(batch), error)
+            except (TimeoutError, OSError) as error:
+                log.warning(
+                    "could not mark %d events published (%s); the relay will publish them again",
+                    len(batch),
+                    error,
+                )
 
 
 class Services:
     """Everything a request handler needs, reached as `request.state.services`."""
 
-    def __init__(self, settings: Settings, journal: Journal, tokens: TokenService,
-                 handlers: HandlerRegistry, link: BrokerLink) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        journal: Journal,
+        tokens: TokenService,
+        handlers: HandlerRegistry,
+        link: BrokerLink,
+    ) -> None:
         self.settings = settings
         self.journal = journal
         self.tokens = tokens
@@ -97,22 +106,32 @@ class Services:
             raise Problem(400, "invalid-request", "the client disconnected mid-body") from None
         return b"".join(chunks)
 
-    async def accept(self, client_id: uuid.UUID, type_: str, payload: Any, *,
-                     idempotency_key: str | None = None, request_hash: bytes | None = None,
-                     redrive_of: uuid.UUID | None = None) -> Response | None:
-        """Commit, then publish, then answer 202. None when the idempotency key is taken."""
+    async def accept(
+        self,
+        client_id: uuid.UUID,
+        type_: str,
+        payload: Any,
+        *,
+        idempotency_key: str | None = None,
+        request_hash: bytes | None = None,
+        redrive_of: uuid.UUID | None = None,
+    ) -> Response:
+        """Commit, then publish, then answer 202; raises KeyTaken (nothing written)."""
         accepted = await self.journal.accept(
-            client_id, type_, payload, idempotency_key=idempotency_key,
-            request_hash=request_hash, redrive_of=redrive_of)
+            client_id,
+            type_,
+            payload,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            redrive_of=redrive_of,
+        )
         if accepted is None:
-            if idempotency_key is None:
-                raise Problem(401, "invalid-token", "the token's client no longer exists",
-                              headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
-            return None
+            raise invalid_token("the token's client no longer exists")
         row = accepted.event
         await self._publish(EventMessage.of(row), wake_supervisor=accepted.caught_up)
-        return JSONResponse(accepted_json(row), status_code=202,
-                            headers={"Location": f"/v1/events/{row.id}"})
+        return JSONResponse(
+            accepted_json(row), status_code=202, headers={"Location": f"/v1/events/{row.id}"}
+        )
 
     async def _publish(self, message: EventMessage, *, wake_supervisor: bool) -> None:
         publisher = self.link.publisher
@@ -125,13 +144,16 @@ class Services:
             if wake_supervisor:
                 await publisher.tell_supervisor(MailboxWanted(message.client_id))
         except PublishFailed as error:
-            log.warning("publishing event seq %d failed (%s); it is left to the relay",
-                        message.seq, error)
+            log.warning(
+                "publishing event seq %d failed (%s); it is left to the relay", message.seq, error
+            )
 
 
 def _too_large(limit: int) -> Problem:
-    return Problem(413, "payload-too-large", f"the body is larger than {limit} bytes",
-                   limit=limit)
+    return Problem(413, "payload-too-large", f"the body is larger than {limit} bytes", limit=limit)
 
 
-
+def services_of(request: Request) -> Services:
+    """The services of the application serving `request`."""
+    services: Services = request.state.services
+    return services

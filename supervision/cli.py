@@ -22,9 +22,13 @@ log = logging.getLogger("seriatim")
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="seriatim", description=(
-        "Per-client strictly sequential event processing. Settings come from SERIATIM_* "
-        "environment variables (see docs/api.md)."))
+    root = argparse.ArgumentParser(
+        prog="seriatim",
+        description=(
+            "Per-client strictly sequential event processing. Settings come from SERIATIM_* "
+            "environment variables (see docs/api.md)."
+        ),
+    )
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up = commands.add_parser("up", help="apply the schema and run the whole system here")
     up.add_argument("--workers", type=_count, default=2, help="worker processes (default 2)")
@@ -35,8 +39,7 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument("--worker-id", help="a stable id for this worker (default: generated)")
     commands.add_parser("migrate", help="create the database if missing and apply the schema")
     client = commands.add_parser("client", help="manage clients")
-    client_commands = client.add_subparsers(dest="client_command", required=True,
-                                            metavar="ACTION")
+    client_commands = client.add_subparsers(dest="client_command", required=True, metavar="ACTION")
     create = client_commands.add_parser("create", help="create a client and print its secret")
     create.add_argument("--name", required=True, type=_name, help="a label for the client")
     create.add_argument("--admin", action="store_true", help="grant the admin scope")

@@ -39,8 +39,9 @@ class Child:
                 return
             failures += 1
             delay = self._backoff.delay(min(failures, 10))
-            log.error("%s exited with %s; restarting in %.1f s", self.name,
-                      self.process.returncode, delay)
+            log.error(
+                "%s exited with %s; restarting in %.1f s", self.name, self.process.returncode, delay
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), delay)
 
@@ -67,8 +68,12 @@ async def run_up(settings: Settings, workers: int) -> int:
     command = [sys.executable, "-m", "supervision.cli"]
     children = [Child("gateway", [*command, "gateway"])]
     children += [Child(f"worker-{n}", [*command, "worker"]) for n in range(1, workers + 1)]
-    log.info("seriatim up: gateway on http://%s:%d, %d workers; Ctrl-C stops",
-             settings.http_host, settings.http_port, workers)
+    log.info(
+        "seriatim up: gateway on http://%s:%d, %d workers; Ctrl-C stops",
+        settings.http_host,
+        settings.http_port,
+        workers,
+    )
     async with asyncio.TaskGroup() as tasks:
         for child in children:
             tasks.create_task(child.keep_running(stopping))

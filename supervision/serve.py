@@ -15,9 +15,17 @@ APP = "gateway.app:from_env"
 
 def serve_gateway(settings: Settings, host: str | None, port: int | None) -> int:
     config = uvicorn.Config(
-        APP, factory=True, host=host or settings.http_host, port=port or settings.http_port,
-        lifespan="on", log_config=None, access_log=False, server_header=False,
-        timeout_graceful_shutdown=10, timeout_keep_alive=5, h11_max_incomplete_event_size=16384,
+        APP,
+        factory=True,
+        host=host or settings.http_host,
+        port=port or settings.http_port,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=16384,
     )
     server = uvicorn.Server(config)
     server.run()

@@ -89,7 +89,7 @@ class Supervisor:
             return
         try:
             await self._dispatch(message)
-        except (OSError, AmqpError, asyncio.TimeoutError) as error:
+        except (TimeoutError, OSError, AmqpError) as error:
             log.warning("supervisor could not handle %s (%s); it is requeued", message.kind, error)
             await asyncio.sleep(0.5)
             channel.nack(delivery.delivery_tag, requeue=True)
@@ -105,20 +105,25 @@ class Supervisor:
         elif isinstance(message, WorkerStopped):
             self._workers.pop(message.worker_id, None)
             await self.sweep()
-        elif isinstance(message, Tick):
-            if time.monotonic() - self._last_sweep >= SWEEP_INTERVAL * 0.8:
-                await self.sweep()
+        elif isinstance(message, Tick) and self._sweep_due():
+            await self.sweep()
+
+    def _sweep_due(self) -> bool:
+        return time.monotonic() - self._last_sweep >= SWEEP_INTERVAL * 0.8
 
     async def sweep(self) -> None:
         """Place every stranded mailbox and republish what was never published."""
         self._last_sweep = time.monotonic()
         await self._refresh_workers(force=True)
-        for client_id in await self._journal.stranded_mailboxes(WORKER_ALIVE_WITHIN,
-                                                                STRANDED_BATCH):
+        for client_id in await self._journal.stranded_mailboxes(
+            WORKER_ALIVE_WITHIN, STRANDED_BATCH
+        ):
             await self._place(client_id)
         await self._relay.run_once()
 
-    async def _ensure_active(self, client_id: uuid.UUID, *, only_with_backlog: bool = False) -> None:
+    async def _ensure_active(
+        self, client_id: uuid.UUID, *, only_with_backlog: bool = False
+    ) -> None:
         wanted = await self._journal.wanted(client_id, WORKER_ALIVE_WITHIN)
         if wanted is None or wanted.state == "suspended":
             return

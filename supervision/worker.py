@@ -43,13 +43,20 @@ def dramatiq_broker(settings: Settings) -> dramatiq.Broker:
     def mailbox(**_: Any) -> None:
         raise RuntimeError("mailbox messages are processed by the seriatim mailbox host")
 
-    dramatiq.Actor(mailbox, broker=broker, actor_name=MAILBOX_ACTOR,
-                   queue_name=f"{settings.namespace}.mailbox", priority=0, options={})
+    dramatiq.Actor(
+        mailbox,
+        broker=broker,
+        actor_name=MAILBOX_ACTOR,
+        queue_name=f"{settings.namespace}.mailbox",
+        priority=0,
+        options={},
+    )
     return broker
 
 
-async def run_worker(settings: Settings, stopping: asyncio.Event,
-                     worker_id: str | None = None) -> None:
+async def run_worker(
+    settings: Settings, stopping: asyncio.Event, worker_id: str | None = None
+) -> None:
     """Serve mailboxes until `stopping` is set, then drain and leave cleanly."""
     worker_id = worker_id or new_worker_id()
     handlers = load_handlers(settings.handlers)
@@ -79,15 +86,16 @@ async def run_worker(settings: Settings, stopping: asyncio.Event,
     log.info("worker %s stopped", worker_id)
 
 
-async def _heartbeat(journal: Journal, link: BrokerLink, worker_id: str,
-                     stopping: asyncio.Event) -> None:
+async def _heartbeat(
+    journal: Journal, link: BrokerLink, worker_id: str, stopping: asyncio.Event
+) -> None:
     """Announce this worker once its command queue exists, then every second."""
     await _first(link.connected.wait(), stopping)
     hostname = socket.gethostname()
     while not stopping.is_set():
         try:
             await journal.heartbeat(worker_id, hostname, os.getpid())
-        except (OSError, asyncio.TimeoutError) as error:
+        except (TimeoutError, OSError) as error:
             log.warning("heartbeat failed: %s", error)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), HEARTBEAT_INTERVAL)
@@ -97,7 +105,7 @@ async def _leave(journal: Journal, link: BrokerLink, worker_id: str) -> None:
     try:
         await journal.release_worker(worker_id)
         await journal.forget_worker(worker_id)
-    except (OSError, asyncio.TimeoutError) as error:
+    except (TimeoutError, OSError) as error:
         log.warning("could not release this worker's mailboxes: %s", error)
     publisher = link.publisher
     if publisher is not None:

@@ -1,5 +1,13 @@
 """The PostgreSQL journal: schema, named queries and the store that runs them."""
 
-from actors.store.journal import Accepted, Credentials, EventRow, Journal, MailboxRow, dump_json
+from actors.store.journal import (
+    Accepted,
+    Credentials,
+    EventRow,
+    Journal,
+    KeyTaken,
+    MailboxRow,
+    dump_json,
+)
 
-__all__ = ["Accepted", "Credentials", "EventRow", "Journal", "MailboxRow", "dump_json"]
+__all__ = ["Accepted", "Credentials", "EventRow", "Journal", "KeyTaken", "MailboxRow", "dump_json"]

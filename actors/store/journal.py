@@ -30,6 +30,10 @@ def dump_json(value: Json) -> str:
     return text
 
 
+class KeyTaken(Exception):
+    """The client already has an event with this idempotency key."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class EventRow:
     id: uuid.UUID
@@ -113,7 +117,10 @@ class Journal:
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> Journal:
         pool = await asyncpg.create_pool(
-            dsn, min_size=min_size, max_size=max_size, init=_init_connection,
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            init=_init_connection,
             command_timeout=30,
         )
         return cls(pool)
@@ -156,16 +163,22 @@ class Journal:
     ) -> Accepted | None:
         """Commit a new event at the tail of the client's mailbox.
 
-        Returns None when the idempotency key is taken (nothing is written then) or the
-        client does not exist.
+        Returns None when the client does not exist; raises KeyTaken when the idempotency
+        key is already used. Nothing is written in either case.
         """
         try:
             row = await self.pool.fetchrow(
-                QUERIES["accept_event"], client_id, type_, dump_json(payload),
-                idempotency_key, request_hash, redrive_of, traceparent,
+                QUERIES["accept_event"],
+                client_id,
+                type_,
+                dump_json(payload),
+                idempotency_key,
+                request_hash,
+                redrive_of,
+                traceparent,
             )
         except asyncpg.UniqueViolationError:
-            return None
+            raise KeyTaken(idempotency_key) from None
         if row is None:
             return None
         return Accepted(EventRow.of(row), caught_up=row["done_seq"] == row["seq"] - 1)
@@ -210,12 +223,23 @@ class Journal:
         await self.pool.execute(QUERIES["mark_retrying"], event_id, dump_json(error))
 
     async def record_outcome(
-        self, event_id: uuid.UUID, client_id: uuid.UUID, seq: int, status: str, attempts: int,
-        result: Json, error: Json,
+        self,
+        event_id: uuid.UUID,
+        client_id: uuid.UUID,
+        seq: int,
+        status: str,
+        attempts: int,
+        result: Json,
+        error: Json,
     ) -> bool:
         """Record a terminal outcome and advance done_seq; False when the fence refused."""
         row = await self.pool.fetchrow(
-            QUERIES["record_outcome"], event_id, client_id, seq, status, attempts,
+            QUERIES["record_outcome"],
+            event_id,
+            client_id,
+            seq,
+            status,
+            attempts,
             None if result is None else dump_json(result),
             None if error is None else dump_json(error),
         )
@@ -230,13 +254,13 @@ class Journal:
     async def mailboxes(
         self, state: str | None, after: uuid.UUID | None, limit: int
     ) -> list[MailboxRow]:
-        rows = await self.pool.fetch(
-            QUERIES["mailboxes"], state, after or uuid.UUID(int=0), limit
-        )
+        rows = await self.pool.fetch(QUERIES["mailboxes"], state, after or uuid.UUID(int=0), limit)
         return [MailboxRow.of(row) for row in rows]
 
     async def place_mailbox(self, client_id: uuid.UUID, worker_id: str) -> bool:
-        return await self.pool.fetchrow(QUERIES["set_mailbox_host"], client_id, worker_id) is not None
+        return (
+            await self.pool.fetchrow(QUERIES["set_mailbox_host"], client_id, worker_id) is not None
+        )
 
     async def release_mailbox(self, client_id: uuid.UUID, worker_id: str) -> None:
         await self.pool.execute(QUERIES["release_mailbox"], client_id, worker_id)
@@ -278,7 +302,6 @@ class Journal:
             rows = await connection.fetch(QUERIES["signing_keys"])
             if not rows:
                 kid, private_jwk = generate()
-                await connection.execute(QUERIES["insert_signing_key"], kid,
-                                         dump_json(private_jwk))
+                await connection.execute(QUERIES["insert_signing_key"], kid, dump_json(private_jwk))
                 rows = await connection.fetch(QUERIES["signing_keys"])
         return [(row["kid"], row["private_jwk"]) for row in rows]

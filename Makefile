@@ -1,0 +1,40 @@
+# One place for every command: humans, the README and .ci/run use these targets.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install up test lint format unit services clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip>=25.1"
+	$(BIN)/pip install --quiet --editable . --group dev
+	touch $(STAMP)
+
+install: $(STAMP)  ## a virtualenv with seriatim and its dev tools
+
+services:  ## start PostgreSQL and RabbitMQ if they are installed but down
+	scripts/services
+
+up: install services  ## the whole system on this machine (Ctrl-C stops it)
+	$(BIN)/seriatim up
+
+lint: install  ## format check, lint, types and import layers
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: install services lint  ## everything CI runs
+	$(BIN)/pytest
+
+unit: install  ## the unit tests alone (no services needed)
+	$(BIN)/pytest tests/unit
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,63 @@
+"""The JSON bodies the API answers with, built from journal rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actors.store import EventRow, MailboxRow
+
+
+def event_json(row: EventRow) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": str(row.id),
+        "client_id": str(row.client_id),
+        "seq": row.seq,
+        "type": row.type,
+        "payload": row.payload,
+        "status": row.status,
+        "attempts": row.attempts,
+        "accepted_at": _time(row.accepted_at),
+        "started_at": _time(row.started_at),
+        "finished_at": _time(row.finished_at),
+        "result": row.result,
+        "error": row.error,
+    }
+    if row.redrive_of is not None:
+        body["redrive_of"] = str(row.redrive_of)
+    return body
+
+
+def accepted_json(row: EventRow) -> dict[str, Any]:
+    """The body of the 202 (and of an idempotent replay of it)."""
+    body: dict[str, Any] = {
+        "id": str(row.id),
+        "client_id": str(row.client_id),
+        "seq": row.seq,
+        "type": row.type,
+        "status": "queued",
+        "accepted_at": _time(row.accepted_at),
+    }
+    if row.redrive_of is not None:
+        body["redrive_of"] = str(row.redrive_of)
+    return body
+
+
+def _time(value: Any) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def mailbox_json(row: MailboxRow) -> dict[str, Any]:
+    state = row.state
+    if state == "active" and row.head_status == "retrying":
+        state = "backing_off"
+    return {
+        "client_id": str(row.client_id),
+        "state": state,
+        "last_seq": row.last_seq,
+        "done_seq": row.done_seq,
+        "backlog": row.last_seq - row.done_seq,
+        "in_flight_seq": row.in_flight_seq,
+        "restarts": row.restarts,
+        "host": row.host,
+        "policy": row.policy,
+    }

@@ -1,0 +1,151 @@
+"""Access tokens: signing keys, issuing and verifying JWTs (algorithm pinned, RFC 8725)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from joserfc import jwk, jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, KeySet
+
+from actors.settings import Settings
+from actors.store import Journal
+from gateway.problems import Problem
+
+ORDINARY_SCOPES = ("events:write", "events:read")
+ADMIN_SCOPE = "admin"
+TOKEN_TYPE = "at+jwt"  # RFC 9068
+LEEWAY = 30
+_ALGORITHMS = {
+    ("EC", "P-256"): "ES256",
+    ("EC", "P-384"): "ES384",
+    ("RSA", None): "RS256",
+    ("OKP", "Ed25519"): "EdDSA",
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a verified token speaks for."""
+
+    client_id: uuid.UUID
+    scopes: frozenset[str]
+
+    @property
+    def admin(self) -> bool:
+        return ADMIN_SCOPE in self.scopes
+
+
+class TokenService:
+    """Signs access tokens with the newest key and verifies them against all known keys."""
+
+    def __init__(self, settings: Settings, keys: list[Any]) -> None:
+        self._settings = settings
+        self._signing = keys[-1]
+        self._algorithm = _algorithm(self._signing)
+        self._keys = KeySet(keys)
+        self._registry = jwt.JWTClaimsRegistry(
+            leeway=LEEWAY,
+            iss={"essential": True, "value": settings.jwt_issuer},
+            aud={"essential": True, "value": settings.jwt_audience},
+            exp={"essential": True},
+            iat={"essential": True},
+            sub={"essential": True},
+            jti={"essential": True},
+        )
+
+    def jwks(self) -> dict[str, Any]:
+        return dict(self._keys.as_dict(private=False))
+
+    def issue(self, client_id: uuid.UUID, scopes: list[str]) -> dict[str, Any]:
+        now = int(time.time())
+        claims = {
+            "iss": self._settings.jwt_issuer,
+            "sub": str(client_id),
+            "aud": self._settings.jwt_audience,
+            "iat": now,
+            "nbf": now,
+            "exp": now + self._settings.token_ttl,
+            "jti": str(uuid.uuid4()),
+            "scope": " ".join(scopes),
+        }
+        header = {"alg": self._algorithm, "kid": self._signing.kid, "typ": TOKEN_TYPE}
+        token = jwt.encode(header, claims, self._signing, algorithms=[self._algorithm])
+        return {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": self._settings.token_ttl,
+            "scope": claims["scope"],
+        }
+
+    def verify(self, token: str) -> Principal:
+        """The principal of a valid token; raises Problem(401) for anything else."""
+        try:
+            decoded = jwt.decode(token, self._keys, algorithms=[self._algorithm])
+            if decoded.header.get("typ") != TOKEN_TYPE:
+                raise invalid_token("the token is not a seriatim access token")
+            self._registry.validate(decoded.claims)
+            scope = decoded.claims.get("scope", "")
+            if not isinstance(scope, str):
+                raise invalid_token("the token's scope claim is malformed")
+            return Principal(uuid.UUID(decoded.claims["sub"]), frozenset(scope.split()))
+        except (JoseError, ValueError, TypeError, KeyError) as error:
+            raise invalid_token(f"the access token is invalid: {_reason(error)}") from None
+
+
+def _reason(error: Exception) -> str:
+    return getattr(error, "description", None) or getattr(error, "error", None) or "malformed"
+
+
+def invalid_token(detail: str) -> Problem:
+    return Problem(
+        401, "invalid-token", detail, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+    )
+
+
+def _algorithm(key: Any) -> str:
+    curve = key.get("crv") if key.key_type in ("EC", "OKP") else None
+    algorithm = _ALGORITHMS.get((key.key_type, curve))
+    if algorithm is None:
+        raise ValueError(f"unsupported signing key: {key.key_type} {curve or ''}".strip())
+    return algorithm
+
+
+async def load_tokens(settings: Settings, journal: Journal) -> TokenService:
+    """Keys from SERIATIM_JWT_KEY_FILE, else the journal's (a P-256 key made on first start)."""
+    if settings.jwt_key_file:
+        path = Path(settings.jwt_key_file)
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        except OSError as error:
+            raise ValueError(f"SERIATIM_JWT_KEY_FILE cannot be read: {error}") from None
+        key = _import_private_key(data)
+        return TokenService(settings, [key])
+    rows = await journal.ensure_signing_key(_new_key)
+    return TokenService(settings, [jwk.import_key(private) for _, private in rows])
+
+
+def _import_private_key(data: bytes) -> Any:
+    for key_type in ("EC", "RSA", "OKP"):
+        try:
+            key = jwk.import_key(data, key_type)
+        except (JoseError, ValueError, TypeError):
+            continue
+        if not key.is_private:
+            raise ValueError("SERIATIM_JWT_KEY_FILE holds a public key; a private key is needed")
+        if key.key_type == "RSA" and getattr(key.raw_value, "key_size", 0) < 2048:
+            raise ValueError("SERIATIM_JWT_KEY_FILE: RSA keys must have at least 2048 bits")
+        key.ensure_kid()
+        _algorithm(key)
+        return key
+    raise ValueError("SERIATIM_JWT_KEY_FILE is not a PEM private key (EC, RSA or Ed25519)")
+
+
+def _new_key() -> tuple[str, dict[str, Any]]:
+    key = ECKey.generate_key("P-256", private=True, auto_kid=True)
+    return str(key.kid), dict(key.as_dict(private=True))

@@ -1,0 +1,295 @@
+"""Test harness: real PostgreSQL databases, broker namespaces and running seriatim processes."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pika
+import pytest
+
+from actors.store.migrate import migrate
+
+PG_URL = os.environ.get(
+    "SERIATIM_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+AMQP_URL = os.environ.get("SERIATIM_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+TEMPLATE = "seriatim_test_template"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def database_url(name: str) -> str:
+    return urlunsplit(urlsplit(PG_URL)._replace(path=f"/{name}"))
+
+
+def require_services() -> None:
+    """Skip when PostgreSQL or RabbitMQ is missing, but fail under CI."""
+    missing = []
+    for name, host, port in (
+        ("PostgreSQL", _host(PG_URL), _port(PG_URL, 5432)),
+        ("RabbitMQ", _host(AMQP_URL), _port(AMQP_URL, 5672)),
+    ):
+        try:
+            socket.create_connection((host, port), timeout=2).close()
+        except OSError:
+            missing.append(f"{name} at {host}:{port}")
+    if missing:
+        message = f"integration services unreachable: {', '.join(missing)}"
+        if IN_CI:
+            pytest.fail(message + " (CI=true: integration tests must not skip)")
+        pytest.skip(message)
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).hostname or "127.0.0.1"
+
+
+def _port(url: str, default: int) -> int:
+    return urlsplit(url).port or default
+
+
+async def _admin(query: str) -> None:
+    connection = await asyncpg.connect(PG_URL)
+    try:
+        await connection.execute(query)
+    finally:
+        await connection.close()
+
+
+def build_template() -> None:
+    """The template database, rebuilt from schema.sql once per test session."""
+
+    async def build() -> None:
+        await _admin(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
+        await migrate(database_url(TEMPLATE))
+
+    asyncio.run(build())
+
+
+def create_database() -> str:
+    name = f"seriatim_t_{secrets.token_hex(5)}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"'))
+    return name
+
+
+def drop_database(name: str) -> None:
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def new_namespace() -> str:
+    return f"t{secrets.token_hex(5)}"
+
+
+def delete_namespace(namespace: str, database: str) -> None:
+    """Delete the broker queues a test created: the supervisor's and every mailbox."""
+
+    async def client_ids() -> list[str]:
+        connection = await asyncpg.connect(database_url(database))
+        try:
+            return [str(row["id"]) for row in await connection.fetch("SELECT id FROM clients")]
+        finally:
+            await connection.close()
+
+    queues = [f"{namespace}.supervisor"]
+    queues += [f"{namespace}.mailbox.{cid}" for cid in asyncio.run(client_ids())]
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        channel = connection.channel()
+        for queue in queues:
+            channel.queue_delete(queue)
+    finally:
+        connection.close()
+
+
+def _run_sync(factory: Callable[[], Any]) -> Any:
+    """Run a coroutine to completion from sync code, even inside a running event loop."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(factory())).result()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(
+    condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
+) -> Any:
+    """Poll `condition` until it is truthy; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+class System:
+    """A gateway and N workers as real processes, each with its own log file."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        database: str,
+        namespace: str,
+        workers: int = 2,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.tmp = tmp
+        self.database = database
+        self.namespace = namespace
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "SERIATIM_DATABASE_URL": database_url(database),
+            "SERIATIM_AMQP_URL": AMQP_URL,
+            "SERIATIM_NAMESPACE": namespace,
+            "SERIATIM_HTTP_PORT": str(self.port),
+            "SERIATIM_BACKOFF_MIN": "0.05",
+            "SERIATIM_BACKOFF_MAX": "0.5",
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._log_files: list[Any] = []
+        self._workers = workers
+
+    def start(self) -> System:
+        self.spawn("gateway", "gateway")
+        for n in range(1, self._workers + 1):
+            self.spawn(f"worker-{n}", "worker")
+        wait_for(self._ready, 30, "the gateway to be ready")
+        wait_for(lambda: self.live_workers() >= self._workers, 30, "workers to register")
+        return self
+
+    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
+        self._log_files.append(log)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "supervision.cli", *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.processes[name] = process
+        return process
+
+    def _ready(self) -> bool:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise AssertionError(f"{name} exited with {process.returncode}:\n{self.logs()}")
+        try:
+            return httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def live_workers(self) -> int:
+        return int(
+            self.sql("SELECT count(*) FROM workers WHERE last_seen > now() - interval '5 seconds'")[
+                0
+            ][0]
+        )
+
+    def sql(self, query: str, *args: Any) -> list[Any]:
+        async def run() -> list[Any]:
+            connection = await asyncpg.connect(database_url(self.database))
+            try:
+                return list(await connection.fetch(query, *args))
+            finally:
+                await connection.close()
+
+        return _run_sync(run)
+
+    def logs(self) -> str:
+        parts = []
+        for path in sorted(self.tmp.glob("*.log")):
+            text = path.read_text(errors="replace")
+            parts.append(f"--- {path.name} ---\n{text[-6000:]}")
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for log in self._log_files:
+            log.close()
+
+    # --- clients and tokens ------------------------------------------------------------
+
+    def create_client(self, name: str = "test", admin: bool = False) -> dict[str, Any]:
+        args = ["client", "create", "--name", name, *(["--admin"] if admin else [])]
+        out = subprocess.run(
+            [sys.executable, "-m", "supervision.cli", *args],
+            env=self.env,
+            capture_output=True,
+            check=True,
+        )
+        import json
+
+        return dict(json.loads(out.stdout))
+
+    def token(self, client: dict[str, Any], scope: str | None = None) -> str:
+        data = {"grant_type": "client_credentials"}
+        if scope is not None:
+            data["scope"] = scope
+        response = httpx.post(
+            f"{self.base_url}/v1/token",
+            data=data,
+            auth=(client["client_id"], client["client_secret"]),
+            timeout=10,
+        )
+        response.raise_for_status()
+        return str(response.json()["access_token"])
+
+    def admin_client(self, name: str = "tenant") -> dict[str, Any]:
+        """A new ordinary client, created through the admin API (one admin per system)."""
+        if not hasattr(self, "_admin_token"):
+            self._admin_token = self.token(self.create_client("ops", admin=True))
+        response = httpx.post(
+            f"{self.base_url}/v1/admin/clients",
+            json={"name": name},
+            headers={"Authorization": f"Bearer {self._admin_token}"},
+            timeout=10,
+        )
+        response.raise_for_status()
+        return dict(response.json())
+
+
+@contextlib.contextmanager
+def running_system(
+    tmp: Path, workers: int = 2, env: dict[str, str] | None = None
+) -> Iterator[System]:
+    database = create_database()
+    namespace = new_namespace()
+    system = System(tmp, database, namespace, workers, env)
+    try:
+        yield system.start()
+    finally:
+        system.stop()
+        with contextlib.suppress(Exception):
+            delete_namespace(namespace, database)
+        drop_database(database)
