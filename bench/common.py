@@ -1,0 +1,109 @@
+"""Shared pieces of the benchmarks: a running system, bulk clients, minted tokens, figures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from actors.settings import Settings  # noqa: E402
+from gateway.tokens import TokenService  # noqa: E402
+from tests import harness  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+
+
+def machine() -> dict[str, Any]:
+    return {"python": platform.python_version(), "cpus": os.cpu_count(),
+            "platform": platform.platform()}
+
+
+def bulk_clients(system: harness.System, count: int, prefix: str) -> list[str]:
+    rows = system.sql(
+        "INSERT INTO clients (name, secret_hash) SELECT $1 || g, 'bench:no-secret' "
+        "FROM generate_series(1, $2) AS g RETURNING id::text", prefix, count)
+    return [row[0] for row in rows]
+
+
+def minter(system: harness.System) -> TokenService:
+    """Tokens signed with the system's own key, so thousands of clients need no token calls."""
+    from joserfc import jwk
+
+    (private,) = [row[0] for row in system.sql("SELECT private_jwk FROM signing_keys")]
+    key = jwk.import_key(json.loads(private) if isinstance(private, str) else private)
+    return TokenService(Settings(), [key])
+
+
+async def post_events(base_url: str, tokens: dict[str, str], per_client: int,
+                      body: dict[str, Any], concurrency: int) -> list[float]:
+    """Post `per_client` events for every client, clients interleaved; returns latencies."""
+    latencies: list[float] = []
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for _ in range(per_client):
+        for cid in tokens:
+            queue.put_nowait(cid)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as http:
+
+        async def worker() -> None:
+            while not queue.empty():
+                cid = queue.get_nowait()
+                started = time.perf_counter()
+                response = await http.post("/v1/events", json=body,
+                                           headers={"Authorization": f"Bearer {tokens[cid]}"})
+                latencies.append(time.perf_counter() - started)
+                if response.status_code != 202:
+                    raise RuntimeError(f"{response.status_code}: {response.text}")
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"p50": percentile(values, 0.50), "p95": percentile(values, 0.95),
+            "p99": percentile(values, 0.99), "max": max(values) if values else float("nan"),
+            "mean": statistics.fmean(values) if values else float("nan")}
+
+
+def process_figures(pid: int) -> dict[str, int]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
+    threads = len(os.listdir(f"/proc/{pid}/task"))
+    return {"rss_kib": rss, "threads": threads}
+
+
+def amqp_connections(name_fragment: str) -> int:
+    out = subprocess.run(["rabbitmqctl", "-q", "list_connections", "client_properties"],
+                         capture_output=True, text=True, check=True).stdout
+    return sum(1 for line in out.splitlines() if name_fragment in line)
+
+
+def write_results(name: str, data: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps({"machine": machine(), **data}, indent=2, default=str))
+    return path
+
+
+def new_ids(count: int) -> list[str]:
+    return [str(uuid.uuid4()) for _ in range(count)]
