@@ -35,7 +35,7 @@ class HandlerRegistry:
         self._handlers: dict[str, Handler] = {}
 
     def register(self, type_: str, fn: Handler) -> None:
-        if not _TYPE.match(type_):
+        if not _TYPE.fullmatch(type_):
             raise ValueError(
                 f"handler type {type_!r} must be 1-200 characters of letters, digits and ._:-"
             )

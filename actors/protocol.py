@@ -54,12 +54,15 @@ class EventMessage:
     def from_dramatiq(cls, message: dramatiq.Message[Any]) -> EventMessage:
         if message.actor_name != MAILBOX_ACTOR:
             raise ProtocolError(f"not a mailbox message: actor {message.actor_name!r}")
+        seq = message.kwargs.get("seq") if isinstance(message.kwargs, dict) else None
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+            raise ProtocolError(f"malformed mailbox message: seq {seq!r}")
         try:
             kw = message.kwargs
             return cls(
                 uuid.UUID(kw["event_id"]),
                 uuid.UUID(kw["client_id"]),
-                int(kw["seq"]),
+                seq,
                 str(kw["type"]),
                 kw["payload"],
                 message.options.get("traceparent"),

@@ -41,10 +41,8 @@ class Settings:
 
     def __post_init__(self) -> None:
         for name in ("database_url", "amqp_url"):
-            value = getattr(self, name)
-            if not urlsplit(value).scheme or not urlsplit(value).hostname:
-                raise SettingsError(f"SERIATIM_{name.upper()} is not a URL: {_redact(value)}")
-        if not _NAMESPACE.match(self.namespace):
+            _check_url(f"SERIATIM_{name.upper()}", getattr(self, name))
+        if not _NAMESPACE.fullmatch(self.namespace):
             raise SettingsError(
                 "SERIATIM_NAMESPACE must be 1-63 characters of a-z, 0-9, '_' and '-', "
                 f"starting with a letter or digit; got {self.namespace!r}"
@@ -100,13 +98,22 @@ def _parse(name: str, kind: str, raw: str) -> object:
     return raw
 
 
+def _check_url(variable: str, value: str) -> None:
+    try:
+        parts = urlsplit(value)
+        valid = bool(parts.scheme and parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        valid = False
+    if not valid:
+        raise SettingsError(f"{variable} is not a URL with a host: {_redact(value)}")
+
+
 def _at_least(variable: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
         raise SettingsError(f"{variable} must be between {low:g} and {high:g}, not {value:g}")
 
 
 def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@")
-    return url
+    """The URL without its password, for error messages."""
+    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)

@@ -27,14 +27,20 @@ RESULTS = ROOT / "bench" / "results"
 
 
 def machine() -> dict[str, Any]:
-    return {"python": platform.python_version(), "cpus": os.cpu_count(),
-            "platform": platform.platform()}
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+    }
 
 
 def bulk_clients(system: harness.System, count: int, prefix: str) -> list[str]:
     rows = system.sql(
         "INSERT INTO clients (name, secret_hash) SELECT $1 || g, 'bench:no-secret' "
-        "FROM generate_series(1, $2) AS g RETURNING id::text", prefix, count)
+        "FROM generate_series(1, $2) AS g RETURNING id::text",
+        prefix,
+        count,
+    )
     return [row[0] for row in rows]
 
 
@@ -47,8 +53,9 @@ def minter(system: harness.System) -> TokenService:
     return TokenService(Settings(), [key])
 
 
-async def post_events(base_url: str, tokens: dict[str, str], per_client: int,
-                      body: dict[str, Any], concurrency: int) -> list[float]:
+async def post_events(
+    base_url: str, tokens: dict[str, str], per_client: int, body: dict[str, Any], concurrency: int
+) -> list[float]:
     """Post `per_client` events for every client, clients interleaved; returns latencies."""
     latencies: list[float] = []
     queue: asyncio.Queue[str] = asyncio.Queue()
@@ -62,8 +69,9 @@ async def post_events(base_url: str, tokens: dict[str, str], per_client: int,
             while not queue.empty():
                 cid = queue.get_nowait()
                 started = time.perf_counter()
-                response = await http.post("/v1/events", json=body,
-                                           headers={"Authorization": f"Bearer {tokens[cid]}"})
+                response = await http.post(
+                    "/v1/events", json=body, headers={"Authorization": f"Bearer {tokens[cid]}"}
+                )
                 latencies.append(time.perf_counter() - started)
                 if response.status_code != 202:
                     raise RuntimeError(f"{response.status_code}: {response.text}")
@@ -80,9 +88,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summary(values: list[float]) -> dict[str, float]:
-    return {"p50": percentile(values, 0.50), "p95": percentile(values, 0.95),
-            "p99": percentile(values, 0.99), "max": max(values) if values else float("nan"),
-            "mean": statistics.fmean(values) if values else float("nan")}
+    return {
+        "p50": percentile(values, 0.50),
+        "p95": percentile(values, 0.95),
+        "p99": percentile(values, 0.99),
+        "max": max(values) if values else float("nan"),
+        "mean": statistics.fmean(values) if values else float("nan"),
+    }
 
 
 def process_figures(pid: int) -> dict[str, int]:
@@ -93,8 +105,12 @@ def process_figures(pid: int) -> dict[str, int]:
 
 
 def amqp_connections(name_fragment: str) -> int:
-    out = subprocess.run(["rabbitmqctl", "-q", "list_connections", "client_properties"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["rabbitmqctl", "-q", "list_connections", "client_properties"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return sum(1 for line in out.splitlines() if name_fragment in line)
 
 

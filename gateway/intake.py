@@ -92,7 +92,7 @@ def event_body(value: Any, known_types: Container[str]) -> tuple[str, dict[str, 
             fields=unknown,
         )
     type_ = value.get("type")
-    if not isinstance(type_, str) or not _TYPE.match(type_):
+    if not isinstance(type_, str) or not _TYPE.fullmatch(type_):
         raise Problem(
             422,
             "invalid-event",
@@ -109,7 +109,7 @@ def event_body(value: Any, known_types: Container[str]) -> tuple[str, dict[str, 
 def idempotency_key(header: str | None) -> str | None:
     if header is None:
         return None
-    if not _KEY.match(header):
+    if not _KEY.fullmatch(header):
         raise Problem(
             400,
             "invalid-idempotency-key",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def least_loaded(loads: Mapping[str, int]) -> str:
@@ -10,3 +13,14 @@ def least_loaded(loads: Mapping[str, int]) -> str:
     if not loads:
         raise ValueError("no live worker to place a mailbox on")
     return min(loads, key=lambda worker: (loads[worker], worker))
+
+
+def plan(clients: Iterable[T], loads: Mapping[str, int]) -> dict[T, str]:
+    """Assign each client to the least-loaded worker, counting the assignments as it goes."""
+    counts = dict(loads)
+    assignment: dict[T, str] = {}
+    for client in clients:
+        worker = least_loaded(counts)
+        assignment[client] = worker
+        counts[worker] += 1
+    return assignment

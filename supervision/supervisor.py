@@ -26,7 +26,7 @@ from actors.protocol import (
 )
 from actors.settings import Settings
 from actors.store import Journal
-from supervision.placement import least_loaded
+from supervision.placement import plan
 from supervision.relay import Relay
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 SWEEP_INTERVAL = 1.0
 WORKER_ALIVE_WITHIN = 5.0
 STRANDED_BATCH = 1000
+BATCH = 500
+PLACE_ROUNDS = 3
 
 
 class Supervisor:
@@ -58,7 +60,7 @@ class Supervisor:
         await channel.consume(queue, lambda delivery: self._inbox.put_nowait((channel, delivery)))
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Handle messages in arrival order until `stopping` is set."""
+        """Handle messages in arrival order, in batches of what has arrived, until stopped."""
         while not stopping.is_set():
             getter = asyncio.ensure_future(self._inbox.get())
             stop = asyncio.ensure_future(stopping.wait())
@@ -67,8 +69,10 @@ class Supervisor:
             if not getter.done():
                 getter.cancel()
                 return
-            channel, delivery = getter.result()
-            await self._handle(channel, delivery)
+            batch = [getter.result()]
+            while len(batch) < BATCH and not self._inbox.empty():
+                batch.append(self._inbox.get_nowait())
+            await self._handle(batch)
 
     async def tick(self, stopping: asyncio.Event) -> None:
         """Ask the active supervisor (whichever it is) to sweep, every SWEEP_INTERVAL."""
@@ -80,32 +84,44 @@ class Supervisor:
                 with contextlib.suppress(PublishFailed):
                     await publisher.tell_supervisor(Tick())
 
-    async def _handle(self, channel: AmqpChannel, delivery: Delivery) -> None:
+    async def _handle(self, batch: list[tuple[AmqpChannel, Delivery]]) -> None:
+        messages = []
+        for _, delivery in batch:
+            try:
+                messages.append(Control.decode(delivery.body))
+            except ProtocolError as error:
+                log.error("supervisor drops a message: %s", error)
         try:
-            message = Control.decode(delivery.body)
-        except ProtocolError as error:
-            log.error("supervisor drops a message: %s", error)
-            channel.ack(delivery.delivery_tag)
-            return
-        try:
-            await self._dispatch(message)
+            await self._dispatch(messages)
         except (TimeoutError, OSError, AmqpError) as error:
-            log.warning("supervisor could not handle %s (%s); it is requeued", message.kind, error)
+            log.warning(
+                "supervisor could not handle %d messages (%s); they are requeued", len(batch), error
+            )
             await asyncio.sleep(0.5)
-            channel.nack(delivery.delivery_tag, requeue=True)
+            for channel, delivery in batch:
+                channel.nack(delivery.delivery_tag, requeue=True)
             return
-        channel.ack(delivery.delivery_tag)
+        for channel, delivery in batch:
+            channel.ack(delivery.delivery_tag)
 
-    async def _dispatch(self, message: Control) -> None:
-        if isinstance(message, MailboxWanted):
-            await self._ensure_active(message.client_id)
-        elif isinstance(message, MailboxPassivated):
-            self._workers[message.worker_id] = max(0, self._workers.get(message.worker_id, 1) - 1)
-            await self._ensure_active(message.client_id, only_with_backlog=True)
-        elif isinstance(message, WorkerStopped):
-            self._workers.pop(message.worker_id, None)
-            await self.sweep()
-        elif isinstance(message, Tick) and self._sweep_due():
+    async def _dispatch(self, messages: list[Control]) -> None:
+        wanted: dict[uuid.UUID, bool] = {}  # client -> only if it has a backlog
+        sweep = False
+        for message in messages:
+            if isinstance(message, MailboxWanted):
+                wanted[message.client_id] = False
+            elif isinstance(message, MailboxPassivated):
+                load = self._workers.get(message.worker_id, 1)
+                self._workers[message.worker_id] = max(0, load - 1)
+                wanted.setdefault(message.client_id, True)
+            elif isinstance(message, WorkerStopped):
+                self._workers.pop(message.worker_id, None)
+                sweep = True
+            elif isinstance(message, Tick):
+                sweep = sweep or self._sweep_due()
+        if wanted:
+            await self._ensure_active(wanted)
+        if sweep:
             await self.sweep()
 
     def _sweep_due(self) -> bool:
@@ -115,45 +131,56 @@ class Supervisor:
         """Place every stranded mailbox and republish what was never published."""
         self._last_sweep = time.monotonic()
         await self._refresh_workers(force=True)
-        for client_id in await self._journal.stranded_mailboxes(
-            WORKER_ALIVE_WITHIN, STRANDED_BATCH
-        ):
-            await self._place(client_id)
+        await self._place(
+            await self._journal.stranded_mailboxes(WORKER_ALIVE_WITHIN, STRANDED_BATCH)
+        )
         await self._relay.run_once()
 
-    async def _ensure_active(
-        self, client_id: uuid.UUID, *, only_with_backlog: bool = False
-    ) -> None:
-        wanted = await self._journal.wanted(client_id, WORKER_ALIVE_WITHIN)
-        if wanted is None or wanted.state == "suspended":
-            return
-        if wanted.state == "active" and wanted.host_alive:
-            return
-        if only_with_backlog and not wanted.has_backlog:
-            return
-        await self._place(client_id)
+    async def _ensure_active(self, wanted: dict[uuid.UUID, bool]) -> None:
+        """Place those of these mailboxes that are neither suspended nor on a live worker."""
+        rows = await self._journal.wanted(list(wanted), WORKER_ALIVE_WITHIN)
+        await self._place(
+            [
+                row.client_id
+                for row in rows
+                if row.state != "suspended"
+                and not (row.state == "active" and row.host_alive)
+                and (row.has_backlog or not wanted[row.client_id])
+            ]
+        )
 
     async def _refresh_workers(self, *, force: bool = False) -> None:
         if force or time.monotonic() - self._workers_read > SWEEP_INTERVAL:
             self._workers = await self._journal.live_workers(WORKER_ALIVE_WITHIN)
             self._workers_read = time.monotonic()
 
-    async def _place(self, client_id: uuid.UUID) -> None:
+    async def _place(self, clients: list[uuid.UUID]) -> None:
+        """Spread mailboxes over the least-loaded live workers and tell each its share."""
+        if not clients:
+            return
         await self._refresh_workers()
         publisher = self._link.publisher
-        candidates = dict(self._workers)
-        while candidates and publisher is not None:
-            worker = least_loaded(candidates)
-            if not await self._journal.place_mailbox(client_id, worker):
-                return  # suspended meanwhile
-            try:
-                await publisher.tell_worker(worker, StartMailbox(client_id))
-            except PublishFailed:
-                log.warning("worker %s is gone; placing mailbox %s elsewhere", worker, client_id)
-                candidates.pop(worker)
-                self._workers.pop(worker, None)
-                continue
-            self._workers[worker] = self._workers.get(worker, 0) + 1
-            log.info("mailbox %s placed on %s", client_id, worker)
-            return
-        log.warning("no live worker for mailbox %s yet; the next sweep retries", client_id)
+        for _ in range(PLACE_ROUNDS):
+            if not clients or not self._workers or publisher is None:
+                break
+            assignment = plan(clients, self._workers)
+            placed = await self._journal.place_mailboxes(assignment)
+            told = [(client, assignment[client]) for client in clients if client in placed]
+            results = await asyncio.gather(
+                *(publisher.tell_worker(worker, StartMailbox(client)) for client, worker in told),
+                return_exceptions=True,
+            )
+            clients = []
+            for (client, worker), result in zip(told, results, strict=True):
+                if isinstance(result, PublishFailed):
+                    log.warning("worker %s is gone; placing its mailboxes elsewhere", worker)
+                    self._workers.pop(worker, None)
+                    clients.append(client)
+                elif isinstance(result, BaseException):
+                    raise result
+                else:
+                    self._workers[worker] = self._workers.get(worker, 0) + 1
+            if len(told) > len(clients):
+                log.info("placed %d mailboxes", len(told) - len(clients))
+        if clients:
+            log.warning("no live worker for %d mailboxes yet; the next sweep retries", len(clients))

@@ -96,8 +96,8 @@ class Position:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Wanted:
+    client_id: uuid.UUID
     state: str
-    host: str | None
     has_backlog: bool
     host_alive: bool
 
@@ -257,10 +257,12 @@ class Journal:
         rows = await self.pool.fetch(QUERIES["mailboxes"], state, after or uuid.UUID(int=0), limit)
         return [MailboxRow.of(row) for row in rows]
 
-    async def place_mailbox(self, client_id: uuid.UUID, worker_id: str) -> bool:
-        return (
-            await self.pool.fetchrow(QUERIES["set_mailbox_host"], client_id, worker_id) is not None
+    async def place_mailboxes(self, plan: dict[uuid.UUID, str]) -> set[uuid.UUID]:
+        """Record client → worker assignments; returns the clients placed (not suspended)."""
+        rows = await self.pool.fetch(
+            QUERIES["place_mailboxes"], list(plan), [plan[client] for client in plan]
         )
+        return {row["id"] for row in rows}
 
     async def release_mailbox(self, client_id: uuid.UUID, worker_id: str) -> None:
         await self.pool.execute(QUERIES["release_mailbox"], client_id, worker_id)
@@ -272,9 +274,10 @@ class Journal:
     async def release_worker(self, worker_id: str) -> None:
         await self.pool.execute(QUERIES["release_worker_mailboxes"], worker_id)
 
-    async def wanted(self, client_id: uuid.UUID, alive_within: float) -> Wanted | None:
-        row = await self.pool.fetchrow(QUERIES["mailbox_wanted"], client_id, alive_within)
-        return Wanted(**dict(row)) if row else None
+    async def wanted(self, client_ids: Sequence[uuid.UUID], alive_within: float) -> list[Wanted]:
+        """Where each of these mailboxes stands, for the supervisor's decisions."""
+        rows = await self.pool.fetch(QUERIES["mailboxes_wanted"], list(client_ids), alive_within)
+        return [Wanted(**dict(row)) for row in rows]
 
     async def stranded_mailboxes(self, alive_within: float, limit: int) -> list[uuid.UUID]:
         rows = await self.pool.fetch(QUERIES["stranded_mailboxes"], alive_within, limit)

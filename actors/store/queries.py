@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 
-_NAME = re.compile(r"^-- name: ([a-z_]+)\s*$", re.MULTILINE)
+_NAME = re.compile(r"^-- name: ([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
 
 def parse(text: str) -> dict[str, str]:

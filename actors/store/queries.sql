@@ -100,9 +100,12 @@ WHERE ($1::text IS NULL OR c.state = $1) AND c.id > $2
 ORDER BY c.id
 LIMIT $3;
 
--- name: set_mailbox_host
-UPDATE clients SET state = 'active', host = $2 WHERE id = $1 AND state <> 'suspended'
-RETURNING id;
+-- name: place_mailboxes
+-- Assign mailboxes to workers ($1 client ids, $2 worker ids, pairwise); suspended ones stay.
+UPDATE clients AS c SET state = 'active', host = p.host
+FROM unnest($1::uuid[], $2::text[]) AS p (id, host)
+WHERE c.id = p.id AND c.state <> 'suspended'
+RETURNING c.id;
 
 -- name: release_mailbox
 UPDATE clients SET state = 'idle', host = NULL WHERE id = $1 AND host = $2 AND state = 'active'
@@ -111,11 +114,11 @@ RETURNING last_seq > done_seq AS has_backlog;
 -- name: release_worker_mailboxes
 UPDATE clients SET state = 'idle', host = NULL WHERE host = $1 AND state = 'active';
 
--- name: mailbox_wanted
-SELECT c.state, c.host, c.last_seq > c.done_seq AS has_backlog,
+-- name: mailboxes_wanted
+SELECT c.id AS client_id, c.state, c.last_seq > c.done_seq AS has_backlog,
        (w.id IS NOT NULL AND w.last_seen > now() - make_interval(secs => $2)) AS host_alive
 FROM clients c LEFT JOIN workers w ON w.id = c.host
-WHERE c.id = $1;
+WHERE c.id = ANY($1::uuid[]);
 
 -- name: stranded_mailboxes
 -- Mailboxes with a backlog and no live host: never placed, passivated early, or orphaned.
