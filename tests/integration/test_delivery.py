@@ -38,8 +38,9 @@ def no_relay(services: None, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 def statuses(system: System, client_id: str) -> list[tuple[int, str]]:
-    rows = system.sql("SELECT seq, status FROM events WHERE client_id = $1::uuid ORDER BY seq",
-                      client_id)
+    rows = system.sql(
+        "SELECT seq, status FROM events WHERE client_id = $1::uuid ORDER BY seq", client_id
+    )
     return [(row["seq"], row["status"]) for row in rows]
 
 
@@ -51,8 +52,11 @@ def test_an_event_committed_but_never_published_is_delivered_by_the_relay(
     (row,) = fast_relay.sql(COMMIT_WITHOUT_PUBLISH, client["client_id"])
 
     # Then the relay publishes it, the supervisor activates the mailbox, and it is processed
-    wait_for(lambda: statuses(fast_relay, client["client_id"]) == [(1, "succeeded")], 60,
-             "the relay to deliver the unpublished event")
+    wait_for(
+        lambda: statuses(fast_relay, client["client_id"]) == [(1, "succeeded")],
+        60,
+        "the relay to deliver the unpublished event",
+    )
     published = fast_relay.sql("SELECT published_at FROM events WHERE id = $1", row["id"])
     assert published[0]["published_at"] is not None
 
@@ -64,16 +68,24 @@ def test_a_gap_in_delivery_is_filled_from_the_journal_in_order(no_relay: System)
     no_relay.sql(COMMIT_WITHOUT_PUBLISH, client["client_id"])
 
     # When seq 2 arrives through the API
-    response = httpx.post(f"{no_relay.base_url}/v1/events",
-                          json={"type": "demo.echo", "payload": {}},
-                          headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    response = httpx.post(
+        f"{no_relay.base_url}/v1/events",
+        json={"type": "demo.echo", "payload": {}},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
     assert response.json()["seq"] == 2
 
     # Then the mailbox processes seq 1 from the journal first, then seq 2
-    wait_for(lambda: statuses(no_relay, client["client_id"]) == [(1, "succeeded"),
-                                                                 (2, "succeeded")],
-             60, "both events to succeed")
-    rows = no_relay.sql("SELECT seq, started_at, finished_at, published_at FROM events "
-                        "WHERE client_id = $1::uuid ORDER BY seq", client["client_id"])
+    wait_for(
+        lambda: statuses(no_relay, client["client_id"]) == [(1, "succeeded"), (2, "succeeded")],
+        60,
+        "both events to succeed",
+    )
+    rows = no_relay.sql(
+        "SELECT seq, started_at, finished_at, published_at FROM events "
+        "WHERE client_id = $1::uuid ORDER BY seq",
+        client["client_id"],
+    )
     assert rows[0]["finished_at"] <= rows[1]["started_at"]
     assert rows[0]["published_at"] is None  # it never went through the broker

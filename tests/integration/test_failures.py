@@ -29,22 +29,32 @@ def failing_system(services: None, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def post(system: System, token: str, type_: str, payload: dict[str, object]) -> dict[str, object]:
-    response = httpx.post(f"{system.base_url}/v1/events", json={"type": type_, "payload": payload},
-                          headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    response = httpx.post(
+        f"{system.base_url}/v1/events",
+        json={"type": type_, "payload": payload},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
     assert response.status_code == 202, response.text
     return dict(response.json())
 
 
 def event(system: System, token: str, event_id: object) -> dict[str, object]:
-    response = httpx.get(f"{system.base_url}/v1/events/{event_id}",
-                         headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    response = httpx.get(
+        f"{system.base_url}/v1/events/{event_id}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
     assert response.status_code == 200, response.text
     return dict(response.json())
 
 
 def finished(system: System, token: str, event_id: object) -> dict[str, object]:
-    return wait_for(lambda: (e := event(system, token, event_id))["status"] in
-                    ("succeeded", "dead") and e, 60, f"event {event_id} to finish")
+    return wait_for(
+        lambda: (e := event(system, token, event_id))["status"] in ("succeeded", "dead") and e,
+        60,
+        f"event {event_id} to finish",
+    )
 
 
 @pytest.mark.parametrize(
@@ -80,29 +90,40 @@ def test_a_hanging_handler_never_blocks_other_clients(failing_system: System) ->
     # Given one client stuck on a handler that hangs until its time limit, three times
     stuck = failing_system.token(failing_system.admin_client("stuck"))
     hanging = post(failing_system, stuck, "demo.sleep", {"ms": 60000})
-    wait_for(lambda: event(failing_system, stuck, hanging["id"])["status"] == "processing",
-             30, "the hanging event to start")
+    wait_for(
+        lambda: event(failing_system, stuck, hanging["id"])["status"] == "processing",
+        30,
+        "the hanging event to start",
+    )
 
     # When other clients post meanwhile, their events finish while it still hangs
     for n in range(5):
         token = failing_system.token(failing_system.admin_client(f"other-{n}"))
-        assert finished(failing_system, token, post(failing_system, token, "demo.echo", {})["id"]
-                        )["status"] == "succeeded"
+        assert (
+            finished(failing_system, token, post(failing_system, token, "demo.echo", {})["id"])[
+                "status"
+            ]
+            == "succeeded"
+        )
     assert event(failing_system, stuck, hanging["id"])["status"] in ("processing", "retrying")
 
 
 def test_a_blocking_plain_function_handler_runs_in_a_thread(failing_system: System) -> None:
     token = failing_system.token(failing_system.admin_client())
-    done = finished(failing_system, token, post(failing_system, token, "test.blocking",
-                                                {"ms": 50})["id"])
+    done = finished(
+        failing_system, token, post(failing_system, token, "test.blocking", {"ms": 50})["id"]
+    )
     assert done["status"] == "succeeded"
     assert done["result"] == {"slept_ms": 50}
 
 
 def test_user_handler_types_are_known_to_the_gateway(failing_system: System) -> None:
     token = failing_system.token(failing_system.admin_client())
-    response = httpx.post(f"{failing_system.base_url}/v1/events",
-                          json={"type": "test.nope", "payload": {}},
-                          headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    response = httpx.post(
+        f"{failing_system.base_url}/v1/events",
+        json={"type": "test.nope", "payload": {}},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
     assert response.status_code == 422
     assert post(failing_system, token, "test.crash", {})["status"] == "queued"

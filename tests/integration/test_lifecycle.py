@@ -21,19 +21,26 @@ def quick_idle(services: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 def mailbox(system: System, token: str) -> dict[str, object]:
-    response = httpx.get(f"{system.base_url}/v1/mailbox",
-                         headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    response = httpx.get(
+        f"{system.base_url}/v1/mailbox", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
     assert response.status_code == 200, response.text
     return dict(response.json())
 
 
 def post_and_finish(system: System, token: str, n: int) -> None:
-    response = httpx.post(f"{system.base_url}/v1/events",
-                          json={"type": "demo.echo", "payload": {"n": n}},
-                          headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    response = httpx.post(
+        f"{system.base_url}/v1/events",
+        json={"type": "demo.echo", "payload": {"n": n}},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
     assert response.status_code == 202, response.text
-    wait_for(lambda: mailbox(system, token)["done_seq"] == response.json()["seq"], 30,
-             f"seq {response.json()['seq']} to finish")
+    wait_for(
+        lambda: mailbox(system, token)["done_seq"] == response.json()["seq"],
+        30,
+        f"seq {response.json()['seq']} to finish",
+    )
 
 
 def test_an_idle_mailbox_is_passivated_and_the_next_event_reactivates_it(
@@ -45,8 +52,11 @@ def test_an_idle_mailbox_is_passivated_and_the_next_event_reactivates_it(
     post_and_finish(quick_idle, token, 1)
 
     # When it stays idle past the idle timeout, it is passivated (queue kept, no host)
-    idle = wait_for(lambda: (m := mailbox(quick_idle, token))["state"] == "idle" and m, 30,
-                    "the mailbox to be passivated")
+    idle = wait_for(
+        lambda: (m := mailbox(quick_idle, token))["state"] == "idle" and m,
+        30,
+        "the mailbox to be passivated",
+    )
     assert idle["host"] is None
     assert idle["backlog"] == 0
 
@@ -60,12 +70,18 @@ def test_an_idle_mailbox_is_passivated_and_the_next_event_reactivates_it(
 def test_a_busy_mailbox_reports_backlog_and_host(quick_idle: System) -> None:
     token = quick_idle.token(quick_idle.admin_client())
     for _ in range(3):
-        response = httpx.post(f"{quick_idle.base_url}/v1/events",
-                              json={"type": "demo.sleep", "payload": {"ms": 300}},
-                              headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        response = httpx.post(
+            f"{quick_idle.base_url}/v1/events",
+            json={"type": "demo.sleep", "payload": {"ms": 300}},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
         assert response.status_code == 202
-    busy = wait_for(lambda: (m := mailbox(quick_idle, token))["in_flight_seq"] is not None and m,
-                    30, "an event in flight")
+    busy = wait_for(
+        lambda: (m := mailbox(quick_idle, token))["in_flight_seq"] is not None and m,
+        30,
+        "an event in flight",
+    )
     assert busy["state"] == "active"
     assert busy["host"] is not None
     assert busy["last_seq"] == 3
