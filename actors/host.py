@@ -17,6 +17,7 @@ from typing import Any
 
 import dramatiq
 
+from actors import metrics
 from actors.amqp import AmqpChannel, AmqpConnection, AmqpError, Delivery
 from actors.backoff import Backoff
 from actors.broker import BrokerLink
@@ -75,6 +76,7 @@ class MailboxHost:
         self._channel: AmqpChannel | None = None
         self._accepting = True
         self._retry = Backoff(min=0.2, max=5.0)
+        metrics.ACTIVE_MAILBOXES.set_function(lambda: len(self._active))
 
     @property
     def active_count(self) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 
 import dramatiq
 
+from actors import metrics
 from actors.backoff import Backoff
 from actors.handlers import Event, HandlerRegistry
 from actors.protocol import EventMessage
@@ -119,6 +120,7 @@ class Mailbox:
         if message.seq <= await self._done():
             return
         envelope = message.to_dramatiq(self._queue_name)
+        started = time.monotonic()
         while True:
             attempt = await self._journal.mark_attempt(message.event_id)
             if attempt is None:  # terminal already: somebody else finished it
@@ -134,8 +136,10 @@ class Mailbox:
                 )
             else:
                 outcome = await self._attempt(message, attempt, envelope)
+            metrics.ATTEMPTS.labels("ok" if outcome.ok else "failed").inc()
             if outcome.ok or attempt >= self._policy.max_attempts:
                 await self._record(message, outcome, min(attempt, self._policy.max_attempts))
+                metrics.PROCESSING_SECONDS.observe(time.monotonic() - started)
                 return
             await self._journal.mark_retrying(message.event_id, outcome.value)
             await self._backoff(attempt)
@@ -190,6 +194,7 @@ class Mailbox:
         )
         if recorded:
             self._done_seq = message.seq
+            metrics.EVENTS_PROCESSED.labels(status).inc()
             if not outcome.ok:
                 log.warning(
                     "event seq %d is dead after %d attempts: %s",

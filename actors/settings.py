@@ -51,6 +51,11 @@ class Settings:
             raise SettingsError(
                 f"SERIATIM_QUEUE_TYPE must be classic or quorum, not {self.queue_type!r}"
             )
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise SettingsError(
+                "SERIATIM_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, "
+                f"not {self.log_level!r}"
+            )
         _at_least("SERIATIM_HTTP_PORT", self.http_port, 0, 65535)
         _at_least("SERIATIM_TOKEN_TTL", self.token_ttl, 60, 86400)
         _at_least("SERIATIM_MAX_ATTEMPTS", self.max_attempts, 1, 1000)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -36,7 +37,14 @@ def parser() -> argparse.ArgumentParser:
     gateway.add_argument("--host", help="listen address (default SERIATIM_HTTP_HOST)")
     gateway.add_argument("--port", type=_port, help="listen port (default SERIATIM_HTTP_PORT)")
     worker = commands.add_parser("worker", help="run one worker process")
-    worker.add_argument("--worker-id", help="a stable id for this worker (default: generated)")
+    worker.add_argument(
+        "--worker-id", type=_worker_id, help="a stable id for this worker (default: generated)"
+    )
+    worker.add_argument(
+        "--metrics-port",
+        type=_port,
+        help="serve Prometheus metrics on this port (on SERIATIM_HTTP_HOST)",
+    )
     commands.add_parser("migrate", help="create the database if missing and apply the schema")
     client = commands.add_parser("client", help="manage clients")
     client_commands = client.add_subparsers(dest="client_command", required=True, metavar="ACTION")
@@ -65,6 +73,12 @@ def _int(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _worker_id(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}", text):
+        raise argparse.ArgumentTypeError("must be 1-100 letters, digits, '-' or '_'")
+    return text
 
 
 def _name(text: str) -> str:
@@ -104,7 +118,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "worker":
         from supervision.worker import run_worker
 
-        asyncio.run(_until_signalled(lambda stop: run_worker(settings, stop, args.worker_id)))
+        asyncio.run(
+            _until_signalled(
+                lambda stop: run_worker(settings, stop, args.worker_id, args.metrics_port)
+            )
+        )
         return 0
     from supervision.process import run_up
 

@@ -56,7 +56,9 @@ class Child:
             log.error("%s did not stop within %.0f s; killing it", self.name, STOP_DEADLINE)
             process.kill()
             await waiting
-        log.info("%s stopped (exit %s)", self.name, process.returncode)
+        code = process.returncode
+        clean = code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it stopped on
+        log.info("%s stopped%s", self.name, "" if clean else f" (exit {code})")
 
 
 async def run_up(settings: Settings, workers: int) -> int:

@@ -17,6 +17,7 @@ from actors.amqp import PublishFailed
 from actors.broker import BrokerLink
 from actors.handlers import load_handlers
 from actors.host import MailboxHost
+from actors.metrics import serve_metrics
 from actors.protocol import MAILBOX_ACTOR, WorkerStopped
 from actors.settings import Settings
 from actors.store import Journal
@@ -55,7 +56,10 @@ def dramatiq_broker(settings: Settings) -> dramatiq.Broker:
 
 
 async def run_worker(
-    settings: Settings, stopping: asyncio.Event, worker_id: str | None = None
+    settings: Settings,
+    stopping: asyncio.Event,
+    worker_id: str | None = None,
+    metrics_port: int | None = None,
 ) -> None:
     """Serve mailboxes until `stopping` is set, then drain and leave cleanly."""
     worker_id = worker_id or new_worker_id()
@@ -76,6 +80,8 @@ async def run_worker(
             tasks.create_task(host.passivate_idle(stopping))
             tasks.create_task(supervisor.run(stopping))
             tasks.create_task(supervisor.tick(stopping))
+            if metrics_port is not None:
+                tasks.create_task(serve_metrics(settings.http_host, metrics_port, stopping))
             await stopping.wait()
             log.info("worker %s stopping: draining in-flight events", worker_id)
             await host.drain(DRAIN_DEADLINE)
