@@ -10,7 +10,8 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
+#: What an event type may look like: 1-200 letters, digits and ._:-
+TYPE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -35,7 +36,7 @@ class HandlerRegistry:
         self._handlers: dict[str, Handler] = {}
 
     def register(self, type_: str, fn: Handler) -> None:
-        if not _TYPE.fullmatch(type_):
+        if not TYPE_PATTERN.fullmatch(type_):
             raise ValueError(
                 f"handler type {type_!r} must be 1-200 characters of letters, digits and ._:-"
             )

@@ -32,9 +32,12 @@ from actors.protocol import (
     decode_dramatiq,
 )
 from actors.settings import Settings
-from actors.store import Journal
+from actors.store import UNAVAILABLE, Journal
 
 log = logging.getLogger(__name__)
+
+#: The journal or the broker is unreachable: retry later, never crash the worker.
+OUTAGES: tuple[type[BaseException], ...] = (*UNAVAILABLE, AmqpError)
 
 
 @dataclasses.dataclass
@@ -212,7 +215,7 @@ class MailboxHost:
             except Stopped:
                 channel.nack(delivery.delivery_tag, requeue=True)
                 return
-            except (TimeoutError, OSError, AmqpError) as error:
+            except OUTAGES as error:
                 failures += 1  # the journal is unreachable: keep the message, try again
                 log.warning(
                     "mailbox %s cannot reach the journal (%s); retrying",
@@ -251,6 +254,7 @@ class MailboxHost:
                     await self._passivate(entry)
 
     async def _passivate(self, entry: _Active) -> None:
+        """Stop consuming an idle mailbox and hand it back; resume it if that fails."""
         client = entry.mailbox.client_id
         entry.passivating = True
         try:
@@ -258,18 +262,27 @@ class MailboxHost:
                 await entry.channel.cancel(entry.consumer_tag)
             entry.consumer_tag = None
             if entry.inflight:  # a message slipped in before the cancel took effect
-                entry.passivating = False
-                await self._subscribe(entry)
+                await self._resume(entry)
                 return
-            if self._active.get(client) is entry:
-                del self._active[client]
             await self._journal.release_mailbox(client, self.worker_id)
-            publisher = self._link.publisher
+        except OUTAGES as error:
+            log.warning("passivating mailbox %s failed (%s); it stays active", client, error)
+            await self._resume(entry)
+            return
+        if self._active.get(client) is entry:
+            del self._active[client]
+        log.info("mailbox %s passivated", client)
+        publisher = self._link.publisher
+        try:
             if publisher is not None:
                 await publisher.tell_supervisor(MailboxPassivated(client, self.worker_id))
-            log.info("mailbox %s passivated", client)
-        except (AmqpError, OSError) as error:
-            log.warning("passivating mailbox %s failed: %s", client, error)
+        except AmqpError as error:  # the supervisor's sweep finds any backlog left behind
+            log.warning("supervisor not told of passivating %s: %s", client, error)
+
+    async def _resume(self, entry: _Active) -> None:
+        entry.passivating = False
+        entry.consumer_tag = None
+        await self._subscribe(entry)
 
     async def drain(self, deadline: float) -> None:
         """Stop taking messages, let in-flight events finish for `deadline` s, then cancel."""

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-import asyncpg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -17,7 +16,7 @@ from starlette.routing import Route
 from actors.broker import BrokerLink
 from actors.handlers import load_handlers
 from actors.settings import Settings
-from actors.store import Journal
+from actors.store import UNAVAILABLE, Journal
 from gateway import events, health, mailboxes
 from gateway.auth import jwks_endpoint, token_endpoint
 from gateway.problems import Problem, on_http_exception, on_problem, on_unexpected
@@ -25,6 +24,18 @@ from gateway.services import Services
 from gateway.tokens import load_tokens
 
 log = logging.getLogger(__name__)
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def by_method(**endpoints: Endpoint) -> Endpoint:
+    """One endpoint for a path served by several methods, so that 405 lists them all."""
+
+    async def dispatch(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await endpoints[method](request)
+
+    return dispatch
 
 
 def routes() -> list[Route]:
@@ -34,8 +45,11 @@ def routes() -> list[Route]:
         Route("/metrics", health.metrics, methods=["GET"]),
         Route("/.well-known/jwks.json", jwks_endpoint, methods=["GET"]),
         Route("/v1/token", token_endpoint, methods=["POST"]),
-        Route("/v1/events", events.post_event, methods=["POST"]),
-        Route("/v1/events", events.list_events, methods=["GET"]),
+        Route(
+            "/v1/events",
+            by_method(GET=events.list_events, POST=events.post_event),
+            methods=["GET", "POST"],
+        ),
         Route("/v1/events/{event_id}", events.get_event, methods=["GET"]),
         Route("/v1/events/{event_id}/redrive", events.redrive_event, methods=["POST"]),
         Route("/v1/mailbox", mailboxes.get_own_mailbox, methods=["GET"]),
@@ -81,7 +95,7 @@ def create_app(settings: Settings) -> Starlette:
             ]
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(link.connected.wait(), 5)
-            log.info("gateway ready on %s:%d", settings.http_host, settings.http_port)
+            log.info("gateway ready")
             try:
                 yield {"services": services}
             finally:
@@ -96,11 +110,7 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers={
             Problem: on_problem,
             HTTPException: on_http_exception,
-            asyncpg.PostgresConnectionError: _database_down,
-            asyncpg.InterfaceError: _database_down,
-            asyncpg.CannotConnectNowError: _database_down,
-            ConnectionError: _database_down,
-            OSError: _database_down,
+            **dict.fromkeys(UNAVAILABLE, _database_down),
             Exception: on_unexpected,
         },
     )

@@ -6,7 +6,7 @@ import asyncio
 import base64
 import binascii
 import uuid
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote_plus
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -117,6 +117,7 @@ def _client_credentials(
         raw_id, sep, secret = decoded.partition(":")
         if not sep:
             return None
+        raw_id, secret = unquote_plus(raw_id), unquote_plus(secret)  # RFC 6749 section 2.3.1
     else:
         raw_id, secret = fields.get("client_id", ""), fields.get("client_secret", "")
     if not raw_id or not secret or len(secret) > 1024:

@@ -20,7 +20,7 @@ async def readyz(request: Request) -> Response:
     missing = []
     try:
         async with asyncio.timeout(2):
-            await services.journal.pool.fetchval("SELECT 1")
+            await services.journal.ping()
     except Exception:  # any failure to answer means not ready
         missing.append("postgresql")
     if not services.link.connected.is_set():

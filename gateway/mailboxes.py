@@ -57,7 +57,7 @@ async def get_own_mailbox(request: Request) -> Response:
 
 
 async def resume_own_mailbox(request: Request) -> Response:
-    caller = principal(request, "events:write")
+    caller = principal(request, "events:read")  # the contract's scope for mailbox routes
     return await _resume(request, caller.client_id)
 
 

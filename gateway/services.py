@@ -16,7 +16,7 @@ from actors.broker import BrokerLink
 from actors.handlers import HandlerRegistry
 from actors.protocol import EventMessage, MailboxWanted
 from actors.settings import Settings
-from actors.store import Journal
+from actors.store import UNAVAILABLE, Journal
 from gateway.bodies import accepted_json
 from gateway.problems import Problem
 from gateway.tokens import TokenService, invalid_token
@@ -56,7 +56,7 @@ class PublishedMarks:
         if batch:
             try:
                 await self._journal.mark_published(batch)
-            except (TimeoutError, OSError) as error:
+            except UNAVAILABLE as error:
                 log.warning(
                     "could not mark %d events published (%s); the relay will publish them again",
                     len(batch),

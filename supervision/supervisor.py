@@ -25,11 +25,14 @@ from actors.protocol import (
     WorkerStopped,
 )
 from actors.settings import Settings
-from actors.store import Journal
+from actors.store import UNAVAILABLE, Journal
 from supervision.placement import plan
 from supervision.relay import Relay
 
 log = logging.getLogger(__name__)
+
+#: The journal or the broker is unreachable: retry later, never crash the worker.
+OUTAGES: tuple[type[BaseException], ...] = (*UNAVAILABLE, AmqpError)
 
 SWEEP_INTERVAL = 1.0
 WORKER_ALIVE_WITHIN = 5.0
@@ -93,7 +96,7 @@ class Supervisor:
                 log.error("supervisor drops a message: %s", error)
         try:
             await self._dispatch(messages)
-        except (TimeoutError, OSError, AmqpError) as error:
+        except OUTAGES as error:
             log.warning(
                 "supervisor could not handle %d messages (%s); they are requeued", len(batch), error
             )

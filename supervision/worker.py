@@ -20,7 +20,7 @@ from actors.host import MailboxHost
 from actors.metrics import serve_metrics
 from actors.protocol import MAILBOX_ACTOR, WorkerStopped
 from actors.settings import Settings
-from actors.store import Journal
+from actors.store import UNAVAILABLE, Journal
 from supervision.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ async def _heartbeat(
     while not stopping.is_set():
         try:
             await journal.heartbeat(worker_id, hostname, os.getpid())
-        except (TimeoutError, OSError) as error:
+        except UNAVAILABLE as error:
             log.warning("heartbeat failed: %s", error)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), HEARTBEAT_INTERVAL)
@@ -111,7 +111,7 @@ async def _leave(journal: Journal, link: BrokerLink, worker_id: str) -> None:
     try:
         await journal.release_worker(worker_id)
         await journal.forget_worker(worker_id)
-    except (TimeoutError, OSError) as error:
+    except UNAVAILABLE as error:
         log.warning("could not release this worker's mailboxes: %s", error)
     publisher = link.publisher
     if publisher is not None:

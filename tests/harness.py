@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import hashlib
 import os
 import secrets
 import signal
@@ -22,13 +23,13 @@ import httpx
 import pika
 import pytest
 
-from actors.store.migrate import migrate
+from actors.store.migrate import migrate, schema_text
 
 PG_URL = os.environ.get(
     "SERIATIM_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 AMQP_URL = os.environ.get("SERIATIM_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-TEMPLATE = "seriatim_test_template"
+TEMPLATE = "seriatim_test_" + hashlib.sha256(schema_text().encode()).hexdigest()[:12]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -71,11 +72,23 @@ async def _admin(query: str) -> None:
 
 
 def build_template() -> None:
-    """The template database, rebuilt from schema.sql once per test session."""
+    """The template database for this schema.sql, built once and shared by test sessions.
+
+    Its name carries a hash of schema.sql, so a changed schema gets a new template; an
+    advisory lock keeps concurrent sessions from building it twice.
+    """
 
     async def build() -> None:
-        await _admin(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
-        await migrate(database_url(TEMPLATE))
+        connection = await asyncpg.connect(PG_URL)
+        try:
+            await connection.execute("SELECT pg_advisory_lock(7215003)")
+            exists = await connection.fetchval(
+                "SELECT 1 FROM pg_database WHERE datname = $1", TEMPLATE
+            )
+            if not exists:
+                await migrate(database_url(TEMPLATE))
+        finally:
+            await connection.close()
 
     asyncio.run(build())
 

@@ -1,6 +1,7 @@
 """The PostgreSQL journal: schema, named queries and the store that runs them."""
 
 from actors.store.journal import (
+    UNAVAILABLE,
     Accepted,
     Credentials,
     EventRow,
@@ -10,4 +11,13 @@ from actors.store.journal import (
     dump_json,
 )
 
-__all__ = ["Accepted", "Credentials", "EventRow", "Journal", "KeyTaken", "MailboxRow", "dump_json"]
+__all__ = [
+    "UNAVAILABLE",
+    "Accepted",
+    "Credentials",
+    "EventRow",
+    "Journal",
+    "KeyTaken",
+    "MailboxRow",
+    "dump_json",
+]

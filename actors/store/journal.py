@@ -30,6 +30,17 @@ def dump_json(value: Json) -> str:
     return text
 
 
+#: Errors that mean "the journal is unreachable right now", not "this request is wrong".
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.InterfaceError,
+)
+
+
 class KeyTaken(Exception):
     """The client already has an event with this idempotency key."""
 
@@ -127,6 +138,10 @@ class Journal:
 
     async def close(self) -> None:
         await self.pool.close()
+
+    async def ping(self) -> None:
+        """Raise unless PostgreSQL answers."""
+        await self.pool.fetchval(QUERIES["ping"])
 
     async def check_durability(self) -> None:
         """Raise RuntimeError when PostgreSQL would lose commits on a crash."""

@@ -92,7 +92,8 @@ FROM clients c WHERE c.id = $1;
 
 -- name: mailboxes
 SELECT c.id AS client_id, c.state, c.last_seq, c.done_seq, c.host, c.restarts, c.policy,
-       NULL::bigint AS in_flight_seq,
+       (SELECT min(e.seq) FROM events e
+        WHERE e.client_id = c.id AND e.status IN ('processing', 'retrying')) AS in_flight_seq,
        (SELECT e.status FROM events e
         WHERE e.client_id = c.id AND e.seq = c.done_seq + 1) AS head_status
 FROM clients c
@@ -157,6 +158,9 @@ SELECT kid, private_jwk FROM signing_keys ORDER BY created_at;
 
 -- name: insert_signing_key
 INSERT INTO signing_keys (kid, private_jwk) VALUES ($1, $2::jsonb) ON CONFLICT DO NOTHING;
+
+-- name: ping
+SELECT 1;
 
 -- name: durability
 SELECT current_setting('fsync') AS fsync, current_setting('synchronous_commit') AS synchronous_commit;
