@@ -96,13 +96,13 @@ class Publisher:
         await self._tell(self._settings.worker_queue(worker_id), control)
 
     async def _tell(self, queue: str, control: Control) -> None:
+        # Control messages are transient: a persistent message is confirmed only after
+        # RabbitMQ's next disk sync (up to hundreds of ms), and the supervisor's sweep
+        # rebuilds anything a broker restart loses from the journal.
         try:
             channel = await self._open_channel()
             await channel.publish(
-                queue,
-                control.encode(),
-                message_id=control.kind,
-                persistent=queue == self._settings.supervisor_queue,
+                queue, control.encode(), message_id=control.kind, persistent=False
             )
         except PublishFailed:
             raise

@@ -13,8 +13,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
-
-import httpx
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -53,30 +52,59 @@ def minter(system: harness.System) -> TokenService:
     return TokenService(Settings(), [key])
 
 
+class Connection:
+    """A minimal HTTP/1.1 keep-alive client: httpx costs more CPU per request than the
+    gateway does at 64 connections, which would make the load generator the bottleneck."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, base_url: str) -> Connection:
+        parts = urlsplit(base_url)
+        return cls(*await asyncio.open_connection(parts.hostname, parts.port))
+
+    async def post(self, path: str, body: bytes, token: str) -> tuple[int, bytes]:
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 async def post_events(
     base_url: str, tokens: dict[str, str], per_client: int, body: dict[str, Any], concurrency: int
 ) -> list[float]:
     """Post `per_client` events for every client, clients interleaved; returns latencies."""
     latencies: list[float] = []
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    for _ in range(per_client):
-        for cid in tokens:
-            queue.put_nowait(cid)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as http:
+    pending = [cid for _ in range(per_client) for cid in tokens]
+    pending.reverse()
+    payload = json.dumps(body).encode()
 
-        async def worker() -> None:
-            while not queue.empty():
-                cid = queue.get_nowait()
+    async def worker() -> None:
+        connection = await Connection.open(base_url)
+        try:
+            while pending:
+                cid = pending.pop()
                 started = time.perf_counter()
-                response = await http.post(
-                    "/v1/events", json=body, headers={"Authorization": f"Bearer {tokens[cid]}"}
-                )
+                status, answer = await connection.post("/v1/events", payload, tokens[cid])
                 latencies.append(time.perf_counter() - started)
-                if response.status_code != 202:
-                    raise RuntimeError(f"{response.status_code}: {response.text}")
+                if status != 202:
+                    raise RuntimeError(f"{status}: {answer[:300]!r}")
+        finally:
+            connection.close()
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
     return latencies
 
 

@@ -99,6 +99,7 @@ def create_app(settings: Settings) -> Starlette:
             try:
                 yield {"services": services}
             finally:
+                await services.finish_publishing(5.0)
                 stopping.set()
                 await asyncio.gather(*background)
         finally:

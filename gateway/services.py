@@ -24,6 +24,7 @@ from gateway.tokens import TokenService, invalid_token
 log = logging.getLogger(__name__)
 
 BODY_READ_TIMEOUT = 30.0
+MAX_PUBLISHING = 10_000
 
 
 class PublishedMarks:
@@ -82,6 +83,7 @@ class Services:
         self.link = link
         self.marks = PublishedMarks(journal)
         self.in_progress: set[tuple[uuid.UUID, str]] = set()
+        self._publishing: set[asyncio.Task[None]] = set()
 
     async def read_body(self, request: Request, limit: int | None = None) -> bytes:
         """The whole body, refused with 413 as soon as it exceeds the limit."""
@@ -128,10 +130,30 @@ class Services:
         if accepted is None:
             raise invalid_token("the token's client no longer exists")
         row = accepted.event
-        await self._publish(EventMessage.of(row), wake_supervisor=accepted.caught_up)
+        self._publish_soon(EventMessage.of(row), wake_supervisor=accepted.caught_up)
         return JSONResponse(
             accepted_json(row), status_code=202, headers={"Location": f"/v1/events/{row.id}"}
         )
+
+    def _publish_soon(self, message: EventMessage, *, wake_supervisor: bool) -> None:
+        """Publish after answering: the event is durable already, and RabbitMQ confirms a
+        persistent message only after its next disk sync. What is never confirmed is left
+        to the relay."""
+        if len(self._publishing) >= MAX_PUBLISHING:
+            log.warning(
+                "%d publishes pending; event seq %d is left to the relay",
+                len(self._publishing),
+                message.seq,
+            )
+            return
+        task = asyncio.create_task(self._publish(message, wake_supervisor=wake_supervisor))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    async def finish_publishing(self, deadline: float) -> None:
+        """Wait up to `deadline` seconds for publishes still in flight (at shutdown)."""
+        if self._publishing:
+            await asyncio.wait(list(self._publishing), timeout=deadline)
 
     async def _publish(self, message: EventMessage, *, wake_supervisor: bool) -> None:
         publisher = self.link.publisher
@@ -139,10 +161,14 @@ class Services:
             log.warning("RabbitMQ is unreachable; event seq %d is left to the relay", message.seq)
             return
         try:
-            await publisher.publish_event(message)
+            if wake_supervisor:  # both on one channel: RabbitMQ routes them in this order
+                await asyncio.gather(
+                    publisher.publish_event(message),
+                    publisher.tell_supervisor(MailboxWanted(message.client_id)),
+                )
+            else:
+                await publisher.publish_event(message)
             self.marks.add(message.event_id)
-            if wake_supervisor:
-                await publisher.tell_supervisor(MailboxWanted(message.client_id))
         except PublishFailed as error:
             log.warning(
                 "publishing event seq %d failed (%s); it is left to the relay", message.seq, error
