@@ -134,6 +134,17 @@ def _run_sync(factory: Callable[[], Any]) -> Any:
         return pool.submit(lambda: asyncio.run(factory())).result()
 
 
+def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    """`status` with an RFC 9457 problem+json body (never a 5xx); returns the body."""
+    assert response.status_code < 500, response.text
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert {"type", "title", "status", "detail"} <= set(problem)
+    assert problem["status"] == status
+    return dict(problem)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

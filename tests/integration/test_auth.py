@@ -14,7 +14,7 @@ import pytest
 from joserfc import jwk, jwt
 from joserfc.jwk import ECKey
 
-from tests.harness import System
+from tests.harness import System, assert_problem
 
 pytestmark = pytest.mark.integration
 
@@ -80,16 +80,6 @@ def forger(system: System, tenant: dict[str, Any]) -> Forger:
 
 def stranger() -> ECKey:
     return ECKey.generate_key("P-256", private=True, auto_kid=True)
-
-
-def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code < 500, response.text
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    problem = response.json()
-    assert {"type", "title", "status", "detail"} <= set(problem)
-    assert problem["status"] == status
-    return dict(problem)
 
 
 def assert_invalid_token(response: httpx.Response) -> None:

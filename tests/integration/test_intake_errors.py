@@ -11,7 +11,7 @@ import pika
 import pika.exceptions
 import pytest
 
-from tests.harness import AMQP_URL, System
+from tests.harness import AMQP_URL, System, assert_problem
 
 pytestmark = pytest.mark.integration
 
@@ -65,15 +65,10 @@ def assert_refused(
     system: System, tenant: dict[str, Any], response: httpx.Response, status: int
 ) -> dict[str, Any]:
     """The response is `status` with a problem+json body, and nothing was stored or queued."""
-    assert response.status_code < 500, response.text
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    problem = response.json()
-    assert {"type", "title", "status", "detail"} <= set(problem)
-    assert problem["status"] == status
+    problem = assert_problem(response, status)
     assert stored(system, tenant["client_id"]) == (0, 0)
     assert queued(system, tenant["client_id"]) == 0
-    return dict(problem)
+    return problem
 
 
 def post(http: httpx.Client, content: Any, **headers: str) -> httpx.Response:
