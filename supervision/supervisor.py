@@ -44,7 +44,11 @@ PLACE_ROUNDS = 3
 class Supervisor:
     """Handles MailboxWanted / MailboxPassivated / WorkerStopped / Tick, one at a time."""
 
-    def __init__(self, settings: Settings, journal: Journal, link: BrokerLink) -> None:
+    def __init__(
+        self, settings: Settings, journal: Journal, link: BrokerLink, worker_id: str
+    ) -> None:
+        self.worker_id = worker_id
+        self.active = False
         self._settings = settings
         self._journal = journal
         self._link = link
@@ -88,6 +92,9 @@ class Supervisor:
                     await publisher.tell_supervisor(Tick())
 
     async def _handle(self, batch: list[tuple[AmqpChannel, Delivery]]) -> None:
+        if not self.active:  # only the single active consumer ever receives anything
+            self.active = True
+            log.info("supervisor active on worker %s", self.worker_id)
         messages = []
         for _, delivery in batch:
             try:

@@ -70,7 +70,7 @@ async def run_worker(
         link_stopping = asyncio.Event()
         link = BrokerLink(settings, f"seriatim-worker-{worker_id}")
         host = MailboxHost(settings, journal, handlers, dramatiq_broker(settings), worker_id, link)
-        supervisor = Supervisor(settings, journal, link)
+        supervisor = Supervisor(settings, journal, link, worker_id)
         link.on_connect(host.attach)
         link.on_connect(supervisor.attach)
         log.info("worker %s starting (handlers: %s)", worker_id, ", ".join(handlers.types()))

@@ -242,6 +242,18 @@ class System:
 
         return _run_sync(run)
 
+    def execute(self, script: str) -> None:
+        """Run a SQL script (several statements, no parameters) on the test database."""
+
+        async def run() -> None:
+            connection = await asyncpg.connect(database_url(self.database))
+            try:
+                await connection.execute(script)
+            finally:
+                await connection.close()
+
+        _run_sync(run)
+
     def logs(self) -> str:
         parts = []
         for path in sorted(self.tmp.glob("*.log")):
