@@ -61,3 +61,10 @@ CREATE TABLE IF NOT EXISTS signing_keys (
     private_jwk jsonb NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
+
+-- Supervision policy per client (NULL: the deployment's default) and why a mailbox is suspended.
+ALTER TABLE clients ADD COLUMN IF NOT EXISTS max_restarts integer CHECK (max_restarts > 0);
+ALTER TABLE clients ADD COLUMN IF NOT EXISTS restart_period double precision
+    CHECK (restart_period > 0);
+ALTER TABLE clients ADD COLUMN IF NOT EXISTS suspended_reason text;
+ALTER TABLE clients ADD COLUMN IF NOT EXISTS suspended_at timestamptz;

@@ -88,21 +88,22 @@ class Publisher:
         except AmqpError as error:
             raise PublishFailed(str(error)) from error
 
-    async def tell_supervisor(self, control: Control) -> None:
-        await self._tell(self._settings.supervisor_queue, control)
+    async def tell_supervisor(self, control: Control, *, persistent: bool = False) -> None:
+        """Send a fact to the active supervisor; `persistent` for facts the journal lacks."""
+        await self._tell(self._settings.supervisor_queue, control, persistent=persistent)
 
     async def tell_worker(self, worker_id: str, control: Control) -> None:
         """Send a command to one worker; PublishFailed when that worker's queue is gone."""
         await self._tell(self._settings.worker_queue(worker_id), control)
 
-    async def _tell(self, queue: str, control: Control) -> None:
-        # Control messages are transient: a persistent message is confirmed only after
-        # RabbitMQ's next disk sync (up to hundreds of ms), and the supervisor's sweep
-        # rebuilds anything a broker restart loses from the journal.
+    async def _tell(self, queue: str, control: Control, *, persistent: bool = False) -> None:
+        # Control messages are transient by default: a persistent message is confirmed only
+        # after RabbitMQ's next disk sync (up to hundreds of ms), and the supervisor's sweep
+        # rebuilds from the journal anything a broker restart loses.
         try:
             channel = await self._open_channel()
             await channel.publish(
-                queue, control.encode(), message_id=control.kind, persistent=False
+                queue, control.encode(), message_id=control.kind, persistent=persistent
             )
         except PublishFailed:
             raise

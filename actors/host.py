@@ -22,10 +22,12 @@ from actors.amqp import AmqpChannel, AmqpConnection, AmqpError, Delivery
 from actors.backoff import Backoff
 from actors.broker import BrokerLink
 from actors.handlers import HandlerRegistry
-from actors.mailbox import Mailbox, RunPolicy, Stopped
+from actors.mailbox import Escalate, Mailbox, RunPolicy, Stopped
+from actors.policy import RestartIntensity
 from actors.protocol import (
     Control,
     EventMessage,
+    MailboxFailed,
     MailboxPassivated,
     ProtocolError,
     StartMailbox,
@@ -72,6 +74,7 @@ class MailboxHost:
             max_attempts=settings.max_attempts,
             handler_timeout=settings.handler_timeout,
             backoff=Backoff(settings.backoff_min, settings.backoff_max),
+            intensity=RestartIntensity(settings.restart_intensity, settings.restart_period),
         )
         self._active: dict[uuid.UUID, _Active] = {}
         self._starting: dict[uuid.UUID, asyncio.Task[None]] = {}
@@ -215,6 +218,14 @@ class MailboxHost:
             except Stopped:
                 channel.nack(delivery.delivery_tag, requeue=True)
                 return
+            except Escalate as escalation:
+                entry.passivating = True  # no more deliveries for this mailbox here
+                if escalation.settled:
+                    channel.ack(delivery.delivery_tag)
+                else:
+                    channel.nack(delivery.delivery_tag, requeue=True)
+                await self._escalate(entry, escalation)
+                return
             except OUTAGES as error:
                 failures += 1  # the journal is unreachable: keep the message, try again
                 log.warning(
@@ -278,6 +289,30 @@ class MailboxHost:
                 await publisher.tell_supervisor(MailboxPassivated(client, self.worker_id))
         except AmqpError as error:  # the supervisor's sweep finds any backlog left behind
             log.warning("supervisor not told of passivating %s: %s", client, error)
+
+    async def _escalate(self, entry: _Active, escalation: Escalate) -> None:
+        """Stop the mailbox here and ask the supervisor to suspend it."""
+        client, reason = entry.mailbox.client_id, escalation.reason
+        log.warning("mailbox %s escalates to the supervisor: %s", client, reason)
+        try:
+            if entry.channel is not None and entry.consumer_tag is not None:
+                await entry.channel.cancel(entry.consumer_tag)
+        except AmqpError as error:
+            log.warning("cancelling the consumer of %s failed: %s", client, error)
+        entry.consumer_tag = None
+        if self._active.get(client) is entry:
+            del self._active[client]
+        failed = MailboxFailed(client, self.worker_id, escalation.cause, reason)
+        publisher = self._link.publisher
+        try:
+            if publisher is None:
+                raise AmqpError("no broker connection")
+            await publisher.tell_supervisor(failed, persistent=True)
+        except AmqpError as error:  # the journal must not go on saying it is active here
+            log.warning(
+                "supervisor unreachable (%s): suspending mailbox %s directly", error, client
+            )
+            await self._journal.suspend_mailbox(client, reason)
 
     async def _resume(self, entry: _Active) -> None:
         entry.passivating = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import enum
 import logging
@@ -15,8 +16,10 @@ import dramatiq
 from actors import metrics
 from actors.backoff import Backoff
 from actors.handlers import Event, HandlerRegistry
+from actors.policy import RestartIntensity
 from actors.protocol import EventMessage
 from actors.store import Journal, dump_json
+from actors.store.journal import Position
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +48,33 @@ class RunPolicy:
     max_attempts: int = 5
     handler_timeout: float = 30.0
     backoff: Backoff = dataclasses.field(default_factory=Backoff)
+    intensity: RestartIntensity = dataclasses.field(default_factory=RestartIntensity)
+
+    def intensity_for(self, position: Position | None) -> RestartIntensity:
+        """The client's own restart intensity where it has one, else the default."""
+        if position is None or (position.max_restarts is None and position.restart_period is None):
+            return self.intensity
+        return RestartIntensity(
+            position.max_restarts or self.intensity.max_restarts,
+            position.restart_period or self.intensity.within,
+        )
 
 
 class Stopped(Exception):
     """The mailbox was asked to stop mid-event; the message must go back to the queue."""
+
+
+class Escalate(Exception):
+    """The mailbox must stop and be suspended by the supervisor.
+
+    `settled` tells whether the delivered message is finished with (ack it) or not (requeue).
+    """
+
+    def __init__(self, cause: str, reason: str, *, settled: bool) -> None:
+        super().__init__(reason)
+        self.cause = cause  # "restart_intensity" or "halt"
+        self.reason = reason
+        self.settled = settled
 
 
 class Mailbox:
@@ -76,6 +102,7 @@ class Mailbox:
         self._lock = asyncio.Lock()
         self._done_seq: int | None = None
         self._stopping = asyncio.Event()
+        self._failures: collections.deque[float] = collections.deque()
         self.last_active = time.monotonic()
 
     @property
@@ -107,7 +134,10 @@ class Mailbox:
                 "filling gap before seq %d from the journal: %d events", message.seq, len(missing)
             )
             for row in missing:
-                await self._run(EventMessage.of(row))
+                try:
+                    await self._run(EventMessage.of(row))
+                except Escalate as escalation:  # the delivered message itself is untouched
+                    raise Escalate(escalation.cause, escalation.reason, settled=False) from None
         await self._run(message)
 
     async def _done(self) -> int:
@@ -137,12 +167,46 @@ class Mailbox:
             else:
                 outcome = await self._attempt(message, attempt, envelope)
             metrics.ATTEMPTS.labels("ok" if outcome.ok else "failed").inc()
-            if outcome.ok or attempt >= self._policy.max_attempts:
-                await self._record(message, outcome, min(attempt, self._policy.max_attempts))
+            if outcome.ok:
+                await self._record(message, outcome, attempt)
                 metrics.PROCESSING_SECONDS.observe(time.monotonic() - started)
                 return
-            await self._journal.mark_retrying(message.event_id, outcome.value)
+            if await self._failed(message, outcome, attempt):
+                metrics.PROCESSING_SECONDS.observe(time.monotonic() - started)
+                return
             await self._backoff(attempt)
+
+    async def _failed(self, message: EventMessage, outcome: Outcome, attempt: int) -> bool:
+        """Handle a failed attempt; True when the event is finished (dead).
+
+        Raises Escalate when the client's restart intensity is exceeded, or when the event
+        died and the client's dead-event policy is `halt`.
+        """
+        position = await self._journal.position(self.client_id)
+        intensity = self._policy.intensity_for(position)
+        too_many = intensity.exceeded(self._failures, time.monotonic())
+        reason = (
+            f"more than {intensity.max_restarts} failed attempts within "
+            f"{intensity.within:g} s (restart intensity)"
+        )
+        if attempt < self._policy.max_attempts:
+            await self._journal.mark_retrying(message.event_id, outcome.value)
+            metrics.RESTARTS.inc()
+            if too_many:
+                raise Escalate("restart_intensity", reason, settled=False)
+            return False
+        attempts = min(attempt, self._policy.max_attempts)
+        if not await self._record(message, outcome, attempts):
+            return True
+        if position is not None and position.policy == "halt":
+            raise Escalate(
+                "halt",
+                f"event seq {message.seq} is dead and the client's dead-event policy is halt",
+                settled=True,
+            )
+        if too_many:
+            raise Escalate("restart_intensity", reason, settled=True)
+        return True
 
     async def _attempt(
         self, message: EventMessage, attempt: int, envelope: dramatiq.Message[Any]
@@ -181,7 +245,8 @@ class Mailbox:
             return _failure("UnserialisableResult", f"result cannot be stored as JSON: {error}")
         return Outcome(True, result)
 
-    async def _record(self, message: EventMessage, outcome: Outcome, attempts: int) -> None:
+    async def _record(self, message: EventMessage, outcome: Outcome, attempts: int) -> bool:
+        """Record the outcome; False when the fence refused it (another process had it)."""
         status = "succeeded" if outcome.ok else "dead"
         recorded = await self._journal.record_outcome(
             message.event_id,
@@ -202,11 +267,10 @@ class Mailbox:
                     attempts,
                     outcome.value["type"],
                 )
-        else:
-            log.warning(
-                "fence refused the outcome of seq %d: another process recorded it", message.seq
-            )
-            self._done_seq = None
+            return True
+        log.warning("fence refused the outcome of seq %d: another process recorded it", message.seq)
+        self._done_seq = None
+        return False
 
     async def _backoff(self, attempt: int) -> None:
         delay = self._policy.backoff.delay(attempt)

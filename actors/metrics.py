@@ -18,11 +18,17 @@ PROCESSING_SECONDS = Histogram(
     "seriatim_event_processing_seconds", "Time from an event's first attempt to its outcome."
 )
 ACTIVE_MAILBOXES = Gauge("seriatim_mailboxes_active", "Mailboxes active in this process.")
+RESTARTS = Counter("seriatim_mailbox_restarts", "Failed attempts that will be retried in place.")
+SUSPENSIONS = Counter(
+    "seriatim_mailbox_suspensions", "Mailboxes suspended by the supervisor, by cause.", ["cause"]
+)
 
 for outcome in ("succeeded", "dead"):
     EVENTS_PROCESSED.labels(outcome)
 for result in ("ok", "failed"):
     ATTEMPTS.labels(result)
+for cause in ("restart_intensity", "halt"):
+    SUSPENSIONS.labels(cause)
 
 
 async def serve_metrics(host: str, port: int, stopping: asyncio.Event) -> None:

@@ -126,6 +126,17 @@ class MailboxPassivated(Control):
 
 
 @dataclasses.dataclass(frozen=True)
+class MailboxFailed(Control):
+    """A fact: a mailbox exceeded its restart intensity or halted on a dead event."""
+
+    kind: ClassVar[str] = "mailbox_failed"
+    client_id: uuid.UUID
+    worker_id: str
+    cause: str  # "restart_intensity" or "halt"
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
 class WorkerStopped(Control):
     """A fact: a worker released all its mailboxes and is leaving."""
 

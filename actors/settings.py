@@ -31,6 +31,8 @@ class Settings:
     namespace: str = "seriatim"
     queue_type: str = "classic"
     max_attempts: int = 5
+    restart_intensity: int = 50
+    restart_period: float = 60.0
     idle_timeout: float = 300.0
     handler_timeout: float = 30.0
     backoff_min: float = 0.1
@@ -59,6 +61,8 @@ class Settings:
         _at_least("SERIATIM_HTTP_PORT", self.http_port, 0, 65535)
         _at_least("SERIATIM_TOKEN_TTL", self.token_ttl, 60, 86400)
         _at_least("SERIATIM_MAX_ATTEMPTS", self.max_attempts, 1, 1000)
+        _at_least("SERIATIM_RESTART_INTENSITY", self.restart_intensity, 1, 100000)
+        _at_least("SERIATIM_RESTART_PERIOD", self.restart_period, 0.1, 86400)
         _at_least("SERIATIM_IDLE_TIMEOUT", self.idle_timeout, 0.1, 86400)
         _at_least("SERIATIM_HANDLER_TIMEOUT", self.handler_timeout, 0.01, 3600)
         _at_least("SERIATIM_BACKOFF_MIN", self.backoff_min, 0.0, 600)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from actors.policy import RestartIntensity
 from actors.store import EventRow, MailboxRow
 
 
@@ -46,7 +47,7 @@ def _time(value: Any) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
-def mailbox_json(row: MailboxRow) -> dict[str, Any]:
+def mailbox_json(row: MailboxRow, defaults: RestartIntensity) -> dict[str, Any]:
     state = row.state
     if state == "active" and row.head_status == "retrying":
         state = "backing_off"
@@ -60,4 +61,11 @@ def mailbox_json(row: MailboxRow) -> dict[str, Any]:
         "restarts": row.restarts,
         "host": row.host,
         "policy": row.policy,
+        "restart_intensity": {
+            "max_restarts": row.max_restarts or defaults.max_restarts,
+            "within": row.restart_period or defaults.within,
+            "default": row.max_restarts is None and row.restart_period is None,
+        },
+        "suspended_reason": row.suspended_reason,
+        "suspended_at": _time(row.suspended_at),
     }

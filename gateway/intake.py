@@ -106,6 +106,55 @@ def event_body(value: Any, known_types: Container[str]) -> tuple[str, dict[str, 
     return type_, payload
 
 
+def policy_body(value: Any) -> dict[str, Any]:
+    """The changes of a PATCH /v1/admin/mailboxes/{id} body, as journal keyword arguments.
+
+    `{"policy": "skip"|"halt", "restart_intensity": {"max_restarts": n, "within": s} | null}`;
+    null restores the deployment's default intensity.
+    """
+    if not isinstance(value, dict) or not value:
+        raise Problem(
+            422,
+            "invalid-policy",
+            'the body must be a JSON object with "policy" and/or "restart_intensity"',
+        )
+    unknown = sorted(set(value) - {"policy", "restart_intensity"})
+    if unknown:
+        raise Problem(422, "invalid-policy", f"unknown field(s): {', '.join(unknown)}")
+    changes: dict[str, Any] = {}
+    if "policy" in value:
+        if value["policy"] not in ("skip", "halt"):
+            raise Problem(422, "invalid-policy", '\'policy\' must be "skip" or "halt"')
+        changes["policy"] = value["policy"]
+    if "restart_intensity" in value:
+        intensity = value["restart_intensity"]
+        if intensity is None:
+            changes["default_intensity"] = True
+        else:
+            changes.update(_intensity(intensity))
+    return changes
+
+
+def _intensity(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or set(value) != {"max_restarts", "within"}:
+        raise Problem(
+            422,
+            "invalid-policy",
+            "'restart_intensity' must be null or "
+            '{"max_restarts": <1-100000>, "within": <seconds, 0.1-86400>}',
+        )
+    restarts, within = value["max_restarts"], value["within"]
+    if not isinstance(restarts, int) or isinstance(restarts, bool) or not 1 <= restarts <= 100000:
+        raise Problem(422, "invalid-policy", "'max_restarts' must be an integer 1-100000")
+    if (
+        not isinstance(within, int | float)
+        or isinstance(within, bool)
+        or not 0.1 <= within <= 86400
+    ):
+        raise Problem(422, "invalid-policy", "'within' must be a number of seconds, 0.1-86400")
+    return {"max_restarts": restarts, "restart_period": float(within)}
+
+
 def idempotency_key(header: str | None) -> str | None:
     if header is None:
         return None

@@ -25,7 +25,7 @@ async def _mailbox(request: Request, client_id: uuid.UUID) -> Response:
     row = await services_of(request).journal.mailbox(client_id)
     if row is None:
         raise Problem(404, "not-found", "no such mailbox")
-    return JSONResponse(mailbox_json(row))
+    return JSONResponse(mailbox_json(row, services_of(request).intensity))
 
 
 async def _resume(request: Request, client_id: uuid.UUID) -> Response:
@@ -85,7 +85,7 @@ async def list_mailboxes(request: Request) -> Response:
             raise Problem(400, "invalid-query", "'after' must be a client id") from None
     stored_state = "active" if state == "backing_off" else state
     rows = await services_of(request).journal.mailboxes(stored_state, after, limit)
-    items = [mailbox_json(row) for row in rows]
+    items = [mailbox_json(row, services_of(request).intensity) for row in rows]
     if state is not None:
         items = [item for item in items if item["state"] == state]
     following = str(rows[-1].client_id) if len(rows) == limit else None
@@ -120,3 +120,17 @@ async def create_client(request: Request) -> Response:
         status_code=201,
         headers={"Cache-Control": "no-store", "Location": f"/v1/admin/mailboxes/{client_id}"},
     )
+
+
+async def set_policy(request: Request) -> Response:
+    """PATCH /v1/admin/mailboxes/{client_id}: the client's dead-event policy and intensity."""
+    principal(request, ADMIN_SCOPE)
+    services = services_of(request)
+    client_id = _client_id(request)
+    intake.require_json(request.headers.get("content-type"))
+    body = intake.parse_json(await services.read_body(request))
+    changes = intake.policy_body(body)
+    if not await services.journal.set_mailbox_policy(client_id, **changes):
+        raise Problem(404, "not-found", "no such mailbox")
+    log.info("mailbox %s policy changed: %s", client_id, sorted(changes))
+    return await _mailbox(request, client_id)

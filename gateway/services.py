@@ -8,12 +8,14 @@ import logging
 import uuid
 from typing import Any
 
+import asyncpg
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from actors.amqp import PublishFailed
 from actors.broker import BrokerLink
 from actors.handlers import HandlerRegistry
+from actors.policy import RestartIntensity
 from actors.protocol import EventMessage, MailboxWanted
 from actors.settings import Settings
 from actors.store import UNAVAILABLE, Journal
@@ -25,6 +27,10 @@ log = logging.getLogger(__name__)
 
 BODY_READ_TIMEOUT = 30.0
 MAX_PUBLISHING = 10_000
+
+#: The journal is unreachable: UNAVAILABLE, and the InternalClientError asyncpg raises for a
+#: query that races the end of a session the server has just terminated (a restart).
+JOURNAL_DOWN: tuple[type[BaseException], ...] = (*UNAVAILABLE, asyncpg.InternalClientError)
 
 
 class PublishedMarks:
@@ -57,7 +63,7 @@ class PublishedMarks:
         if batch:
             try:
                 await self._journal.mark_published(batch)
-            except UNAVAILABLE as error:
+            except JOURNAL_DOWN as error:
                 log.warning(
                     "could not mark %d events published (%s); the relay will publish them again",
                     len(batch),
@@ -82,6 +88,7 @@ class Services:
         self.handlers = handlers
         self.link = link
         self.marks = PublishedMarks(journal)
+        self.intensity = RestartIntensity(settings.restart_intensity, settings.restart_period)
         self.in_progress: set[tuple[uuid.UUID, str]] = set()
         self._publishing: set[asyncio.Task[None]] = set()
 

@@ -24,7 +24,7 @@ def serve_gateway(settings: Settings, host: str | None, port: int | None) -> int
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=10,
-        timeout_keep_alive=5,
+        timeout_keep_alive=65,
         h11_max_incomplete_event_size=16384,
     )
     server = uvicorn.Server(config)

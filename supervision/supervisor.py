@@ -13,10 +13,12 @@ import logging
 import time
 import uuid
 
+from actors import metrics
 from actors.amqp import AmqpChannel, AmqpConnection, AmqpError, Delivery, PublishFailed
 from actors.broker import BrokerLink, supervisor_arguments
 from actors.protocol import (
     Control,
+    MailboxFailed,
     MailboxPassivated,
     MailboxWanted,
     ProtocolError,
@@ -124,6 +126,8 @@ class Supervisor:
                 load = self._workers.get(message.worker_id, 1)
                 self._workers[message.worker_id] = max(0, load - 1)
                 wanted.setdefault(message.client_id, True)
+            elif isinstance(message, MailboxFailed):
+                await self._suspend(message)
             elif isinstance(message, WorkerStopped):
                 self._workers.pop(message.worker_id, None)
                 sweep = True
@@ -133,6 +137,13 @@ class Supervisor:
             await self._ensure_active(wanted)
         if sweep:
             await self.sweep()
+
+    async def _suspend(self, failed: MailboxFailed) -> None:
+        """Escalation from a mailbox: suspend it until an operator resumes it."""
+        if await self._journal.suspend_mailbox(failed.client_id, failed.reason):
+            self._workers[failed.worker_id] = max(0, self._workers.get(failed.worker_id, 1) - 1)
+            metrics.SUSPENSIONS.labels(failed.cause).inc()
+            log.warning("mailbox %s suspended: %s", failed.client_id, failed.reason)
 
     def _sweep_due(self) -> bool:
         return time.monotonic() - self._last_sweep >= SWEEP_INTERVAL * 0.8

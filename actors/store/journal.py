@@ -89,6 +89,10 @@ class MailboxRow:
     host: str | None
     restarts: int
     policy: str
+    max_restarts: int | None
+    restart_period: float | None
+    suspended_reason: str | None
+    suspended_at: datetime.datetime | None
     in_flight_seq: int | None
     head_status: str | None
 
@@ -103,6 +107,8 @@ class Position:
     last_seq: int
     state: str
     policy: str
+    max_restarts: int | None
+    restart_period: float | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -281,6 +287,31 @@ class Journal:
 
     async def release_mailbox(self, client_id: uuid.UUID, worker_id: str) -> None:
         await self.pool.execute(QUERIES["release_mailbox"], client_id, worker_id)
+
+    async def suspend_mailbox(self, client_id: uuid.UUID, reason: str) -> bool:
+        """Suspend a mailbox; False when it was suspended already."""
+        row = await self.pool.fetchrow(QUERIES["suspend_mailbox"], client_id, reason[:500])
+        return row is not None
+
+    async def set_mailbox_policy(
+        self,
+        client_id: uuid.UUID,
+        *,
+        policy: str | None = None,
+        max_restarts: int | None = None,
+        restart_period: float | None = None,
+        default_intensity: bool = False,
+    ) -> bool:
+        """Change a client's supervision policy; False when there is no such client."""
+        row = await self.pool.fetchrow(
+            QUERIES["set_mailbox_policy"],
+            client_id,
+            policy,
+            max_restarts,
+            restart_period,
+            default_intensity,
+        )
+        return row is not None
 
     async def resume_mailbox(self, client_id: uuid.UUID) -> bool:
         """Take a suspended mailbox out of suspension; False when it was not suspended."""

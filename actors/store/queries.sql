@@ -67,8 +67,13 @@ WHERE id = $1 AND status NOT IN ('succeeded', 'dead')
 RETURNING attempts;
 
 -- name: mark_retrying
-UPDATE events SET status = 'retrying', error = $2::jsonb
-WHERE id = $1 AND status NOT IN ('succeeded', 'dead');
+-- A failed attempt that will be retried: the mailbox restarts (counted per client).
+WITH event AS (
+    UPDATE events SET status = 'retrying', error = $2::jsonb
+    WHERE id = $1 AND status NOT IN ('succeeded', 'dead')
+    RETURNING client_id
+)
+UPDATE clients SET restarts = restarts + 1 FROM event WHERE clients.id = event.client_id;
 
 -- name: record_outcome
 -- The fence: the outcome is recorded only by the one who advances done_seq from seq - 1.
@@ -84,6 +89,7 @@ RETURNING finished_at;
 
 -- name: mailbox
 SELECT c.id AS client_id, c.state, c.last_seq, c.done_seq, c.host, c.restarts, c.policy,
+       c.max_restarts, c.restart_period, c.suspended_reason, c.suspended_at,
        (SELECT min(e.seq) FROM events e
         WHERE e.client_id = c.id AND e.status IN ('processing', 'retrying')) AS in_flight_seq,
        (SELECT e.status FROM events e
@@ -92,6 +98,7 @@ FROM clients c WHERE c.id = $1;
 
 -- name: mailboxes
 SELECT c.id AS client_id, c.state, c.last_seq, c.done_seq, c.host, c.restarts, c.policy,
+       c.max_restarts, c.restart_period, c.suspended_reason, c.suspended_at,
        (SELECT min(e.seq) FROM events e
         WHERE e.client_id = c.id AND e.status IN ('processing', 'retrying')) AS in_flight_seq,
        (SELECT e.status FROM events e
@@ -131,11 +138,27 @@ ORDER BY c.id
 LIMIT $2;
 
 -- name: resume_mailbox
-UPDATE clients SET state = 'idle', host = NULL WHERE id = $1 AND state = 'suspended'
+UPDATE clients SET state = 'idle', host = NULL, suspended_reason = NULL, suspended_at = NULL
+WHERE id = $1 AND state = 'suspended'
 RETURNING id;
 
 -- name: client_position
-SELECT done_seq, last_seq, state, policy FROM clients WHERE id = $1;
+SELECT done_seq, last_seq, state, policy, max_restarts, restart_period FROM clients WHERE id = $1;
+
+-- name: suspend_mailbox
+UPDATE clients
+SET state = 'suspended', host = NULL, suspended_reason = $2, suspended_at = now()
+WHERE id = $1 AND state <> 'suspended'
+RETURNING id;
+
+-- name: set_mailbox_policy
+-- Absent fields ($2, $3, $4 NULL with $5 false) keep their value; $5 resets the intensity.
+UPDATE clients
+SET policy = coalesce($2, policy),
+    max_restarts = CASE WHEN $5 THEN NULL ELSE coalesce($3, max_restarts) END,
+    restart_period = CASE WHEN $5 THEN NULL ELSE coalesce($4, restart_period) END
+WHERE id = $1
+RETURNING id;
 
 -- name: heartbeat
 INSERT INTO workers (id, hostname, pid) VALUES ($1, $2, $3)
