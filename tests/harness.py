@@ -33,8 +33,8 @@ TEMPLATE = "seriatim_test_" + hashlib.sha256(schema_text().encode()).hexdigest()
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def database_url(name: str) -> str:
-    return urlunsplit(urlsplit(PG_URL)._replace(path=f"/{name}"))
+def database_url(name: str, pg_url: str = PG_URL) -> str:
+    return urlunsplit(urlsplit(pg_url)._replace(path=f"/{name}"))
 
 
 def require_services() -> None:
@@ -63,15 +63,15 @@ def _port(url: str, default: int) -> int:
     return urlsplit(url).port or default
 
 
-async def _admin(query: str) -> None:
-    connection = await asyncpg.connect(PG_URL)
+async def _admin(query: str, pg_url: str) -> None:
+    connection = await asyncpg.connect(pg_url)
     try:
         await connection.execute(query)
     finally:
         await connection.close()
 
 
-def build_template() -> None:
+def build_template(pg_url: str = PG_URL) -> None:
     """The template database for this schema.sql, built once and shared by test sessions.
 
     Its name carries a hash of schema.sql, so a changed schema gets a new template; an
@@ -79,39 +79,41 @@ def build_template() -> None:
     """
 
     async def build() -> None:
-        connection = await asyncpg.connect(PG_URL)
+        connection = await asyncpg.connect(pg_url)
         try:
             await connection.execute("SELECT pg_advisory_lock(7215003)")
             exists = await connection.fetchval(
                 "SELECT 1 FROM pg_database WHERE datname = $1", TEMPLATE
             )
             if not exists:
-                await migrate(database_url(TEMPLATE))
+                await migrate(database_url(TEMPLATE, pg_url))
         finally:
             await connection.close()
 
     asyncio.run(build())
 
 
-def create_database() -> str:
+def create_database(pg_url: str = PG_URL) -> str:
     name = f"seriatim_t_{secrets.token_hex(5)}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"'))
+    asyncio.run(_admin(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"', pg_url))
     return name
 
 
-def drop_database(name: str) -> None:
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+def drop_database(name: str, pg_url: str = PG_URL) -> None:
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', pg_url))
 
 
 def new_namespace() -> str:
     return f"t{secrets.token_hex(5)}"
 
 
-def delete_namespace(namespace: str, database: str) -> None:
+def delete_namespace(
+    namespace: str, database: str, pg_url: str = PG_URL, amqp_url: str = AMQP_URL
+) -> None:
     """Delete the broker queues a test created: the supervisor's and every mailbox."""
 
     async def client_ids() -> list[str]:
-        connection = await asyncpg.connect(database_url(database))
+        connection = await asyncpg.connect(database_url(database, pg_url))
         try:
             return [str(row["id"]) for row in await connection.fetch("SELECT id FROM clients")]
         finally:
@@ -119,7 +121,7 @@ def delete_namespace(namespace: str, database: str) -> None:
 
     queues = [f"{namespace}.supervisor"]
     queues += [f"{namespace}.mailbox.{cid}" for cid in asyncio.run(client_ids())]
-    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     try:
         channel = connection.channel()
         for queue in queues:
@@ -175,16 +177,21 @@ class System:
         namespace: str,
         workers: int = 2,
         env: dict[str, str] | None = None,
+        *,
+        pg_url: str = PG_URL,
+        amqp_url: str = AMQP_URL,
     ) -> None:
         self.tmp = tmp
         self.database = database
         self.namespace = namespace
+        self.pg_url = pg_url
+        self.amqp_url = amqp_url
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,
-            "SERIATIM_DATABASE_URL": database_url(database),
-            "SERIATIM_AMQP_URL": AMQP_URL,
+            "SERIATIM_DATABASE_URL": database_url(database, pg_url),
+            "SERIATIM_AMQP_URL": amqp_url,
             "SERIATIM_NAMESPACE": namespace,
             "SERIATIM_HTTP_PORT": str(self.port),
             "SERIATIM_BACKOFF_MIN": "0.05",
@@ -234,7 +241,7 @@ class System:
 
     def sql(self, query: str, *args: Any) -> list[Any]:
         async def run() -> list[Any]:
-            connection = await asyncpg.connect(database_url(self.database))
+            connection = await asyncpg.connect(database_url(self.database, self.pg_url))
             try:
                 return list(await connection.fetch(query, *args))
             finally:
@@ -246,7 +253,7 @@ class System:
         """Run a SQL script (several statements, no parameters) on the test database."""
 
         async def run() -> None:
-            connection = await asyncpg.connect(database_url(self.database))
+            connection = await asyncpg.connect(database_url(self.database, self.pg_url))
             try:
                 await connection.execute(script)
             finally:
@@ -317,15 +324,21 @@ class System:
 
 @contextlib.contextmanager
 def running_system(
-    tmp: Path, workers: int = 2, env: dict[str, str] | None = None
+    tmp: Path,
+    workers: int = 2,
+    env: dict[str, str] | None = None,
+    *,
+    pg_url: str = PG_URL,
+    amqp_url: str = AMQP_URL,
 ) -> Iterator[System]:
-    database = create_database()
+    """A started System on its own database and namespace of these services."""
+    database = create_database(pg_url)
     namespace = new_namespace()
-    system = System(tmp, database, namespace, workers, env)
+    system = System(tmp, database, namespace, workers, env, pg_url=pg_url, amqp_url=amqp_url)
     try:
         yield system.start()
     finally:
         system.stop()
         with contextlib.suppress(Exception):
-            delete_namespace(namespace, database)
-        drop_database(database)
+            delete_namespace(namespace, database, pg_url, amqp_url)
+        drop_database(database, pg_url)

@@ -29,6 +29,7 @@ class Load:
     accepted: set[str] = dataclasses.field(default_factory=set)
     statuses: dict[int, int] = dataclasses.field(default_factory=dict)
     errors: int = 0
+    missing_retry_after: int = 0  # 5xx answers without a Retry-After header
     _stop: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
     async def run(self) -> None:
@@ -73,5 +74,7 @@ class Load:
                 await asyncio.sleep(0.05)
                 continue
             assert response.status_code >= 500, response.text  # never a 4xx for valid input
+            if "retry-after" not in response.headers:
+                self.missing_retry_after += 1
             await asyncio.sleep(float(response.headers.get("retry-after", "0.2")) / 4)
         raise AssertionError(f"event {key} was never accepted")
