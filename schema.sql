@@ -43,7 +43,10 @@ CREATE TABLE IF NOT EXISTS events (
 
 CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency_key
     ON events (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_unpublished ON events (accepted_at) WHERE published_at IS NULL;
+-- The outbox: unfinished events never handed to RabbitMQ (finished ones leave it).
+DROP INDEX IF EXISTS events_unpublished;
+CREATE INDEX IF NOT EXISTS events_outbox ON events (accepted_at)
+    WHERE published_at IS NULL AND status NOT IN ('succeeded', 'dead');
 CREATE INDEX IF NOT EXISTS events_by_status ON events (client_id, status, seq);
 
 -- Worker processes announce themselves here; a row not seen for a few seconds is a dead worker.

@@ -43,6 +43,14 @@ class Delivery:
 OnMessage = Callable[[Delivery], None]
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueCounts:
+    """What queue.declare-ok reports: ready messages (unacked ones excluded) and consumers."""
+
+    messages: int
+    consumers: int
+
+
 class AmqpConnection:
     """An open AMQP connection; `closed` resolves (with the reason) when it closes."""
 
@@ -154,8 +162,8 @@ class AmqpChannel:
         exclusive: bool = False,
         auto_delete: bool = False,
         passive: bool = False,
-    ) -> int:
-        """Declare a queue; returns its message count."""
+    ) -> QueueCounts:
+        """Declare a queue; returns its ready messages and consumers."""
         frame = await self._rpc(
             lambda cb: self._channel.queue_declare(
                 name,
@@ -167,7 +175,7 @@ class AmqpChannel:
                 callback=cb,
             )
         )
-        return int(frame.method.message_count)
+        return QueueCounts(int(frame.method.message_count), int(frame.method.consumer_count))
 
     async def delete_queue(self, name: str) -> None:
         await self._rpc(lambda cb: self._channel.queue_delete(name, callback=cb))

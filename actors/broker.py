@@ -9,7 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from actors.amqp import AmqpChannel, AmqpConnection, AmqpError, PublishFailed
+from actors.amqp import AmqpChannel, AmqpConnection, AmqpError, PublishFailed, QueueCounts
 from actors.backoff import Backoff
 from actors.protocol import Control, EventMessage
 from actors.settings import Settings
@@ -64,16 +64,21 @@ class Publisher:
                 self._declared.clear()
             return self._channel
 
-    async def declare_mailbox(self, client_id: str) -> None:
+    async def declare_mailbox(self, client_id: str, *, fresh: bool = False) -> QueueCounts | None:
+        """Declare a client's mailbox queue once per channel, or again when `fresh`.
+
+        Returns the queue's counts when it was declared now, None when it was cached.
+        """
         queue = self._settings.mailbox_queue(client_id)
-        if queue in self._declared:
+        if queue in self._declared and not fresh:
             self._declared.move_to_end(queue)
-            return
+            return None
         channel = await self._open_channel()
-        await channel.declare_queue(queue, mailbox_arguments(self._settings))
+        counts = await channel.declare_queue(queue, mailbox_arguments(self._settings))
         self._declared[queue] = None
         if len(self._declared) > _DECLARED_CACHE:
             self._declared.popitem(last=False)
+        return counts
 
     async def publish_event(self, message: EventMessage) -> None:
         """Put an event in its client's mailbox queue (declared on first use)."""

@@ -163,8 +163,9 @@ class MailboxHost:
         queue = self._settings.mailbox_queue(str(client))
         publisher = self._link.publisher
         try:
-            if publisher is not None:
-                await publisher.declare_mailbox(str(client))
+            if publisher is None:
+                raise AmqpError("no broker connection")
+            counts = await publisher.declare_mailbox(str(client), fresh=True)
             entry.channel = channel
             entry.consumer_tag = await channel.consume(
                 queue,
@@ -173,15 +174,47 @@ class MailboxHost:
             )
         except AmqpError as error:
             log.warning("cannot consume mailbox %s: %s", client, error)
+            return
         finally:
             entry.subscribing = False
+        if counts is not None and counts.messages == 0 and counts.consumers == 0:
+            # Nothing queued and nobody else holding a message: whatever the journal still
+            # has unfinished was lost by the broker or never published. Being the only
+            # consumer now, this mailbox takes it from the journal.
+            self._spawn(self._catch_up(entry))
 
     def _consumer_cancelled(self, entry: _Active) -> None:
+        """The broker cancelled our consumer: the queue was deleted. Declare it again and
+        take what the journal says is unfinished from the journal."""
         log.warning(
-            "broker cancelled the consumer of mailbox %s (queue deleted?)", entry.mailbox.client_id
+            "mailbox %s: its queue was deleted; declaring it again", entry.mailbox.client_id
         )
         entry.consumer_tag = None
-        self._active.pop(entry.mailbox.client_id, None)
+        if self._accepting and not entry.passivating:
+            self._spawn(self._subscribe(entry))
+
+    async def _catch_up(self, entry: _Active) -> None:
+        entry.inflight += 1
+        try:
+            caught_up = await entry.mailbox.catch_up()
+            if caught_up:
+                log.info(
+                    "mailbox %s took %d unfinished events from the journal",
+                    entry.mailbox.client_id,
+                    caught_up,
+                )
+        except Stopped:
+            return
+        except Escalate as escalation:
+            entry.passivating = True
+            await self._escalate(entry, escalation)
+        except OUTAGES as error:
+            log.warning(
+                "mailbox %s could not catch up from the journal: %s", entry.mailbox.client_id, error
+            )
+        finally:
+            entry.inflight -= 1
+            entry.mailbox.last_active = time.monotonic()
 
     # --- processing ------------------------------------------------------------------------
 

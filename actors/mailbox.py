@@ -122,6 +122,21 @@ class Mailbox:
             finally:
                 self.last_active = time.monotonic()
 
+    async def catch_up(self) -> int:
+        """Process, from the journal, every event after done_seq; returns how many."""
+        count = 0
+        async with self._lock:
+            self.last_active = time.monotonic()
+            while True:
+                self._done_seq = None  # read the journal's position, not a cached one
+                done = await self._done()
+                rows = await self._journal.events_between(self.client_id, done, done + 101)
+                if not rows:
+                    return count
+                for row in rows:
+                    await self._run(EventMessage.of(row))
+                    count += 1
+
     async def _process(self, message: EventMessage) -> None:
         done = await self._done()
         step = classify(message.seq, done)

@@ -232,6 +232,10 @@ class System:
         except httpx.HTTPError:
             return False
 
+    def settings_queue(self, client_id: str) -> str:
+        """The name of a client's mailbox queue in this system's namespace."""
+        return f"{self.namespace}.mailbox.{client_id}"
+
     def live_workers(self) -> int:
         return int(
             self.sql("SELECT count(*) FROM workers WHERE last_seen > now() - interval '5 seconds'")[

@@ -54,7 +54,8 @@ UPDATE events SET published_at = now() WHERE id = ANY($1::uuid[]) AND published_
 SELECT id, client_id, seq, type, payload, status, attempts, accepted_at, started_at,
        finished_at, result, error, redrive_of, traceparent
 FROM events
-WHERE published_at IS NULL AND accepted_at < now() - make_interval(secs => $1)
+WHERE published_at IS NULL AND status NOT IN ('succeeded', 'dead')
+  AND accepted_at < now() - make_interval(secs => $1)
 ORDER BY accepted_at
 LIMIT $2;
 
