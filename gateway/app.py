@@ -16,11 +16,11 @@ from starlette.routing import Route
 from actors.broker import BrokerLink
 from actors.handlers import load_handlers
 from actors.settings import Settings
-from actors.store import Journal
+from actors.store import UNAVAILABLE, Journal
 from gateway import events, health, mailboxes
 from gateway.auth import jwks_endpoint, token_endpoint
 from gateway.problems import Problem, on_http_exception, on_problem, on_unexpected
-from gateway.services import JOURNAL_DOWN, Services
+from gateway.services import Services
 from gateway.tokens import load_tokens
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers={
             Problem: on_problem,
             HTTPException: on_http_exception,
-            **dict.fromkeys(JOURNAL_DOWN, _database_down),
+            **dict.fromkeys(UNAVAILABLE, _database_down),
             Exception: on_unexpected,
         },
     )

@@ -8,7 +8,6 @@ import logging
 import uuid
 from typing import Any
 
-import asyncpg
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
@@ -27,10 +26,6 @@ log = logging.getLogger(__name__)
 
 BODY_READ_TIMEOUT = 30.0
 MAX_PUBLISHING = 10_000
-
-#: The journal is unreachable: UNAVAILABLE, and the InternalClientError asyncpg raises for a
-#: query that races the end of a session the server has just terminated (a restart).
-JOURNAL_DOWN: tuple[type[BaseException], ...] = (*UNAVAILABLE, asyncpg.InternalClientError)
 
 
 class PublishedMarks:
@@ -63,7 +58,7 @@ class PublishedMarks:
         if batch:
             try:
                 await self._journal.mark_published(batch)
-            except JOURNAL_DOWN as error:
+            except UNAVAILABLE as error:
                 log.warning(
                     "could not mark %d events published (%s); the relay will publish them again",
                     len(batch),

@@ -38,6 +38,9 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
     asyncpg.InterfaceError,
+    # A query that lands on a session PostgreSQL is terminating ("cannot switch to state N;
+    # another operation is in progress", MagicStack/asyncpg#1069), as in a fast restart.
+    asyncpg.InternalClientError,
 )
 
 

@@ -1,0 +1,293 @@
+"""Private RabbitMQ and PostgreSQL instances that fault tests may stop, kill and restart.
+
+The machine's shared services (PostgreSQL on 5432, RabbitMQ on 5672) are never touched: a
+private RabbitMQ node and a private PostgreSQL cluster run on free ports with their own data,
+are started once per test session and removed at its end. Their names carry the pid of the
+pytest process that owns them, so a later session removes what a killed one left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import IN_CI, free_port
+
+RABBIT_PREFIX = "seriatim-fault-"
+PG_PREFIX = "seriatim_fault_"
+OWNER = "SERIATIM_FAULT_OWNER"  # in each private beam's environment: the owning pytest pid
+
+
+def unavailable(reason: str) -> None:
+    """Skip locally when a private service cannot be had, but fail under CI."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: fault tests must not skip)")
+    pytest.skip(reason)
+
+
+def _run(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
+    """Run a command; raise with its output when it fails."""
+    done = subprocess.run(
+        args, env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(args)} exited {done.returncode}:\n{done.stdout}{done.stderr}"
+        )
+    return done.stdout
+
+
+def _stale(owner: int) -> bool:
+    """Left behind by a pytest session that is gone (or by an earlier one with our pid)."""
+    return owner == os.getpid() or not _alive(owner)
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie waiting to be reaped counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"process {pid} still runs after {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+# --- RabbitMQ -----------------------------------------------------------------------------
+
+
+class RabbitNode:
+    """A RabbitMQ node of its own: name, ports, data, logs and Erlang cookie."""
+
+    def __init__(self, root: Path, bin_dir: Path) -> None:
+        self.root = root
+        self.name = f"{RABBIT_PREFIX}{os.getpid()}@localhost"
+        self.port = free_port()
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+        self.pid: int | None = None
+        self._bin = bin_dir
+        (root / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\n")
+        (root / "enabled_plugins").write_text("[].\n")
+        self._env = {
+            **os.environ,
+            "HOME": str(root),  # the node's and rabbitmqctl's own Erlang cookie
+            "ERL_CRASH_DUMP": str(root / "erl_crash.dump"),
+            "RABBITMQ_NODENAME": self.name,
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(free_port()),
+            "RABBITMQ_MNESIA_BASE": str(root / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(root / "log"),
+            "RABBITMQ_CONFIG_FILE": str(root / "rabbitmq.conf"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(root / "advanced.config"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(root / "enabled_plugins"),
+            OWNER: str(os.getpid()),
+        }
+
+    def ctl(self, *args: str) -> str:
+        return _run(
+            [str(self._bin / "rabbitmqctl"), "-q", "-n", self.name, *args], self._env, self.root
+        )
+
+    def start(self, timeout: float = 60) -> None:
+        """Boot the node (`rabbitmq-server -detached`) and wait until it serves."""
+        _run([str(self._bin / "rabbitmq-server"), "-detached"], self._env, self.root)
+        deadline = time.monotonic() + timeout
+        while True:  # await_startup fails at once until the node has registered with epmd
+            try:
+                self.ctl("await_startup", "--timeout", "30")
+                break
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"RabbitMQ node {self.name} did not start in {timeout:.0f} s:\n"
+                        + self.log_tail()
+                    ) from None
+                time.sleep(0.2)
+        self.pid = int(self.ctl("eval", "os:getpid().").strip().strip('"'))
+
+    def stop_app(self) -> None:
+        """Stop the RabbitMQ application; the Erlang node stays up."""
+        self.ctl("stop_app")
+
+    def start_app(self) -> None:
+        self.ctl("start_app")
+
+    def kill(self) -> None:
+        """kill -9 of the node's beam process."""
+        assert self.pid is not None, "the node was never started"
+        os.kill(self.pid, signal.SIGKILL)
+        _wait_gone(self.pid, 10)
+
+    def ensure_running(self) -> None:
+        """Whatever a scenario did to it, the node serves again afterwards."""
+        if self.pid is not None and _alive(self.pid):
+            self.start_app()  # a no-op when the application runs
+        else:
+            self.start()
+
+    def remove(self) -> None:
+        """Shut the node down (kill it if it will not stop) and delete its files."""
+        if self.pid is not None and _alive(self.pid):
+            try:
+                self.ctl("shutdown")
+            except (RuntimeError, subprocess.TimeoutExpired):
+                os.kill(self.pid, signal.SIGKILL)
+                _wait_gone(self.pid, 10)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def log_tail(self, lines: int = 40) -> str:
+        logs = sorted((self.root / "log").glob("*.log"))
+        text = "\n".join(path.read_text(errors="replace") for path in logs)
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def rabbitmq_bin() -> Path | None:
+    """The directory of the real rabbitmq-server script (not Debian's su-to-rabbitmq wrapper)."""
+    found = shutil.which("rabbitmq-server")
+    return None if found is None else Path(os.path.realpath(found)).parent
+
+
+@contextlib.contextmanager
+def private_rabbitmq() -> Iterator[RabbitNode]:
+    """A started private node, shut down and deleted on exit."""
+    bin_dir = rabbitmq_bin()
+    if bin_dir is None or not (bin_dir / "rabbitmqctl").exists():
+        unavailable("rabbitmq-server is not installed: broker outage scenarios need it")
+    assert bin_dir is not None
+    _remove_stale_rabbitmq()
+    node = RabbitNode(Path(tempfile.mkdtemp(prefix=f"{RABBIT_PREFIX}{os.getpid()}-")), bin_dir)
+    try:
+        node.start()
+        yield node
+    finally:
+        node.remove()
+
+
+def _remove_stale_rabbitmq() -> None:
+    """Kill private beams whose pytest session is gone, and delete their files."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            if (proc / "comm").read_text().strip() != "beam.smp":
+                continue
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            owners = [v.split(b"=", 1)[1] for v in environ if v.startswith(OWNER.encode() + b"=")]
+            if owners and _stale(int(owners[0])):
+                os.kill(int(proc.name), signal.SIGKILL)
+    for path in Path(tempfile.gettempdir()).glob(f"{RABBIT_PREFIX}*-*"):
+        owner = path.name.removeprefix(RABBIT_PREFIX).split("-", 1)[0]
+        if owner.isdigit() and _stale(int(owner)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------
+
+
+class PostgresCluster:
+    """A PostgreSQL cluster of its own (Debian's pg_createcluster), trusting local TCP."""
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+        self.name = f"{PG_PREFIX}{os.getpid()}"
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _ctl(self, *args: str) -> None:
+        _run(["pg_ctlcluster", "--skip-systemctl-redirect", self.version, self.name, *args])
+
+    def create(self) -> None:
+        _run(
+            [
+                "pg_createcluster",
+                self.version,
+                self.name,
+                "--port",
+                str(self.port),
+                "--start-conf",
+                "manual",
+                "--",
+                "--auth-local=trust",
+                "--auth-host=trust",
+            ]
+        )
+        self.start()
+
+    def start(self) -> None:
+        self._ctl("start")
+
+    def restart_fast(self) -> None:
+        """`pg_ctlcluster … restart -m fast`: sessions are terminated, then it starts again."""
+        self._ctl("restart", "-m", "fast")
+
+    def stop_immediate(self) -> None:
+        """`stop -m immediate`: the postmaster quits at once, as if it crashed."""
+        self._ctl("stop", "-m", "immediate")
+
+    @property
+    def online(self) -> bool:
+        return _cluster_status(self.version, self.name) == "online"
+
+    def ensure_running(self) -> None:
+        if not self.online:
+            self.start()
+
+    def drop(self) -> None:
+        _run(["pg_dropcluster", "--stop", self.version, self.name])
+
+
+def _cluster_status(version: str, name: str) -> str | None:
+    for line in _run(["pg_lsclusters", "--no-header"]).splitlines():
+        fields = line.split()
+        if fields[:2] == [version, name]:
+            return fields[3]
+    return None
+
+
+def postgres_version() -> str | None:
+    """The newest PostgreSQL server installed for pg_createcluster, if any."""
+    if shutil.which("pg_createcluster") is None:
+        return None
+    versions = [p.parent.parent.name for p in Path("/usr/lib/postgresql").glob("*/bin/postgres")]
+    return max(versions, key=float, default=None)
+
+
+@contextlib.contextmanager
+def private_postgres() -> Iterator[PostgresCluster]:
+    """A created and started private cluster, dropped on exit."""
+    version = postgres_version()
+    if version is None:
+        unavailable("pg_createcluster is not installed: database outage scenarios need it")
+    if os.geteuid() != 0:
+        unavailable("pg_createcluster needs root to create a private PostgreSQL cluster")
+    assert version is not None
+    _remove_stale_postgres()
+    cluster = PostgresCluster(version)
+    try:
+        cluster.create()
+        yield cluster
+    finally:
+        if _cluster_status(cluster.version, cluster.name) is not None:
+            cluster.drop()
+
+
+def _remove_stale_postgres() -> None:
+    """Drop private clusters whose pytest session is gone."""
+    for line in _run(["pg_lsclusters", "--no-header"]).splitlines():
+        version, name = line.split()[:2]
+        owner = name.removeprefix(PG_PREFIX)
+        if name.startswith(PG_PREFIX) and owner.isdigit() and _stale(int(owner)):
+            _run(["pg_dropcluster", "--stop", version, name])
