@@ -65,6 +65,9 @@ CREATE TABLE IF NOT EXISTS signing_keys (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 
+-- A draining worker finishes its events but takes no new mailboxes.
+ALTER TABLE workers ADD COLUMN IF NOT EXISTS draining boolean NOT NULL DEFAULT false;
+
 -- Supervision policy per client (NULL: the deployment's default) and why a mailbox is suspended.
 ALTER TABLE clients ADD COLUMN IF NOT EXISTS max_restarts integer CHECK (max_restarts > 0);
 ALTER TABLE clients ADD COLUMN IF NOT EXISTS restart_period double precision

@@ -38,6 +38,8 @@ from actors.store import UNAVAILABLE, Journal
 
 log = logging.getLogger(__name__)
 
+RECONCILE_INTERVAL = 5.0
+
 #: The journal or the broker is unreachable: retry later, never crash the worker.
 OUTAGES: tuple[type[BaseException], ...] = (*UNAVAILABLE, AmqpError)
 
@@ -104,9 +106,34 @@ class MailboxHost:
         await channel.qos(1)
         self._channel = channel
         channel.closed.add_done_callback(lambda _: self._consume_channel_closed(connection))
+        if self._active:  # a reconnection: keep only what the journal still places here
+            try:
+                placed = await self._journal.mailboxes_placed_on(self.worker_id)
+            except UNAVAILABLE:  # keep them all; reconcile() lets go of the others later
+                placed = set(self._active)
+            for client in [client for client in self._active if client not in placed]:
+                log.info("mailbox %s was placed elsewhere while disconnected", client)
+                del self._active[client]
         for entry in list(self._active.values()):
             entry.consumer_tag = None
             await self._subscribe(entry)
+
+    async def reconcile(self) -> None:
+        """Let go of idle mailboxes the journal now places elsewhere (after this worker was
+        taken for dead, say), so that one worker consumes each mailbox."""
+        placed = await self._journal.mailboxes_placed_on(self.worker_id)
+        for entry in list(self._active.values()):
+            client = entry.mailbox.client_id
+            if client in placed or entry.inflight or entry.subscribing or entry.passivating:
+                continue
+            log.warning("mailbox %s is placed on another worker now; letting it go", client)
+            entry.passivating = True
+            with contextlib.suppress(AmqpError):
+                if entry.channel is not None and entry.consumer_tag is not None:
+                    await entry.channel.cancel(entry.consumer_tag)
+            entry.consumer_tag = None
+            if self._active.get(client) is entry:
+                del self._active[client]
 
     def _consume_channel_closed(self, connection: AmqpConnection) -> None:
         if connection.is_open and self._accepting:
@@ -229,6 +256,9 @@ class MailboxHost:
     async def _handle(self, entry: _Active, channel: AmqpChannel, delivery: Delivery) -> None:
         try:
             await self._settle(entry, channel, delivery)
+        except asyncio.CancelledError:  # past the drain deadline: back to the queue
+            channel.nack(delivery.delivery_tag, requeue=True)
+            raise
         finally:
             entry.inflight -= 1
             entry.mailbox.last_active = time.monotonic()
@@ -286,11 +316,19 @@ class MailboxHost:
     # --- passivation and shutdown -----------------------------------------------------------
 
     async def passivate_idle(self, stopping: asyncio.Event) -> None:
-        """Passivate mailboxes idle for the idle timeout, until `stopping` is set."""
+        """Passivate mailboxes idle for the idle timeout and reconcile placements with the
+        journal every few seconds, until `stopping` is set."""
         period = min(max(self._settings.idle_timeout / 4, 0.05), 5.0)
+        reconciled = time.monotonic()
         while not stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), period)
+            if time.monotonic() - reconciled >= RECONCILE_INTERVAL and not stopping.is_set():
+                reconciled = time.monotonic()
+                try:
+                    await self.reconcile()
+                except OUTAGES as error:
+                    log.warning("could not reconcile mailboxes with the journal: %s", error)
             cutoff = time.monotonic() - self._settings.idle_timeout
             for entry in list(self._active.values()):
                 idle = not entry.mailbox.busy and entry.mailbox.last_active < cutoff

@@ -59,14 +59,41 @@ class Supervisor:
         self._workers: dict[str, int] = {}
         self._workers_read = 0.0
         self._last_sweep = 0.0
+        self._consumer: tuple[AmqpChannel, str] | None = None
+        self._resigned = False
 
     async def attach(self, connection: AmqpConnection) -> None:
         """Become a candidate on a new connection: consume the supervisor queue."""
+        if self._resigned:
+            return
         channel = await connection.channel()
         await channel.qos(50)
         queue = self._settings.supervisor_queue
         await channel.declare_queue(queue, supervisor_arguments(self._settings))
-        await channel.consume(queue, lambda delivery: self._inbox.put_nowait((channel, delivery)))
+        self._consumer = (
+            channel,
+            await channel.consume(
+                queue, lambda delivery: self._inbox.put_nowait((channel, delivery))
+            ),
+        )
+
+    async def resign(self) -> None:
+        """Stop being a candidate now, so that a standby takes over at once (at shutdown).
+
+        Messages received but not handled go back to the queue for the next supervisor.
+        """
+        self._resigned = True
+        if self._consumer is not None:
+            channel, tag = self._consumer
+            self._consumer = None
+            with contextlib.suppress(AmqpError):
+                await channel.cancel(tag)
+        while not self._inbox.empty():
+            channel, delivery = self._inbox.get_nowait()
+            channel.nack(delivery.delivery_tag, requeue=True)
+        if self.active:
+            log.info("supervisor on worker %s resigned", self.worker_id)
+        self.active = False
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Handle messages in arrival order, in batches of what has arrived, until stopped."""
@@ -75,8 +102,11 @@ class Supervisor:
             stop = asyncio.ensure_future(stopping.wait())
             await asyncio.wait([getter, stop], return_when=asyncio.FIRST_COMPLETED)
             stop.cancel()
-            if not getter.done():
+            if stopping.is_set():
                 getter.cancel()
+                if getter.done() and not getter.cancelled():
+                    channel, delivery = getter.result()
+                    channel.nack(delivery.delivery_tag, requeue=True)
                 return
             batch = [getter.result()]
             while len(batch) < BATCH and not self._inbox.empty():

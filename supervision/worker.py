@@ -74,9 +74,10 @@ async def run_worker(
         link.on_connect(host.attach)
         link.on_connect(supervisor.attach)
         log.info("worker %s starting (handlers: %s)", worker_id, ", ".join(handlers.types()))
+        drained = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(link.run(link_stopping))
-            tasks.create_task(_heartbeat(journal, link, worker_id, stopping))
+            heartbeat = tasks.create_task(_heartbeat(journal, link, worker_id, drained))
             tasks.create_task(host.passivate_idle(stopping))
             tasks.create_task(supervisor.run(stopping))
             tasks.create_task(supervisor.tick(stopping))
@@ -84,7 +85,11 @@ async def run_worker(
                 tasks.create_task(serve_metrics(settings.http_host, metrics_port, stopping))
             await stopping.wait()
             log.info("worker %s stopping: draining in-flight events", worker_id)
-            await host.drain(DRAIN_DEADLINE)
+            await supervisor.resign()
+            await _mark_draining(journal, worker_id)
+            await host.drain(DRAIN_DEADLINE)  # still heartbeating: its mailboxes stay here
+            drained.set()
+            await heartbeat  # no heartbeat may bring the worker's row back after it leaves
             await _leave(journal, link, worker_id)
             link_stopping.set()
     finally:
@@ -105,6 +110,13 @@ async def _heartbeat(
             log.warning("heartbeat failed: %s", error)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), HEARTBEAT_INTERVAL)
+
+
+async def _mark_draining(journal: Journal, worker_id: str) -> None:
+    try:
+        await journal.mark_draining(worker_id)
+    except UNAVAILABLE as error:
+        log.warning("could not mark this worker draining: %s", error)
 
 
 async def _leave(journal: Journal, link: BrokerLink, worker_id: str) -> None:

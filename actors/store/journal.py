@@ -335,6 +335,15 @@ class Journal:
     async def heartbeat(self, worker_id: str, hostname: str, pid: int) -> None:
         await self.pool.execute(QUERIES["heartbeat"], worker_id, hostname, pid)
 
+    async def mark_draining(self, worker_id: str) -> None:
+        """The worker finishes what it has and takes no new mailboxes."""
+        await self.pool.execute(QUERIES["mark_draining"], worker_id)
+
+    async def mailboxes_placed_on(self, worker_id: str) -> set[uuid.UUID]:
+        """The clients whose mailboxes the journal places on this worker."""
+        rows = await self.pool.fetch(QUERIES["mailboxes_placed_on"], worker_id)
+        return {row["id"] for row in rows}
+
     async def forget_worker(self, worker_id: str) -> None:
         await self.pool.execute(QUERIES["forget_worker"], worker_id)
 

@@ -169,10 +169,17 @@ ON CONFLICT (id) DO UPDATE SET last_seen = now();
 DELETE FROM workers WHERE id = $1;
 
 -- name: live_workers
+-- Workers that may take mailboxes: alive and not draining.
 SELECT w.id, (SELECT count(*) FROM clients c WHERE c.host = w.id AND c.state = 'active') AS load
 FROM workers w
-WHERE w.last_seen > now() - make_interval(secs => $1)
+WHERE w.last_seen > now() - make_interval(secs => $1) AND NOT w.draining
 ORDER BY w.id;
+
+-- name: mark_draining
+UPDATE workers SET draining = true WHERE id = $1;
+
+-- name: mailboxes_placed_on
+SELECT id FROM clients WHERE host = $1 AND state = 'active';
 
 -- name: lock_signing_keys
 SELECT pg_advisory_xact_lock(7215002);

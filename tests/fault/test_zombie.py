@@ -1,0 +1,206 @@
+"""A worker paused mid-event (a zombie) whose mailbox moved on: its late outcome is refused.
+
+SIGSTOP freezes a worker while a 2 s handler runs; the broker closes its connection (as a
+network cut would), so the unacknowledged message goes back to the queue, and its heartbeat
+stops, so the supervisor places the mailbox on the other worker, which runs the event
+again and records it. When the zombie is resumed, its handler returns and it tries to record
+the same outcome: the fence (`done_seq = seq - 1`) must refuse it.
+
+What "no overlap" can mean here: the zombie's handler really did run while the survivor ran
+the same event (nothing can stop a paused process from finishing what it started; outside
+effects are made safe by the event id, I5). What must hold is that the journal shows one
+outcome, written by the survivor, that done_seq advanced once per event, and that the
+client's later events started only after that recorded finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests import harness
+from tests.fault.load import Load
+from tests.fault.oracle import all_terminal, check, install_audit
+from tests.fault.processes import (
+    close_broker_connection,
+    consumers,
+    event,
+    eventually,
+    install_attempt_audit,
+    log_of,
+    pause,
+    post,
+    resume,
+    seconds,
+    start_workers,
+    worker_id,
+    writes,
+)
+from tests.harness import System, wait_for
+
+pytestmark = pytest.mark.integration
+
+LONG_MS = 2000
+
+
+@pytest.fixture
+def system(services: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    with harness.running_system(tmp_path_factory.mktemp("zombie"), workers=0) as running:
+        start_workers(running, "worker-1", "worker-2")
+        yield running
+
+
+async def test_a_paused_worker_s_late_outcome_is_refused_by_the_fence(system: System) -> None:
+    ids = {name: worker_id(system, name) for name in ("worker-1", "worker-2")}
+    names = {wid: name for name, wid in ids.items()}
+
+    # Given both audits, steady load from six clients, and one more client whose first
+    # event sleeps 2 s with two short events queued behind it
+    install_audit(system)
+    install_attempt_audit(system)
+    load = Load(
+        system, clients=6, per_second=30, body={"type": "demo.sleep", "payload": {"ms": 20}}
+    )
+    running = asyncio.create_task(load.run())
+    # (every load client past seq 3 first, so that a refusal of seq 1 is this client's)
+    await eventually(
+        lambda: system.sql(
+            "SELECT count(*) >= 6 AND min(done_seq) >= 3 FROM clients WHERE last_seq > 0"
+        )[0][0],
+        30,
+        "every load client to have finished three events",
+    )
+    token = system.token(system.admin_client("haunted"))
+    long_id = post(system, token, LONG_MS)
+    behind = [post(system, token, 20) for _ in range(2)]
+    row: Any = await eventually(
+        lambda: (r := event(system, long_id))["status"] == "processing" and r["host"] and r,
+        30,
+        "the 2 s event to start",
+    )
+    client = str(row["client_id"])
+    zombie = names[row["host"]]
+    survivor = next(name for name in names.values() if name != zombie)
+
+    # When its worker is paused mid-event and the broker closes that worker's connection
+    paused_at = pause(system, zombie)
+    resumed_at = None
+    try:
+        await asyncio.to_thread(close_broker_connection, ids[zombie] or "")
+
+        # Then the other worker takes the mailbox over and finishes all three events
+        await eventually(
+            lambda: all(event(system, e)["status"] == "succeeded" for e in [long_id, *behind]),
+            30,
+            "the survivor to finish the paused worker's event and those behind it",
+        )
+
+        # When the zombie resumes
+        resumed_at = resume(system, zombie)
+    finally:
+        if resumed_at is None:
+            resume(system, zombie)
+
+    # Then its late outcome is refused by the fence
+    await eventually(
+        lambda: "fence refused the outcome of seq 1" in log_of(system, zombie),
+        30,
+        "the resumed worker to try recording its outcome",
+    )
+    load.stop()
+    await running
+    wait_for(lambda: all_terminal(system), 60, "all events to finish")
+    report = check(system, load.accepted | {long_id, *behind})
+    assert report.ok, report
+
+    # And the journal holds one outcome, from the survivor's second attempt, recorded
+    # before the zombie was resumed
+    audit = system.sql("SELECT recorded_at FROM outcome_audit WHERE event_id::text = $1", long_id)
+    assert len(audit) == 1
+    assert audit[0]["recorded_at"] < resumed_at
+    trail = writes(system, "event_id::text = $1", long_id)
+    assert [(w.kind, w.attempt, w.process) for w in trail] == [
+        ("attempt", 1, zombie),
+        ("attempt", 2, survivor),
+        ("outcome", 2, survivor),
+    ]
+    assert trail[1].at > paused_at
+
+    # And done_seq advanced once per event, and each later event started after the
+    # recorded finish of the one before
+    position = system.sql("SELECT done_seq, last_seq FROM clients WHERE id::text = $1", client)[0]
+    assert (position["done_seq"], position["last_seq"]) == (3, 3)
+    outcomes = system.sql(
+        "SELECT count(*) FROM outcome_audit a JOIN events e ON e.id = a.event_id "
+        "WHERE e.client_id::text = $1",
+        client,
+    )[0][0]
+    assert outcomes == 3
+    rows = [event(system, e) for e in [long_id, *behind]]
+    for earlier, later in itertools.pairwise(rows):
+        assert later["started_at"] >= earlier["finished_at"]
+
+    # And the zombie wrote nothing for this client after it was resumed
+    assert not writes(
+        system, "client_id::text = $1 AND process = $2 AND at > $3", client, zombie, resumed_at
+    )
+
+    print(
+        f"\n[zombie] {zombie} paused {seconds(paused_at, trail[0].at):.2f} s into a {LONG_MS} ms "
+        f"event; {survivor} started it again {seconds(trail[1].at, paused_at):.2f} s after the "
+        f"pause and recorded it {seconds(trail[2].at, paused_at):.2f} s after the pause; the "
+        f"zombie, resumed {seconds(resumed_at, paused_at):.2f} s after the pause, was refused by "
+        f"the fence; {report}"
+    )
+
+
+async def test_a_worker_that_comes_back_does_not_consume_mailboxes_placed_elsewhere(
+    system: System,
+) -> None:
+    ids = {name: worker_id(system, name) for name in ("worker-1", "worker-2")}
+    names = {wid: name for name, wid in ids.items()}
+
+    # Given a client whose mailbox is active on a worker
+    token = system.token(system.admin_client("moved"))
+    first = post(system, token, 5)
+    row: Any = await eventually(
+        lambda: (r := event(system, first))["status"] == "succeeded" and r, 30, "the first event"
+    )
+    client, absent = str(row["client_id"]), names[row["host"]]
+    other = next(name for name in names.values() if name != absent)
+
+    # When that worker is paused and cut off from the broker until the supervisor has placed
+    # the mailbox on the other worker (which runs the client's next event), then resumed
+    pause(system, absent)
+    resumed = False
+    try:
+        await asyncio.to_thread(close_broker_connection, ids[absent] or "")
+        second = post(system, token, 5)
+        await eventually(
+            lambda: (
+                (r := event(system, second))["status"] == "succeeded" and r["host"] == ids[other]
+            ),
+            30,
+            "the mailbox to move to the other worker",
+        )
+        resume(system, absent)
+        resumed = True
+    finally:
+        if not resumed:
+            resume(system, absent)
+    await eventually(
+        lambda: log_of(system, absent).count("connected to RabbitMQ") >= 2,
+        30,
+        "the resumed worker to reconnect",
+    )
+
+    # Then the mailbox has one consumer, the other worker's, where the journal places it
+    queue = f"{system.namespace}.mailbox.{client}"
+    found = await asyncio.to_thread(consumers, queue)
+    print(f"\n[zombie comes back] consumers of the moved mailbox after it reconnected: {found}")
+    assert event(system, second)["host"] == ids[other]
+    assert len(found) == 1, found
