@@ -26,8 +26,9 @@ lint: install  ## format check, lint, types and import layers
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: install services lint  ## everything CI runs
+test: install services lint  ## everything CI runs: the suite, then again on quorum queues
 	$(BIN)/pytest
+	SERIATIM_QUEUE_TYPE=quorum $(BIN)/pytest tests/integration tests/fault
 
 unit: install  ## the unit tests alone (no services needed)
 	$(BIN)/pytest tests/unit

@@ -207,7 +207,7 @@ class System:
         self.spawn("gateway", "gateway")
         for n in range(1, self._workers + 1):
             self.spawn(f"worker-{n}", "worker")
-        wait_for(self._ready, 30, "the gateway to be ready")
+        wait_for(self.ready, 30, "the gateway to be ready")
         wait_for(lambda: self.live_workers() >= self._workers, 30, "workers to register")
         return self
 
@@ -223,7 +223,7 @@ class System:
         self.processes[name] = process
         return process
 
-    def _ready(self) -> bool:
+    def ready(self) -> bool:
         for name, process in self.processes.items():
             if process.poll() is not None:
                 raise AssertionError(f"{name} exited with {process.returncode}:\n{self.logs()}")
