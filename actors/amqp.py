@@ -21,6 +21,10 @@ from pika.spec import Basic, BasicProperties
 
 log = logging.getLogger(__name__)
 
+#: How long a channel operation (declare, consume, cancel, qos) may wait for the broker. A
+#: quorum queue that is still recovering after a node crash can leave one hanging for a minute.
+RPC_TIMEOUT = 10.0
+
 
 class AmqpError(Exception):
     """The broker refused an operation, or the channel or connection went away."""
@@ -151,7 +155,11 @@ class AmqpChannel:
                 future.set_result(frame)
 
         start(done)
-        return await future
+        try:
+            return await asyncio.wait_for(future, RPC_TIMEOUT)
+        except TimeoutError:
+            self._rpcs.discard(future)
+            raise AmqpError(f"the broker did not answer within {RPC_TIMEOUT:g} s") from None
 
     async def declare_queue(
         self,

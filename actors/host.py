@@ -116,7 +116,7 @@ class MailboxHost:
                 del self._active[client]
         for entry in list(self._active.values()):
             entry.consumer_tag = None
-            await self._subscribe(entry)
+            self._spawn(self._subscribe(entry))  # one slow queue must not hold up the rest
 
     async def reconcile(self) -> None:
         """Let go of idle mailboxes the journal now places elsewhere (after this worker was
@@ -124,16 +124,23 @@ class MailboxHost:
         placed = await self._journal.mailboxes_placed_on(self.worker_id)
         for entry in list(self._active.values()):
             client = entry.mailbox.client_id
+            if client in placed and entry.consumer_tag is None and self._accepting:
+                self._spawn(self._subscribe(entry))  # a subscription that failed earlier
+                continue
             if client in placed or entry.inflight or entry.subscribing or entry.passivating:
                 continue
             log.warning("mailbox %s is placed on another worker now; letting it go", client)
-            entry.passivating = True
-            with contextlib.suppress(AmqpError):
-                if entry.channel is not None and entry.consumer_tag is not None:
-                    await entry.channel.cancel(entry.consumer_tag)
-            entry.consumer_tag = None
-            if self._active.get(client) is entry:
-                del self._active[client]
+            await self._let_go(entry)
+
+    async def _let_go(self, entry: _Active) -> None:
+        """Stop consuming a mailbox and forget it; deliveries already here are requeued."""
+        entry.passivating = True
+        with contextlib.suppress(AmqpError):
+            if entry.channel is not None and entry.consumer_tag is not None:
+                await entry.channel.cancel(entry.consumer_tag)
+        entry.consumer_tag = None
+        if self._active.get(entry.mailbox.client_id) is entry:
+            del self._active[entry.mailbox.client_id]
 
     def _consume_channel_closed(self, connection: AmqpConnection) -> None:
         if connection.is_open and self._accepting:
@@ -365,14 +372,7 @@ class MailboxHost:
         """Stop the mailbox here and ask the supervisor to suspend it."""
         client, reason = entry.mailbox.client_id, escalation.reason
         log.warning("mailbox %s escalates to the supervisor: %s", client, reason)
-        try:
-            if entry.channel is not None and entry.consumer_tag is not None:
-                await entry.channel.cancel(entry.consumer_tag)
-        except AmqpError as error:
-            log.warning("cancelling the consumer of %s failed: %s", client, error)
-        entry.consumer_tag = None
-        if self._active.get(client) is entry:
-            del self._active[client]
+        await self._let_go(entry)
         failed = MailboxFailed(client, self.worker_id, escalation.cause, reason)
         publisher = self._link.publisher
         try:
@@ -390,9 +390,13 @@ class MailboxHost:
         entry.consumer_tag = None
         await self._subscribe(entry)
 
+    def stop_taking(self) -> None:
+        """From now on every delivery goes back to its queue (the first step of a shutdown)."""
+        self._accepting = False
+
     async def drain(self, deadline: float) -> None:
         """Stop taking messages, let in-flight events finish for `deadline` s, then cancel."""
-        self._accepting = False
+        self.stop_taking()
         for entry in list(self._active.values()):
             if entry.channel is not None and entry.consumer_tag is not None:
                 with contextlib.suppress(AmqpError):

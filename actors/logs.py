@@ -15,6 +15,9 @@ def configure(level: str = "INFO", role: str = "seriatim") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("pika", "asyncio", "dramatiq"):
+    for noisy in ("asyncio", "dramatiq"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # pika logs every failed connection attempt at ERROR, seven lines each; BrokerLink says
+    # what matters (unreachable, reconnected) once.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)

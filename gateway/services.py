@@ -86,6 +86,7 @@ class Services:
         self.intensity = RestartIntensity(settings.restart_intensity, settings.restart_period)
         self.in_progress: set[tuple[uuid.UUID, str]] = set()
         self._publishing: set[asyncio.Task[None]] = set()
+        self._broker_down = False
 
     async def read_body(self, request: Request, limit: int | None = None) -> bytes:
         """The whole body, refused with 413 as soon as it exceeds the limit."""
@@ -160,8 +161,14 @@ class Services:
     async def _publish(self, message: EventMessage, *, wake_supervisor: bool) -> None:
         publisher = self.link.publisher
         if publisher is None:
-            log.warning("RabbitMQ is unreachable; event seq %d is left to the relay", message.seq)
+            if not self._broker_down:
+                self._broker_down = True
+                log.warning(
+                    "RabbitMQ is unreachable: accepted events are left to the relay "
+                    "until it is back"
+                )
             return
+        self._broker_down = False
         try:
             if wake_supervisor:  # both on one channel: RabbitMQ routes them in this order
                 await asyncio.gather(

@@ -85,6 +85,7 @@ async def run_worker(
                 tasks.create_task(serve_metrics(settings.http_host, metrics_port, stopping))
             await stopping.wait()
             log.info("worker %s stopping: draining in-flight events", worker_id)
+            host.stop_taking()
             await supervisor.resign()
             await _mark_draining(journal, worker_id)
             await host.drain(DRAIN_DEADLINE)  # still heartbeating: its mailboxes stay here
