@@ -14,7 +14,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from common import (
+from rig import (
     amqp_connections,
     bulk_clients,
     minter,

@@ -16,7 +16,7 @@ import uuid
 from collections import defaultdict
 from pathlib import Path
 
-from common import bulk_clients, minter, post_events, summary, write_results
+from rig import bulk_clients, minter, post_events, summary, write_results
 
 from tests import harness
 

@@ -1,4 +1,4 @@
-"""Shared pieces of the benchmarks: a running system, bulk clients, minted tokens, figures."""
+"""The benchmark rig: a running system, bulk clients, minted tokens, a lean HTTP load, figures."""
 
 from __future__ import annotations
 
