@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -108,7 +109,11 @@ class Publisher:
         try:
             channel = await self._open_channel()
             await channel.publish(
-                queue, control.encode(), message_id=control.kind, persistent=persistent
+                queue,
+                control.encode(),
+                # unique, so that a basic.return is charged to the publish it belongs to
+                message_id=f"{control.kind}-{uuid.uuid4().hex}",
+                persistent=persistent,
             )
         except PublishFailed:
             raise

@@ -79,6 +79,7 @@ class MailboxHost:
             intensity=RestartIntensity(settings.restart_intensity, settings.restart_period),
         )
         self._active: dict[uuid.UUID, _Active] = {}
+        self._escalated: set[uuid.UUID] = set()
         self._starting: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._channel: AmqpChannel | None = None
@@ -122,6 +123,11 @@ class MailboxHost:
         """Let go of idle mailboxes the journal now places elsewhere (after this worker was
         taken for dead, say), so that one worker consumes each mailbox."""
         placed = await self._journal.mailboxes_placed_on(self.worker_id)
+        self._escalated &= placed  # suspended (or moved) by now: nothing to guard any more
+        for client in placed - set(self._active) - self._escalated:
+            if self._accepting:  # placed here, but the StartMailbox never arrived
+                log.warning("mailbox %s is placed here but was not started; starting it", client)
+                self._spawn(self.start(client))
         for entry in list(self._active.values()):
             client = entry.mailbox.client_id
             if client in placed and entry.consumer_tag is None and self._accepting:
@@ -372,6 +378,7 @@ class MailboxHost:
         """Stop the mailbox here and ask the supervisor to suspend it."""
         client, reason = entry.mailbox.client_id, escalation.reason
         log.warning("mailbox %s escalates to the supervisor: %s", client, reason)
+        self._escalated.add(client)  # until the journal says it is suspended
         await self._let_go(entry)
         failed = MailboxFailed(client, self.worker_id, escalation.cause, reason)
         publisher = self._link.publisher

@@ -55,13 +55,14 @@ class Readiness:
                     self.answers.append((response.status_code, tuple(missing)))
                 await asyncio.sleep(0.05)
 
-    def named(self, service: str) -> bool:
-        """Some answer was 503 naming `service` as unreachable."""
-        return any(status == 503 and service in missing for status, missing in self.answers)
+    def named(self, service: str, since: int = 0) -> bool:
+        """Some answer (from the `since`-th on) was 503 naming `service` as unreachable."""
+        return any(status == 503 and service in missing for status, missing in self.answers[since:])
 
-    def ready_again(self) -> bool:
-        """The latest answer is 200, after at least one 503."""
-        statuses = [status for status, _ in self.answers]
+    def ready_again(self, since: int = 0) -> bool:
+        """The latest answer is 200, after at least one 503 (from the `since`-th answer on,
+        so that one of several outages in a run is judged by its own answers)."""
+        statuses = [status for status, _ in self.answers[since:]]
         return 503 in statuses and statuses[-1] == 200
 
 
