@@ -136,7 +136,6 @@ class BrokerLink:
         self._name = name
         self._on_connect: list[OnConnect] = []
         self.publisher: Publisher | None = None
-        self.connection: AmqpConnection | None = None
         self.connected = asyncio.Event()
         self._backoff = Backoff(min=0.2, max=5.0, jitter=0.3)
 
@@ -159,7 +158,6 @@ class BrokerLink:
             await self._serve(connection, stopping)
 
     async def _serve(self, connection: AmqpConnection, stopping: asyncio.Event) -> None:
-        self.connection = connection
         self.publisher = Publisher(self._settings, connection)
         try:
             for callback in self._on_connect:
@@ -176,7 +174,6 @@ class BrokerLink:
         finally:
             self.connected.clear()
             self.publisher = None
-            self.connection = None
             if stopping.is_set():
                 await connection.close()
             else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import importlib
 import inspect
@@ -58,8 +59,6 @@ class HandlerRegistry:
         """Run a handler: coroutine functions on the loop, plain functions in a thread."""
         if inspect.iscoroutinefunction(fn):
             return await fn(event)
-        import asyncio
-
         result = await asyncio.to_thread(fn, event)
         if inspect.isawaitable(result):
             return await result

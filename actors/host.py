@@ -87,10 +87,6 @@ class MailboxHost:
         self._retry = Backoff(min=0.2, max=5.0)
         metrics.ACTIVE_MAILBOXES.set_function(lambda: len(self._active))
 
-    @property
-    def active_count(self) -> int:
-        return len(self._active)
-
     # --- wiring to a (re)connected broker --------------------------------------------------
 
     async def attach(self, connection: AmqpConnection) -> None:

@@ -87,7 +87,7 @@ class Settings:
         values: dict[str, object] = {}
         for field in dataclasses.fields(cls):
             raw = env.get(f"SERIATIM_{field.name.upper()}")
-            if raw is None or (raw.strip() == "" and field.name not in ("jwt_key_file",)):
+            if raw is None or not raw.strip():  # blank counts as unset
                 continue
             values[field.name] = _parse(field.name, str(field.type), raw.strip())
         return cls(**values)  # type: ignore[arg-type]

@@ -10,7 +10,6 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -147,7 +146,3 @@ def write_results(name: str, data: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
     path.write_text(json.dumps({"machine": machine(), **data}, indent=2, default=str))
     return path
-
-
-def new_ids(count: int) -> list[str]:
-    return [str(uuid.uuid4()) for _ in range(count)]
