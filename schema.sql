@@ -68,6 +68,22 @@ CREATE TABLE IF NOT EXISTS signing_keys (
 -- A draining worker finishes its events but takes no new mailboxes.
 ALTER TABLE workers ADD COLUMN IF NOT EXISTS draining boolean NOT NULL DEFAULT false;
 
+-- Liveness: a worker is alive while its heartbeat is recent and, when `by_lock`, while the
+-- session that sends it still holds the advisory lock (LOCK_CLASS, lock_key): a dead
+-- process's session ends at once, so its lock is gone long before its heartbeat is stale.
+ALTER TABLE workers ADD COLUMN IF NOT EXISTS lock_key integer;
+
+CREATE OR REPLACE FUNCTION live_worker_ids(alive_within double precision, by_lock boolean)
+RETURNS SETOF text LANGUAGE sql STABLE AS $$
+    SELECT w.id FROM workers w
+    WHERE w.last_seen > now() - make_interval(secs => alive_within)
+      AND (NOT by_lock OR w.lock_key IS NULL OR w.lock_key::bigint IN (
+          SELECT l.objid::bigint FROM pg_locks l
+          WHERE l.locktype = 'advisory' AND l.classid = 7215010 AND l.objsubid = 2
+            AND l.granted
+            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())))
+$$;
+
 -- Supervision policy per client (NULL: the deployment's default) and why a mailbox is suspended.
 ALTER TABLE clients ADD COLUMN IF NOT EXISTS max_restarts integer CHECK (max_restarts > 0);
 ALTER TABLE clients ADD COLUMN IF NOT EXISTS restart_period double precision

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,9 @@ log = logging.getLogger(__name__)
 #: How long a channel operation (declare, consume, cancel, qos) may wait for the broker. A
 #: quorum queue that is still recovering after a node crash can leave one hanging for a minute.
 RPC_TIMEOUT = 10.0
+#: AMQP heartbeat (s) unless the URL sets one: RabbitMQ drops a frozen process's connection,
+#: and with it its single-active-consumer hold on a mailbox, after about three of these.
+HEARTBEAT = 5
 
 
 class AmqpError(Exception):
@@ -63,12 +67,13 @@ class AmqpConnection:
         self.closed = closed
 
     @classmethod
-    async def open(cls, url: str, name: str, *, heartbeat: int = 15) -> AmqpConnection:
+    async def open(cls, url: str, name: str, *, heartbeat: int = HEARTBEAT) -> AmqpConnection:
         loop = asyncio.get_running_loop()
         opened: asyncio.Future[AsyncioConnection] = loop.create_future()
         closed: asyncio.Future[BaseException] = loop.create_future()
         params = pika.URLParameters(url)
-        params.heartbeat = heartbeat
+        if "heartbeat" not in urllib.parse.parse_qs(urllib.parse.urlsplit(url).query):
+            params.heartbeat = heartbeat
         params.blocked_connection_timeout = 60
         params.client_properties = {"connection_name": name}
 

@@ -137,7 +137,7 @@ class BrokerLink:
         self._on_connect: list[OnConnect] = []
         self.publisher: Publisher | None = None
         self.connected = asyncio.Event()
-        self._backoff = Backoff(min=0.2, max=5.0, jitter=0.3)
+        self._backoff = Backoff(min=0.2, max=2.0, jitter=0.3)  # a refused connect is cheap
 
     def on_connect(self, callback: OnConnect) -> None:
         """Run `callback` on every new connection, in the order registered."""

@@ -37,7 +37,12 @@ log = logging.getLogger(__name__)
 OUTAGES: tuple[type[BaseException], ...] = (*UNAVAILABLE, AmqpError)
 
 SWEEP_INTERVAL = 1.0
+#: A worker whose heartbeat is older is dead, even if its lease's lock is still held (a
+#: frozen process, a half-open connection).
 WORKER_ALIVE_WITHIN = 5.0
+#: After an outage of its own journal the supervisor trusts heartbeats alone this long: a
+#: database restart ends every lease's session, and the workers need a moment to renew.
+LOCK_GRACE = 3.0
 STRANDED_BATCH = 1000
 BATCH = 500
 PLACE_ROUNDS = 3
@@ -59,6 +64,7 @@ class Supervisor:
         self._workers: dict[str, int] = {}
         self._workers_read = 0.0
         self._last_sweep = 0.0
+        self._journal_outage = -LOCK_GRACE
         self._consumer: tuple[AmqpChannel, str] | None = None
         self._resigned = False
 
@@ -136,6 +142,7 @@ class Supervisor:
         try:
             await self._dispatch(messages)
         except OUTAGES as error:
+            self._journal_outage = time.monotonic()
             log.warning(
                 "supervisor could not handle %d messages (%s); they are requeued", len(batch), error
             )
@@ -175,6 +182,10 @@ class Supervisor:
             metrics.SUSPENSIONS.labels(failed.cause).inc()
             log.warning("mailbox %s suspended: %s", failed.client_id, failed.reason)
 
+    def _by_lock(self) -> bool:
+        """Whether a worker whose lease lock is gone counts as dead (see LOCK_GRACE)."""
+        return time.monotonic() - self._journal_outage > LOCK_GRACE
+
     def _sweep_due(self) -> bool:
         return time.monotonic() - self._last_sweep >= SWEEP_INTERVAL * 0.8
 
@@ -183,13 +194,15 @@ class Supervisor:
         self._last_sweep = time.monotonic()
         await self._refresh_workers(force=True)
         await self._place(
-            await self._journal.stranded_mailboxes(WORKER_ALIVE_WITHIN, STRANDED_BATCH)
+            await self._journal.stranded_mailboxes(
+                WORKER_ALIVE_WITHIN, self._by_lock(), STRANDED_BATCH
+            )
         )
         await self._relay.run_once()
 
     async def _ensure_active(self, wanted: dict[uuid.UUID, bool]) -> None:
         """Place those of these mailboxes that are neither suspended nor on a live worker."""
-        rows = await self._journal.wanted(list(wanted), WORKER_ALIVE_WITHIN)
+        rows = await self._journal.wanted(list(wanted), WORKER_ALIVE_WITHIN, self._by_lock())
         await self._place(
             [
                 row.client_id
@@ -202,7 +215,7 @@ class Supervisor:
 
     async def _refresh_workers(self, *, force: bool = False) -> None:
         if force or time.monotonic() - self._workers_read > SWEEP_INTERVAL:
-            self._workers = await self._journal.live_workers(WORKER_ALIVE_WITHIN)
+            self._workers = await self._journal.live_workers(WORKER_ALIVE_WITHIN, self._by_lock())
             self._workers_read = time.monotonic()
 
     async def _place(self, clients: list[uuid.UUID]) -> None:

@@ -21,11 +21,13 @@ from actors.metrics import serve_metrics
 from actors.protocol import MAILBOX_ACTOR, WorkerStopped
 from actors.settings import Settings
 from actors.store import UNAVAILABLE, Journal
+from actors.store.lease import Lease
 from supervision.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 1.0
+HEARTBEAT_RETRY = 0.2  # a lost lease is renewed at once when the database is back
 DRAIN_DEADLINE = 30.0
 
 
@@ -77,7 +79,8 @@ async def run_worker(
         drained = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(link.run(link_stopping))
-            heartbeat = tasks.create_task(_heartbeat(journal, link, worker_id, drained))
+            lease = Lease(settings.database_url, worker_id, socket.gethostname(), os.getpid())
+            heartbeat = tasks.create_task(_heartbeat(lease, link, drained))
             tasks.create_task(host.passivate_idle(stopping))
             tasks.create_task(supervisor.run(stopping))
             tasks.create_task(supervisor.tick(stopping))
@@ -98,19 +101,21 @@ async def run_worker(
     log.info("worker %s stopped", worker_id)
 
 
-async def _heartbeat(
-    journal: Journal, link: BrokerLink, worker_id: str, stopping: asyncio.Event
-) -> None:
-    """Announce this worker once its command queue exists, then every second."""
+async def _heartbeat(lease: Lease, link: BrokerLink, stopping: asyncio.Event) -> None:
+    """Announce this worker once its command queue exists, then renew its lease every second."""
     await _first(link.connected.wait(), stopping)
-    hostname = socket.gethostname()
-    while not stopping.is_set():
-        try:
-            await journal.heartbeat(worker_id, hostname, os.getpid())
-        except UNAVAILABLE as error:
-            log.warning("heartbeat failed: %s", error)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), HEARTBEAT_INTERVAL)
+    try:
+        while not stopping.is_set():
+            try:
+                await lease.renew()
+                interval = HEARTBEAT_INTERVAL
+            except UNAVAILABLE as error:
+                log.warning("heartbeat failed: %s", error)
+                interval = HEARTBEAT_RETRY
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), interval)
+    finally:
+        await lease.close()
 
 
 async def _mark_draining(journal: Journal, worker_id: str) -> None:

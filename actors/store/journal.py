@@ -323,17 +323,22 @@ class Journal:
     async def release_worker(self, worker_id: str) -> None:
         await self.pool.execute(QUERIES["release_worker_mailboxes"], worker_id)
 
-    async def wanted(self, client_ids: Sequence[uuid.UUID], alive_within: float) -> list[Wanted]:
+    # Liveness (`alive_within`, `by_lock`): see live_worker_ids in schema.sql.
+
+    async def wanted(
+        self, client_ids: Sequence[uuid.UUID], alive_within: float, by_lock: bool
+    ) -> list[Wanted]:
         """Where each of these mailboxes stands, for the supervisor's decisions."""
-        rows = await self.pool.fetch(QUERIES["mailboxes_wanted"], list(client_ids), alive_within)
+        rows = await self.pool.fetch(
+            QUERIES["mailboxes_wanted"], list(client_ids), alive_within, by_lock
+        )
         return [Wanted(**dict(row)) for row in rows]
 
-    async def stranded_mailboxes(self, alive_within: float, limit: int) -> list[uuid.UUID]:
-        rows = await self.pool.fetch(QUERIES["stranded_mailboxes"], alive_within, limit)
+    async def stranded_mailboxes(
+        self, alive_within: float, by_lock: bool, limit: int
+    ) -> list[uuid.UUID]:
+        rows = await self.pool.fetch(QUERIES["stranded_mailboxes"], alive_within, by_lock, limit)
         return [row["id"] for row in rows]
-
-    async def heartbeat(self, worker_id: str, hostname: str, pid: int) -> None:
-        await self.pool.execute(QUERIES["heartbeat"], worker_id, hostname, pid)
 
     async def mark_draining(self, worker_id: str) -> None:
         """The worker finishes what it has and takes no new mailboxes."""
@@ -347,9 +352,9 @@ class Journal:
     async def forget_worker(self, worker_id: str) -> None:
         await self.pool.execute(QUERIES["forget_worker"], worker_id)
 
-    async def live_workers(self, alive_within: float) -> dict[str, int]:
+    async def live_workers(self, alive_within: float, by_lock: bool) -> dict[str, int]:
         """Live worker ids with the number of mailboxes each holds."""
-        rows = await self.pool.fetch(QUERIES["live_workers"], alive_within)
+        rows = await self.pool.fetch(QUERIES["live_workers"], alive_within, by_lock)
         return {row["id"]: row["load"] for row in rows}
 
     # --- signing keys ------------------------------------------------------------------

@@ -125,18 +125,19 @@ UPDATE clients SET state = 'idle', host = NULL WHERE host = $1 AND state = 'acti
 
 -- name: mailboxes_wanted
 SELECT c.id AS client_id, c.state, c.last_seq > c.done_seq AS has_backlog,
-       (w.id IS NOT NULL AND w.last_seen > now() - make_interval(secs => $2)) AS host_alive
-FROM clients c LEFT JOIN workers w ON w.id = c.host
+       coalesce(c.host IN (SELECT live_worker_ids($2, $3)), false) AS host_alive
+FROM clients c
 WHERE c.id = ANY($1::uuid[]);
 
 -- name: stranded_mailboxes
 -- Mailboxes with a backlog and no live host: never placed, passivated early, or orphaned.
+WITH live AS (SELECT live_worker_ids($1, $2) AS id)
 SELECT c.id
-FROM clients c LEFT JOIN workers w ON w.id = c.host
+FROM clients c
 WHERE c.done_seq < c.last_seq AND c.state <> 'suspended'
-  AND (c.host IS NULL OR w.id IS NULL OR w.last_seen <= now() - make_interval(secs => $1))
+  AND (c.host IS NULL OR c.host NOT IN (SELECT id FROM live))
 ORDER BY c.id
-LIMIT $2;
+LIMIT $3;
 
 -- name: resume_mailbox
 UPDATE clients SET state = 'idle', host = NULL, suspended_reason = NULL, suspended_at = NULL
@@ -162,8 +163,12 @@ WHERE id = $1
 RETURNING id;
 
 -- name: heartbeat
-INSERT INTO workers (id, hostname, pid) VALUES ($1, $2, $3)
-ON CONFLICT (id) DO UPDATE SET last_seen = now();
+INSERT INTO workers (id, hostname, pid, lock_key) VALUES ($1, $2, $3, $4)
+ON CONFLICT (id) DO UPDATE SET last_seen = now(), lock_key = $4;
+
+-- name: take_worker_lock
+-- Held by the heartbeat's session until it ends (actors/store/lease.py).
+SELECT pg_advisory_lock($1, $2);
 
 -- name: forget_worker
 DELETE FROM workers WHERE id = $1;
@@ -172,7 +177,7 @@ DELETE FROM workers WHERE id = $1;
 -- Workers that may take mailboxes: alive and not draining.
 SELECT w.id, (SELECT count(*) FROM clients c WHERE c.host = w.id AND c.state = 'active') AS load
 FROM workers w
-WHERE w.last_seen > now() - make_interval(secs => $1) AND NOT w.draining
+WHERE w.id IN (SELECT live_worker_ids($1, $2)) AND NOT w.draining
 ORDER BY w.id;
 
 -- name: mark_draining

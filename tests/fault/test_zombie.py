@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from actors.amqp import HEARTBEAT
 from tests import harness
 from tests.fault.load import Load
 from tests.fault.oracle import all_terminal, check, install_audit
@@ -204,3 +205,58 @@ async def test_a_worker_that_comes_back_does_not_consume_mailboxes_placed_elsewh
     print(f"\n[zombie comes back] consumers of the moved mailbox after it reconnected: {found}")
     assert event(system, second)["host"] == ids[other]
     assert len(found) == 1, found
+
+
+async def test_a_frozen_worker_whose_connection_stays_up_loses_its_mailbox_to_the_heartbeat(
+    system: System,
+) -> None:
+    """SIGSTOP alone, with no network cut: the frozen worker's TCP connection stays up, so it
+    stays the mailbox queue's single active consumer until RabbitMQ misses its AMQP
+    heartbeats (actors.amqp.HEARTBEAT) and closes the connection."""
+    ids = {name: worker_id(system, name) for name in ("worker-1", "worker-2")}
+    names = {wid: name for name, wid in ids.items()}
+    install_attempt_audit(system)
+
+    # Given a client whose 2 s event runs on a worker, with two events queued behind it
+    token = system.token(system.admin_client("frozen"))
+    long_id = post(system, token, LONG_MS)
+    behind = [post(system, token, 20) for _ in range(2)]
+    row: Any = await eventually(
+        lambda: (r := event(system, long_id))["status"] == "processing" and r["host"] and r,
+        30,
+        "the 2 s event to start",
+    )
+    frozen = names[row["host"]]
+    survivor = next(name for name in names.values() if name != frozen)
+
+    # When that worker is frozen, its connection left as it is
+    paused_at = pause(system, frozen)
+    resumed_at = None
+    try:
+        # Then the other worker finishes all three events once RabbitMQ drops the frozen one
+        await eventually(
+            lambda: all(event(system, e)["status"] == "succeeded" for e in [long_id, *behind]),
+            60,
+            "the survivor to take the frozen worker's mailbox over",
+        )
+        resumed_at = resume(system, frozen)
+    finally:
+        if resumed_at is None:
+            resume(system, frozen)
+
+    # And the one outcome is the survivor's; the frozen worker's is refused when it wakes
+    trail = writes(system, "event_id::text = $1", long_id)
+    assert [(w.kind, w.process) for w in trail][-2:] == [
+        ("attempt", survivor),
+        ("outcome", survivor),
+    ]
+    await eventually(
+        lambda: "fence refused the outcome of seq 1" in log_of(system, frozen),
+        30,
+        "the resumed worker to try recording its outcome",
+    )
+    print(
+        f"\n[frozen worker, connection up] {survivor} started the frozen worker's event again "
+        f"{seconds(trail[-2].at, paused_at):.2f} s after the freeze and recorded it "
+        f"{seconds(trail[-1].at, paused_at):.2f} s after it (AMQP heartbeat {HEARTBEAT} s)"
+    )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.store import journal
+from actors.store import journal, lease
 from actors.store.queries import load, parse
 
 
@@ -43,7 +43,8 @@ def test_name_with_a_digit_starts_its_own_query() -> None:
 
 
 def names_used_by_the_journal() -> set[str]:
-    source = Path(journal.__file__).read_text("utf-8")
+    """The journal's queries, and the worker lease's (actors/store/lease.py)."""
+    source = "".join(Path(module.__file__).read_text("utf-8") for module in (journal, lease))
     return set(re.findall(r'QUERIES\["([^"]+)"\]', source))
 
 

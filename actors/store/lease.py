@@ -1,0 +1,49 @@
+"""A worker's lease on life: its heartbeat, sent over a connection that holds an advisory lock.
+
+The heartbeat alone can only say a worker is dead once it has been silent for the whole
+liveness window. The lock says it at once: when a worker process dies, the kernel closes its
+connection, PostgreSQL ends the session and the session's advisory lock goes with it, so
+the supervisor's next sweep sees a worker whose lock nobody holds (docs/decisions.md).
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import asyncpg
+
+from actors.store.queries import QUERIES
+
+#: The first key of every worker's advisory lock; the second is the worker's `lock_key`.
+LOCK_CLASS = 7215010
+
+
+class Lease:
+    """Renewed every heartbeat; a broken connection is replaced on the next renewal."""
+
+    def __init__(self, dsn: str, worker_id: str, hostname: str, pid: int) -> None:
+        self.worker_id = worker_id
+        self.key = secrets.randbelow(2**31 - 2) + 1  # pg_locks shows it as a positive oid
+        self._dsn = dsn
+        self._hostname = hostname
+        self._pid = pid
+        self._connection: asyncpg.Connection | None = None
+
+    async def renew(self) -> None:
+        """Hold the lock (reconnecting if need be), then record the heartbeat over it."""
+        try:
+            if self._connection is None or self._connection.is_closed():
+                self._connection = await asyncpg.connect(self._dsn, command_timeout=10)
+                await self._connection.execute(QUERIES["take_worker_lock"], LOCK_CLASS, self.key)
+            await self._connection.execute(
+                QUERIES["heartbeat"], self.worker_id, self._hostname, self._pid, self.key
+            )
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Give the lock up (the session ends); renewing takes it again."""
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.is_closed():
+            connection.terminate()
