@@ -133,6 +133,21 @@ class RabbitNode:
         os.kill(self.pid, signal.SIGKILL)
         _wait_gone(self.pid, 10)
 
+    def heal_quorum_queues(self, grace: float) -> int:
+        """Trigger an election for each quorum queue still without a leader after `grace` s.
+
+        Works around rabbitmq/rabbitmq-server#10070: after kill -9 of a single node, RabbitMQ
+        3.10 sometimes restarts a quorum queue's Raft member that never calls an election, and
+        the queue answers nothing until an operator runs `ra:trigger_election` (the workaround
+        named in that issue; docs/reliability.md). Returns how many queues needed it.
+        """
+        deadline = time.monotonic() + grace
+        while int(self.ctl("eval", _LEADERLESS.replace("ACTION", "ok"))) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.5)
+        return int(self.ctl("eval", _LEADERLESS.replace("ACTION", "ra:trigger_election(Id)")))
+
     def ensure_running(self) -> None:
         """Whatever a scenario did to it, the node serves again afterwards."""
         if self.pid is not None and _alive(self.pid):
@@ -154,6 +169,30 @@ class RabbitNode:
         logs = sorted((self.root / "log").glob("*.log"))
         text = "\n".join(path.read_text(errors="replace") for path in logs)
         return "\n".join(text.splitlines()[-lines:])
+
+
+def start_killed(node: RabbitNode) -> None:
+    """Start a node after kill -9; on quorum queues also play the operator for
+    rabbitmq/rabbitmq-server#10070 (see RabbitNode.heal_quorum_queues)."""
+    node.start()
+    if os.environ.get("SERIATIM_QUEUE_TYPE") == "quorum":
+        healed = node.heal_quorum_queues(grace=10)
+        print(f"\n[broker kill -9] quorum queues left without a leader, elected by hand: {healed}")
+
+
+#: Erlang run by `rabbitmqctl eval`: ACTION for each quorum queue without a leader; the count.
+_LEADERLESS = """
+lists:foldl(
+    fun(Q, N) ->
+        {Name, _} = Id = amqqueue:get_pid(Q),
+        case ra_leaderboard:lookup_leader(Name) of
+            undefined -> ACTION, N + 1;
+            _ -> N
+        end
+    end,
+    0,
+    [Q || Q <- rabbit_amqqueue:list(), amqqueue:get_type(Q) =:= rabbit_quorum_queue]).
+"""
 
 
 def rabbitmq_bin() -> Path | None:

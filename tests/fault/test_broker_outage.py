@@ -8,13 +8,12 @@ outbox), /readyz says what is missing, and nobody is restarted by hand afterward
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.fault.nodes import RabbitNode
+from tests.fault.nodes import RabbitNode, start_killed
 from tests.fault.oracle import all_terminal, check, install_audit
 from tests.fault.recovery import (
     dead_processes,
@@ -86,16 +85,9 @@ async def test_a_stopped_broker_application_is_ridden_out_without_losing_events(
     await ride_out(system, "rabbitmqctl stop_app", broker.stop_app, broker.start_app)
 
 
-@pytest.mark.skipif(
-    os.environ.get("SERIATIM_QUEUE_TYPE") == "quorum",
-    reason="open problem (docs/reliability.md): after kill -9 of the single RabbitMQ 3.10 node, "
-    "one quorum mailbox queue stayed unanswerable (declare/consume timed out, then 541 "
-    "INTERNAL_ERROR) for over a minute in every run; a plain kill -9 and restart of quorum "
-    "queues recovers in a reproduction, so the trigger is not yet known",
-)
 async def test_a_killed_broker_node_is_ridden_out_without_losing_events(
     system: System, broker: RabbitNode
 ) -> None:
     # Given steady load, When the broker's beam process is killed with SIGKILL and the node
     # is started again ~3 s later, Then (ride_out) nothing is lost and everyone reconnects
-    await ride_out(system, "kill -9 of the broker", broker.kill, broker.start)
+    await ride_out(system, "kill -9 of the broker", broker.kill, lambda: start_killed(broker))

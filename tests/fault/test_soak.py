@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fault.nodes import PostgresCluster, RabbitNode
+from tests.fault.nodes import PostgresCluster, RabbitNode, start_killed
 from tests.fault.oracle import all_terminal, check, install_audit
 from tests.fault.processes import (
     Write,
@@ -228,7 +228,7 @@ async def test_a_worker_kill_a_broker_kill_and_a_database_restart_in_one_run_los
         broker_down_at = now()
         await asyncio.to_thread(broker.kill)
         await eventually(lambda: readiness.named("rabbitmq", mark), 15, "/readyz to say so")
-        await asyncio.to_thread(broker.start)
+        await asyncio.to_thread(start_killed, broker)
         broker_back = now()
 
         # Then everyone reconnects by itself and the load flows again
