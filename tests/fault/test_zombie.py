@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -48,6 +48,37 @@ pytestmark = pytest.mark.integration
 LONG_MS = 2000
 
 
+async def long_event_with_two_behind(system: System, client: str) -> tuple[str, list[str], Any]:
+    """A new client's 2 s event, running, with two short events queued behind it."""
+    token = system.token(system.admin_client(client))
+    long_id = post(system, token, LONG_MS)
+    behind = [post(system, token, 20) for _ in range(2)]
+    row = await eventually(
+        lambda: (r := event(system, long_id))["status"] == "processing" and r["host"] and r,
+        30,
+        "the 2 s event to start",
+    )
+    return long_id, behind, row
+
+
+async def frozen_until(
+    system: System, name: str, done: Callable[[], Any], within: float, what: str, cut: str = ""
+) -> tuple[Any, Any]:
+    """SIGSTOP a worker (and close its broker connection if `cut` names it) until `done`;
+    then SIGCONT it, whatever happened. Returns when it was paused and resumed."""
+    paused_at = pause(system, name)
+    resumed_at = None
+    try:
+        if cut:
+            await asyncio.to_thread(close_broker_connection, cut)
+        await eventually(done, within, what)
+        resumed_at = resume(system, name)
+    finally:
+        if resumed_at is None:
+            resume(system, name)
+    return paused_at, resumed_at
+
+
 @pytest.fixture
 def system(services: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     with harness.running_system(tmp_path_factory.mktemp("zombie"), workers=0) as running:
@@ -75,36 +106,22 @@ async def test_a_paused_worker_s_late_outcome_is_refused_by_the_fence(system: Sy
         30,
         "every load client to have finished three events",
     )
-    token = system.token(system.admin_client("haunted"))
-    long_id = post(system, token, LONG_MS)
-    behind = [post(system, token, 20) for _ in range(2)]
-    row: Any = await eventually(
-        lambda: (r := event(system, long_id))["status"] == "processing" and r["host"] and r,
-        30,
-        "the 2 s event to start",
-    )
+    long_id, behind, row = await long_event_with_two_behind(system, "haunted")
     client = str(row["client_id"])
     zombie = names[row["host"]]
     survivor = next(name for name in names.values() if name != zombie)
 
-    # When its worker is paused mid-event and the broker closes that worker's connection
-    paused_at = pause(system, zombie)
-    resumed_at = None
-    try:
-        await asyncio.to_thread(close_broker_connection, ids[zombie] or "")
-
-        # Then the other worker takes the mailbox over and finishes all three events
-        await eventually(
-            lambda: all(event(system, e)["status"] == "succeeded" for e in [long_id, *behind]),
-            30,
-            "the survivor to finish the paused worker's event and those behind it",
-        )
-
-        # When the zombie resumes
-        resumed_at = resume(system, zombie)
-    finally:
-        if resumed_at is None:
-            resume(system, zombie)
+    # When its worker is paused mid-event and the broker closes that worker's connection,
+    # Then the other worker takes the mailbox over and finishes all three events; and when
+    # the zombie resumes
+    paused_at, resumed_at = await frozen_until(
+        system,
+        zombie,
+        lambda: all(event(system, e)["status"] == "succeeded" for e in [long_id, *behind]),
+        30,
+        "the survivor to finish the paused worker's event and those behind it",
+        cut=ids[zombie] or "",
+    )
 
     # Then its late outcome is refused by the fence
     await eventually(
@@ -218,31 +235,19 @@ async def test_a_frozen_worker_whose_connection_stays_up_loses_its_mailbox_to_th
     install_attempt_audit(system)
 
     # Given a client whose 2 s event runs on a worker, with two events queued behind it
-    token = system.token(system.admin_client("frozen"))
-    long_id = post(system, token, LONG_MS)
-    behind = [post(system, token, 20) for _ in range(2)]
-    row: Any = await eventually(
-        lambda: (r := event(system, long_id))["status"] == "processing" and r["host"] and r,
-        30,
-        "the 2 s event to start",
-    )
+    long_id, behind, row = await long_event_with_two_behind(system, "frozen")
     frozen = names[row["host"]]
     survivor = next(name for name in names.values() if name != frozen)
 
-    # When that worker is frozen, its connection left as it is
-    paused_at = pause(system, frozen)
-    resumed_at = None
-    try:
-        # Then the other worker finishes all three events once RabbitMQ drops the frozen one
-        await eventually(
-            lambda: all(event(system, e)["status"] == "succeeded" for e in [long_id, *behind]),
-            60,
-            "the survivor to take the frozen worker's mailbox over",
-        )
-        resumed_at = resume(system, frozen)
-    finally:
-        if resumed_at is None:
-            resume(system, frozen)
+    # When that worker is frozen, its connection left as it is, Then the other worker
+    # finishes all three events once RabbitMQ drops the frozen one
+    paused_at, _ = await frozen_until(
+        system,
+        frozen,
+        lambda: all(event(system, e)["status"] == "succeeded" for e in [long_id, *behind]),
+        60,
+        "the survivor to take the frozen worker's mailbox over",
+    )
 
     # And the one outcome is the survivor's; the frozen worker's is refused when it wakes
     trail = writes(system, "event_id::text = $1", long_id)
