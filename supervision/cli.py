@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from actors import logs
+from actors import logs, tracing
 from actors.credentials import hash_secret, new_secret
 from actors.settings import Settings, SettingsError
 from actors.store import Journal
@@ -95,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"seriatim: {error}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, args.command)
+    if args.command in ("gateway", "worker"):
+        tracing.configure(f"seriatim-{args.command}")
     try:
         return _run(args, settings)
     except KeyboardInterrupt:
