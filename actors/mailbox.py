@@ -14,7 +14,7 @@ from typing import Any
 import dramatiq
 from opentelemetry.trace import Span
 
-from actors import metrics, tracing
+from actors import logs, metrics, tracing
 from actors.backoff import Backoff
 from actors.handlers import Event, HandlerRegistry
 from actors.policy import RestartIntensity
@@ -166,9 +166,16 @@ class Mailbox:
     async def _run(self, message: EventMessage) -> None:
         if message.seq <= await self._done():
             return
-        with tracing.processing(
-            self._queue_name, message.event_id, message.client_id, message.seq, message.traceparent
-        ) as span:
+        with (
+            tracing.processing(
+                self._queue_name,
+                message.event_id,
+                message.client_id,
+                message.seq,
+                message.traceparent,
+            ) as span,
+            logs.bound(client_id=message.client_id, event_id=message.event_id),
+        ):
             self.last_traceparent = tracing.current_traceparent() or ""
             await self._attempts(message, span)
 

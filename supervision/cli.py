@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -94,7 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"seriatim: {error}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level, args.command)
+    if args.command == "up" and _on_a_terminal():  # readable lines for whoever watches
+        os.environ["SERIATIM_LOG_FORMAT"] = "console"  # for the child processes too
+        settings = dataclasses.replace(settings, log_format="console")
+    logs.configure(settings.log_level, args.command, settings.log_format)
     if args.command in ("gateway", "worker"):
         tracing.configure(f"seriatim-{args.command}")
     try:
@@ -104,6 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, asyncpg.PostgresError, ValueError, ImportError, RuntimeError) as error:
         print(f"seriatim {args.command}: {error}", file=sys.stderr)
         return 1
+
+
+def _on_a_terminal() -> bool:
+    """stdout is a terminal and SERIATIM_LOG_FORMAT leaves the choice to us."""
+    return sys.stdout.isatty() and not os.environ.get("SERIATIM_LOG_FORMAT", "").strip()
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
