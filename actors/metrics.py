@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from prometheus_client import (
@@ -182,8 +182,18 @@ async def refresh_journal_gauges(
             await asyncio.wait_for(stopping.wait(), every)
 
 
-async def serve_metrics(host: str, port: int, stopping: asyncio.Event) -> None:
-    """Answer GET /metrics until `stopping` is set (OpenMetrics when asked for)."""
+Render = Callable[[str | None], Awaitable[tuple[bytes, str]]]
+
+
+async def _local(accept: str | None) -> tuple[bytes, str]:
+    return exposition(accept)
+
+
+async def serve_metrics(
+    host: str, port: int, stopping: asyncio.Event, render: Render = _local
+) -> None:
+    """Answer GET /metrics until `stopping` is set: this process's metrics (OpenMetrics when
+    asked for), or whatever `render(accept_header)` makes."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -191,7 +201,7 @@ async def serve_metrics(host: str, port: int, stopping: asyncio.Event) -> None:
                 request = await reader.readuntil(b"\r\n\r\n")
             path = request.split(b" ", 2)[1] if request.count(b" ") >= 2 else b""
             if request.startswith(b"GET ") and path.split(b"?")[0] == b"/metrics":
-                body, kind = exposition(_header(request, b"accept"))
+                body, kind = await render(_header(request, b"accept"))
                 status = b"200 OK"
             else:
                 status, body, kind = b"404 Not Found", b"not found: try /metrics\n", "text/plain"

@@ -35,6 +35,12 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up = commands.add_parser("up", help="apply the schema and run the whole system here")
     up.add_argument("--workers", type=_count, default=2, help="worker processes (default 2)")
+    up.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=9464,
+        help="serve the metrics of every process on this port (default 9464; 0: none)",
+    )
     gateway = commands.add_parser("gateway", help="run the HTTP gateway")
     gateway.add_argument("--host", help="listen address (default SERIATIM_HTTP_HOST)")
     gateway.add_argument("--port", type=_port, help="listen port (default SERIATIM_HTTP_PORT)")
@@ -139,7 +145,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from supervision.process import run_up
 
     asyncio.run(migrate(settings.database_url))
-    return asyncio.run(run_up(settings, args.workers))
+    return asyncio.run(run_up(settings, args.workers, args.metrics_port or None))
 
 
 async def _create_client(settings: Settings, name: str, admin: bool) -> dict[str, object]:
