@@ -59,6 +59,22 @@ def test_every_panel_has_a_title_a_description_and_a_query() -> None:
         assert panel["targets"], panel["title"]
 
 
+def test_the_compose_prometheus_config_passes_promtool() -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        message = "promtool is not installed (scripts/prometheus installs it)"
+        if harness.IN_CI:
+            pytest.fail(message + " (CI=true: integration tests must not skip)")
+        pytest.skip(message)
+    checked = subprocess.run(
+        [promtool, "check", "config", str(ROOT / "deploy" / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
 # --- the parts -------------------------------------------------------------------------------
 
 
