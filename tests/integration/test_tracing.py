@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -194,3 +195,34 @@ def test_supervisor_actions_are_spans_linked_to_the_event_that_caused_them(
         lambda: linked("seriatim.supervisor passivate", consumer.span_id), 30, "a passivation"
     )
     assert passivate.attributes["seriatim.client_id"] == record["client_id"]
+
+
+def test_an_event_left_to_the_outbox_relay_stays_in_the_trace_of_its_request(
+    traced: System, receiver: Receiver
+) -> None:
+    # Given an event committed under a request's trace but never published (as after a
+    # gateway crash between commit and publish)
+    client = traced.admin_client("relayed")
+    trace_id, request_span = secrets.token_hex(16), secrets.token_hex(8)
+    [row] = traced.sql(
+        "WITH counter AS (UPDATE clients SET last_seq = last_seq + 1 WHERE id = $1::uuid "
+        "RETURNING last_seq) "
+        "INSERT INTO events (client_id, seq, type, payload, traceparent, accepted_at) "
+        "SELECT $1::uuid, last_seq, 'demo.echo', '{}'::jsonb, $2, now() - interval '1 minute' "
+        "FROM counter RETURNING id::text",
+        client["client_id"],
+        f"00-{trace_id}-{request_span}-01",
+    )
+
+    # When the relay (or the mailbox, from the journal) gets it processed
+    token = traced.token(client)
+    record = finished(traced, token, row["id"])
+
+    # Then its processing is in the request's trace, under the request's span
+    assert record["trace_id"] == trace_id
+    spans = spans_of(receiver, trace_id, {"seriatim.mailbox process": 1})
+    consumer = one(spans, "seriatim.mailbox process")
+    sends = [span for span in spans if span.name == "seriatim.mailbox send"]
+    parents = {request_span} | {send.span_id for send in sends}
+    assert consumer.parent_id in parents
+    assert all(send.parent_id == request_span for send in sends)
