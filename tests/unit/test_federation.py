@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from supervision.cli import parser
 from supervision.federation import merge
 
 GATEWAY = """# HELP seriatim_attempts_total Handler attempts, by result.
@@ -40,3 +41,8 @@ def test_each_sample_is_labelled_with_its_process_under_one_family() -> None:
 
 def test_no_process_gives_an_empty_exposition() -> None:
     assert merge({}) == b""
+
+
+def test_seriatim_up_serves_all_metrics_on_9464_unless_told_otherwise() -> None:
+    assert parser().parse_args(["up"]).metrics_port == 9464
+    assert parser().parse_args(["up", "--metrics-port", "0"]).metrics_port == 0
