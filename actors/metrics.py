@@ -86,21 +86,30 @@ SUSPENSIONS = Counter(
     "seriatim_mailbox_suspensions", "Mailboxes suspended by the supervisor, by cause.", ["cause"]
 )
 
-# --- the journal as a whole (the same figure from every process: aggregate with max) --------
-MAILBOXES = Gauge("seriatim_mailboxes", "Mailboxes in the journal, by state.", ["state"])
-BACKLOG = Gauge("seriatim_backlog_events", "Events accepted but not yet terminal, all clients.")
+# --- the journal as a whole: registered only by the processes that read them (the workers),
+# each reporting the same figure, so aggregate with max ----------------------------------------
+MAILBOXES = Gauge(
+    "seriatim_mailboxes", "Mailboxes in the journal, by state.", ["state"], registry=None
+)
+BACKLOG = Gauge(
+    "seriatim_backlog_events", "Events accepted but not yet terminal, all clients.", registry=None
+)
 OLDEST_QUEUED = Gauge(
     "seriatim_oldest_queued_event_age_seconds",
     "Age of the oldest event not yet terminal (0 when there is none).",
+    registry=None,
 )
 RELAY_LAG = Gauge(
     "seriatim_relay_lag_seconds",
     "Age of the oldest accepted event not yet published to RabbitMQ (0 when there is none).",
+    registry=None,
 )
 JOURNAL_READ = Gauge(
     "seriatim_journal_gauges_timestamp_seconds",
     "When the journal-wide gauges were last read (unix time).",
+    registry=None,
 )
+_JOURNAL_GAUGES = (MAILBOXES, BACKLOG, OLDEST_QUEUED, RELAY_LAG, JOURNAL_READ)
 RELAYED = Counter("seriatim_relay_republished", "Events the outbox relay published again.")
 
 # --- dependencies ----------------------------------------------------------------------------
@@ -172,7 +181,11 @@ class _GaugeSource(Protocol):
 async def refresh_journal_gauges(
     journal: _GaugeSource, stopping: asyncio.Event, every: float = 5.0
 ) -> None:
-    """Read the journal-wide gauges every `every` seconds until `stopping` is set."""
+    """Export the journal-wide gauges from this process and read them every `every` seconds
+    until `stopping` is set."""
+    for gauge in _JOURNAL_GAUGES:
+        with contextlib.suppress(ValueError):  # registered already (a second worker in-process)
+            REGISTRY.register(gauge)
     while not stopping.is_set():
         try:
             set_journal_gauges(await journal.observability_gauges())

@@ -84,6 +84,13 @@ def current_ids() -> tuple[str, str] | None:
     return format(span_context.trace_id, "032x"), format(span_context.span_id, "016x")
 
 
+def annotate(**attributes: str | int) -> None:
+    """Add `seriatim.<name>` attributes to the current span (the request's, say)."""
+    span = trace.get_current_span()
+    for name, value in attributes.items():
+        span.set_attribute(f"seriatim.{name}", value)
+
+
 # --- the spans of an event -------------------------------------------------------------------
 
 

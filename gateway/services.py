@@ -136,6 +136,7 @@ class Services:
             raise invalid_token("the token's client no longer exists")
         metrics.EVENTS_ACCEPTED.inc()
         row = accepted.event
+        tracing.annotate(client_id=str(row.client_id), event_id=str(row.id), seq=row.seq)
         self._publish_soon(EventMessage.of(row), wake_supervisor=accepted.caught_up)
         return JSONResponse(
             accepted_json(row), status_code=202, headers={"Location": f"/v1/events/{row.id}"}

@@ -117,6 +117,8 @@ def test_one_post_gives_one_trace_from_the_request_to_the_database(
     assert (server.kind, server.service, server.parent_id) == ("SERVER", "seriatim-gateway", "")
     assert server.attributes["http.route"] == "/v1/events"
     assert server.attributes["http.response.status_code"] == 202
+    assert server.attributes["seriatim.client_id"] == accepted["client_id"]
+    assert server.attributes["seriatim.event_id"] == accepted["id"]
     assert (accept.kind, accept.parent_id) == ("CLIENT", server.span_id)
     assert accept.attributes["db.system"] == "postgresql"
     assert (producer.kind, producer.parent_id) == ("PRODUCER", server.span_id)
