@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test lint format unit services clean
+.PHONY: install up test lint format unit services prometheus clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ install: $(STAMP)  ## a virtualenv with seriatim and its dev tools
 services:  ## start PostgreSQL and RabbitMQ if they are installed but down
 	scripts/services
 
+prometheus:  ## a Prometheus binary for the dashboard test (Debian's package)
+	scripts/prometheus
+
 up: install services  ## the whole system on this machine (Ctrl-C stops it)
 	$(BIN)/seriatim up
 
@@ -26,7 +29,7 @@ lint: install  ## format check, lint, types and import layers
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: install services lint  ## everything CI runs: the suite, then again on quorum queues
+test: install services prometheus lint  ## everything CI runs: the suite, then again on quorum queues
 	$(BIN)/pytest
 	SERIATIM_QUEUE_TYPE=quorum $(BIN)/pytest tests/integration tests/fault
 

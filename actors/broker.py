@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from actors import metrics, tracing
 from actors.amqp import AmqpChannel, AmqpConnection, AmqpError, PublishFailed, QueueCounts
 from actors.backoff import Backoff
 from actors.protocol import Control, EventMessage
@@ -82,17 +84,24 @@ class Publisher:
         return counts
 
     async def publish_event(self, message: EventMessage) -> None:
-        """Put an event in its client's mailbox queue (declared on first use)."""
-        try:
-            await self.declare_mailbox(str(message.client_id))
-            queue = self._settings.mailbox_queue(str(message.client_id))
-            body = message.to_dramatiq(queue).encode()
-            channel = await self._open_channel()
-            await channel.publish(queue, body, message_id=str(message.event_id))
-        except PublishFailed:
-            raise
-        except AmqpError as error:
-            raise PublishFailed(str(error)) from error
+        """Put an event in its client's mailbox queue (declared on first use), in a PRODUCER
+        span whose context the message carries to the consumer."""
+        queue = self._settings.mailbox_queue(str(message.client_id))
+        with tracing.publishing(
+            queue, message.event_id, message.client_id, message.seq, message.traceparent
+        ):
+            traced = dataclasses.replace(
+                message, traceparent=tracing.current_traceparent() or message.traceparent
+            )
+            try:
+                await self.declare_mailbox(str(message.client_id))
+                body = traced.to_dramatiq(queue).encode()
+                channel = await self._open_channel()
+                await channel.publish(queue, body, message_id=str(message.event_id))
+            except PublishFailed:
+                raise
+            except AmqpError as error:
+                raise PublishFailed(str(error)) from error
 
     async def tell_supervisor(self, control: Control, *, persistent: bool = False) -> None:
         """Send a fact to the active supervisor; `persistent` for facts the journal lacks."""
@@ -138,6 +147,7 @@ class BrokerLink:
         self.publisher: Publisher | None = None
         self.connected = asyncio.Event()
         self._backoff = Backoff(min=0.2, max=2.0, jitter=0.3)  # a refused connect is cheap
+        metrics.BROKER_CONNECTED.set_function(lambda: float(self.connected.is_set()))
 
     def on_connect(self, callback: OnConnect) -> None:
         """Run `callback` on every new connection, in the order registered."""
@@ -163,6 +173,7 @@ class BrokerLink:
             for callback in self._on_connect:
                 await callback(connection)
             self.connected.set()
+            metrics.BROKER_CONNECTS.inc()
             log.info("connected to RabbitMQ")
             stop: asyncio.Future[Any] = asyncio.ensure_future(stopping.wait())
             await asyncio.wait([stop, connection.closed], return_when=asyncio.FIRST_COMPLETED)

@@ -17,7 +17,7 @@ from typing import Any
 
 import dramatiq
 
-from actors import metrics
+from actors import metrics, tracing
 from actors.amqp import AmqpChannel, AmqpConnection, AmqpError, Delivery
 from actors.backoff import Backoff
 from actors.broker import BrokerLink
@@ -186,6 +186,8 @@ class MailboxHost:
             entry = _Active(mailbox)
             self._active[client_id] = entry
         await self._subscribe(entry)
+        if entry.consumer_tag is not None:
+            metrics.ACTIVATIONS.inc()
         log.info("mailbox %s active on %s", client_id, self.worker_id)
 
     async def _subscribe(self, entry: _Active) -> None:
@@ -347,6 +349,11 @@ class MailboxHost:
     async def _passivate(self, entry: _Active) -> None:
         """Stop consuming an idle mailbox and hand it back; resume it if that fails."""
         client = entry.mailbox.client_id
+        with tracing.supervising("passivate", client, entry.mailbox.last_traceparent) as span:
+            span.set_attribute("seriatim.worker_id", self.worker_id)
+            await self._passivate_now(entry, client)
+
+    async def _passivate_now(self, entry: _Active, client: uuid.UUID) -> None:
         entry.passivating = True
         try:
             if entry.channel is not None and entry.consumer_tag is not None:
@@ -362,6 +369,7 @@ class MailboxHost:
             return
         if self._active.get(client) is entry:
             del self._active[client]
+        metrics.PASSIVATIONS.inc()
         log.info("mailbox %s passivated", client)
         publisher = self._link.publisher
         try:
@@ -376,7 +384,9 @@ class MailboxHost:
         log.warning("mailbox %s escalates to the supervisor: %s", client, reason)
         self._escalated.add(client)  # until the journal says it is suspended
         await self._let_go(entry)
-        failed = MailboxFailed(client, self.worker_id, escalation.cause, reason)
+        failed = MailboxFailed(
+            client, self.worker_id, escalation.cause, reason, entry.mailbox.last_traceparent
+        )
         publisher = self._link.publisher
         try:
             if publisher is None:

@@ -12,8 +12,9 @@ import uuid
 from typing import Any
 
 import dramatiq
+from opentelemetry.trace import Span
 
-from actors import metrics
+from actors import logs, metrics, tracing
 from actors.backoff import Backoff
 from actors.handlers import Event, HandlerRegistry
 from actors.policy import RestartIntensity
@@ -104,6 +105,7 @@ class Mailbox:
         self._stopping = asyncio.Event()
         self._failures: collections.deque[float] = collections.deque()
         self.last_active = time.monotonic()
+        self.last_traceparent = ""  # of the event processed last, for the passivation span
 
     @property
     def busy(self) -> bool:
@@ -164,6 +166,20 @@ class Mailbox:
     async def _run(self, message: EventMessage) -> None:
         if message.seq <= await self._done():
             return
+        with (
+            tracing.processing(
+                self._queue_name,
+                message.event_id,
+                message.client_id,
+                message.seq,
+                message.traceparent,
+            ) as span,
+            logs.bound(client_id=message.client_id, event_id=message.event_id),
+        ):
+            self.last_traceparent = tracing.current_traceparent() or ""
+            await self._attempts(message, span)
+
+    async def _attempts(self, message: EventMessage, span: Span) -> None:
         envelope = message.to_dramatiq(self._queue_name)
         started = time.monotonic()
         while True:
@@ -171,6 +187,11 @@ class Mailbox:
             if attempt is None:  # terminal already: somebody else finished it
                 self._done_seq = None
                 return
+            span.set_attribute("seriatim.attempt", attempt)
+            if attempt == 1 and message.accepted_at is not None:
+                wait = max(0.0, time.time() - message.accepted_at)
+                span.set_attribute("seriatim.queue_wait_s", round(wait, 6))
+                metrics.observe_queue_wait(wait)
             if attempt > self._policy.max_attempts:
                 outcome = Outcome(
                     False,
@@ -184,12 +205,13 @@ class Mailbox:
             metrics.ATTEMPTS.labels("ok" if outcome.ok else "failed").inc()
             if outcome.ok:
                 await self._record(message, outcome, attempt)
-                metrics.PROCESSING_SECONDS.observe(time.monotonic() - started)
+                metrics.observe_processing(time.monotonic() - started)
                 return
             if await self._failed(message, outcome, attempt):
-                metrics.PROCESSING_SECONDS.observe(time.monotonic() - started)
+                metrics.observe_processing(time.monotonic() - started)
                 return
-            await self._backoff(attempt)
+            with tracing.restarting(attempt, self._policy.backoff.delay(attempt)) as delay:
+                await self._backoff(delay)
 
     async def _failed(self, message: EventMessage, outcome: Outcome, attempt: int) -> bool:
         """Handle a failed attempt; True when the event is finished (dead).
@@ -230,7 +252,10 @@ class Mailbox:
             message.event_id, message.client_id, message.seq, message.type, message.payload, attempt
         )
         self._broker.emit_before("process_message", envelope)
-        outcome = await self._call(event)
+        with tracing.attempting(event.type, attempt) as span:
+            outcome = await self._call(event)
+            if not outcome.ok:
+                tracing.failed(span, outcome.value["type"], outcome.value["message"])
         exception = None if outcome.ok else RuntimeError(outcome.value["message"])
         self._broker.emit_after(
             "process_message",
@@ -287,8 +312,7 @@ class Mailbox:
         self._done_seq = None
         return False
 
-    async def _backoff(self, attempt: int) -> None:
-        delay = self._policy.backoff.delay(attempt)
+    async def _backoff(self, delay: float) -> None:
         try:
             await asyncio.wait_for(self._stopping.wait(), timeout=delay)
         except TimeoutError:

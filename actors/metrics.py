@@ -1,26 +1,124 @@
-"""Prometheus metrics of the runtime (labels bounded: never a client id) and their endpoint."""
+"""Prometheus metrics of every seriatim process (labels bounded: never a client id), the
+journal-wide gauges, and the worker's metrics endpoint."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.openmetrics import exposition as openmetrics
+
+from actors import tracing
 
 log = logging.getLogger(__name__)
 
+_LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_WAIT = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+# --- HTTP (gateway) ------------------------------------------------------------------------
+HTTP_REQUESTS = Counter(
+    "seriatim_http_requests",
+    "HTTP requests answered, by route template, method and status class (2xx, 4xx, ...).",
+    ["route", "method", "status_class"],
+)
+HTTP_SECONDS = Histogram(
+    "seriatim_http_request_duration_seconds",
+    "Time to answer an HTTP request, by route template and method.",
+    ["route", "method"],
+    buckets=_LATENCY,
+)
+HTTP_IN_FLIGHT = Gauge("seriatim_http_requests_in_flight", "HTTP requests being answered.")
+
+# --- intake ----------------------------------------------------------------------------------
+EVENTS_ACCEPTED = Counter("seriatim_events_accepted", "Events committed to the journal (202).")
+EVENTS_REJECTED = Counter(
+    "seriatim_events_rejected", "Event submissions refused, by reason.", ["reason"]
+)
+REJECTION_REASONS = {
+    400: "invalid",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    408: "timeout",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+# --- processing ------------------------------------------------------------------------------
 EVENTS_PROCESSED = Counter(
     "seriatim_events_processed", "Events that reached a terminal state, by outcome.", ["outcome"]
 )
 ATTEMPTS = Counter("seriatim_attempts", "Handler attempts, by result.", ["result"])
 PROCESSING_SECONDS = Histogram(
-    "seriatim_event_processing_seconds", "Time from an event's first attempt to its outcome."
+    "seriatim_event_processing_seconds",
+    "Time from an event's first attempt to its outcome.",
+    buckets=_LATENCY,
 )
+QUEUE_WAIT_SECONDS = Histogram(
+    "seriatim_event_queue_wait_seconds",
+    "Time from an event's acceptance to the start of its first attempt.",
+    buckets=_WAIT,
+)
+RESTARTS = Counter(
+    "seriatim_mailbox_restarts", "Failed attempts that will be retried in place (retries)."
+)
+
+# --- mailbox lifecycle -----------------------------------------------------------------------
 ACTIVE_MAILBOXES = Gauge("seriatim_mailboxes_active", "Mailboxes active in this process.")
-RESTARTS = Counter("seriatim_mailbox_restarts", "Failed attempts that will be retried in place.")
+ACTIVATIONS = Counter("seriatim_mailbox_activations", "Mailboxes this process started consuming.")
+PASSIVATIONS = Counter("seriatim_mailbox_passivations", "Idle mailboxes this process passivated.")
 SUSPENSIONS = Counter(
     "seriatim_mailbox_suspensions", "Mailboxes suspended by the supervisor, by cause.", ["cause"]
+)
+
+# --- the journal as a whole: registered only by the processes that read them (the workers),
+# each reporting the same figure, so aggregate with max ----------------------------------------
+MAILBOXES = Gauge(
+    "seriatim_mailboxes", "Mailboxes in the journal, by state.", ["state"], registry=None
+)
+BACKLOG = Gauge(
+    "seriatim_backlog_events", "Events accepted but not yet terminal, all clients.", registry=None
+)
+OLDEST_QUEUED = Gauge(
+    "seriatim_oldest_queued_event_age_seconds",
+    "Age of the oldest event not yet terminal (0 when there is none).",
+    registry=None,
+)
+RELAY_LAG = Gauge(
+    "seriatim_relay_lag_seconds",
+    "Age of the oldest accepted event not yet published to RabbitMQ (0 when there is none).",
+    registry=None,
+)
+JOURNAL_READ = Gauge(
+    "seriatim_journal_gauges_timestamp_seconds",
+    "When the journal-wide gauges were last read (unix time).",
+    registry=None,
+)
+_JOURNAL_GAUGES = (MAILBOXES, BACKLOG, OLDEST_QUEUED, RELAY_LAG, JOURNAL_READ)
+RELAYED = Counter("seriatim_relay_republished", "Events the outbox relay published again.")
+
+# --- dependencies ----------------------------------------------------------------------------
+DB_POOL = Gauge("seriatim_db_pool_connections", "PostgreSQL pool connections, by state.", ["state"])
+BROKER_CONNECTED = Gauge(
+    "seriatim_broker_connected", "1 while this process has a working RabbitMQ connection."
+)
+BROKER_CONNECTS = Counter(
+    "seriatim_broker_connections_opened", "RabbitMQ connections opened (1 + reconnects)."
 )
 
 for outcome in ("succeeded", "dead"):
@@ -29,10 +127,86 @@ for result in ("ok", "failed"):
     ATTEMPTS.labels(result)
 for cause in ("restart_intensity", "halt"):
     SUSPENSIONS.labels(cause)
+for state in ("idle", "active", "backing_off", "suspended"):
+    MAILBOXES.labels(state)
+for reason in sorted(set(REJECTION_REASONS.values())):
+    EVENTS_REJECTED.labels(reason)
 
 
-async def serve_metrics(host: str, port: int, stopping: asyncio.Event) -> None:
-    """Answer GET /metrics in the Prometheus text format until `stopping` is set."""
+def exemplar() -> dict[str, str] | None:
+    """The current trace id as an exemplar (shown in the OpenMetrics format only)."""
+    ids = tracing.current_ids()
+    return {"trace_id": ids[0]} if ids else None
+
+
+def observe_queue_wait(seconds: float) -> None:
+    QUEUE_WAIT_SECONDS.observe(seconds, exemplar())
+
+
+def observe_processing(seconds: float) -> None:
+    PROCESSING_SECONDS.observe(seconds, exemplar())
+
+
+def watch_pool(size: Callable[[], int], idle: Callable[[], int]) -> None:
+    """Report a connection pool's size as in use / idle connections."""
+    DB_POOL.labels("in_use").set_function(lambda: size() - idle())
+    DB_POOL.labels("idle").set_function(idle)
+
+
+def exposition(accept: str | None) -> tuple[bytes, str]:
+    """The metrics in OpenMetrics (with exemplars) when the scraper accepts it, else text."""
+    if accept and "application/openmetrics-text" in accept:
+        body: bytes = openmetrics.generate_latest(REGISTRY)  # type: ignore[no-untyped-call]
+        return body, openmetrics.CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
+
+
+def set_journal_gauges(row: Any) -> None:
+    """Set the journal-wide gauges from one row of the `observability_gauges` query."""
+    backing_off = row["backing_off"]
+    MAILBOXES.labels("idle").set(row["idle"])
+    MAILBOXES.labels("active").set(row["active"] - backing_off)
+    MAILBOXES.labels("backing_off").set(backing_off)
+    MAILBOXES.labels("suspended").set(row["suspended"])
+    BACKLOG.set(row["backlog"])
+    OLDEST_QUEUED.set(row["oldest_age"] or 0.0)
+    RELAY_LAG.set(row["relay_lag"] or 0.0)
+    JOURNAL_READ.set_to_current_time()
+
+
+class _GaugeSource(Protocol):
+    async def observability_gauges(self) -> Any: ...
+
+
+async def refresh_journal_gauges(
+    journal: _GaugeSource, stopping: asyncio.Event, every: float = 5.0
+) -> None:
+    """Export the journal-wide gauges from this process and read them every `every` seconds
+    until `stopping` is set."""
+    for gauge in _JOURNAL_GAUGES:
+        with contextlib.suppress(ValueError):  # registered already (a second worker in-process)
+            REGISTRY.register(gauge)
+    while not stopping.is_set():
+        try:
+            set_journal_gauges(await journal.observability_gauges())
+        except Exception as error:  # an outage must not stop the worker; the next read fixes it
+            log.debug("could not read the journal gauges: %s", error)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), every)
+
+
+Render = Callable[[str | None], Awaitable[tuple[bytes, str]]]
+
+
+async def _local(accept: str | None) -> tuple[bytes, str]:
+    return exposition(accept)
+
+
+async def serve_metrics(
+    host: str, port: int, stopping: asyncio.Event, render: Render = _local
+) -> None:
+    """Answer GET /metrics until `stopping` is set: this process's metrics (OpenMetrics when
+    asked for), or whatever `render(accept_header)` makes."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -40,14 +214,15 @@ async def serve_metrics(host: str, port: int, stopping: asyncio.Event) -> None:
                 request = await reader.readuntil(b"\r\n\r\n")
             path = request.split(b" ", 2)[1] if request.count(b" ") >= 2 else b""
             if request.startswith(b"GET ") and path.split(b"?")[0] == b"/metrics":
-                status, body, kind = b"200 OK", generate_latest(), CONTENT_TYPE_LATEST.encode()
+                body, kind = await render(_header(request, b"accept"))
+                status = b"200 OK"
             else:
-                status, body, kind = b"404 Not Found", b"not found: try /metrics\n", b"text/plain"
+                status, body, kind = b"404 Not Found", b"not found: try /metrics\n", "text/plain"
             writer.write(
                 b"HTTP/1.1 "
                 + status
                 + b"\r\nContent-Type: "
-                + kind
+                + kind.encode()
                 + b"\r\nContent-Length: "
                 + str(len(body)).encode()
                 + b"\r\nConnection: close\r\n\r\n"
@@ -65,3 +240,11 @@ async def serve_metrics(host: str, port: int, stopping: asyncio.Event) -> None:
     log.info("metrics on http://%s:%d/metrics", host, port)
     async with server:
         await stopping.wait()
+
+
+def _header(request: bytes, name: bytes) -> str | None:
+    for line in request.split(b"\r\n")[1:]:
+        key, _, value = line.partition(b":")
+        if key.strip().lower() == name:
+            return value.strip().decode("latin-1")
+    return None

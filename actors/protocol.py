@@ -28,13 +28,24 @@ class EventMessage:
     type: str
     payload: Any
     traceparent: str | None = None
+    accepted_at: float | None = None  # seconds since the epoch, for the queue wait
 
     @classmethod
     def of(cls, row: EventRow) -> EventMessage:
-        return cls(row.id, row.client_id, row.seq, row.type, row.payload, row.traceparent)
+        return cls(
+            row.id,
+            row.client_id,
+            row.seq,
+            row.type,
+            row.payload,
+            row.traceparent,
+            row.accepted_at.timestamp(),
+        )
 
     def to_dramatiq(self, queue_name: str) -> dramatiq.Message[Any]:
-        options = {"traceparent": self.traceparent} if self.traceparent else {}
+        options: dict[str, Any] = {"traceparent": self.traceparent} if self.traceparent else {}
+        if self.accepted_at is not None:
+            options["accepted_at"] = self.accepted_at
         return dramatiq.Message(
             queue_name=queue_name,
             actor_name=MAILBOX_ACTOR,
@@ -66,9 +77,15 @@ class EventMessage:
                 str(kw["type"]),
                 kw["payload"],
                 message.options.get("traceparent"),
+                _seconds(message.options.get("accepted_at")),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ProtocolError(f"malformed mailbox message: {error!r}") from None
+
+
+def _seconds(value: Any) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if ok else None
 
 
 def decode_dramatiq(body: bytes) -> dramatiq.Message[Any]:
@@ -114,6 +131,7 @@ class MailboxWanted(Control):
 
     kind: ClassVar[str] = "mailbox_wanted"
     client_id: uuid.UUID
+    traceparent: str = ""  # of the event that wants it, for the supervisor's span link
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +152,7 @@ class MailboxFailed(Control):
     worker_id: str
     cause: str  # "restart_intensity" or "halt"
     reason: str
+    traceparent: str = ""  # of the event that failed last
 
 
 @dataclasses.dataclass(frozen=True)

@@ -40,6 +40,7 @@ class Settings:
     max_body_bytes: int = 256 * 1024
     relay_after: float = 5.0
     log_level: str = "INFO"
+    log_format: str = "json"
 
     def __post_init__(self) -> None:
         for name in ("database_url", "amqp_url"):
@@ -57,6 +58,10 @@ class Settings:
             raise SettingsError(
                 "SERIATIM_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, "
                 f"not {self.log_level!r}"
+            )
+        if self.log_format not in ("json", "console"):
+            raise SettingsError(
+                f"SERIATIM_LOG_FORMAT must be json or console, not {self.log_format!r}"
             )
         _at_least("SERIATIM_HTTP_PORT", self.http_port, 0, 65535)
         _at_least("SERIATIM_TOKEN_TTL", self.token_ttl, 60, 86400)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -21,6 +22,7 @@ from gateway import events, health, mailboxes
 from gateway.auth import jwks_endpoint, token_endpoint
 from gateway.problems import Problem, on_http_exception, on_problem, on_unexpected
 from gateway.services import Services
+from gateway.telemetry import Telemetry
 from gateway.tokens import load_tokens
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,7 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=routes(),
         lifespan=lifespan,
+        middleware=[Middleware(Telemetry)],
         exception_handlers={
             Problem: on_problem,
             HTTPException: on_http_exception,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from actors import tracing
 from actors.policy import RestartIntensity
 from actors.store import EventRow, MailboxRow
 
@@ -22,6 +23,7 @@ def event_json(row: EventRow) -> dict[str, Any]:
         "finished_at": _time(row.finished_at),
         "result": row.result,
         "error": row.error,
+        "trace_id": tracing.trace_id_of(row.traceparent),
     }
     if row.redrive_of is not None:
         body["redrive_of"] = str(row.redrive_of)

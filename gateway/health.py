@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from actors import metrics as telemetry
 from gateway.services import services_of
 
 
@@ -42,4 +42,5 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    body, kind = telemetry.exposition(request.headers.get("accept"))
+    return Response(body, headers={"Content-Type": kind})

@@ -11,6 +11,7 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from actors import metrics, tracing
 from actors.amqp import PublishFailed
 from actors.broker import BrokerLink
 from actors.handlers import HandlerRegistry
@@ -129,10 +130,13 @@ class Services:
             idempotency_key=idempotency_key,
             request_hash=request_hash,
             redrive_of=redrive_of,
+            traceparent=tracing.current_traceparent(),
         )
         if accepted is None:
             raise invalid_token("the token's client no longer exists")
+        metrics.EVENTS_ACCEPTED.inc()
         row = accepted.event
+        tracing.annotate(client_id=str(row.client_id), event_id=str(row.id), seq=row.seq)
         self._publish_soon(EventMessage.of(row), wake_supervisor=accepted.caught_up)
         return JSONResponse(
             accepted_json(row), status_code=202, headers={"Location": f"/v1/events/{row.id}"}
@@ -173,7 +177,9 @@ class Services:
             if wake_supervisor:  # both on one channel: RabbitMQ routes them in this order
                 await asyncio.gather(
                     publisher.publish_event(message),
-                    publisher.tell_supervisor(MailboxWanted(message.client_id)),
+                    publisher.tell_supervisor(
+                        MailboxWanted(message.client_id, message.traceparent or "")
+                    ),
                 )
             else:
                 await publisher.publish_event(message)

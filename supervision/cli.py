@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -13,7 +15,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from actors import logs
+from actors import logs, tracing
 from actors.credentials import hash_secret, new_secret
 from actors.settings import Settings, SettingsError
 from actors.store import Journal
@@ -33,6 +35,12 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up = commands.add_parser("up", help="apply the schema and run the whole system here")
     up.add_argument("--workers", type=_count, default=2, help="worker processes (default 2)")
+    up.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=9464,
+        help="serve the metrics of every process on this port (default 9464; 0: none)",
+    )
     gateway = commands.add_parser("gateway", help="run the HTTP gateway")
     gateway.add_argument("--host", help="listen address (default SERIATIM_HTTP_HOST)")
     gateway.add_argument("--port", type=_port, help="listen port (default SERIATIM_HTTP_PORT)")
@@ -94,7 +102,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"seriatim: {error}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level, args.command)
+    if args.command == "up" and _on_a_terminal():  # readable lines for whoever watches
+        os.environ["SERIATIM_LOG_FORMAT"] = "console"  # for the child processes too
+        settings = dataclasses.replace(settings, log_format="console")
+    logs.configure(settings.log_level, args.command, settings.log_format)
+    if args.command in ("gateway", "worker"):
+        tracing.configure(f"seriatim-{args.command}")
     try:
         return _run(args, settings)
     except KeyboardInterrupt:
@@ -102,6 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, asyncpg.PostgresError, ValueError, ImportError, RuntimeError) as error:
         print(f"seriatim {args.command}: {error}", file=sys.stderr)
         return 1
+
+
+def _on_a_terminal() -> bool:
+    """stdout is a terminal and SERIATIM_LOG_FORMAT leaves the choice to us."""
+    return sys.stdout.isatty() and not os.environ.get("SERIATIM_LOG_FORMAT", "").strip()
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
@@ -127,7 +145,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from supervision.process import run_up
 
     asyncio.run(migrate(settings.database_url))
-    return asyncio.run(run_up(settings, args.workers))
+    return asyncio.run(run_up(settings, args.workers, args.metrics_port or None))
 
 
 async def _create_client(settings: Settings, name: str, admin: bool) -> dict[str, object]:

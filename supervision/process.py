@@ -6,10 +6,15 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 
+from prometheus_client import CONTENT_TYPE_LATEST
+
 from actors.backoff import Backoff
+from actors.metrics import Render, serve_metrics
 from actors.settings import Settings
+from supervision import federation
 
 log = logging.getLogger("seriatim.up")
 
@@ -61,23 +66,49 @@ class Child:
         log.info("%s stopped%s", self.name, "" if clean else f" (exit {code})")
 
 
-async def run_up(settings: Settings, workers: int) -> int:
-    """Run the gateway and `workers` workers until SIGINT or SIGTERM."""
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+async def _serve_all_metrics(host: str, port: int, stopping: asyncio.Event, render: Render) -> None:
+    """The one metrics endpoint; a port in use costs the endpoint, never the system."""
+    try:
+        await serve_metrics(host, port, stopping, render)
+    except OSError as error:
+        log.error("cannot serve metrics on %s:%d (%s); running without", host, port, error)
+
+
+async def run_up(settings: Settings, workers: int, metrics_port: int | None = None) -> int:
+    """Run the gateway and `workers` workers until SIGINT or SIGTERM; with `metrics_port`,
+    serve all their metrics on that one port."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     command = [sys.executable, "-m", "supervision.cli"]
+    host = settings.http_host
+    targets = {"gateway": f"http://{host}:{settings.http_port}/metrics"}
     children = [Child("gateway", [*command, "gateway"])]
-    children += [Child(f"worker-{n}", [*command, "worker"]) for n in range(1, workers + 1)]
+    for n in range(1, workers + 1):
+        port = _free_port(host)
+        targets[f"worker-{n}"] = f"http://{host}:{port}/metrics"
+        children.append(Child(f"worker-{n}", [*command, "worker", "--metrics-port", str(port)]))
     log.info(
         "seriatim up: gateway on http://%s:%d, %d workers; Ctrl-C stops",
         settings.http_host,
         settings.http_port,
         workers,
     )
+
+    async def render(accept: str | None) -> tuple[bytes, str]:
+        return await federation.scrape(targets), CONTENT_TYPE_LATEST
+
     async with asyncio.TaskGroup() as tasks:
         for child in children:
             tasks.create_task(child.keep_running(stopping))
+        if metrics_port is not None:
+            tasks.create_task(_serve_all_metrics(host, metrics_port, stopping, render))
     log.info("seriatim stopped")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from actors import metrics
 from actors.amqp import PublishFailed
 from actors.broker import BrokerLink
 from actors.protocol import EventMessage
@@ -41,6 +42,7 @@ class Relay:
                 break
             published.append(row.id)
         if published:
+            metrics.RELAYED.inc(len(published))
             await self._journal.mark_published(published)
             log.info("relay republished %d events", len(published))
         return len(published)

@@ -13,9 +13,9 @@ import logging
 import time
 import uuid
 
-from actors import metrics
+from actors import metrics, tracing
 from actors.amqp import AmqpChannel, AmqpConnection, AmqpError, Delivery, PublishFailed
-from actors.broker import BrokerLink, supervisor_arguments
+from actors.broker import BrokerLink, Publisher, supervisor_arguments
 from actors.protocol import (
     Control,
     MailboxFailed,
@@ -67,6 +67,7 @@ class Supervisor:
         self._journal_outage = -LOCK_GRACE
         self._consumer: tuple[AmqpChannel, str] | None = None
         self._resigned = False
+        self._causes: dict[uuid.UUID, str] = {}  # client -> traceparent of the wanting event
 
     async def attach(self, connection: AmqpConnection) -> None:
         """Become a candidate on a new connection: consume the supervisor queue."""
@@ -159,6 +160,8 @@ class Supervisor:
         for message in messages:
             if isinstance(message, MailboxWanted):
                 wanted[message.client_id] = False
+                if message.traceparent:
+                    self._causes[message.client_id] = message.traceparent
             elif isinstance(message, MailboxPassivated):
                 load = self._workers.get(message.worker_id, 1)
                 self._workers[message.worker_id] = max(0, load - 1)
@@ -170,17 +173,22 @@ class Supervisor:
                 sweep = True
             elif isinstance(message, Tick):
                 sweep = sweep or self._sweep_due()
-        if wanted:
-            await self._ensure_active(wanted)
-        if sweep:
-            await self.sweep()
+        try:
+            if wanted:
+                await self._ensure_active(wanted)
+            if sweep:
+                await self.sweep()
+        finally:
+            self._causes.clear()
 
     async def _suspend(self, failed: MailboxFailed) -> None:
         """Escalation from a mailbox: suspend it until an operator resumes it."""
-        if await self._journal.suspend_mailbox(failed.client_id, failed.reason):
-            self._workers[failed.worker_id] = max(0, self._workers.get(failed.worker_id, 1) - 1)
-            metrics.SUSPENSIONS.labels(failed.cause).inc()
-            log.warning("mailbox %s suspended: %s", failed.client_id, failed.reason)
+        with tracing.supervising("suspend", failed.client_id, failed.traceparent) as span:
+            span.set_attribute("seriatim.cause", failed.cause)
+            if await self._journal.suspend_mailbox(failed.client_id, failed.reason):
+                self._workers[failed.worker_id] = max(0, self._workers.get(failed.worker_id, 1) - 1)
+                metrics.SUSPENSIONS.labels(failed.cause).inc()
+                log.warning("mailbox %s suspended: %s", failed.client_id, failed.reason)
 
     def _by_lock(self) -> bool:
         """Whether a worker whose lease lock is gone counts as dead (see LOCK_GRACE)."""
@@ -236,7 +244,7 @@ class Supervisor:
             placed = await self._journal.place_mailboxes(assignment)
             told = [(client, assignment[client]) for client in clients if client in placed]
             results = await asyncio.gather(
-                *(publisher.tell_worker(worker, StartMailbox(client)) for client, worker in told),
+                *(self._activate(publisher, client, worker) for client, worker in told),
                 return_exceptions=True,
             )
             clients = []
@@ -257,3 +265,9 @@ class Supervisor:
             await self._journal.release_mailbox(client, worker)
         if clients:
             log.warning("no live worker for %d mailboxes yet; the next sweep retries", len(clients))
+
+    async def _activate(self, publisher: Publisher, client: uuid.UUID, worker: str) -> None:
+        """Tell a worker to start a mailbox, in a span linked to the event that wanted it."""
+        with tracing.supervising("activate", client, self._causes.get(client)) as span:
+            span.set_attribute("seriatim.worker_id", worker)
+            await publisher.tell_worker(worker, StartMailbox(client))

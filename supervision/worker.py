@@ -17,7 +17,7 @@ from actors.amqp import PublishFailed
 from actors.broker import BrokerLink
 from actors.handlers import load_handlers
 from actors.host import MailboxHost
-from actors.metrics import serve_metrics
+from actors.metrics import refresh_journal_gauges, serve_metrics
 from actors.protocol import MAILBOX_ACTOR, WorkerStopped
 from actors.settings import Settings
 from actors.store import UNAVAILABLE, Journal
@@ -84,6 +84,7 @@ async def run_worker(
             tasks.create_task(host.passivate_idle(stopping))
             tasks.create_task(supervisor.run(stopping))
             tasks.create_task(supervisor.tick(stopping))
+            tasks.create_task(refresh_journal_gauges(journal, stopping))
             if metrics_port is not None:
                 tasks.create_task(serve_metrics(settings.http_host, metrics_port, stopping))
             await stopping.wait()

@@ -12,7 +12,9 @@ from typing import Any
 
 import asyncpg
 
+from actors import metrics
 from actors.store.queries import QUERIES
+from actors.store.traced import TracedPool
 
 Json = Any
 _NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # an escaped NUL, not an escaped backslash
@@ -132,7 +134,7 @@ class Journal:
     """One method per named query; each shapes arguments and returns frozen rows."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
+        self.pool = TracedPool(pool)
 
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> Journal:
@@ -143,7 +145,9 @@ class Journal:
             init=_init_connection,
             command_timeout=30,
         )
-        return cls(pool)
+        journal = cls(pool)
+        metrics.watch_pool(journal.pool.get_size, journal.pool.get_idle_size)
+        return journal
 
     async def close(self) -> None:
         await self.pool.close()
@@ -351,6 +355,10 @@ class Journal:
 
     async def forget_worker(self, worker_id: str) -> None:
         await self.pool.execute(QUERIES["forget_worker"], worker_id)
+
+    async def observability_gauges(self) -> Any:
+        """One row: mailboxes by state, backlog, oldest unfinished event, relay lag."""
+        return await self.pool.fetchrow(QUERIES["observability_gauges"])
 
     async def live_workers(self, alive_within: float, by_lock: bool) -> dict[str, int]:
         """Live worker ids with the number of mailboxes each holds."""

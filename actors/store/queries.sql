@@ -200,3 +200,24 @@ SELECT 1;
 
 -- name: durability
 SELECT current_setting('fsync') AS fsync, current_setting('synchronous_commit') AS synchronous_commit;
+
+-- name: observability_gauges
+-- The journal-wide figures the metrics report: mailboxes by state, the backlog, the age of
+-- the oldest unfinished event (each client's head, by the (client_id, seq) index) and the
+-- relay lag (the oldest event not yet published, by the outbox index).
+SELECT
+    (SELECT count(*) FROM clients WHERE state = 'idle') AS idle,
+    (SELECT count(*) FROM clients WHERE state = 'active') AS active,
+    (SELECT count(*) FROM clients WHERE state = 'suspended') AS suspended,
+    (SELECT count(*)
+     FROM clients c JOIN events e ON e.client_id = c.id AND e.seq = c.done_seq + 1
+     WHERE c.done_seq < c.last_seq AND c.state = 'active' AND e.status = 'retrying')
+        AS backing_off,
+    (SELECT coalesce(sum(last_seq - done_seq), 0) FROM clients WHERE done_seq < last_seq)
+        AS backlog,
+    (SELECT extract(epoch FROM now() - min(e.accepted_at))::float8
+     FROM clients c JOIN events e ON e.client_id = c.id AND e.seq = c.done_seq + 1
+     WHERE c.done_seq < c.last_seq) AS oldest_age,
+    (SELECT extract(epoch FROM now() - min(accepted_at))::float8
+     FROM events WHERE published_at IS NULL AND status NOT IN ('succeeded', 'dead'))
+        AS relay_lag;

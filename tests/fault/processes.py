@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import json
 import signal
 import subprocess
 import uuid
@@ -157,6 +158,8 @@ def supervisor_taken_at(system: System, name: str) -> datetime.datetime:
     """When a process logged that its supervisor became active (its log's local clock)."""
     for line in log_of(system, name).splitlines():
         if SUPERVISOR_ACTIVE in line:
+            if line.startswith("{"):  # a JSON line (SERIATIM_LOG_FORMAT=json, the default)
+                return datetime.datetime.fromisoformat(json.loads(line)["timestamp"])
             stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
             return stamp.astimezone(datetime.UTC)
     raise AssertionError(f"{name} never became the active supervisor")

@@ -14,6 +14,7 @@ from actors.protocol import (
     MAILBOX_ACTOR,
     Control,
     EventMessage,
+    MailboxFailed,
     MailboxPassivated,
     MailboxWanted,
     ProtocolError,
@@ -34,6 +35,7 @@ def event(**changes: Any) -> EventMessage:
         type="demo.echo",
         payload={"text": "héllo", "n": [1, 2.5, None, True], "nested": {"k": "v"}},
         traceparent=TRACEPARENT,
+        accepted_at=1795000000.123456,
     )
     return dataclasses.replace(message, **changes)
 
@@ -50,7 +52,7 @@ def test_event_round_trip_preserves_every_field() -> None:
 
 
 def test_event_without_traceparent_round_trips() -> None:
-    original = event(traceparent=None)
+    original = event(traceparent=None, accepted_at=None)
 
     assert through_the_wire(original) == original
 
@@ -119,6 +121,8 @@ CLIENT = uuid.UUID("6f1c2e2a-0000-4000-8000-000000000001")
     "control",
     [
         MailboxWanted(client_id=CLIENT),
+        MailboxWanted(client_id=CLIENT, traceparent=TRACEPARENT),
+        MailboxFailed(CLIENT, "w-1", "halt", "dead event", TRACEPARENT),
         MailboxPassivated(client_id=CLIENT, worker_id="w-1"),
         WorkerStopped(worker_id="w-2"),
         Tick(),
