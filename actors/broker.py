@@ -164,14 +164,22 @@ class BrokerLink:
                     log.warning("RabbitMQ unreachable (%s); retrying", error)
                 await _wait(stopping, self._backoff.delay(min(failures, 10)))
                 continue
-            failures = 0
-            await self._serve(connection, stopping)
+            if await self._serve(connection, stopping):
+                failures = 0
+            else:  # a broker that accepts connections but fails our set-up: back off too
+                failures += 1
+            if not stopping.is_set():
+                await _wait(stopping, self._backoff.delay(max(1, min(failures, 10))))
 
-    async def _serve(self, connection: AmqpConnection, stopping: asyncio.Event) -> None:
+    async def _serve(self, connection: AmqpConnection, stopping: asyncio.Event) -> bool:
+        """Set up and serve one connection until it is lost or `stopping`; False when the
+        set-up itself failed."""
         self.publisher = Publisher(self._settings, connection)
+        set_up = False
         try:
             for callback in self._on_connect:
                 await callback(connection)
+            set_up = True
             self.connected.set()
             metrics.BROKER_CONNECTS.inc()
             log.info("connected to RabbitMQ")
@@ -190,7 +198,7 @@ class BrokerLink:
             else:
                 with contextlib.suppress(Exception):
                     await connection.close()
-                await _wait(stopping, self._backoff.delay(1))
+        return set_up
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:
