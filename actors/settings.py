@@ -40,6 +40,8 @@ class Settings:
     max_body_bytes: int = 256 * 1024
     relay_after: float = 5.0
     log_level: str = "INFO"
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         for name in ("database_url", "amqp_url"):
@@ -69,6 +71,8 @@ class Settings:
         _at_least("SERIATIM_BACKOFF_MAX", self.backoff_max, self.backoff_min, 600)
         _at_least("SERIATIM_MAX_BODY_BYTES", self.max_body_bytes, 64, 64 * 1024 * 1024)
         _at_least("SERIATIM_RELAY_AFTER", self.relay_after, 0.1, 3600)
+        _at_least("SERIATIM_HEADER_TIMEOUT", self.header_timeout, 0.1, 600)
+        _at_least("SERIATIM_BODY_TIMEOUT", self.body_timeout, 0.1, 3600)
 
     @property
     def supervisor_queue(self) -> str:

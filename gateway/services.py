@@ -24,7 +24,6 @@ from gateway.tokens import TokenService, invalid_token
 
 log = logging.getLogger(__name__)
 
-BODY_READ_TIMEOUT = 30.0
 MAX_PUBLISHING = 10_000
 
 
@@ -99,7 +98,7 @@ class Services:
                 raise _too_large(limit)
         chunks, size = [], 0
         try:
-            async with asyncio.timeout(BODY_READ_TIMEOUT):
+            async with asyncio.timeout(self.settings.body_timeout):
                 async for chunk in request.stream():
                     size += len(chunk)
                     if size > limit:
