@@ -18,7 +18,7 @@ from actors.handlers import load_handlers
 from actors.settings import Settings
 from actors.store import UNAVAILABLE, Journal
 from gateway import events, health, mailboxes
-from gateway.auth import jwks_endpoint, token_endpoint
+from gateway.auth import jwks_endpoint, rotate_signing_key, token_endpoint
 from gateway.problems import Problem, on_http_exception, on_problem, on_unexpected
 from gateway.services import Services
 from gateway.tokens import load_tokens
@@ -62,6 +62,7 @@ def routes() -> list[Route]:
             methods=["GET", "PATCH"],
         ),
         Route("/v1/admin/mailboxes/{client_id}/resume", mailboxes.resume_mailbox, methods=["POST"]),
+        Route("/v1/admin/signing-keys", rotate_signing_key, methods=["POST"]),
     ]
 
 

@@ -26,7 +26,7 @@ def _event_id(request: Request) -> uuid.UUID:
 
 
 async def post_event(request: Request) -> Response:
-    caller = principal(request, "events:write")
+    caller = await principal(request, "events:write")
     services = services_of(request)
     intake.require_json(request.headers.get("content-type"))
     key = intake.idempotency_key(request.headers.get("idempotency-key"))
@@ -83,7 +83,7 @@ async def _replay(
 
 
 async def get_event(request: Request) -> Response:
-    caller = principal(request, "events:read")
+    caller = await principal(request, "events:read")
     row = await services_of(request).journal.event(caller.client_id, _event_id(request))
     if row is None:
         raise Problem(404, "not-found", "no such event")
@@ -91,7 +91,7 @@ async def get_event(request: Request) -> Response:
 
 
 async def list_events(request: Request) -> Response:
-    caller = principal(request, "events:read")
+    caller = await principal(request, "events:read")
     params = request.query_params
     intake.only_params(params, ("status", "after_seq", "limit"))
     status = intake.query_choice(params, "status", intake.STATUSES)
@@ -105,7 +105,7 @@ async def list_events(request: Request) -> Response:
 
 
 async def redrive_event(request: Request) -> Response:
-    caller = principal(request, "events:write")
+    caller = await principal(request, "events:write")
     services = services_of(request)
     row = await services.journal.event(caller.client_id, _event_id(request))
     if row is None:

@@ -20,11 +20,12 @@ from actors.settings import Settings
 from actors.store import UNAVAILABLE, Journal
 from gateway.bodies import accepted_json
 from gateway.problems import Problem
-from gateway.tokens import TokenService, invalid_token
+from gateway.tokens import TokenService, invalid_token, journal_keys
 
 log = logging.getLogger(__name__)
 
 MAX_PUBLISHING = 10_000
+KEY_RELOAD_INTERVAL = 1.0  # at most one signing-key reload per this many seconds
 
 
 class PublishedMarks:
@@ -86,6 +87,18 @@ class Services:
         self.in_progress: set[tuple[uuid.UUID, str]] = set()
         self._publishing: set[asyncio.Task[None]] = set()
         self._broker_down = False
+        self._keys_loaded = float("-inf")
+
+    async def refresh_keys(self, *, now: bool = False) -> None:
+        """Reload the signing keys from the journal (another gateway may have rotated them);
+        without `now`, at most once per KEY_RELOAD_INTERVAL, so unknown kids cost little."""
+        if self.settings.jwt_key_file:
+            return
+        clock = asyncio.get_running_loop().time()
+        if not now and clock - self._keys_loaded < KEY_RELOAD_INTERVAL:
+            return
+        self._keys_loaded = clock
+        self.tokens.use(await journal_keys(self.settings, self.journal))
 
     async def read_body(self, request: Request, limit: int | None = None) -> bytes:
         """The whole body, refused with 413 as soon as it exceeds the limit."""

@@ -356,8 +356,9 @@ class Journal:
 
     async def ensure_signing_key(
         self, generate: Callable[[], tuple[str, dict[str, Any]]]
-    ) -> list[tuple[str, dict[str, Any]]]:
-        """All signing keys, oldest first; the first caller ever stores one from `generate`."""
+    ) -> list[tuple[str, dict[str, Any], datetime.datetime]]:
+        """All signing keys as (kid, private JWK, created_at), oldest first; the first caller
+        ever stores one from `generate`."""
         async with self.pool.acquire() as connection, connection.transaction():
             await connection.execute(QUERIES["lock_signing_keys"])
             rows = await connection.fetch(QUERIES["signing_keys"])
@@ -365,4 +366,10 @@ class Journal:
                 kid, private_jwk = generate()
                 await connection.execute(QUERIES["insert_signing_key"], kid, dump_json(private_jwk))
                 rows = await connection.fetch(QUERIES["signing_keys"])
-        return [(row["kid"], row["private_jwk"]) for row in rows]
+        return [(row["kid"], row["private_jwk"], row["created_at"]) for row in rows]
+
+    async def add_signing_key(self, kid: str, private_jwk: dict[str, Any]) -> None:
+        """Store a new signing key; it signs from now on (the newest key signs)."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            await connection.execute(QUERIES["lock_signing_keys"])
+            await connection.execute(QUERIES["insert_signing_key"], kid, dump_json(private_jwk))

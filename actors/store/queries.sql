@@ -185,7 +185,7 @@ SELECT id FROM clients WHERE host = $1 AND state = 'active';
 SELECT pg_advisory_xact_lock(7215002);
 
 -- name: signing_keys
-SELECT kid, private_jwk FROM signing_keys ORDER BY created_at;
+SELECT kid, private_jwk, created_at FROM signing_keys ORDER BY created_at, kid;
 
 -- name: insert_signing_key
 INSERT INTO signing_keys (kid, private_jwk) VALUES ($1, $2::jsonb) ON CONFLICT DO NOTHING;
