@@ -42,6 +42,10 @@ class Settings:
     log_level: str = "INFO"
     header_timeout: float = 10.0
     body_timeout: float = 30.0
+    rate_per_second: float = 1000.0
+    rate_burst: int = 2000
+    max_backlog: int = 100_000
+    max_concurrent_requests: int = 512
 
     def __post_init__(self) -> None:
         for name in ("database_url", "amqp_url"):
@@ -73,6 +77,10 @@ class Settings:
         _at_least("SERIATIM_RELAY_AFTER", self.relay_after, 0.1, 3600)
         _at_least("SERIATIM_HEADER_TIMEOUT", self.header_timeout, 0.1, 600)
         _at_least("SERIATIM_BODY_TIMEOUT", self.body_timeout, 0.1, 3600)
+        _at_least("SERIATIM_RATE_PER_SECOND", self.rate_per_second, 0.001, 1_000_000)
+        _at_least("SERIATIM_RATE_BURST", self.rate_burst, 1, 1_000_000)
+        _at_least("SERIATIM_MAX_BACKLOG", self.max_backlog, 1, 2**53)
+        _at_least("SERIATIM_MAX_CONCURRENT_REQUESTS", self.max_concurrent_requests, 1, 100_000)
 
     @property
     def supervisor_queue(self) -> str:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -17,8 +18,9 @@ from actors.broker import BrokerLink
 from actors.handlers import load_handlers
 from actors.settings import Settings
 from actors.store import UNAVAILABLE, Journal
-from gateway import events, health, mailboxes
+from gateway import clients, events, health, hooks, mailboxes
 from gateway.auth import jwks_endpoint, rotate_signing_key, token_endpoint
+from gateway.limits import ConcurrencyLimit
 from gateway.problems import Problem, on_http_exception, on_problem, on_unexpected
 from gateway.services import Services
 from gateway.tokens import load_tokens
@@ -63,6 +65,17 @@ def routes() -> list[Route]:
         ),
         Route("/v1/admin/mailboxes/{client_id}/resume", mailboxes.resume_mailbox, methods=["POST"]),
         Route("/v1/admin/signing-keys", rotate_signing_key, methods=["POST"]),
+        Route(
+            "/v1/admin/clients/{client_id}",
+            by_method(GET=clients.get_client, PATCH=clients.patch_client),
+            methods=["GET", "PATCH"],
+        ),
+        Route(
+            "/v1/admin/clients/{client_id}/webhook-secrets",
+            by_method(GET=clients.list_webhook_secrets, POST=clients.add_webhook_secret),
+            methods=["GET", "POST"],
+        ),
+        Route("/v1/hooks/{client_id}", hooks.receive, methods=["POST"]),
     ]
 
 
@@ -113,6 +126,7 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=routes(),
         lifespan=lifespan,
+        middleware=[Middleware(ConcurrencyLimit, limit=settings.max_concurrent_requests)],
         exception_handlers={
             Problem: on_problem,
             HTTPException: on_http_exception,

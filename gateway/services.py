@@ -17,8 +17,9 @@ from actors.handlers import HandlerRegistry
 from actors.policy import RestartIntensity
 from actors.protocol import EventMessage, MailboxWanted
 from actors.settings import Settings
-from actors.store import UNAVAILABLE, Journal
+from actors.store import UNAVAILABLE, BacklogFull, Journal, Tenancy
 from gateway.bodies import accepted_json
+from gateway.limits import ClientLimits, backlog_full
 from gateway.problems import Problem
 from gateway.tokens import TokenService, invalid_token, journal_keys
 
@@ -83,6 +84,8 @@ class Services:
         self.handlers = handlers
         self.link = link
         self.marks = PublishedMarks(journal)
+        self.tenancy = Tenancy(journal.pool)
+        self.limits = ClientLimits(settings, self.tenancy)
         self.intensity = RestartIntensity(settings.restart_intensity, settings.restart_period)
         self.in_progress: set[tuple[uuid.UUID, str]] = set()
         self._publishing: set[asyncio.Task[None]] = set()
@@ -133,15 +136,21 @@ class Services:
         request_hash: bytes | None = None,
         redrive_of: uuid.UUID | None = None,
     ) -> Response:
-        """Commit, then publish, then answer 202; raises KeyTaken (nothing written)."""
-        accepted = await self.journal.accept(
-            client_id,
-            type_,
-            payload,
-            idempotency_key=idempotency_key,
-            request_hash=request_hash,
-            redrive_of=redrive_of,
-        )
+        """Commit, then publish, then answer 202; raises KeyTaken, or Problem 429 when the
+        client's backlog is full (nothing written either way)."""
+        limits = await self.limits.of(client_id)
+        try:
+            accepted = await self.journal.accept(
+                client_id,
+                type_,
+                payload,
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+                redrive_of=redrive_of,
+                max_backlog=limits.max_backlog,
+            )
+        except BacklogFull as full:
+            raise backlog_full(full.backlog) from None
         if accepted is None:
             raise invalid_token("the token's client no longer exists")
         row = accepted.event

@@ -10,7 +10,7 @@ import pika
 import pika.exceptions
 import pytest
 
-from tests.harness import AMQP_URL, System, assert_problem
+from tests.harness import AMQP_URL, System, assert_problem, wait_for
 
 #: Put in every hostile body, so the final log check can tell a logged payload.
 MARKER = "hostile-payload-marker-5f3a"
@@ -21,6 +21,7 @@ class Tenant:
 
     def __init__(self, system: System, name: str) -> None:
         self.system = system
+        self.name = name
         self.credentials = system.admin_client(name)
         self.id: str = self.credentials["client_id"]
         self.token = system.token(self.credentials)
@@ -30,14 +31,19 @@ class Tenant:
             timeout=30,
         )
 
-    def journal(self) -> tuple[int, int, int]:
-        """(events rows, last_seq, done_seq) of this client."""
-        [row] = self.system.sql(
-            "SELECT (SELECT count(*) FROM events WHERE client_id = $1::uuid) AS events, "
-            "last_seq, done_seq FROM clients WHERE id = $1::uuid",
-            self.id,
-        )
-        return row["events"], row["last_seq"], row["done_seq"]
+    def journal(self) -> tuple[int, int]:
+        """(events rows, last_seq) of this client, once every event it has is finished (so
+        its queue is empty too)."""
+
+        def settled() -> tuple[int, int] | None:
+            [row] = self.system.sql(
+                "SELECT (SELECT count(*) FROM events WHERE client_id = $1::uuid) AS events, "
+                "last_seq, done_seq FROM clients WHERE id = $1::uuid",
+                self.id,
+            )
+            return (row["events"], row["last_seq"]) if row["done_seq"] == row["last_seq"] else None
+
+        return tuple(wait_for(settled, 60, f"client {self.name}'s events to finish"))
 
     def queued(self) -> int:
         """Messages waiting in this client's mailbox queue; 0 when there is no queue."""
@@ -57,14 +63,14 @@ class Tenant:
             connection.close()
 
 
-def assert_untouched(tenant: Tenant, before: tuple[int, int, int]) -> None:
+def assert_untouched(tenant: Tenant, before: tuple[int, int]) -> None:
     """Nothing stored for the tenant since `before`, nothing in its queue."""
     assert tenant.journal() == before
     assert tenant.queued() == 0
 
 
 def assert_refused(
-    tenant: Tenant, before: tuple[int, int, int], response: httpx.Response, status: int
+    tenant: Tenant, before: tuple[int, int], response: httpx.Response, status: int
 ) -> dict[str, Any]:
     """A problem+json `status`, nothing stored or queued, and the gateway still serves."""
     problem = assert_problem(response, status)
