@@ -18,7 +18,7 @@ from actors.broker import BrokerLink
 from actors.handlers import load_handlers
 from actors.settings import Settings
 from actors.store import UNAVAILABLE, Journal
-from gateway import clients, events, health, hooks, mailboxes
+from gateway import clients, events, health, hooks, mailboxes, openapi
 from gateway.auth import jwks_endpoint, rotate_signing_key, token_endpoint
 from gateway.limits import ConcurrencyLimit
 from gateway.problems import Problem, on_http_exception, on_problem, on_unexpected
@@ -45,6 +45,7 @@ def routes() -> list[Route]:
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
         Route("/metrics", health.metrics, methods=["GET"]),
+        Route("/openapi.json", openapi.openapi, methods=["GET"]),
         Route("/.well-known/jwks.json", jwks_endpoint, methods=["GET"]),
         Route("/v1/token", token_endpoint, methods=["POST"]),
         Route(
