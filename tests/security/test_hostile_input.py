@@ -193,6 +193,11 @@ def bobs_event(bob: Tenant) -> dict[str, Any]:
         ("GET", "/v1/admin/mailboxes/{client}", 403),
         ("PATCH", "/v1/admin/mailboxes/{client}", 403),
         ("POST", "/v1/admin/mailboxes/{client}/resume", 403),
+        ("GET", "/v1/admin/clients/{client}", 403),
+        ("PATCH", "/v1/admin/clients/{client}", 403),
+        ("GET", "/v1/admin/clients/{client}/webhook-secrets", 403),
+        ("POST", "/v1/admin/clients/{client}/webhook-secrets", 403),
+        ("POST", "/v1/hooks/{client}", 400),  # a bearer token is no webhook signature
     ],
 )
 def test_a_token_of_one_client_cannot_reach_another_clients_ids(
@@ -205,7 +210,12 @@ def test_a_token_of_one_client_cannot_reach_another_clients_ids(
 
     assert_refused(mallory, before, response, status)
     assert bob.journal() == bobs
-    assert bob.system.sql("SELECT policy FROM clients WHERE id = $1::uuid", bob.id)[0][0] == "skip"
+    [row] = bob.system.sql(
+        "SELECT policy, rate_per_second, (SELECT count(*) FROM webhook_secrets "
+        "WHERE client_id = $1::uuid) AS secrets FROM clients WHERE id = $1::uuid",
+        bob.id,
+    )
+    assert tuple(row) == ("skip", None, 0)
 
 
 def test_an_unknown_id_and_another_clients_id_get_the_same_answer(

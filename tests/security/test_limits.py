@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import System, assert_problem, running_system
+from tests.harness import System, assert_problem, running_system, wait_for
 from tests.security import wire
 from tests.security.conftest import Tenant, assert_refused
 
@@ -140,6 +140,7 @@ def test_requests_beyond_the_concurrency_limit_get_503_and_health_still_answers(
         # Given two requests in progress: their heads are in, their bodies never come
         for _ in range(2):
             sock = socket.create_connection(("127.0.0.1", narrow.port), timeout=30)
+            held.append(sock)
             sock.sendall(
                 wire.request(
                     "POST",
@@ -151,7 +152,6 @@ def test_requests_beyond_the_concurrency_limit_get_503_and_health_still_answers(
                     },
                 )
             )
-            held.append(sock)
         before = tenant.journal()
 
         third = tenant.http.post("/v1/events", json=ECHO)
@@ -162,10 +162,16 @@ def test_requests_beyond_the_concurrency_limit_get_503_and_health_still_answers(
         assert third.headers["retry-after"] == "1"
         assert tenant.journal() == before
         assert httpx.get(f"{narrow.base_url}/healthz").status_code == 200
+
+        # Once the held requests are gone, requests are served again
+        for sock in held:
+            sock.close()
+        wait_for(
+            lambda: tenant.http.post("/v1/events", json=ECHO).status_code == 202,
+            30,
+            "a request to be served after the held ones ended",
+        )
     finally:
         for sock in held:
             sock.close()
-    # Once they are gone, requests are served again
-    accepted = tenant.http.post("/v1/events", json=ECHO)
-    assert accepted.status_code == 202, accepted.text
-    tenant.http.close()
+        tenant.http.close()

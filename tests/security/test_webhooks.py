@@ -49,11 +49,12 @@ def delivery(**fields: Any) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def admin(system: System) -> httpx.Client:
+def admin(system: System) -> Iterator[httpx.Client]:
     token = system.token(system.create_client("hooks-admin", admin=True))
-    return httpx.Client(
+    with httpx.Client(
         base_url=system.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
-    )
+    ) as client:
+        yield client
 
 
 def new_secret(admin: httpx.Client, client_id: str, **body: Any) -> dict[str, Any]:
