@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 from actors.store import ClientSettings
 from gateway import intake
 from gateway.auth import principal
-from gateway.bodies import _time
+from gateway.bodies import rfc3339
 from gateway.hooks import new_secret, valid_pointer
 from gateway.problems import Problem
 from gateway.services import Services, services_of
@@ -145,7 +145,7 @@ async def add_webhook_secret(request: Request) -> Response:
             "id": str(stored.id),
             "client_id": str(client_id),
             "secret": text,
-            "created_at": _time(stored.created_at),
+            "created_at": rfc3339(stored.created_at),
             "previous_valid_for": grace,
         },
         status_code=201,
@@ -161,7 +161,7 @@ async def list_webhook_secrets(request: Request) -> Response:
         raise Problem(404, "not-found", "no such client")
     rows = await services.tenancy.webhook_secrets(client_id)
     items = [
-        {"id": str(r.id), "created_at": _time(r.created_at), "expires_at": _time(r.expires_at)}
+        {"id": str(r.id), "created_at": rfc3339(r.created_at), "expires_at": rfc3339(r.expires_at)}
         for r in rows
     ]
     return JSONResponse({"items": items})

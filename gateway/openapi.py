@@ -7,27 +7,17 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from gateway.schemas import RATE, SCHEMAS, STATUSES, UUID, object_of, ref
 from gateway.services import services_of
 
 JSON = "application/json"
 PROBLEM = "application/problem+json"
-UUID = {"type": "string", "format": "uuid"}
-TIME = {"type": ["string", "null"], "format": "date-time"}
-ANY_JSON: dict[str, Any] = {}
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _object(required: list[str], **properties: Any) -> dict[str, Any]:
-    return {"type": "object", "required": required, "properties": properties}
 
 
 def _answer(status: int, schema: str | None, description: str, **headers: str) -> dict[str, Any]:
     answer: dict[str, Any] = {"description": description}
     if schema is not None:
-        answer["content"] = {JSON: {"schema": _ref(schema)}}
+        answer["content"] = {JSON: {"schema": ref(schema)}}
     if headers:
         answer["headers"] = {name: {"schema": {"type": kind}} for name, kind in headers.items()}
     return {str(status): answer}
@@ -45,7 +35,7 @@ def _operation(
         responses.update(answer)
     responses["default"] = {
         "description": "an error (RFC 9457 problem details)",
-        "content": {PROBLEM: {"schema": _ref("Problem")}},
+        "content": {PROBLEM: {"schema": ref("Problem")}},
     }
     operation: dict[str, Any] = {"summary": summary, "responses": responses}
     operation["security"] = [{"bearer": []}] if secured else []
@@ -67,120 +57,6 @@ def _path_id(name: str) -> dict[str, Any]:
 def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema}
 
-
-STATUSES = ["queued", "processing", "retrying", "succeeded", "dead"]
-RATE = {
-    "type": ["object", "null"],
-    "additionalProperties": False,
-    "required": ["per_second", "burst"],
-    "properties": {
-        "per_second": {"type": "number", "minimum": 0.001, "maximum": 1000000},
-        "burst": {"type": "integer", "minimum": 1, "maximum": 1000000},
-    },
-}
-
-SCHEMAS: dict[str, Any] = {
-    "Problem": {
-        "type": "object",
-        "required": ["type", "title", "status", "detail"],
-        "properties": {
-            "type": {"type": "string"},
-            "title": {"type": "string"},
-            "status": {"type": "integer"},
-            "detail": {"type": "string"},
-            "instance": {"type": "string"},
-        },
-    },
-    "Accepted": _object(
-        ["id", "client_id", "seq", "type", "status", "accepted_at"],
-        id=UUID,
-        client_id=UUID,
-        seq={"type": "integer"},
-        type={"type": "string"},
-        status={"const": "queued"},
-        accepted_at=TIME,
-        redrive_of=UUID,
-    ),
-    "Event": _object(
-        ["id", "client_id", "seq", "type", "payload", "status", "attempts", "accepted_at"],
-        id=UUID,
-        client_id=UUID,
-        seq={"type": "integer"},
-        type={"type": "string"},
-        payload={"type": "object"},
-        status={"enum": STATUSES},
-        attempts={"type": "integer"},
-        accepted_at=TIME,
-        started_at=TIME,
-        finished_at=TIME,
-        result=ANY_JSON,
-        error=ANY_JSON,
-        redrive_of=UUID,
-    ),
-    "EventList": _object(
-        ["items", "next_after_seq"],
-        items={"type": "array", "items": _ref("Event")},
-        next_after_seq={"type": ["integer", "null"]},
-    ),
-    "Mailbox": _object(
-        ["client_id", "state", "last_seq", "done_seq", "backlog", "policy"],
-        client_id=UUID,
-        state={"enum": ["idle", "active", "backing_off", "suspended"]},
-        last_seq={"type": "integer"},
-        done_seq={"type": "integer"},
-        backlog={"type": "integer"},
-        in_flight_seq={"type": ["integer", "null"]},
-        restarts={"type": "integer"},
-        host={"type": ["string", "null"]},
-        policy={"enum": ["skip", "halt"]},
-    ),
-    "MailboxList": _object(
-        ["items", "next_after"],
-        items={"type": "array", "items": _ref("Mailbox")},
-        next_after={"type": ["string", "null"], "format": "uuid"},
-    ),
-    "Token": _object(
-        ["access_token", "token_type", "expires_in", "scope"],
-        access_token={"type": "string"},
-        token_type={"const": "Bearer"},
-        expires_in={"type": "integer"},
-        scope={"type": "string"},
-    ),
-    "ClientCreated": _object(
-        ["client_id", "client_secret", "name"],
-        client_id=UUID,
-        client_secret={"type": "string"},
-        name={"type": "string"},
-        admin={"type": "boolean"},
-    ),
-    "ClientSettings": _object(
-        ["client_id", "name", "webhook_type_pointer", "rate_limit", "max_backlog"],
-        client_id=UUID,
-        name={"type": "string"},
-        admin={"type": "boolean"},
-        webhook_type_pointer={"type": "string"},
-        rate_limit={"type": "object"},
-        max_backlog={"type": "object"},
-        backlog={"type": "integer"},
-    ),
-    "WebhookSecret": _object(
-        ["id", "client_id", "secret", "created_at"],
-        id=UUID,
-        client_id=UUID,
-        secret={"type": "string", "pattern": "^whsec_"},
-        created_at=TIME,
-        previous_valid_for={"type": "number"},
-    ),
-    "WebhookSecretList": _object(
-        ["items"],
-        items={
-            "type": "array",
-            "items": _object(["id", "created_at"], id=UUID, created_at=TIME, expires_at=TIME),
-        },
-    ),
-    "SigningKey": _object(["kid", "jwks"], kid={"type": "string"}, jwks={"type": "object"}),
-    "Status": _object(["status"], status={"type": "string"}),
-}
 
 EVENT_ID = _path_id("event_id")
 CLIENT_ID = _path_id("client_id")
@@ -242,7 +118,7 @@ def _paths(types: list[str]) -> dict[str, Any]:
                     "content": {
                         "application/x-www-form-urlencoded": {
                             "schema": {
-                                **_object(
+                                **object_of(
                                     ["grant_type"],
                                     grant_type={"const": "client_credentials"},
                                     client_id={"type": "string", "format": "uuid"},
@@ -303,7 +179,7 @@ def _paths(types: list[str]) -> dict[str, Any]:
                 _answer(201, "ClientCreated", "its secret, shown only here"),
                 body=_json_body(
                     {
-                        **_object(
+                        **object_of(
                             ["name"],
                             name={
                                 "type": "string",

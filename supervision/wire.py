@@ -17,6 +17,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 _END_OF_HEAD = b"\r\n\r\n"
 _PHRASES = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large"}
+_SLUGS = {400: "invalid-http", 408: "request-timeout", 431: "header-too-large"}
 _LINGER = 1.0  # seconds to drain what a refused client still sends, so it reads our answer
 
 
@@ -134,6 +135,3 @@ class GuardedH11Protocol(H11Protocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(_LINGER, self.transport.close)
-
-
-_SLUGS = {400: "invalid-http", 408: "request-timeout", 431: "header-too-large"}
