@@ -90,3 +90,21 @@ ALTER TABLE clients ADD COLUMN IF NOT EXISTS restart_period double precision
     CHECK (restart_period > 0);
 ALTER TABLE clients ADD COLUMN IF NOT EXISTS suspended_reason text;
 ALTER TABLE clients ADD COLUMN IF NOT EXISTS suspended_at timestamptz;
+
+-- Webhook intake and per-client limits (NULL: the deployment's default).
+ALTER TABLE clients ADD COLUMN IF NOT EXISTS webhook_type_pointer text NOT NULL DEFAULT '/type';
+ALTER TABLE clients ADD COLUMN IF NOT EXISTS rate_per_second double precision
+    CHECK (rate_per_second > 0);
+ALTER TABLE clients ADD COLUMN IF NOT EXISTS rate_burst integer CHECK (rate_burst > 0);
+ALTER TABLE clients ADD COLUMN IF NOT EXISTS max_backlog bigint CHECK (max_backlog > 0);
+
+-- Standard Webhooks signing secrets. Kept as the key bytes: an HMAC is checked with the key
+-- itself, so a hash would not do. Several per client while a rotation's grace period runs.
+CREATE TABLE IF NOT EXISTS webhook_secrets (
+    id         uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    client_id  uuid NOT NULL REFERENCES clients (id),
+    secret     bytea NOT NULL CHECK (length(secret) BETWEEN 24 AND 64),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz
+);
+CREATE INDEX IF NOT EXISTS webhook_secrets_client ON webhook_secrets (client_id, created_at);

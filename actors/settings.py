@@ -41,6 +41,12 @@ class Settings:
     relay_after: float = 5.0
     log_level: str = "INFO"
     log_format: str = "json"
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    rate_per_second: float = 1000.0
+    rate_burst: int = 2000
+    max_backlog: int = 100_000
+    max_concurrent_requests: int = 512
 
     def __post_init__(self) -> None:
         for name in ("database_url", "amqp_url"):
@@ -74,6 +80,12 @@ class Settings:
         _at_least("SERIATIM_BACKOFF_MAX", self.backoff_max, self.backoff_min, 600)
         _at_least("SERIATIM_MAX_BODY_BYTES", self.max_body_bytes, 64, 64 * 1024 * 1024)
         _at_least("SERIATIM_RELAY_AFTER", self.relay_after, 0.1, 3600)
+        _at_least("SERIATIM_HEADER_TIMEOUT", self.header_timeout, 0.1, 600)
+        _at_least("SERIATIM_BODY_TIMEOUT", self.body_timeout, 0.1, 3600)
+        _at_least("SERIATIM_RATE_PER_SECOND", self.rate_per_second, 0.001, 1_000_000)
+        _at_least("SERIATIM_RATE_BURST", self.rate_burst, 1, 1_000_000)
+        _at_least("SERIATIM_MAX_BACKLOG", self.max_backlog, 1, 2**53)
+        _at_least("SERIATIM_MAX_CONCURRENT_REQUESTS", self.max_concurrent_requests, 1, 100_000)
 
     @property
     def supervisor_queue(self) -> str:

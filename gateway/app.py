@@ -18,8 +18,9 @@ from actors.broker import BrokerLink
 from actors.handlers import load_handlers
 from actors.settings import Settings
 from actors.store import UNAVAILABLE, Journal
-from gateway import events, health, mailboxes
-from gateway.auth import jwks_endpoint, token_endpoint
+from gateway import clients, events, health, hooks, mailboxes, openapi
+from gateway.auth import jwks_endpoint, rotate_signing_key, token_endpoint
+from gateway.limits import ConcurrencyLimit
 from gateway.problems import Problem, on_http_exception, on_problem, on_unexpected
 from gateway.services import Services
 from gateway.telemetry import Telemetry
@@ -45,6 +46,7 @@ def routes() -> list[Route]:
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
         Route("/metrics", health.metrics, methods=["GET"]),
+        Route("/openapi.json", openapi.openapi, methods=["GET"]),
         Route("/.well-known/jwks.json", jwks_endpoint, methods=["GET"]),
         Route("/v1/token", token_endpoint, methods=["POST"]),
         Route(
@@ -64,6 +66,18 @@ def routes() -> list[Route]:
             methods=["GET", "PATCH"],
         ),
         Route("/v1/admin/mailboxes/{client_id}/resume", mailboxes.resume_mailbox, methods=["POST"]),
+        Route("/v1/admin/signing-keys", rotate_signing_key, methods=["POST"]),
+        Route(
+            "/v1/admin/clients/{client_id}",
+            by_method(GET=clients.get_client, PATCH=clients.patch_client),
+            methods=["GET", "PATCH"],
+        ),
+        Route(
+            "/v1/admin/clients/{client_id}/webhook-secrets",
+            by_method(GET=clients.list_webhook_secrets, POST=clients.add_webhook_secret),
+            methods=["GET", "POST"],
+        ),
+        Route("/v1/hooks/{client_id}", hooks.receive, methods=["POST"]),
     ]
 
 
@@ -114,7 +128,10 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=routes(),
         lifespan=lifespan,
-        middleware=[Middleware(Telemetry)],
+        middleware=[
+            Middleware(Telemetry),
+            Middleware(ConcurrencyLimit, limit=settings.max_concurrent_requests),
+        ],
         exception_handlers={
             Problem: on_problem,
             HTTPException: on_http_exception,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
 import uuid
 from urllib.parse import parse_qs, unquote_plus
 
@@ -14,16 +15,28 @@ from starlette.responses import JSONResponse, Response
 from actors.credentials import verify_secret
 from gateway.problems import MEDIA_TYPE, Problem
 from gateway.services import services_of
-from gateway.tokens import ADMIN_SCOPE, ORDINARY_SCOPES, Principal, TokenService, invalid_token
+from gateway.tokens import (
+    ADMIN_SCOPE,
+    ORDINARY_SCOPES,
+    Principal,
+    TokenService,
+    invalid_token,
+    new_signing_key,
+)
+
+log = logging.getLogger(__name__)
 
 
-def principal(request: Request, scope: str) -> Principal:
+async def principal(request: Request, scope: str) -> Principal:
     """The caller of this request, who must hold `scope`; raises Problem 401/403."""
     header = request.headers.get("authorization", "")
     kind, _, token = header.partition(" ")
     if kind.lower() != "bearer" or not token.strip():
         raise invalid_token("an 'Authorization: Bearer <token>' header is required")
-    tokens: TokenService = services_of(request).tokens
+    services = services_of(request)
+    tokens: TokenService = services.tokens
+    if not tokens.knows_key_of(token.strip()):  # perhaps a key another gateway rotated in
+        await services.refresh_keys()
     caller = tokens.verify(token.strip())
     if scope not in caller.scopes:
         raise Problem(
@@ -132,3 +145,21 @@ async def jwks_endpoint(request: Request) -> Response:
     return JSONResponse(
         services_of(request).tokens.jwks(), headers={"Cache-Control": "public, max-age=300"}
     )
+
+
+async def rotate_signing_key(request: Request) -> Response:
+    """POST /v1/admin/signing-keys: a new key signs from now on; older keys keep verifying
+    until every token they signed has expired."""
+    await principal(request, ADMIN_SCOPE)
+    services = services_of(request)
+    if services.settings.jwt_key_file:
+        raise Problem(
+            409,
+            "keys-from-file",
+            "the signing key comes from SERIATIM_JWT_KEY_FILE; rotate it by replacing the file",
+        )
+    kid, private = new_signing_key()
+    await services.journal.add_signing_key(kid, private)
+    await services.refresh_keys(now=True)
+    log.info("signing key rotated: new kid %s", kid)
+    return JSONResponse({"kid": kid, "jwks": services.tokens.jwks()}, status_code=201)

@@ -18,9 +18,9 @@ def event_json(row: EventRow) -> dict[str, Any]:
         "payload": row.payload,
         "status": row.status,
         "attempts": row.attempts,
-        "accepted_at": _time(row.accepted_at),
-        "started_at": _time(row.started_at),
-        "finished_at": _time(row.finished_at),
+        "accepted_at": rfc3339(row.accepted_at),
+        "started_at": rfc3339(row.started_at),
+        "finished_at": rfc3339(row.finished_at),
         "result": row.result,
         "error": row.error,
         "trace_id": tracing.trace_id_of(row.traceparent),
@@ -38,14 +38,14 @@ def accepted_json(row: EventRow) -> dict[str, Any]:
         "seq": row.seq,
         "type": row.type,
         "status": "queued",
-        "accepted_at": _time(row.accepted_at),
+        "accepted_at": rfc3339(row.accepted_at),
     }
     if row.redrive_of is not None:
         body["redrive_of"] = str(row.redrive_of)
     return body
 
 
-def _time(value: Any) -> str | None:
+def rfc3339(value: Any) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
@@ -69,5 +69,5 @@ def mailbox_json(row: MailboxRow, defaults: RestartIntensity) -> dict[str, Any]:
             "default": row.max_restarts is None and row.restart_period is None,
         },
         "suspended_reason": row.suspended_reason,
-        "suspended_at": _time(row.suspended_at),
+        "suspended_at": rfc3339(row.suspended_at),
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -26,29 +27,38 @@ def _event_id(request: Request) -> uuid.UUID:
 
 
 async def post_event(request: Request) -> Response:
-    caller = principal(request, "events:write")
+    caller = await principal(request, "events:write")
     services = services_of(request)
+    await services.limits.admit(caller.client_id)
     intake.require_json(request.headers.get("content-type"))
     key = intake.idempotency_key(request.headers.get("idempotency-key"))
     body = await services.read_body(request)
     type_, payload = intake.event_body(intake.parse_json(body), services.handlers)
-    fingerprint = intake.request_hash(type_, payload)
     if key is None:
         return await services.accept(caller.client_id, type_, payload)
-    slot = (caller.client_id, key)
+    return await accept_once(services, caller.client_id, type_, payload, key)
+
+
+async def accept_once(
+    services: Services, client_id: uuid.UUID, type_: str, payload: Any, key: str
+) -> Response:
+    """Accept under an idempotency key: the first request makes the event, the same request
+    again gets the original answer (200), another body under the key a 422."""
+    fingerprint = intake.request_hash(type_, payload)
+    slot = (client_id, key)
     if slot in services.in_progress:
         raise _key_in_use()
     services.in_progress.add(slot)
     try:
-        replay = await _replay(services, caller.client_id, key, fingerprint)
+        replay = await _replay(services, client_id, key, fingerprint)
         if replay is not None:
             return replay
         try:
             return await services.accept(
-                caller.client_id, type_, payload, idempotency_key=key, request_hash=fingerprint
+                client_id, type_, payload, idempotency_key=key, request_hash=fingerprint
             )
         except KeyTaken:  # another gateway won the race and has committed by now
-            replay = await _replay(services, caller.client_id, key, fingerprint)
+            replay = await _replay(services, client_id, key, fingerprint)
             if replay is not None:
                 return replay
             raise _key_in_use() from None
@@ -83,7 +93,7 @@ async def _replay(
 
 
 async def get_event(request: Request) -> Response:
-    caller = principal(request, "events:read")
+    caller = await principal(request, "events:read")
     row = await services_of(request).journal.event(caller.client_id, _event_id(request))
     if row is None:
         raise Problem(404, "not-found", "no such event")
@@ -91,7 +101,7 @@ async def get_event(request: Request) -> Response:
 
 
 async def list_events(request: Request) -> Response:
-    caller = principal(request, "events:read")
+    caller = await principal(request, "events:read")
     params = request.query_params
     intake.only_params(params, ("status", "after_seq", "limit"))
     status = intake.query_choice(params, "status", intake.STATUSES)
@@ -105,8 +115,9 @@ async def list_events(request: Request) -> Response:
 
 
 async def redrive_event(request: Request) -> Response:
-    caller = principal(request, "events:write")
+    caller = await principal(request, "events:write")
     services = services_of(request)
+    await services.limits.admit(caller.client_id)
     row = await services.journal.event(caller.client_id, _event_id(request))
     if row is None:
         raise Problem(404, "not-found", "no such event")

@@ -52,27 +52,27 @@ def _client_id(request: Request) -> uuid.UUID:
 
 
 async def get_own_mailbox(request: Request) -> Response:
-    caller = principal(request, "events:read")
+    caller = await principal(request, "events:read")
     return await _mailbox(request, caller.client_id)
 
 
 async def resume_own_mailbox(request: Request) -> Response:
-    caller = principal(request, "events:read")  # the contract's scope for mailbox routes
+    caller = await principal(request, "events:read")  # the contract's scope for mailbox routes
     return await _resume(request, caller.client_id)
 
 
 async def get_mailbox(request: Request) -> Response:
-    principal(request, ADMIN_SCOPE)
+    await principal(request, ADMIN_SCOPE)
     return await _mailbox(request, _client_id(request))
 
 
 async def resume_mailbox(request: Request) -> Response:
-    principal(request, ADMIN_SCOPE)
+    await principal(request, ADMIN_SCOPE)
     return await _resume(request, _client_id(request))
 
 
 async def list_mailboxes(request: Request) -> Response:
-    principal(request, ADMIN_SCOPE)
+    await principal(request, ADMIN_SCOPE)
     params = request.query_params
     intake.only_params(params, ("state", "after", "limit"))
     state = intake.query_choice(params, "state", intake.MAILBOX_STATES)
@@ -93,7 +93,7 @@ async def list_mailboxes(request: Request) -> Response:
 
 
 async def create_client(request: Request) -> Response:
-    principal(request, ADMIN_SCOPE)
+    await principal(request, ADMIN_SCOPE)
     services = services_of(request)
     intake.require_json(request.headers.get("content-type"))
     body = intake.parse_json(await services.read_body(request))
@@ -124,7 +124,7 @@ async def create_client(request: Request) -> Response:
 
 async def set_policy(request: Request) -> Response:
     """PATCH /v1/admin/mailboxes/{client_id}: the client's dead-event policy and intensity."""
-    principal(request, ADMIN_SCOPE)
+    await principal(request, ADMIN_SCOPE)
     services = services_of(request)
     client_id = _client_id(request)
     intake.require_json(request.headers.get("content-type"))

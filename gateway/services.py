@@ -18,15 +18,16 @@ from actors.handlers import HandlerRegistry
 from actors.policy import RestartIntensity
 from actors.protocol import EventMessage, MailboxWanted
 from actors.settings import Settings
-from actors.store import UNAVAILABLE, Journal
+from actors.store import UNAVAILABLE, BacklogFull, Journal, Tenancy
 from gateway.bodies import accepted_json
+from gateway.limits import ClientLimits, backlog_full
 from gateway.problems import Problem
-from gateway.tokens import TokenService, invalid_token
+from gateway.tokens import TokenService, invalid_token, journal_keys
 
 log = logging.getLogger(__name__)
 
-BODY_READ_TIMEOUT = 30.0
 MAX_PUBLISHING = 10_000
+KEY_RELOAD_INTERVAL = 1.0  # at most one signing-key reload per this many seconds
 
 
 class PublishedMarks:
@@ -84,10 +85,24 @@ class Services:
         self.handlers = handlers
         self.link = link
         self.marks = PublishedMarks(journal)
+        self.tenancy = Tenancy(journal.pool)
+        self.limits = ClientLimits(settings, self.tenancy)
         self.intensity = RestartIntensity(settings.restart_intensity, settings.restart_period)
         self.in_progress: set[tuple[uuid.UUID, str]] = set()
         self._publishing: set[asyncio.Task[None]] = set()
         self._broker_down = False
+        self._keys_loaded = float("-inf")
+
+    async def refresh_keys(self, *, now: bool = False) -> None:
+        """Reload the signing keys from the journal (another gateway may have rotated them);
+        without `now`, at most once per KEY_RELOAD_INTERVAL, so unknown kids cost little."""
+        if self.settings.jwt_key_file:
+            return
+        clock = asyncio.get_running_loop().time()
+        if not now and clock - self._keys_loaded < KEY_RELOAD_INTERVAL:
+            return
+        self._keys_loaded = clock
+        self.tokens.use(await journal_keys(self.settings, self.journal))
 
     async def read_body(self, request: Request, limit: int | None = None) -> bytes:
         """The whole body, refused with 413 as soon as it exceeds the limit."""
@@ -100,7 +115,7 @@ class Services:
                 raise _too_large(limit)
         chunks, size = [], 0
         try:
-            async with asyncio.timeout(BODY_READ_TIMEOUT):
+            async with asyncio.timeout(self.settings.body_timeout):
                 async for chunk in request.stream():
                     size += len(chunk)
                     if size > limit:
@@ -122,16 +137,22 @@ class Services:
         request_hash: bytes | None = None,
         redrive_of: uuid.UUID | None = None,
     ) -> Response:
-        """Commit, then publish, then answer 202; raises KeyTaken (nothing written)."""
-        accepted = await self.journal.accept(
-            client_id,
-            type_,
-            payload,
-            idempotency_key=idempotency_key,
-            request_hash=request_hash,
-            redrive_of=redrive_of,
-            traceparent=tracing.current_traceparent(),
-        )
+        """Commit, then publish, then answer 202; raises KeyTaken, or Problem 429 when the
+        client's backlog is full (nothing written either way)."""
+        limits = await self.limits.of(client_id)
+        try:
+            accepted = await self.journal.accept(
+                client_id,
+                type_,
+                payload,
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+                redrive_of=redrive_of,
+                max_backlog=limits.max_backlog,
+                traceparent=tracing.current_traceparent(),
+            )
+        except BacklogFull as full:
+            raise backlog_full(full.backlog) from None
         if accepted is None:
             raise invalid_token("the token's client no longer exists")
         metrics.EVENTS_ACCEPTED.inc()

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import datetime
+import itertools
+import json
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +51,7 @@ class TokenService:
 
     def __init__(self, settings: Settings, keys: list[Any]) -> None:
         self._settings = settings
-        self._signing = keys[-1]
-        self._algorithm = _algorithm(self._signing)
-        self._keys = KeySet(keys)
+        self.use(keys)
         self._registry = jwt.JWTClaimsRegistry(
             leeway=LEEWAY,
             iss={"essential": True, "value": settings.jwt_issuer},
@@ -58,6 +61,18 @@ class TokenService:
             sub={"essential": True},
             jti={"essential": True},
         )
+
+    def use(self, keys: list[Any]) -> None:
+        """Verify with all of `keys` (oldest first) and sign with the newest."""
+        self._signing = keys[-1]
+        self._algorithm = _algorithm(self._signing)
+        self._keys = KeySet(keys)
+        self._kids = frozenset(str(key.kid) for key in keys)
+
+    def knows_key_of(self, token: str) -> bool:
+        """False when the token names a `kid` this service does not hold (yet)."""
+        kid = _kid_of(token)
+        return kid is None or kid in self._kids
 
     def jwks(self) -> dict[str, Any]:
         return dict(self._keys.as_dict(private=False))
@@ -98,6 +113,21 @@ class TokenService:
             raise invalid_token(f"the access token is invalid: {_reason(error)}") from None
 
 
+def _kid_of(token: str) -> str | None:
+    """The `kid` of a token's header, unverified; None when there is none to read.
+
+    Only `kid` is ever read from a header: `jku`, `x5u` and `jwk` name keys the sender
+    chose, and are never fetched nor used (RFC 8725 section 3.10).
+    """
+    encoded = token.split(".", 1)[0]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    kid = header.get("kid") if isinstance(header, dict) else None
+    return kid if isinstance(kid, str) else None
+
+
 def _reason(error: Exception) -> str:
     return getattr(error, "description", None) or getattr(error, "error", None) or "malformed"
 
@@ -126,8 +156,33 @@ async def load_tokens(settings: Settings, journal: Journal) -> TokenService:
             raise ValueError(f"SERIATIM_JWT_KEY_FILE cannot be read: {error}") from None
         key = _import_private_key(data)
         return TokenService(settings, [key])
+    return TokenService(settings, await journal_keys(settings, journal))
+
+
+async def journal_keys(settings: Settings, journal: Journal) -> list[Any]:
+    """The journal's signing keys still in use, oldest first (a P-256 key made if none)."""
     rows = await journal.ensure_signing_key(_new_key)
-    return TokenService(settings, [jwk.import_key(private) for _, private in rows])
+    keep_for = datetime.timedelta(seconds=settings.token_ttl + LEEWAY)
+    return [jwk.import_key(private) for private in keys_in_use(rows, keep_for)]
+
+
+def keys_in_use(
+    rows: Sequence[tuple[str, dict[str, Any], datetime.datetime]], keep_for: datetime.timedelta
+) -> list[dict[str, Any]]:
+    """The newest key, and each older one that may have signed a token still valid: a key
+    stopped signing when its successor was made, so it retires `keep_for` after that."""
+    now = datetime.datetime.now(datetime.UTC)
+    older = [
+        private
+        for (_, private, _), (_, _, successor_made) in itertools.pairwise(rows)
+        if now - successor_made < keep_for
+    ]
+    return [*older, rows[-1][1]]
+
+
+def new_signing_key() -> tuple[str, dict[str, Any]]:
+    """A fresh P-256 key as (kid, private JWK)."""
+    return _new_key()
 
 
 def _import_private_key(data: bytes) -> Any:

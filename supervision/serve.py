@@ -9,8 +9,10 @@ from __future__ import annotations
 import uvicorn
 
 from actors.settings import Settings
+from supervision.wire import guarded_protocol
 
 APP = "gateway.app:from_env"
+MAX_HEAD = 16384  # bytes of request line and headers; more is a 431
 
 
 def serve_gateway(settings: Settings, host: str | None, port: int | None) -> int:
@@ -25,7 +27,8 @@ def serve_gateway(settings: Settings, host: str | None, port: int | None) -> int
         server_header=False,
         timeout_graceful_shutdown=10,
         timeout_keep_alive=65,
-        h11_max_incomplete_event_size=16384,
+        h11_max_incomplete_event_size=MAX_HEAD,
+        http=guarded_protocol(MAX_HEAD, settings.header_timeout, settings.body_timeout),
     )
     server = uvicorn.Server(config)
     server.run()

@@ -3,6 +3,7 @@
 from actors.store.journal import (
     UNAVAILABLE,
     Accepted,
+    BacklogFull,
     Credentials,
     EventRow,
     Journal,
@@ -10,14 +11,18 @@ from actors.store.journal import (
     MailboxRow,
     dump_json,
 )
+from actors.store.tenancy import ClientSettings, Tenancy
 
 __all__ = [
     "UNAVAILABLE",
     "Accepted",
+    "BacklogFull",
+    "ClientSettings",
     "Credentials",
     "EventRow",
     "Journal",
     "KeyTaken",
     "MailboxRow",
+    "Tenancy",
     "dump_json",
 ]

@@ -50,6 +50,14 @@ class KeyTaken(Exception):
     """The client already has an event with this idempotency key."""
 
 
+class BacklogFull(Exception):
+    """The client has as many accepted, unfinished events as it may have."""
+
+    def __init__(self, backlog: int) -> None:
+        super().__init__(f"{backlog} events accepted and not finished")
+        self.backlog = backlog
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class EventRow:
     id: uuid.UUID
@@ -188,11 +196,13 @@ class Journal:
         request_hash: bytes | None = None,
         redrive_of: uuid.UUID | None = None,
         traceparent: str | None = None,
+        max_backlog: int = 2**62,
     ) -> Accepted | None:
         """Commit a new event at the tail of the client's mailbox.
 
         Returns None when the client does not exist; raises KeyTaken when the idempotency
-        key is already used. Nothing is written in either case.
+        key is already used, BacklogFull when the client has `max_backlog` (or its own
+        `clients.max_backlog`) events unfinished. Nothing is written in any of these cases.
         """
         try:
             row = await self.pool.fetchrow(
@@ -204,11 +214,15 @@ class Journal:
                 request_hash,
                 redrive_of,
                 traceparent,
+                max_backlog,
             )
         except asyncpg.UniqueViolationError:
             raise KeyTaken(idempotency_key) from None
         if row is None:
-            return None
+            position = await self.position(client_id)
+            if position is None:
+                return None
+            raise BacklogFull(position.last_seq - position.done_seq)
         return Accepted(EventRow.of(row), caught_up=row["done_seq"] == row["seq"] - 1)
 
     async def event_by_key(self, client_id: uuid.UUID, key: str) -> tuple[EventRow, bytes] | None:
@@ -369,8 +383,9 @@ class Journal:
 
     async def ensure_signing_key(
         self, generate: Callable[[], tuple[str, dict[str, Any]]]
-    ) -> list[tuple[str, dict[str, Any]]]:
-        """All signing keys, oldest first; the first caller ever stores one from `generate`."""
+    ) -> list[tuple[str, dict[str, Any], datetime.datetime]]:
+        """All signing keys as (kid, private JWK, created_at), oldest first; the first caller
+        ever stores one from `generate`."""
         async with self.pool.acquire() as connection, connection.transaction():
             await connection.execute(QUERIES["lock_signing_keys"])
             rows = await connection.fetch(QUERIES["signing_keys"])
@@ -378,4 +393,10 @@ class Journal:
                 kid, private_jwk = generate()
                 await connection.execute(QUERIES["insert_signing_key"], kid, dump_json(private_jwk))
                 rows = await connection.fetch(QUERIES["signing_keys"])
-        return [(row["kid"], row["private_jwk"]) for row in rows]
+        return [(row["kid"], row["private_jwk"], row["created_at"]) for row in rows]
+
+    async def add_signing_key(self, kid: str, private_jwk: dict[str, Any]) -> None:
+        """Store a new signing key; it signs from now on (the newest key signs)."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            await connection.execute(QUERIES["lock_signing_keys"])
+            await connection.execute(QUERIES["insert_signing_key"], kid, dump_json(private_jwk))

@@ -10,8 +10,10 @@ SELECT id, secret_hash, admin FROM clients WHERE id = $1;
 -- name: accept_event
 -- One statement, so one atomic step: bump the client's counter under its row lock and insert
 -- the event with that seq. A unique violation (idempotency key race) rolls back both.
+-- A client whose backlog (accepted, unfinished) has reached $8 matches no row: nothing written.
 WITH counter AS (
-    UPDATE clients SET last_seq = last_seq + 1 WHERE id = $1
+    UPDATE clients SET last_seq = last_seq + 1
+    WHERE id = $1 AND last_seq - done_seq < coalesce(max_backlog, $8)
     RETURNING last_seq, done_seq
 )
 INSERT INTO events (client_id, seq, type, payload, idempotency_key, request_hash, redrive_of,
@@ -190,7 +192,7 @@ SELECT id FROM clients WHERE host = $1 AND state = 'active';
 SELECT pg_advisory_xact_lock(7215002);
 
 -- name: signing_keys
-SELECT kid, private_jwk FROM signing_keys ORDER BY created_at;
+SELECT kid, private_jwk, created_at FROM signing_keys ORDER BY created_at, kid;
 
 -- name: insert_signing_key
 INSERT INTO signing_keys (kid, private_jwk) VALUES ($1, $2::jsonb) ON CONFLICT DO NOTHING;
@@ -221,3 +223,45 @@ SELECT
     (SELECT extract(epoch FROM now() - min(accepted_at))::float8
      FROM events WHERE published_at IS NULL AND status NOT IN ('succeeded', 'dead'))
         AS relay_lag;
+
+-- name: client_settings
+SELECT id, name, admin, webhook_type_pointer, rate_per_second, rate_burst, max_backlog,
+       last_seq - done_seq AS backlog
+FROM clients WHERE id = $1;
+
+-- name: set_client_settings
+-- Absent fields keep their value ($3/$4 only with $5, $6 only with $7); NULL is the default.
+UPDATE clients
+SET webhook_type_pointer = coalesce($2, webhook_type_pointer),
+    rate_per_second = CASE WHEN $5 THEN $3 ELSE rate_per_second END,
+    rate_burst = CASE WHEN $5 THEN $4 ELSE rate_burst END,
+    max_backlog = CASE WHEN $7 THEN $6 ELSE max_backlog END
+WHERE id = $1
+RETURNING id;
+
+-- name: webhook_verifiers
+-- The type pointer and the secrets that verify a client's webhooks now; no row: no client.
+SELECT c.webhook_type_pointer,
+       coalesce(array_agg(s.secret ORDER BY s.created_at DESC)
+                FILTER (WHERE s.secret IS NOT NULL), '{}') AS secrets
+FROM clients c
+LEFT JOIN webhook_secrets s
+       ON s.client_id = c.id AND (s.expires_at IS NULL OR s.expires_at > now())
+WHERE c.id = $1
+GROUP BY c.id;
+
+-- name: add_webhook_secret
+-- Secrets still valid expire $3 seconds from now (sooner if they already would).
+WITH retire AS (
+    UPDATE webhook_secrets
+    SET expires_at = least(coalesce(expires_at, 'infinity'), now() + make_interval(secs => $3))
+    WHERE client_id = $1 AND (expires_at IS NULL OR expires_at > now())
+)
+INSERT INTO webhook_secrets (client_id, secret)
+SELECT id, $2 FROM clients WHERE id = $1
+RETURNING id, created_at;
+
+-- name: webhook_secrets
+SELECT id, created_at, expires_at FROM webhook_secrets
+WHERE client_id = $1 AND (expires_at IS NULL OR expires_at > now())
+ORDER BY created_at;

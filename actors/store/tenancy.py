@@ -1,0 +1,95 @@
+"""Per-client intake settings in the journal: webhook secrets, the webhook type pointer and
+the client's limits (rate and backlog)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import uuid
+
+import asyncpg
+
+from actors.store.queries import QUERIES
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClientSettings:
+    """A client's intake settings; None means the deployment's default."""
+
+    id: uuid.UUID
+    name: str
+    admin: bool
+    webhook_type_pointer: str
+    rate_per_second: float | None
+    rate_burst: int | None
+    max_backlog: int | None
+    backlog: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Verifiers:
+    """What verifies a client's webhooks now: its valid secrets, newest first."""
+
+    type_pointer: str
+    secrets: tuple[bytes, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SecretInfo:
+    id: uuid.UUID
+    created_at: datetime.datetime
+    expires_at: datetime.datetime | None = None
+
+
+class Tenancy:
+    """One method per named query, on the journal's pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def settings(self, client_id: uuid.UUID) -> ClientSettings | None:
+        row = await self.pool.fetchrow(QUERIES["client_settings"], client_id)
+        return ClientSettings(**dict(row)) if row else None
+
+    async def set_settings(
+        self,
+        client_id: uuid.UUID,
+        *,
+        type_pointer: str | None = None,
+        rate: tuple[float, int] | bool | None = False,
+        max_backlog: int | bool | None = False,
+    ) -> bool:
+        """Change what is given (`False`: keep; `None`: back to the default); False when
+        the client does not exist."""
+        per_second, burst = rate if isinstance(rate, tuple) else (None, None)
+        row = await self.pool.fetchrow(
+            QUERIES["set_client_settings"],
+            client_id,
+            type_pointer,
+            per_second,
+            burst,
+            rate is not False,
+            None if isinstance(max_backlog, bool) else max_backlog,
+            max_backlog is not False,
+        )
+        return row is not None
+
+    async def verifiers(self, client_id: uuid.UUID) -> Verifiers | None:
+        row = await self.pool.fetchrow(QUERIES["webhook_verifiers"], client_id)
+        if row is None:
+            return None
+        return Verifiers(row["webhook_type_pointer"], tuple(bytes(s) for s in row["secrets"]))
+
+    async def add_webhook_secret(
+        self, client_id: uuid.UUID, secret: bytes, previous_valid_for: float
+    ) -> SecretInfo | None:
+        """Store a new secret; older ones stay valid `previous_valid_for` seconds more.
+        None when the client does not exist."""
+        row = await self.pool.fetchrow(
+            QUERIES["add_webhook_secret"], client_id, secret, previous_valid_for
+        )
+        return SecretInfo(row["id"], row["created_at"]) if row else None
+
+    async def webhook_secrets(self, client_id: uuid.UUID) -> list[SecretInfo]:
+        rows = await self.pool.fetch(QUERIES["webhook_secrets"], client_id)
+        return [SecretInfo(**dict(row)) for row in rows]

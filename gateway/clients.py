@@ -1,0 +1,167 @@
+"""Operator routes for a client's intake: its webhook secrets, type pointer and limits."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from actors.store import ClientSettings
+from gateway import intake
+from gateway.auth import principal
+from gateway.bodies import rfc3339
+from gateway.hooks import new_secret, valid_pointer
+from gateway.problems import Problem
+from gateway.services import Services, services_of
+from gateway.tokens import ADMIN_SCOPE
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GRACE = 86400.0  # seconds the previous secrets stay valid after a rotation
+
+
+def _client_id(request: Request) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.path_params["client_id"])
+    except ValueError:
+        raise Problem(404, "not-found", "no such client") from None
+
+
+def _settings_json(row: ClientSettings, services: Services) -> dict[str, Any]:
+    d = services.settings
+    return {
+        "client_id": str(row.id),
+        "name": row.name,
+        "admin": row.admin,
+        "webhook_type_pointer": row.webhook_type_pointer,
+        "rate_limit": {
+            "per_second": row.rate_per_second or d.rate_per_second,
+            "burst": row.rate_burst or d.rate_burst,
+            "default": row.rate_per_second is None,
+        },
+        "max_backlog": {
+            "value": row.max_backlog or d.max_backlog,
+            "default": row.max_backlog is None,
+        },
+        "backlog": row.backlog,
+    }
+
+
+async def get_client(request: Request) -> Response:
+    await principal(request, ADMIN_SCOPE)
+    services = services_of(request)
+    row = await services.tenancy.settings(_client_id(request))
+    if row is None:
+        raise Problem(404, "not-found", "no such client")
+    return JSONResponse(_settings_json(row, services))
+
+
+async def patch_client(request: Request) -> Response:
+    """PATCH /v1/admin/clients/{id}: `webhook_type_pointer`, `rate_limit`, `max_backlog`."""
+    await principal(request, ADMIN_SCOPE)
+    services = services_of(request)
+    client_id = _client_id(request)
+    intake.require_json(request.headers.get("content-type"))
+    changes = _changes(intake.parse_json(await services.read_body(request, limit=4096)))
+    if not await services.tenancy.set_settings(client_id, **changes):
+        raise Problem(404, "not-found", "no such client")
+    services.limits.forget(client_id)
+    log.info("client %s settings changed: %s", client_id, ", ".join(sorted(changes)))
+    return await get_client(request)
+
+
+def _changes(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or not value:
+        raise _invalid("the body must be a JSON object with the fields to change")
+    unknown = sorted(set(value) - {"webhook_type_pointer", "rate_limit", "max_backlog"})
+    if unknown:
+        raise _invalid(f"unknown field(s): {', '.join(unknown)}")
+    changes: dict[str, Any] = {}
+    if "webhook_type_pointer" in value:
+        if not valid_pointer(value["webhook_type_pointer"]):
+            raise _invalid("'webhook_type_pointer' must be a JSON pointer (RFC 6901) like /type")
+        changes["type_pointer"] = value["webhook_type_pointer"]
+    if "rate_limit" in value:
+        changes["rate"] = _rate(value["rate_limit"])
+    if "max_backlog" in value:
+        backlog = value["max_backlog"]
+        if backlog is not None and not _integer(backlog, 1, 2**53):
+            raise _invalid("'max_backlog' must be null or an integer of at least 1")
+        changes["max_backlog"] = backlog
+    return changes
+
+
+def _rate(value: Any) -> tuple[float, int] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"per_second", "burst"}:
+        raise _invalid('\'rate_limit\' must be null or {"per_second": <number>, "burst": <n>}')
+    per_second, burst = value["per_second"], value["burst"]
+    if isinstance(per_second, bool) or not isinstance(per_second, int | float):
+        raise _invalid("'per_second' must be a number")
+    if not 0.001 <= per_second <= 1_000_000 or not _integer(burst, 1, 1_000_000):
+        raise _invalid("'per_second' must be 0.001-1000000 and 'burst' an integer 1-1000000")
+    return float(per_second), int(burst)
+
+
+def _integer(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _invalid(detail: str) -> Problem:
+    return Problem(422, "invalid-client-settings", detail)
+
+
+async def add_webhook_secret(request: Request) -> Response:
+    """POST /v1/admin/clients/{id}/webhook-secrets: a new secret, shown only in this answer;
+    the previous ones stay valid `previous_valid_for` seconds (default a day)."""
+    await principal(request, ADMIN_SCOPE)
+    services = services_of(request)
+    client_id = _client_id(request)
+    grace = DEFAULT_GRACE
+    body = await services.read_body(request, limit=4096)
+    if body.strip():
+        intake.require_json(request.headers.get("content-type"))
+        value = intake.parse_json(body)
+        if not isinstance(value, dict) or set(value) - {"previous_valid_for"}:
+            raise _invalid('the body may only hold {"previous_valid_for": <seconds>}')
+        grace = value.get("previous_valid_for", DEFAULT_GRACE)
+        if (
+            isinstance(grace, bool)
+            or not isinstance(grace, int | float)
+            or not 0 <= grace <= 2592000
+        ):
+            raise _invalid("'previous_valid_for' must be 0-2592000 seconds")
+    text, key = new_secret()
+    stored = await services.tenancy.add_webhook_secret(client_id, key, float(grace))
+    if stored is None:
+        raise Problem(404, "not-found", "no such client")
+    log.info("webhook secret %s added for client %s", stored.id, client_id)
+    return JSONResponse(
+        {
+            "id": str(stored.id),
+            "client_id": str(client_id),
+            "secret": text,
+            "created_at": rfc3339(stored.created_at),
+            "previous_valid_for": grace,
+        },
+        status_code=201,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def list_webhook_secrets(request: Request) -> Response:
+    await principal(request, ADMIN_SCOPE)
+    services = services_of(request)
+    client_id = _client_id(request)
+    if await services.tenancy.settings(client_id) is None:
+        raise Problem(404, "not-found", "no such client")
+    rows = await services.tenancy.webhook_secrets(client_id)
+    items = [
+        {"id": str(r.id), "created_at": rfc3339(r.created_at), "expires_at": rfc3339(r.expires_at)}
+        for r in rows
+    ]
+    return JSONResponse({"items": items})

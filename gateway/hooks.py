@@ -1,0 +1,146 @@
+"""Standard Webhooks intake: `POST /v1/hooks/<client_id>`, signed with the client's secret.
+
+The signature (`v1,<base64 HMAC-SHA256 of id.timestamp.body>`) is checked over the raw bytes
+in constant time against every valid secret of the client (several during a rotation); the
+`webhook-id` is the idempotency key; the event type is read with the client's JSON pointer.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway import intake
+from gateway.events import accept_once
+from gateway.problems import Problem
+from gateway.services import services_of
+
+TOLERANCE = 300  # seconds a webhook-timestamp may be off from now, either way
+MAX_SIGNATURES = 8  # signatures in one header that are tried (a rotation needs two)
+SECRET_PREFIX = "whsec_"
+KEY_PREFIX = "webhook\t"  # idempotency keys of webhooks; Idempotency-Key cannot hold a tab
+_ID = re.compile(r"[\x21-\x7e]{1,255}")
+_POINTER = re.compile(r"(/([^~/]|~[01])*)*")
+
+
+def new_secret() -> tuple[str, bytes]:
+    """A new signing secret: its `whsec_` text (shown once) and its key bytes (stored)."""
+    key = secrets.token_bytes(32)
+    return SECRET_PREFIX + base64.b64encode(key).decode("ascii"), key
+
+
+def sign(key: bytes, webhook_id: str, timestamp: str, body: bytes) -> str:
+    """The `v1,<signature>` of a delivery, as a sender computes it."""
+    content = f"{webhook_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()).decode()
+
+
+def verify(
+    keys: Sequence[bytes], webhook_id: str, timestamp: str, signatures: str, body: bytes
+) -> bool:
+    """True when any `v1` signature in the header matches any secret (constant-time compare)."""
+    offered = []
+    for entry in signatures.split()[:MAX_SIGNATURES]:
+        version, _, encoded = entry.partition(",")
+        if version != "v1":
+            continue
+        try:
+            offered.append(base64.b64decode(encoded, validate=True))
+        except binascii.Error:
+            continue
+    content = f"{webhook_id}.{timestamp}.".encode() + body
+    matched = False
+    for key in keys:
+        expected = hmac.new(key, content, hashlib.sha256).digest()
+        for signature in offered:
+            matched |= hmac.compare_digest(expected, signature)
+    return matched
+
+
+def valid_pointer(pointer: Any) -> bool:
+    return isinstance(pointer, str) and len(pointer) <= 200 and bool(_POINTER.fullmatch(pointer))
+
+
+def resolve(document: Any, pointer: str) -> Any:
+    """The value at an RFC 6901 JSON pointer; raises LookupError when there is none."""
+    value = document
+    for token in pointer.split("/")[1:]:
+        token = token.replace("~1", "/").replace("~0", "~")
+        if isinstance(value, dict) and token in value:
+            value = value[token]
+        elif isinstance(value, list) and token.isdigit() and str(int(token)) == token:
+            value = value[int(token)]
+        else:
+            raise LookupError(token)
+    return value
+
+
+def _headers(request: Request) -> tuple[str, str, str]:
+    webhook_id = request.headers.get("webhook-id")
+    timestamp = request.headers.get("webhook-timestamp")
+    signatures = request.headers.get("webhook-signature")
+    if webhook_id is None or timestamp is None or signatures is None:
+        raise Problem(
+            400,
+            "invalid-webhook",
+            "webhook-id, webhook-timestamp and webhook-signature headers are required",
+        )
+    if not _ID.fullmatch(webhook_id):
+        raise Problem(400, "invalid-webhook", "webhook-id must be 1-255 printable ASCII characters")
+    if not timestamp.isdigit() or len(timestamp) > 12:
+        raise Problem(400, "invalid-webhook", "webhook-timestamp must be integer Unix seconds")
+    if abs(time.time() - int(timestamp)) > TOLERANCE:
+        raise _unverified("webhook-timestamp is more than 5 minutes from now")
+    return webhook_id, timestamp, signatures
+
+
+def _unverified(detail: str) -> Problem:
+    return Problem(
+        401,
+        "invalid-webhook-signature",
+        detail,
+        headers={"WWW-Authenticate": 'Webhook-Signature realm="seriatim"'},
+    )
+
+
+async def receive(request: Request) -> Response:
+    """POST /v1/hooks/{client_id}: a signed delivery becomes an event of that client."""
+    services = services_of(request)
+    try:
+        client_id = uuid.UUID(request.path_params["client_id"])
+    except ValueError:
+        raise Problem(404, "not-found", "no such webhook endpoint") from None
+    webhook_id, timestamp, signatures = _headers(request)
+    intake.require_json(request.headers.get("content-type"))
+    body = await services.read_body(request)
+    verifiers = await services.tenancy.verifiers(client_id)
+    keys = verifiers.secrets if verifiers else ()
+    # An unknown client and a wrong signature look alike: the endpoint tells nobody who exists
+    if not verify(keys, webhook_id, timestamp, signatures, body) or verifiers is None:
+        raise _unverified("no webhook-signature matches this endpoint's secrets")
+    await services.limits.admit(client_id)  # only verified senders spend the client's rate
+    payload = intake.parse_json(body)
+    if not isinstance(payload, dict):
+        raise Problem(422, "invalid-event", "a webhook body must be a JSON object")
+    try:
+        type_ = resolve(payload, verifiers.type_pointer)
+    except LookupError:
+        raise Problem(
+            422, "invalid-event", f"the body has no event type at {verifiers.type_pointer!r}"
+        ) from None
+    if not isinstance(type_, str) or type_ not in services.handlers:
+        raise Problem(
+            422, "unknown-event-type", "the event type in the body names no registered handler"
+        )
+    return await accept_once(services, client_id, type_, payload, KEY_PREFIX + webhook_id)

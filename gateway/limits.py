@@ -1,0 +1,162 @@
+"""Per-client limits (a GCRA rate limit, the backlog cap's settings) and the global limit on
+concurrent requests."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from actors.settings import Settings
+from actors.store import Tenancy
+from gateway.problems import Problem
+
+SETTINGS_TTL = 5.0  # seconds a gateway keeps a client's limits before reading them again
+_PRUNE_AT = 100_000  # clients tracked before idle ones are forgotten
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rate:
+    per_second: float
+    burst: int
+
+
+class RateLimiter:
+    """GCRA (the generic cell rate algorithm): one float per client, O(1) per request.
+
+    A request conforms when the client's theoretical arrival time (TAT) is at most
+    `(burst - 1) / per_second` ahead of now; it then moves the TAT by `1 / per_second`.
+    Per gateway process: N gateways allow up to N times the rate.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._tat: dict[uuid.UUID, float] = {}
+
+    def wait(self, client_id: uuid.UUID, rate: Rate) -> float:
+        """0 when the request may go ahead (and is counted), else the seconds to wait."""
+        now = self._clock()
+        interval = 1.0 / rate.per_second
+        tat = max(self._tat.get(client_id, now), now)
+        ahead = tat - now - interval * (rate.burst - 1)
+        if ahead > 0:
+            return ahead
+        self._tat[client_id] = tat + interval
+        if len(self._tat) > _PRUNE_AT:
+            self._tat = {cid: t for cid, t in self._tat.items() if t > now}
+        return 0.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Limits:
+    rate: Rate
+    max_backlog: int
+
+
+class ClientLimits:
+    """Each client's limits, read from the journal at most every SETTINGS_TTL seconds."""
+
+    def __init__(self, settings: Settings, tenancy: Tenancy) -> None:
+        self._defaults = settings
+        self._tenancy = tenancy
+        self._cache: dict[uuid.UUID, tuple[float, Limits]] = {}
+        self.limiter = RateLimiter()
+
+    async def of(self, client_id: uuid.UUID) -> Limits:
+        now = time.monotonic()
+        cached = self._cache.get(client_id)
+        if cached is not None and now - cached[0] < SETTINGS_TTL:
+            return cached[1]
+        row = await self._tenancy.settings(client_id)
+        d = self._defaults
+        limits = Limits(
+            Rate(
+                (row and row.rate_per_second) or d.rate_per_second,
+                (row and row.rate_burst) or d.rate_burst,
+            ),
+            (row and row.max_backlog) or d.max_backlog,
+        )
+        if len(self._cache) > _PRUNE_AT:
+            self._cache.clear()
+        self._cache[client_id] = (now, limits)
+        return limits
+
+    def forget(self, client_id: uuid.UUID) -> None:
+        """Read this client's limits again on its next request (after an admin change)."""
+        self._cache.pop(client_id, None)
+
+    async def admit(self, client_id: uuid.UUID) -> Limits:
+        """The client's limits; raises Problem 429 when it is over its rate."""
+        limits = await self.of(client_id)
+        wait = self.limiter.wait(client_id, limits.rate)
+        if wait > 0:
+            raise Problem(
+                429,
+                "rate-limited",
+                f"this client may send {limits.rate.per_second:g} requests per second "
+                f"(bursts of {limits.rate.burst}); retry later",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+        return limits
+
+
+def backlog_full(backlog: int) -> Problem:
+    return Problem(
+        429,
+        "backlog-full",
+        f"this client has {backlog} events accepted and not yet finished, as many as it may "
+        "have; retry once some have finished",
+        headers={"Retry-After": "5"},
+    )
+
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+_UNLIMITED = ("/healthz", "/readyz", "/metrics")
+
+
+class ConcurrencyLimit:
+    """Pure ASGI middleware: at most `limit` requests in progress; more get a 503."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.active = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in _UNLIMITED:
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.limit:
+            await _overloaded(scope, send)
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+
+async def _overloaded(scope: Scope, send: Send) -> None:
+    body = json.dumps(
+        {
+            "type": "urn:seriatim:problem:overloaded",
+            "title": "Service Unavailable",
+            "status": 503,
+            "detail": "the gateway is serving as many requests as it may; retry shortly",
+            "instance": scope["path"],
+        }
+    ).encode()
+    headers = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", b"1"),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,132 @@
+"""JSON Schemas of the API's bodies, for the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+UUID = {"type": "string", "format": "uuid"}
+TIME = {"type": ["string", "null"], "format": "date-time"}
+ANY_JSON: dict[str, Any] = {}
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def object_of(required: list[str], **properties: Any) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": properties}
+
+
+STATUSES = ["queued", "processing", "retrying", "succeeded", "dead"]
+RATE = {
+    "type": ["object", "null"],
+    "additionalProperties": False,
+    "required": ["per_second", "burst"],
+    "properties": {
+        "per_second": {"type": "number", "minimum": 0.001, "maximum": 1000000},
+        "burst": {"type": "integer", "minimum": 1, "maximum": 1000000},
+    },
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Problem": {
+        "type": "object",
+        "required": ["type", "title", "status", "detail"],
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "instance": {"type": "string"},
+        },
+    },
+    "Accepted": object_of(
+        ["id", "client_id", "seq", "type", "status", "accepted_at"],
+        id=UUID,
+        client_id=UUID,
+        seq={"type": "integer"},
+        type={"type": "string"},
+        status={"const": "queued"},
+        accepted_at=TIME,
+        redrive_of=UUID,
+    ),
+    "Event": object_of(
+        ["id", "client_id", "seq", "type", "payload", "status", "attempts", "accepted_at"],
+        id=UUID,
+        client_id=UUID,
+        seq={"type": "integer"},
+        type={"type": "string"},
+        payload={"type": "object"},
+        status={"enum": STATUSES},
+        attempts={"type": "integer"},
+        accepted_at=TIME,
+        started_at=TIME,
+        finished_at=TIME,
+        result=ANY_JSON,
+        error=ANY_JSON,
+        redrive_of=UUID,
+    ),
+    "EventList": object_of(
+        ["items", "next_after_seq"],
+        items={"type": "array", "items": ref("Event")},
+        next_after_seq={"type": ["integer", "null"]},
+    ),
+    "Mailbox": object_of(
+        ["client_id", "state", "last_seq", "done_seq", "backlog", "policy"],
+        client_id=UUID,
+        state={"enum": ["idle", "active", "backing_off", "suspended"]},
+        last_seq={"type": "integer"},
+        done_seq={"type": "integer"},
+        backlog={"type": "integer"},
+        in_flight_seq={"type": ["integer", "null"]},
+        restarts={"type": "integer"},
+        host={"type": ["string", "null"]},
+        policy={"enum": ["skip", "halt"]},
+    ),
+    "MailboxList": object_of(
+        ["items", "next_after"],
+        items={"type": "array", "items": ref("Mailbox")},
+        next_after={"type": ["string", "null"], "format": "uuid"},
+    ),
+    "Token": object_of(
+        ["access_token", "token_type", "expires_in", "scope"],
+        access_token={"type": "string"},
+        token_type={"const": "Bearer"},
+        expires_in={"type": "integer"},
+        scope={"type": "string"},
+    ),
+    "ClientCreated": object_of(
+        ["client_id", "client_secret", "name"],
+        client_id=UUID,
+        client_secret={"type": "string"},
+        name={"type": "string"},
+        admin={"type": "boolean"},
+    ),
+    "ClientSettings": object_of(
+        ["client_id", "name", "webhook_type_pointer", "rate_limit", "max_backlog"],
+        client_id=UUID,
+        name={"type": "string"},
+        admin={"type": "boolean"},
+        webhook_type_pointer={"type": "string"},
+        rate_limit={"type": "object"},
+        max_backlog={"type": "object"},
+        backlog={"type": "integer"},
+    ),
+    "WebhookSecret": object_of(
+        ["id", "client_id", "secret", "created_at"],
+        id=UUID,
+        client_id=UUID,
+        secret={"type": "string", "pattern": "^whsec_"},
+        created_at=TIME,
+        previous_valid_for={"type": "number"},
+    ),
+    "WebhookSecretList": object_of(
+        ["items"],
+        items={
+            "type": "array",
+            "items": object_of(["id", "created_at"], id=UUID, created_at=TIME, expires_at=TIME),
+        },
+    ),
+    "SigningKey": object_of(["kid", "jwks"], kid={"type": "string"}, jwks={"type": "object"}),
+    "Status": object_of(["status"], status={"type": "string"}),
+}
