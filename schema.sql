@@ -77,11 +77,16 @@ CREATE OR REPLACE FUNCTION live_worker_ids(alive_within double precision, by_loc
 RETURNS SETOF text LANGUAGE sql STABLE AS $$
     SELECT w.id FROM workers w
     WHERE w.last_seen > now() - make_interval(secs => alive_within)
-      AND (NOT by_lock OR w.lock_key IS NULL OR w.lock_key::bigint IN (
-          SELECT l.objid::bigint FROM pg_locks l
-          WHERE l.locktype = 'advisory' AND l.classid = 7215010 AND l.objsubid = 2
-            AND l.granted
-            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())))
+      AND (NOT by_lock
+           OR w.lock_key IS NULL
+           -- a restarted PostgreSQL ended every lease's session: give them time to renew
+           OR pg_postmaster_start_time() > now() - interval '3 seconds'
+           OR w.lock_key::bigint IN (
+               SELECT l.objid::bigint FROM pg_locks l
+               WHERE l.locktype = 'advisory' AND l.classid = 7215010 AND l.objsubid = 2
+                 AND l.granted
+                 AND l.database = (SELECT oid FROM pg_database
+                                   WHERE datname = current_database())))
 $$;
 
 -- Supervision policy per client (NULL: the deployment's default) and why a mailbox is suspended.

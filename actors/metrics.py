@@ -236,7 +236,11 @@ async def serve_metrics(
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-    server = await asyncio.start_server(answer, host, port, limit=16384)
+    try:
+        server = await asyncio.start_server(answer, host, port, limit=16384)
+    except OSError as error:  # a taken port costs the metrics, never the process
+        log.error("cannot serve metrics on %s:%d: %s", host, port, error)
+        return
     log.info("metrics on http://%s:%d/metrics", host, port)
     async with server:
         await stopping.wait()

@@ -118,8 +118,12 @@ class Control:
             data = json.loads(body)
             cls = _CONTROL[data.pop("kind")]
             hints = {f.name: f.type for f in dataclasses.fields(cls)}
-            return cls(
-                **{k: uuid.UUID(v) if hints[k] == "uuid.UUID" else v for k, v in data.items()}
+            return cls(  # fields a newer sender added are ignored (rolling upgrades)
+                **{
+                    k: uuid.UUID(v) if hints[k] == "uuid.UUID" else v
+                    for k, v in data.items()
+                    if k in hints
+                }
             )
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise ProtocolError(f"malformed control message: {error!r}") from None

@@ -3,7 +3,9 @@ spans every event's trace is made of (publish, process, attempt, supervisor acti
 
 Span names stay low-cardinality: a client id, event id or queue name is an attribute, never
 part of a name. Without OTEL_EXPORTER_OTLP_ENDPOINT (or …_TRACES_ENDPOINT) spans are still
-made, so that trace ids reach logs, response headers and the journal, but nothing is exported.
+made, so that trace ids reach logs, response headers and the journal, but nothing is exported;
+and unless OTEL_TRACES_SAMPLER says otherwise they are not recorded either (a parent-based
+always-off sampler): a recorded span costs ~25 µs, a non-recording one almost nothing.
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 log = logging.getLogger(__name__)
 
 _TRACER = "seriatim"
 _ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+#: With nowhere to export to: trace ids and context still flow, spans are not recorded.
+_NOT_RECORDED = ParentBased(ALWAYS_OFF)
 
 
 def configure(service_name: str) -> TracerProvider | None:
@@ -36,9 +41,11 @@ def configure(service_name: str) -> TracerProvider | None:
     if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
     attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service_name}
-    provider = TracerProvider(resource=Resource.create(attributes))
     exporter_wanted = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() != "none"
-    if exporter_wanted and any(os.environ.get(name) for name in _ENDPOINTS):
+    exporting = exporter_wanted and any(os.environ.get(name) for name in _ENDPOINTS)
+    sampler = None if exporting or os.environ.get("OTEL_TRACES_SAMPLER") else _NOT_RECORDED
+    provider = TracerProvider(resource=Resource.create(attributes), sampler=sampler)
+    if exporting:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))

@@ -16,6 +16,12 @@ from actors.store.queries import QUERIES
 
 #: The first key of every worker's advisory lock; the second is the worker's `lock_key`.
 LOCK_CLASS = 7215010
+#: So that PostgreSQL notices a lease connection whose worker vanished without a FIN.
+_KEEPALIVE = {
+    "tcp_keepalives_idle": "5",
+    "tcp_keepalives_interval": "2",
+    "tcp_keepalives_count": "3",
+}
 
 
 class Lease:
@@ -23,7 +29,7 @@ class Lease:
 
     def __init__(self, dsn: str, worker_id: str, hostname: str, pid: int) -> None:
         self.worker_id = worker_id
-        self.key = secrets.randbelow(2**31 - 2) + 1  # pg_locks shows it as a positive oid
+        self.key = 0  # drawn anew with each connection (see renew)
         self._dsn = dsn
         self._hostname = hostname
         self._pid = pid
@@ -33,8 +39,17 @@ class Lease:
         """Hold the lock (reconnecting if need be), then record the heartbeat over it."""
         try:
             if self._connection is None or self._connection.is_closed():
-                self._connection = await asyncpg.connect(self._dsn, command_timeout=10)
-                await self._connection.execute(QUERIES["take_worker_lock"], LOCK_CLASS, self.key)
+                self._connection = await asyncpg.connect(
+                    self._dsn, command_timeout=10, server_settings=_KEEPALIVE
+                )
+                # A fresh key each time: an old session of ours that PostgreSQL has not reaped
+                # yet (a half-open connection) may still hold the previous one.
+                while True:
+                    self.key = secrets.randbelow(2**31 - 2) + 1  # a positive oid in pg_locks
+                    if await self._connection.fetchval(
+                        QUERIES["take_worker_lock"], LOCK_CLASS, self.key
+                    ):
+                        break
             await self._connection.execute(
                 QUERIES["heartbeat"], self.worker_id, self._hostname, self._pid, self.key
             )

@@ -169,8 +169,8 @@ INSERT INTO workers (id, hostname, pid, lock_key) VALUES ($1, $2, $3, $4)
 ON CONFLICT (id) DO UPDATE SET last_seen = now(), lock_key = $4;
 
 -- name: take_worker_lock
--- Held by the heartbeat's session until it ends (actors/store/lease.py).
-SELECT pg_advisory_lock($1, $2);
+-- Held by the heartbeat's session until it ends (actors/store/lease.py); false when taken.
+SELECT pg_try_advisory_lock($1, $2);
 
 -- name: forget_worker
 DELETE FROM workers WHERE id = $1;
@@ -207,22 +207,27 @@ SELECT current_setting('fsync') AS fsync, current_setting('synchronous_commit') 
 -- The journal-wide figures the metrics report: mailboxes by state, the backlog, the age of
 -- the oldest unfinished event (each client's head, by the (client_id, seq) index) and the
 -- relay lag (the oldest event not yet published, by the outbox index).
+WITH states AS (  -- one scan of clients for the counts
+    SELECT count(*) FILTER (WHERE state = 'idle') AS idle,
+           count(*) FILTER (WHERE state = 'active') AS active,
+           count(*) FILTER (WHERE state = 'suspended') AS suspended,
+           coalesce(sum(last_seq - done_seq) FILTER (WHERE done_seq < last_seq), 0) AS backlog
+    FROM clients
+)
 SELECT
-    (SELECT count(*) FROM clients WHERE state = 'idle') AS idle,
-    (SELECT count(*) FROM clients WHERE state = 'active') AS active,
-    (SELECT count(*) FROM clients WHERE state = 'suspended') AS suspended,
+    states.idle, states.active, states.suspended,
     (SELECT count(*)
      FROM clients c JOIN events e ON e.client_id = c.id AND e.seq = c.done_seq + 1
      WHERE c.done_seq < c.last_seq AND c.state = 'active' AND e.status = 'retrying')
         AS backing_off,
-    (SELECT coalesce(sum(last_seq - done_seq), 0) FROM clients WHERE done_seq < last_seq)
-        AS backlog,
+    states.backlog,
     (SELECT extract(epoch FROM now() - min(e.accepted_at))::float8
      FROM clients c JOIN events e ON e.client_id = c.id AND e.seq = c.done_seq + 1
      WHERE c.done_seq < c.last_seq) AS oldest_age,
     (SELECT extract(epoch FROM now() - min(accepted_at))::float8
      FROM events WHERE published_at IS NULL AND status NOT IN ('succeeded', 'dead'))
-        AS relay_lag;
+        AS relay_lag
+FROM states;
 
 -- name: client_settings
 SELECT id, name, admin, webhook_type_pointer, rate_per_second, rate_burst, max_backlog,
