@@ -76,7 +76,7 @@ class RabbitNode:
 
     def __init__(self, root: Path, bin_dir: Path) -> None:
         self.root = root
-        self.name = f"{RABBIT_PREFIX}{os.getpid()}@localhost"
+        self.name = f"{root.name}@localhost"  # unique: a test may run two nodes at once
         self.port = free_port()
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
         self.pid: int | None = None
