@@ -26,6 +26,9 @@ ORDINARY_SCOPES = ("events:write", "events:read")
 ADMIN_SCOPE = "admin"
 TOKEN_TYPE = "at+jwt"  # RFC 9068
 LEEWAY = 30
+#: Tokens verified lately, so that a client's next request (or a flood of refused ones) costs
+#: a dict lookup instead of a signature check (~150 µs for ES256).
+VERIFIED_CACHE = 10_000
 _ALGORITHMS = {
     ("EC", "P-256"): "ES256",
     ("EC", "P-384"): "ES384",
@@ -68,6 +71,7 @@ class TokenService:
         self._algorithm = _algorithm(self._signing)
         self._keys = KeySet(keys)
         self._kids = frozenset(str(key.kid) for key in keys)
+        self._verified: dict[str, tuple[Principal, float]] = {}  # token -> (caller, until)
 
     def knows_key_of(self, token: str) -> bool:
         """False when the token names a `kid` this service does not hold (yet)."""
@@ -100,6 +104,18 @@ class TokenService:
 
     def verify(self, token: str) -> Principal:
         """The principal of a valid token; raises Problem(401) for anything else."""
+        hit = self._verified.get(token)
+        if hit is not None:
+            if time.time() < hit[1]:
+                return hit[0]
+            del self._verified[token]
+        caller, expires = self._verify(token)
+        if len(self._verified) >= VERIFIED_CACHE:
+            del self._verified[next(iter(self._verified))]  # the oldest entry
+        self._verified[token] = (caller, expires + LEEWAY)
+        return caller
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             decoded = jwt.decode(token, self._keys, algorithms=[self._algorithm])
             if decoded.header.get("typ") != TOKEN_TYPE:
@@ -108,7 +124,8 @@ class TokenService:
             scope = decoded.claims.get("scope", "")
             if not isinstance(scope, str):
                 raise invalid_token("the token's scope claim is malformed")
-            return Principal(uuid.UUID(decoded.claims["sub"]), frozenset(scope.split()))
+            caller = Principal(uuid.UUID(decoded.claims["sub"]), frozenset(scope.split()))
+            return caller, float(decoded.claims["exp"])
         except (JoseError, ValueError, TypeError, KeyError) as error:
             raise invalid_token(f"the access token is invalid: {_reason(error)}") from None
 

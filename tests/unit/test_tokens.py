@@ -113,6 +113,38 @@ def test_a_token_expired_within_the_leeway_is_still_accepted(
     assert tokens.verify(token).client_id == CLIENT
 
 
+def test_a_verified_token_is_not_checked_again_until_it_expires(
+    tokens: TokenService, key: ECKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a token verified once
+    now = int(time.time())
+    token = sign(key, claims(iat=now, nbf=now, exp=now + 60))
+    first = tokens.verify(token)
+    checks = []
+    original = tokens._verify
+    monkeypatch.setattr(tokens, "_verify", lambda t: checks.append(t) or original(t))
+
+    # When it is presented again, Then it is the same caller without a second check
+    assert tokens.verify(token) == first
+    assert checks == []
+
+    # And once past its expiry (and the leeway) it is checked again, and refused
+    monkeypatch.setattr(time, "time", lambda: now + 60 + LEEWAY + 1)
+    assert_rejected(tokens, token)
+    assert checks == [token]
+
+
+def test_new_keys_forget_the_tokens_verified_with_the_old_ones(
+    tokens: TokenService, key: ECKey
+) -> None:
+    token = sign(key, claims())
+    tokens.verify(token)
+
+    tokens.use([ECKey.generate_key("P-256", parameters={"kid": "other"})])
+
+    assert_rejected(tokens, token)
+
+
 @pytest.mark.parametrize(
     "changes",
     [
