@@ -45,22 +45,27 @@ async def calm_latencies(base_url: str, token: str, events: int) -> list[float]:
     return latencies
 
 
-async def flood(base_url: str, token: str, stop: asyncio.Event, statuses: Counter[int]) -> None:
+async def flood(
+    base_url: str, token: str, stop: asyncio.Event, statuses: Counter[int], pause: float
+) -> None:
     connection = await Connection.open(base_url)
     try:
         while not stop.is_set():
             status, _ = await connection.post("/v1/events", BODY, token)
             statuses[status] += 1
+            if pause:
+                await asyncio.sleep(pause)
     finally:
         connection.close()
 
 
 async def phase(
-    base_url: str, calm: str, runaway: str | None, events: int, flooders: int
+    base_url: str, calm: str, runaway: str | None, events: int, flooders: int, offered: float
 ) -> tuple[list[float], Counter[int], float]:
     stop, statuses = asyncio.Event(), Counter[int]()
+    pause = flooders / offered if offered else 0.0
     floods = [
-        asyncio.create_task(flood(base_url, runaway, stop, statuses))
+        asyncio.create_task(flood(base_url, runaway, stop, statuses, pause))
         for _ in range(flooders if runaway else 0)
     ]
     started = time.perf_counter()
@@ -90,10 +95,12 @@ def run(events: int, flooders: int) -> None:
             ).raise_for_status()
 
         rows = []
-        for label, rate, flooding in (
-            ("alone", None, False),
-            ("runaway limited to 10/s", {"per_second": 10, "burst": 10}, True),
-            ("runaway unlimited (default rate)", None, True),
+        ten = {"per_second": 10, "burst": 10}
+        for label, rate, flooding, offered in (
+            ("alone", None, False, 0.0),
+            ("runaway at ~200/s limited to 10/s", ten, True, 200.0),
+            ("runaway flat out limited to 10/s", ten, True, 0.0),
+            ("runaway flat out unlimited", None, True, 0.0),
         ):
             limit(rate)
             latencies, statuses, elapsed = asyncio.run(
@@ -103,6 +110,7 @@ def run(events: int, flooders: int) -> None:
                     runaway_token if flooding else None,
                     events,
                     flooders,
+                    offered,
                 )
             )
             rows.append((label, summary(latencies), statuses, elapsed))
