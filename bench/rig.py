@@ -32,6 +32,11 @@ def machine() -> dict[str, Any]:
     }
 
 
+def load_average() -> float:
+    """The 1-minute load average: other work on the machine skews every figure."""
+    return os.getloadavg()[0]
+
+
 def bulk_clients(system: harness.System, count: int, prefix: str) -> list[str]:
     rows = system.sql(
         "INSERT INTO clients (name, secret_hash) SELECT $1 || g, 'bench:no-secret' "
