@@ -112,6 +112,37 @@ async def post_events(
     return latencies
 
 
+async def paced_events(
+    base_url: str, tokens: dict[str, str], rate: float, count: int, body: dict[str, Any]
+) -> list[float]:
+    """Open loop: `count` requests at `rate` per second, clients in turn, whatever the answers
+    take; each latency runs from the request's scheduled time (no coordinated omission)."""
+    payload = json.dumps(body).encode()
+    idle = [await Connection.open(base_url) for _ in range(32)]
+    cids = list(tokens)
+    latencies: list[float] = []
+
+    async def one(cid: str, due: float) -> None:
+        connection = idle.pop() if idle else await Connection.open(base_url)
+        status, answer = await connection.post("/v1/events", payload, tokens[cid])
+        latencies.append(time.perf_counter() - due)
+        idle.append(connection)
+        if status != 202:
+            raise RuntimeError(f"{status}: {answer[:300]!r}")
+
+    tasks = []
+    start = time.perf_counter()
+    for n in range(count):
+        due = start + n / rate
+        if (delay := due - time.perf_counter()) > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(cids[n % len(cids)], due)))
+    await asyncio.gather(*tasks)
+    for connection in idle:
+        connection.close()
+    return latencies
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -124,6 +155,7 @@ def summary(values: list[float]) -> dict[str, float]:
         "p50": percentile(values, 0.50),
         "p95": percentile(values, 0.95),
         "p99": percentile(values, 0.99),
+        "p999": percentile(values, 0.999),
         "max": max(values) if values else float("nan"),
         "mean": statistics.fmean(values) if values else float("nan"),
     }
