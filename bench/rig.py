@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -168,13 +169,20 @@ def process_figures(pid: int) -> dict[str, int]:
     return {"rss_kib": rss, "threads": threads}
 
 
+def rabbitmqctl(*args: str, check: bool = True) -> str:
+    """rabbitmqctl against the benchmarks' broker: the shared one, or bench/broker.py's."""
+    node = os.environ.get("BENCH_RABBITMQ_NODE")
+    env = {**os.environ, "HOME": os.environ.get("BENCH_RABBITMQ_HOME", os.environ["HOME"])}
+    program = "rabbitmqctl"
+    if node:  # the real script: Debian's wrapper switches to the rabbitmq user and its cookie
+        program = str(Path(os.path.realpath(shutil.which("rabbitmq-server") or "")).parent)
+        program += "/rabbitmqctl"
+    command = [program, "-q", *(["-n", node] if node else []), *args]
+    return subprocess.run(command, capture_output=True, text=True, check=check, env=env).stdout
+
+
 def amqp_connections(name_fragment: str) -> int:
-    out = subprocess.run(
-        ["rabbitmqctl", "-q", "list_connections", "client_properties"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = rabbitmqctl("list_connections", "client_properties")
     return sum(1 for line in out.splitlines() if name_fragment in line)
 
 
