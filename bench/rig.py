@@ -164,9 +164,14 @@ def summary(values: list[float]) -> dict[str, float]:
 
 def process_figures(pid: int) -> dict[str, int]:
     status = Path(f"/proc/{pid}/status").read_text()
-    rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    fields = {key: value.split()[0] for key, value in fields.items() if value.split()}
     threads = len(os.listdir(f"/proc/{pid}/task"))
-    return {"rss_kib": rss, "threads": threads}
+    return {
+        "rss_kib": int(fields["VmRSS"]),
+        "peak_rss_kib": int(fields["VmHWM"]),
+        "threads": threads,
+    }
 
 
 def rabbitmqctl(*args: str, check: bool = True) -> str:
