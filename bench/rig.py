@@ -187,6 +187,12 @@ def rabbitmqctl(*args: str, check: bool = True) -> str:
     return subprocess.run(command, capture_output=True, text=True, check=check, env=env).stdout
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def amqp_connections(name_fragment: str) -> int:
     out = rabbitmqctl("list_connections", "client_properties")
     return sum(1 for line in out.splitlines() if name_fragment in line)

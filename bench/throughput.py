@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import raw
-from rig import bulk_clients, load_average, minter, post_events, summary, write_results
+from rig import bulk_clients, cpu_seconds, load_average, minter, post_events, summary, write_results
 
 from tests import harness
 
@@ -54,6 +54,7 @@ def system_run(clients: int, per_client: int, concurrency: int, workers: int) ->
             cid: service.issue(uuid.UUID(cid), ["events:write"])["access_token"]
             for cid in bulk_clients(system, clients, "tp-")
         }
+        cpu = {name: cpu_seconds(p.pid) for name, p in system.processes.items()}
         started = time.perf_counter()
         latencies = asyncio.run(
             post_events(
@@ -73,6 +74,7 @@ def system_run(clients: int, per_client: int, concurrency: int, workers: int) ->
             f"{total} events to succeed",
             interval=0.2,
         )
+        cpu = {n: cpu_seconds(p.pid) - cpu[n] for n, p in system.processes.items()}
         rows = system.sql(
             "SELECT client_id::text, seq, accepted_at, started_at, finished_at FROM events "
             "ORDER BY client_id, seq"
@@ -86,6 +88,7 @@ def system_run(clients: int, per_client: int, concurrency: int, workers: int) ->
             [(r["finished_at"] - r["accepted_at"]).total_seconds() for r in rows]
         ),
         "order_violations": order_violations(rows),
+        "cpu_ms_per_event": {name: seconds * 1000 / total for name, seconds in cpu.items()},
     }
 
 
@@ -145,6 +148,9 @@ def main() -> None:
             f"{run['order_violations']:>7}"
             f"{run['load_average']['start']:>6.2f}-{run['load_average']['end']:.2f}"
         )
+    for run in runs:
+        cpu = ", ".join(f"{name} {ms:.2f}" for name, ms in run["cpu_ms_per_event"].items())
+        print(f"{run['clients']:>8} clients, CPU ms per event: {cpu}")
     print(f"results: {write_results('throughput', {'runs': runs})}")
 
 
