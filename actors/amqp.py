@@ -190,6 +190,14 @@ class AmqpChannel:
         )
         return QueueCounts(int(frame.method.message_count), int(frame.method.consumer_count))
 
+    def declare_queue_nowait(self, name: str, arguments: dict[str, Any] | None = None) -> None:
+        """Declare a durable queue without waiting for declare-ok. The broker handles a
+        channel's methods in order, so a publish sent next is routed to the queue; a refused
+        declare closes the channel. Sent after any synchronous operation still pending."""
+        if not self._channel.is_open:
+            raise AmqpError("channel is closed")
+        self._channel.queue_declare(name, durable=True, arguments=arguments)
+
     async def delete_queue(self, name: str) -> None:
         await self._rpc(lambda cb: self._channel.queue_delete(name, callback=cb))
 

@@ -78,14 +78,22 @@ class Publisher:
             return None
         channel = await self._open_channel()
         counts = await channel.declare_queue(queue, mailbox_arguments(self._settings))
+        self._remember(queue)
+        return counts
+
+    def _remember(self, queue: str) -> None:
         self._declared[queue] = None
         if len(self._declared) > _DECLARED_CACHE:
             self._declared.popitem(last=False)
-        return counts
 
     async def publish_event(self, message: EventMessage) -> None:
         """Put an event in its client's mailbox queue (declared on first use), in a PRODUCER
-        span whose context the message carries to the consumer."""
+        span whose context the message carries to the consumer.
+
+        The declare does not wait for its answer: pika runs one synchronous method per channel
+        at a time, and waiting made a burst of new clients' first publishes queue up behind one
+        declare round trip each (seconds behind their 202s).
+        """
         queue = self._settings.mailbox_queue(str(message.client_id))
         with tracing.publishing(
             queue, message.event_id, message.client_id, message.seq, message.traceparent
@@ -94,9 +102,13 @@ class Publisher:
                 message, traceparent=tracing.current_traceparent() or message.traceparent
             )
             try:
-                await self.declare_mailbox(str(message.client_id))
                 body = traced.to_dramatiq(queue).encode()
                 channel = await self._open_channel()
+                if queue in self._declared:
+                    self._declared.move_to_end(queue)
+                else:
+                    channel.declare_queue_nowait(queue, mailbox_arguments(self._settings))
+                    self._remember(queue)
                 await channel.publish(queue, body, message_id=str(message.event_id))
             except PublishFailed:
                 raise

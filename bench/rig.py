@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -30,6 +31,11 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
     }
+
+
+def load_average() -> float:
+    """The 1-minute load average: other work on the machine skews every figure."""
+    return os.getloadavg()[0]
 
 
 def bulk_clients(system: harness.System, count: int, prefix: str) -> list[str]:
@@ -107,6 +113,37 @@ async def post_events(
     return latencies
 
 
+async def paced_events(
+    base_url: str, tokens: dict[str, str], rate: float, count: int, body: dict[str, Any]
+) -> list[float]:
+    """Open loop: `count` requests at `rate` per second, clients in turn, whatever the answers
+    take; each latency runs from the request's scheduled time (no coordinated omission)."""
+    payload = json.dumps(body).encode()
+    idle = [await Connection.open(base_url) for _ in range(32)]
+    cids = list(tokens)
+    latencies: list[float] = []
+
+    async def one(cid: str, due: float) -> None:
+        connection = idle.pop() if idle else await Connection.open(base_url)
+        status, answer = await connection.post("/v1/events", payload, tokens[cid])
+        latencies.append(time.perf_counter() - due)
+        idle.append(connection)
+        if status != 202:
+            raise RuntimeError(f"{status}: {answer[:300]!r}")
+
+    tasks = []
+    start = time.perf_counter()
+    for n in range(count):
+        due = start + n / rate
+        if (delay := due - time.perf_counter()) > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(cids[n % len(cids)], due)))
+    await asyncio.gather(*tasks)
+    for connection in idle:
+        connection.close()
+    return latencies
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -116,9 +153,11 @@ def percentile(values: list[float], q: float) -> float:
 
 def summary(values: list[float]) -> dict[str, float]:
     return {
+        "min": min(values) if values else float("nan"),
         "p50": percentile(values, 0.50),
         "p95": percentile(values, 0.95),
         "p99": percentile(values, 0.99),
+        "p999": percentile(values, 0.999),
         "max": max(values) if values else float("nan"),
         "mean": statistics.fmean(values) if values else float("nan"),
     }
@@ -126,18 +165,36 @@ def summary(values: list[float]) -> dict[str, float]:
 
 def process_figures(pid: int) -> dict[str, int]:
     status = Path(f"/proc/{pid}/status").read_text()
-    rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    fields = {key: value.split()[0] for key, value in fields.items() if value.split()}
     threads = len(os.listdir(f"/proc/{pid}/task"))
-    return {"rss_kib": rss, "threads": threads}
+    return {
+        "rss_kib": int(fields["VmRSS"]),
+        "peak_rss_kib": int(fields["VmHWM"]),
+        "threads": threads,
+    }
+
+
+def rabbitmqctl(*args: str, check: bool = True) -> str:
+    """rabbitmqctl against the benchmarks' broker: the shared one, or bench/broker.py's."""
+    node = os.environ.get("BENCH_RABBITMQ_NODE")
+    env = {**os.environ, "HOME": os.environ.get("BENCH_RABBITMQ_HOME", os.environ["HOME"])}
+    program = "rabbitmqctl"
+    if node:  # the real script: Debian's wrapper switches to the rabbitmq user and its cookie
+        program = str(Path(os.path.realpath(shutil.which("rabbitmq-server") or "")).parent)
+        program += "/rabbitmqctl"
+    command = [program, "-q", *(["-n", node] if node else []), *args]
+    return subprocess.run(command, capture_output=True, text=True, check=check, env=env).stdout
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def amqp_connections(name_fragment: str) -> int:
-    out = subprocess.run(
-        ["rabbitmqctl", "-q", "list_connections", "client_properties"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = rabbitmqctl("list_connections", "client_properties")
     return sum(1 for line in out.splitlines() if name_fragment in line)
 
 

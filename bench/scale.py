@@ -17,6 +17,7 @@ from pathlib import Path
 from rig import (
     amqp_connections,
     bulk_clients,
+    load_average,
     minter,
     post_events,
     process_figures,
@@ -36,8 +37,12 @@ def measure(system: harness.System, worker_id: str) -> dict[str, int]:
     return figures
 
 
-def activate(system: harness.System, tokens: dict[str, str], expected_done: int) -> None:
-    asyncio.run(post_events(system.base_url, tokens, 1, {"type": "demo.echo", "payload": {}}, 32))
+def activate(
+    system: harness.System, tokens: dict[str, str], expected_done: int, per_client: int = 1
+) -> None:
+    asyncio.run(
+        post_events(system.base_url, tokens, per_client, {"type": "demo.echo", "payload": {}}, 32)
+    )
     harness.wait_for(
         lambda: (
             system.sql("SELECT count(*) FROM events WHERE status = 'succeeded'")[0][0]
@@ -77,12 +82,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mailboxes", type=int, default=1000, help="active mailboxes in the end")
     parser.add_argument("--baseline", type=int, default=10, help="active mailboxes at first")
+    parser.add_argument("--events", type=int, default=1, help="events per client of the burst")
     parser.add_argument(
         "--single", type=int, default=20, help="lone new clients activated one at a time afterwards"
     )
     args = parser.parse_args()
-    if not 1 <= args.baseline < args.mailboxes <= 20000:
-        parser.error("need 1 <= --baseline < --mailboxes <= 20000")
+    if not (1 <= args.baseline < args.mailboxes <= 20000 and 1 <= args.events <= 100):
+        parser.error("need 1 <= --baseline < --mailboxes <= 20000 and 1 <= --events <= 100")
+    load_start = load_average()
     harness.build_template()
     env = {"SERIATIM_IDLE_TIMEOUT": "3600", "SERIATIM_LOG_LEVEL": "WARNING"}
     with (
@@ -102,12 +109,14 @@ def main() -> None:
         rest = dict(list(tokens.items())[args.baseline :])
         activate(system, first, args.baseline)
         small = measure(system, worker_id)
-        activate(system, rest, args.mailboxes)
+        burst = (args.mailboxes - args.baseline) * args.events
+        activate(system, rest, args.baseline + burst, args.events)
         large = measure(system, worker_id)
         latency = [
             row[0]
             for row in system.sql(
-                "SELECT extract(epoch FROM started_at - accepted_at)::float FROM events"
+                "SELECT extract(epoch FROM e.started_at - e.accepted_at)::float FROM events e "
+                "JOIN clients c ON c.id = e.client_id WHERE c.name LIKE 'scale-%' AND e.seq = 1"
             )
         ]
         single = one_at_a_time(system, tokens_service, args.single)
@@ -118,9 +127,11 @@ def main() -> None:
         "bytes_per_active_mailbox": per_mailbox,
         "activation_latency_s": summary(latency),
         "lone_activation_latency_s": summary(single),
+        "events_per_client": args.events,
+        "load_average": {"start": load_start, "end": load_average()},
     }
     print(f"{'':24}{args.baseline:>10}{args.mailboxes:>10}")
-    for key in ("active_mailboxes", "threads", "amqp_connections", "rss_kib"):
+    for key in ("active_mailboxes", "threads", "amqp_connections", "rss_kib", "peak_rss_kib"):
         print(f"{key:24}{small[key]:>10}{large[key]:>10}")
     print(f"memory per active mailbox: {per_mailbox / 1024:.1f} KiB")
     s = result["activation_latency_s"]
@@ -133,6 +144,7 @@ def main() -> None:
         f"lone new client (accepted -> started), {args.single} runs: "
         f"p50 {s['p50'] * 1000:.0f} ms, p95 {s['p95'] * 1000:.0f} ms, max {s['max'] * 1000:.0f} ms"
     )
+    print(f"load average {load_start:.2f} -> {result['load_average']['end']:.2f}")
     print(f"results: {write_results('scale', result)}")
 
 

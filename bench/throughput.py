@@ -1,7 +1,10 @@
-"""End-to-end events per second: N clients post demo.echo events over HTTP, 2 workers process.
+"""End to end: clients post demo.echo events over HTTP, workers process, beside the raw baseline.
 
-Reports intake (accepted/s and request latency), end to end (first accept → last finish),
-accepted → finished latency, and verifies per-client order from the journal afterwards.
+For each client count, back to back: the raw per-event baseline (bench/raw.py: accept,
+confirmed publish, prefetch-1 consume, fenced outcome, ack; same clients, events, concurrency
+and consumer processes), then a gateway and `--workers` workers loaded from this process.
+Reports intake, processed/s (first accept -> last finish), accepted -> finished latency from
+the journal's timestamps, and verifies per-client order from the journal afterwards.
 Only loopback traffic; bounded by the counts given.
 """
 
@@ -15,46 +18,51 @@ import time
 import uuid
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
-from rig import bulk_clients, minter, post_events, summary, write_results
+import raw
+from rig import bulk_clients, cpu_seconds, load_average, minter, post_events, summary, write_results
 
 from tests import harness
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=100)
-    parser.add_argument("--events", type=int, default=50, help="events per client")
-    parser.add_argument("--concurrency", type=int, default=64, help="requests in flight")
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args()
-    if not (
-        1 <= args.clients <= 20000
-        and 1 <= args.events <= 10000
-        and 1 <= args.concurrency <= 1000
-        and 1 <= args.workers <= 16
-    ):
-        parser.error("counts out of range")
-    total = args.clients * args.events
-    harness.build_template()
+def order_violations(rows: list[Any]) -> int:
+    """Events of one client that overlap or run out of seq order, or a gap in its seqs."""
+    by_client = defaultdict(list)
+    for row in rows:
+        by_client[row["client_id"]].append(row)
+    bad = 0
+    for events in by_client.values():
+        bad += sum(1 for n, e in enumerate(events, 1) if e["seq"] != n)
+        bad += sum(
+            1
+            for a, b in itertools.pairwise(events)
+            if a["finished_at"] > b["started_at"] or a["started_at"] > b["started_at"]
+        )
+    return bad
+
+
+def system_run(clients: int, per_client: int, concurrency: int, workers: int) -> dict[str, Any]:
+    total = clients * per_client
     env = {"SERIATIM_IDLE_TIMEOUT": "3600", "SERIATIM_LOG_LEVEL": "WARNING"}
     with (
         tempfile.TemporaryDirectory() as tmp,
-        harness.running_system(Path(tmp), workers=args.workers, env=env) as system,
+        harness.running_system(Path(tmp), workers=workers, env=env) as system,
     ):
         service = minter(system)
         tokens = {
             cid: service.issue(uuid.UUID(cid), ["events:write"])["access_token"]
-            for cid in bulk_clients(system, args.clients, "tp-")
+            for cid in bulk_clients(system, clients, "tp-")
         }
+        cpu = {name: cpu_seconds(p.pid) for name, p in system.processes.items()}
         started = time.perf_counter()
         latencies = asyncio.run(
             post_events(
                 system.base_url,
                 tokens,
-                args.events,
+                per_client,
                 {"type": "demo.echo", "payload": {"n": 1}},
-                args.concurrency,
+                concurrency,
             )
         )
         intake_seconds = time.perf_counter() - started
@@ -66,50 +74,84 @@ def main() -> None:
             f"{total} events to succeed",
             interval=0.2,
         )
+        cpu = {n: cpu_seconds(p.pid) - cpu[n] for n, p in system.processes.items()}
         rows = system.sql(
             "SELECT client_id::text, seq, accepted_at, started_at, finished_at FROM events "
             "ORDER BY client_id, seq"
         )
-    first_accept = min(r["accepted_at"] for r in rows)
-    last_finish = max(r["finished_at"] for r in rows)
-    e2e_seconds = (last_finish - first_accept).total_seconds()
-    by_client = defaultdict(list)
-    for row in rows:
-        by_client[row["client_id"]].append(row)
-    violations = sum(
-        1
-        for events in by_client.values()
-        for a, b in itertools.pairwise(events)
-        if a["finished_at"] > b["started_at"]
-    )
-    done_latency = [(r["finished_at"] - r["accepted_at"]).total_seconds() for r in rows]
-    result = {
-        "clients": args.clients,
-        "events": total,
-        "workers": args.workers,
-        "concurrency": args.concurrency,
+    e2e = max(r["finished_at"] for r in rows) - min(r["accepted_at"] for r in rows)
+    return {
         "intake_per_s": total / intake_seconds,
         "intake_latency_s": summary(latencies),
-        "end_to_end_per_s": total / e2e_seconds,
-        "accepted_to_finished_s": summary(done_latency),
-        "order_violations": violations,
+        "processed_per_s": total / e2e.total_seconds(),
+        "accepted_to_finished_s": summary(
+            [(r["finished_at"] - r["accepted_at"]).total_seconds() for r in rows]
+        ),
+        "order_violations": order_violations(rows),
+        "cpu_ms_per_event": {name: seconds * 1000 / total for name, seconds in cpu.items()},
     }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--clients", type=int, nargs="+", default=[10, 1000], help="client counts to run"
+    )
+    parser.add_argument(
+        "--total", type=int, default=4000, help="events per run, spread over the clients"
+    )
+    parser.add_argument("--concurrency", type=int, default=64, help="requests in flight")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    if not (
+        all(1 <= c <= 20000 for c in args.clients)
+        and 1 <= args.total <= 200000
+        and 1 <= args.concurrency <= 1000
+        and 1 <= args.workers <= 16
+    ):
+        parser.error("counts out of range")
+    harness.build_template()
+    runs = []
+    for clients in args.clients:
+        per_client = max(1, args.total // clients)
+        load_start = load_average()
+        baseline = raw.run(clients, per_client, args.concurrency, args.workers, full=True)
+        figures = system_run(clients, per_client, args.concurrency, args.workers)
+        runs.append(
+            {
+                "clients": clients,
+                "events": clients * per_client,
+                "workers": args.workers,
+                "concurrency": args.concurrency,
+                "raw": baseline,
+                **figures,
+                "ratio_to_raw": figures["processed_per_s"] / baseline["processed_per_s"],
+                "load_average": {"start": load_start, "end": load_average()},
+            }
+        )
     print(
-        f"{total} events, {args.clients} clients, {args.workers} workers, "
-        f"{args.concurrency} requests in flight"
+        f"{args.concurrency} requests in flight, {args.workers} workers (raw: consumer processes)"
     )
     print(
-        f"intake:      {result['intake_per_s']:8.0f} accepted/s   request p50 "
-        f"{result['intake_latency_s']['p50'] * 1000:.1f} ms p99 "
-        f"{result['intake_latency_s']['p99'] * 1000:.1f} ms"
+        f"{'clients':>8}{'events':>8}{'raw/s':>8}{'seriatim/s':>11}{'ratio':>7}"
+        f"{'accepted/s':>11}  {'accepted->finished p50/p99/p99.9':>34}"
+        f"{'raw p50/p99':>16}{'order':>7}{'load':>12}"
     )
-    print(
-        f"end to end:  {result['end_to_end_per_s']:8.0f} events/s     accepted->finished p50 "
-        f"{result['accepted_to_finished_s']['p50'] * 1000:.0f} ms p99 "
-        f"{result['accepted_to_finished_s']['p99'] * 1000:.0f} ms"
-    )
-    print(f"order violations: {violations}")
-    print(f"results: {write_results('throughput', result)}")
+    for run in runs:
+        a2f, raw_a2f = run["accepted_to_finished_s"], run["raw"]["accepted_to_finished_s"]
+        print(
+            f"{run['clients']:>8}{run['events']:>8}{run['raw']['processed_per_s']:>8.0f}"
+            f"{run['processed_per_s']:>11.0f}{run['ratio_to_raw']:>7.0%}"
+            f"{run['intake_per_s']:>11.0f}  "
+            f"{a2f['p50'] * 1000:>12.0f} /{a2f['p99'] * 1000:>7.0f} /{a2f['p999'] * 1000:>7.0f} ms"
+            f"{raw_a2f['p50'] * 1000:>8.0f} /{raw_a2f['p99'] * 1000:>5.0f}"
+            f"{run['order_violations']:>7}"
+            f"{run['load_average']['start']:>6.2f}-{run['load_average']['end']:.2f}"
+        )
+    for run in runs:
+        cpu = ", ".join(f"{name} {ms:.2f}" for name, ms in run["cpu_ms_per_event"].items())
+        print(f"{run['clients']:>8} clients, CPU ms per event: {cpu}")
+    print(f"results: {write_results('throughput', {'runs': runs})}")
 
 
 if __name__ == "__main__":

@@ -132,6 +132,14 @@ class Wanted:
     host_alive: bool
 
 
+async def _end_transaction(connection: asyncpg.Connection) -> None:
+    """What a pooled connection needs on release: seriatim keeps no session state (no SET,
+    LISTEN, cursors or session advisory locks), so asyncpg's default reset query, one more
+    round trip per query, is replaced by a rollback only if a transaction was left open."""
+    if connection.is_in_transaction():
+        await connection.execute("ROLLBACK")
+
+
 async def _init_connection(connection: asyncpg.Connection) -> None:
     await connection.set_type_codec(
         "jsonb", schema="pg_catalog", encoder=lambda text: text, decoder=json.loads
@@ -151,6 +159,7 @@ class Journal:
             min_size=min_size,
             max_size=max_size,
             init=_init_connection,
+            reset=_end_transaction,
             command_timeout=30,
         )
         journal = cls(pool)

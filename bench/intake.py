@@ -1,0 +1,113 @@
+"""Intake: POST /v1/events at fixed concurrency, then at half that peak rate, beside raw intake.
+
+In one run, back to back: the raw intake baseline (bench/raw.py: accept transaction + confirmed
+publish, same clients, events and concurrency), then a gateway (no workers by default, as the
+raw intake has no consumers) loaded from this process over loopback with pre-minted tokens:
+  peak  closed loop, `--concurrency` requests in flight: accepted/s, p50/p99/p99.9;
+  half  open loop paced at half the peak rate for `--half-seconds`: latency from each
+        request's scheduled time (no coordinated omission).
+Bounded by the counts given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import raw
+from rig import (
+    bulk_clients,
+    load_average,
+    minter,
+    paced_events,
+    post_events,
+    summary,
+    write_results,
+)
+
+from tests import harness
+
+BODY = {"type": "demo.echo", "payload": {"n": 1}}
+
+
+def ms(figures: dict[str, float]) -> str:
+    return " / ".join(f"{figures[k] * 1000:.1f}" for k in ("p50", "p99", "p999")) + " ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--events", type=int, default=50, help="events per client (peak run)")
+    parser.add_argument("--concurrency", type=int, default=64, help="requests in flight")
+    parser.add_argument("--workers", type=int, default=0, help="workers running meanwhile")
+    parser.add_argument("--half-seconds", type=float, default=10.0, help="paced run length")
+    args = parser.parse_args()
+    if not (
+        1 <= args.clients <= 20000
+        and 1 <= args.events <= 10000
+        and 1 <= args.concurrency <= 1000
+        and 0 <= args.workers <= 16
+        and 1 <= args.half_seconds <= 300
+    ):
+        parser.error("counts out of range")
+    total = args.clients * args.events
+    load_start = load_average()
+    baseline = raw.run(args.clients, args.events, args.concurrency, 2, full=False)
+    env = {"SERIATIM_IDLE_TIMEOUT": "3600", "SERIATIM_LOG_LEVEL": "WARNING"}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        harness.running_system(Path(tmp), workers=args.workers, env=env) as system,
+    ):
+        service = minter(system)
+        tokens = {
+            cid: service.issue(uuid.UUID(cid), ["events:write"])["access_token"]
+            for cid in bulk_clients(system, args.clients, "in-")
+        }
+        started = time.perf_counter()
+        peak = asyncio.run(
+            post_events(system.base_url, tokens, args.events, BODY, args.concurrency)
+        )
+        peak_rate = total / (time.perf_counter() - started)
+        half_rate = peak_rate / 2
+        count = int(half_rate * args.half_seconds)
+        started = time.perf_counter()
+        half = asyncio.run(paced_events(system.base_url, tokens, half_rate, count, BODY))
+        achieved = count / (time.perf_counter() - started)
+    result: dict[str, Any] = {
+        "clients": args.clients,
+        "events": total,
+        "concurrency": args.concurrency,
+        "workers": args.workers,
+        "raw_intake": baseline,
+        "accepted_per_s": peak_rate,
+        "ratio_to_raw": peak_rate / baseline["intake_per_s"],
+        "latency_s": summary(peak),
+        "half_rate": {"target_per_s": half_rate, "achieved_per_s": achieved, "count": count},
+        "half_rate_latency_s": summary(half),
+        "load_average": {"start": load_start, "end": load_average()},
+    }
+    print(
+        f"{total} events, {args.clients} clients, {args.concurrency} in flight, "
+        f"{args.workers} workers; load average {load_start:.2f} -> "
+        f"{result['load_average']['end']:.2f}"
+    )
+    print(f"{'':30}{'per s':>8}   p50 / p99 / p99.9")
+    print(
+        f"{'raw intake (asyncpg + pika)':30}{baseline['intake_per_s']:>8.0f}   "
+        f"{ms(baseline['accept_latency_s'])} (transaction only)"
+    )
+    print(f"{'POST /v1/events, peak':30}{peak_rate:>8.0f}   {ms(result['latency_s'])}")
+    print(
+        f"{'POST /v1/events, half peak':30}{achieved:>8.0f}   {ms(result['half_rate_latency_s'])}"
+    )
+    print(f"ratio to raw intake: {result['ratio_to_raw']:.0%}")
+    print(f"results: {write_results('intake', result)}")
+
+
+if __name__ == "__main__":
+    main()

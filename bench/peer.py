@@ -1,0 +1,180 @@
+"""The peer: Dramatiq's stock worker with a no-op actor over 200 queues, beside seriatim.
+
+In one run, back to back:
+  dramatiq  the stock `dramatiq` CLI (default processes and threads) on RabbitmqBroker with
+            confirm_delivery on; `--total` Dramatiq-encoded persistent messages published with
+            publisher confirms (pipelined pika, so that the publisher is not the bottleneck),
+            spread over `--queues` queues; processed/s from first publish to last message done.
+            No journal, no ordering guarantee.
+  seriatim  the same number of clients and events through bench/throughput.py's system run
+            (HTTP intake, journal, strict per-client order).
+Only loopback traffic; bounded by the counts given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import pika
+import raw
+from rig import load_average, rabbitmqctl, write_results
+from throughput import system_run
+
+from tests import harness
+
+HERE = Path(__file__).resolve().parent
+
+
+def queue_consumers(prefix: str) -> dict[str, int]:
+    # rabbitmqctl fails now and then on a busy node: ask again
+    out = rabbitmqctl("list_queues", "name", "consumers", check=False)
+    pairs = (line.split() for line in out.splitlines())
+    return {p[0]: int(p[1]) for p in pairs if len(p) == 2 and p[0].startswith(prefix)}
+
+
+def tree_threads(session: int) -> tuple[int, int]:
+    """Processes and threads of a process session (the worker and its children)."""
+    processes = threads = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session:
+            processes += 1
+            threads += int(fields[17])
+    return processes, threads
+
+
+async def publish(queues: list[str], total: int) -> float:
+    """Publish `total` Dramatiq messages round robin with confirms; returns the start time."""
+    amqp = await raw.Amqp.open(harness.AMQP_URL)
+    await amqp.enable_confirms()
+    started = time.monotonic()
+    confirms = []
+    for n in range(total):
+        queue = queues[n % len(queues)]
+        message = dramatiq.Message(
+            queue_name=queue, actor_name=f"noop{n % len(queues)}", args=(), kwargs={}, options={}
+        )
+        confirms.append(amqp.publish(queue, message.encode(), message.message_id))
+        if len(confirms) % 500 == 0:
+            await asyncio.sleep(0)  # let confirms in
+    await asyncio.gather(*confirms)
+    amqp.close()
+    return started
+
+
+def peer_run(queues: int, total: int) -> dict[str, Any]:
+    prefix = f"{harness.new_namespace()}.peer"
+    names = [f"{prefix}{n}" for n in range(queues)]
+    with tempfile.TemporaryDirectory() as counts:
+        env = {
+            **os.environ,
+            "PEER_PREFIX": prefix,
+            "PEER_QUEUES": str(queues),
+            "PEER_COUNT_DIR": counts,
+            "PEER_AMQP_URL": harness.AMQP_URL,
+        }
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "dramatiq", "peer_actors", "--path", str(HERE)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            harness.wait_for(
+                lambda: all(c > 0 for c in map(queue_consumers(prefix).get, names, [0] * queues)),
+                120,
+                "the Dramatiq worker to consume every queue",
+                interval=1,
+            )
+            processes, threads = tree_threads(worker.pid)
+
+            def done() -> int:
+                return sum(p.stat().st_size for p in Path(counts).iterdir())
+
+            started = asyncio.run(publish(names, total))
+            while done() < total:
+                time.sleep(0.005)
+            finished = time.monotonic()
+        finally:
+            os.killpg(worker.pid, signal.SIGTERM)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
+            connection = pika.BlockingConnection(pika.URLParameters(harness.AMQP_URL))
+            channel = connection.channel()
+            for name in names:
+                for queue in (name, f"{name}.DQ", f"{name}.XQ"):
+                    channel.queue_delete(queue)
+            connection.close()
+    return {
+        "queues": queues,
+        "messages": total,
+        "processed_per_s": total / (finished - started),
+        "worker_processes": processes,
+        "worker_threads": threads,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--queues", type=int, default=200, help="queues (seriatim: clients)")
+    parser.add_argument("--total", type=int, default=4000, help="messages (seriatim: events)")
+    parser.add_argument("--concurrency", type=int, default=64, help="seriatim requests in flight")
+    parser.add_argument("--workers", type=int, default=2, help="seriatim workers")
+    args = parser.parse_args()
+    if not (
+        1 <= args.queues <= 1000
+        and args.queues <= args.total <= 200000
+        and 1 <= args.concurrency <= 1000
+        and 1 <= args.workers <= 16
+    ):
+        parser.error("counts out of range")
+    harness.build_template()
+    load_start = load_average()
+    peer = peer_run(args.queues, args.total)
+    per_client = args.total // args.queues
+    seriatim = system_run(args.queues, per_client, args.concurrency, args.workers)
+    result = {
+        "dramatiq": peer,
+        "seriatim": {"clients": args.queues, "events": args.queues * per_client, **seriatim},
+        "ratio_seriatim_to_dramatiq": seriatim["processed_per_s"] / peer["processed_per_s"],
+        "load_average": {"start": load_start, "end": load_average()},
+    }
+    print(
+        f"{args.total} events over {args.queues} queues/clients; load average "
+        f"{load_start:.2f} -> {result['load_average']['end']:.2f}"
+    )
+    print(
+        f"dramatiq stock worker (no-op, confirms):  {peer['processed_per_s']:6.0f}/s   "
+        f"{peer['worker_processes']} processes, {peer['worker_threads']} threads"
+    )
+    a2f = seriatim["accepted_to_finished_s"]
+    print(
+        f"seriatim (HTTP, journal, order):          {seriatim['processed_per_s']:6.0f}/s   "
+        f"accepted->finished p50 {a2f['p50'] * 1000:.0f} ms p99 {a2f['p99'] * 1000:.0f} ms, "
+        f"order violations {seriatim['order_violations']}"
+    )
+    print(f"seriatim / dramatiq: {result['ratio_seriatim_to_dramatiq']:.0%}")
+    print(f"results: {write_results('peer', result)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,333 @@
+"""Raw baselines: the bare asyncpg + pika I/O of one event, at the system's concurrency.
+
+intake:    the accept transaction (seriatim's own accept_event: counter update + insert) and a
+           confirmed persistent mandatory publish to the client's queue, `--concurrency` at once
+           through a pool of 20 connections (the gateway's);
+per event: the same intake, plus `--consumers` processes (the system's workers) that consume
+           every client queue with prefetch 1, record the outcome (seriatim's fenced
+           record_outcome) and ack.
+
+No HTTP, no tokens, no Dramatiq envelope, no handler: the physical limit of this machine for
+seriatim's per-event work. A scratch database from schema.sql (dropped afterwards), the real
+queue arguments; only loopback traffic; bounded by the counts given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+import pika
+from pika.adapters.asyncio_connection import AsyncioConnection
+from rig import load_average, summary, write_results
+
+from actors.broker import mailbox_arguments
+from actors.settings import Settings
+from actors.store.queries import QUERIES
+from tests import harness
+
+PAYLOAD = '{"n": 1}'
+
+
+class Amqp:
+    """One pika asyncio connection and channel: declare, confirmed publish, consume, ack."""
+
+    def __init__(self, connection: AsyncioConnection, channel: Any) -> None:
+        self.connection, self.channel = connection, channel
+        self.loop = asyncio.get_running_loop()
+        self.confirms: dict[int, asyncio.Future[None]] = {}
+        self.tag = 0
+
+    @classmethod
+    async def open(cls, url: str) -> Amqp:
+        loop = asyncio.get_running_loop()
+        opened: asyncio.Future[Any] = loop.create_future()
+        AsyncioConnection(
+            pika.URLParameters(url),
+            on_open_callback=opened.set_result,
+            on_open_error_callback=lambda _c, e: opened.set_exception(RuntimeError(str(e))),
+            custom_ioloop=loop,
+        )
+        connection = await opened
+        channel: asyncio.Future[Any] = loop.create_future()
+        connection.channel(on_open_callback=channel.set_result)
+        return cls(connection, await channel)
+
+    async def call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        future: asyncio.Future[Any] = self.loop.create_future()
+        method(*args, callback=future.set_result, **kwargs)
+        return await future
+
+    async def enable_confirms(self) -> None:
+        await self.call(self.channel.confirm_delivery, self._confirmed)
+
+    def _confirmed(self, frame: Any) -> None:
+        method = frame.method
+        tags = (
+            [t for t in self.confirms if t <= method.delivery_tag]
+            if method.multiple
+            else [method.delivery_tag]
+        )
+        for tag in tags:
+            future = self.confirms.pop(tag)
+            if isinstance(method, pika.spec.Basic.Ack):
+                future.set_result(None)
+            else:
+                future.set_exception(RuntimeError("nacked"))
+
+    def publish(self, queue: str, body: bytes, message_id: str) -> asyncio.Future[None]:
+        properties = pika.BasicProperties(
+            message_id=message_id, delivery_mode=2, content_type="application/json"
+        )
+        self.channel.basic_publish("", queue, body, properties, mandatory=True)
+        self.tag += 1
+        future: asyncio.Future[None] = self.loop.create_future()
+        self.confirms[self.tag] = future
+        return future
+
+    async def declare(self, queues: list[str], arguments: dict[str, Any]) -> None:
+        for start in range(0, len(queues), 500):
+            await asyncio.gather(
+                *(
+                    self.call(self.channel.queue_declare, q, durable=True, arguments=arguments)
+                    for q in queues[start : start + 500]
+                )
+            )
+
+    async def delete(self, queues: list[str]) -> None:
+        for start in range(0, len(queues), 500):
+            await asyncio.gather(
+                *(self.call(self.channel.queue_delete, q) for q in queues[start : start + 500])
+            )
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+async def produce(
+    dsn: str, amqp_url: str, queues: dict[str, str], per_client: int, concurrency: int
+) -> dict[str, Any]:
+    """Accept and publish `per_client` events per client, clients interleaved."""
+    pool = await asyncpg.create_pool(dsn, min_size=20, max_size=20)
+    amqp = await Amqp.open(amqp_url)
+    await amqp.enable_confirms()
+    pending = [cid for _ in range(per_client) for cid in queues]
+    pending.reverse()
+    latencies: list[float] = []
+    confirms: list[asyncio.Future[None]] = []
+    # The row lock orders a client's accepts; this lock makes its publishes follow that order
+    # (the system fills such gaps from the journal instead; a bare consumer cannot).
+    locks = {cid: asyncio.Lock() for cid in queues}
+
+    async def task() -> None:
+        while pending:
+            cid = pending.pop()
+            began = time.perf_counter()
+            async with locks[cid]:
+                row = await pool.fetchrow(
+                    QUERIES["accept_event"], uuid.UUID(cid), "demo.echo", PAYLOAD, *[None] * 4
+                )
+                body = json.dumps({"event_id": str(row["id"]), "client_id": cid, "seq": row["seq"]})
+                confirms.append(amqp.publish(queues[cid], body.encode(), str(row["id"])))
+            latencies.append(time.perf_counter() - began)
+
+    started = time.monotonic()
+    await asyncio.gather(*(task() for _ in range(concurrency)))
+    accepted = time.monotonic()
+    await asyncio.gather(*confirms)
+    confirmed = time.monotonic()
+    amqp.close()
+    await pool.close()
+    return {
+        "started": started,
+        "accepted_s": accepted - started,
+        "confirmed_s": confirmed - started,
+        "accept_latency_s": summary(latencies),
+    }
+
+
+def consumer_process(
+    dsn: str, amqp_url: str, queues: list[str], expected: int, ready: Any, out: Any
+) -> None:
+    out.put(asyncio.run(consume(dsn, amqp_url, queues, expected, ready)))
+
+
+async def consume(dsn: str, amqp_url: str, queues: list[str], expected: int, ready: Any) -> Any:
+    """Prefetch-1 consumers on `queues`; each delivery: fenced outcome transaction, then ack."""
+    pool = await asyncpg.create_pool(dsn, min_size=10, max_size=10)
+    amqp = await Amqp.open(amqp_url)
+    finished = asyncio.get_running_loop().create_future()
+    state = {"done": 0, "refused": 0, "last": 0.0}
+
+    async def handle(tag: int, body: bytes) -> None:
+        message = json.loads(body)
+        recorded = await pool.fetchval(
+            QUERIES["record_outcome"],
+            uuid.UUID(message["event_id"]),
+            uuid.UUID(message["client_id"]),
+            message["seq"],
+            "succeeded",
+            1,
+            PAYLOAD,
+            None,
+        )
+        amqp.channel.basic_ack(tag)
+        state["refused" if recorded is None else "done"] += 1
+        if state["done"] + state["refused"] == expected:
+            state["last"] = time.monotonic()
+            finished.set_result(None)
+
+    tasks: set[asyncio.Task[None]] = set()
+
+    def deliver(_ch: Any, method: Any, _props: Any, body: bytes) -> None:
+        task = asyncio.ensure_future(handle(method.delivery_tag, body))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    await amqp.call(amqp.channel.basic_qos, prefetch_count=1, global_qos=False)
+    for start in range(0, len(queues), 500):
+        await asyncio.gather(
+            *(
+                amqp.call(amqp.channel.basic_consume, q, deliver)
+                for q in queues[start : start + 500]
+            )
+        )
+    ready.set()
+    if expected:
+        await finished
+    amqp.close()
+    await pool.close()
+    return state
+
+
+def run(
+    clients: int, per_client: int, concurrency: int, consumers: int, full: bool
+) -> dict[str, Any]:
+    """One baseline on a scratch database and namespace: `full` adds consume + outcome + ack."""
+    harness.build_template()
+    database = harness.create_database()
+    settings = Settings(namespace=harness.new_namespace())
+    dsn = harness.database_url(database)
+    try:
+        return asyncio.run(_run(dsn, settings, clients, per_client, concurrency, consumers, full))
+    finally:
+        harness.drop_database(database)
+
+
+async def _run(
+    dsn: str,
+    settings: Settings,
+    clients: int,
+    per_client: int,
+    concurrency: int,
+    consumers: int,
+    full: bool,
+) -> dict[str, Any]:
+    connection = await asyncpg.connect(dsn)
+    ids = [
+        str(r["id"])
+        for r in await connection.fetch(
+            "INSERT INTO clients (name, secret_hash) SELECT 'raw-' || g, 'bench:no-secret' "
+            "FROM generate_series(1, $1) AS g RETURNING id",
+            clients,
+        )
+    ]
+    queues = {cid: settings.mailbox_queue(cid) for cid in ids}
+    admin = await Amqp.open(harness.AMQP_URL)
+    await admin.declare(list(queues.values()), mailbox_arguments(settings))
+    processes, out = [], None
+    load_start = load_average()
+    try:
+        if full:
+            context = multiprocessing.get_context("spawn")
+            out = context.Queue()
+            for n in range(consumers):
+                part = list(queues.values())[n::consumers]
+                ready = context.Event()
+                process = context.Process(
+                    target=consumer_process,
+                    args=(dsn, harness.AMQP_URL, part, len(part) * per_client, ready, out),
+                )
+                process.start()
+                processes.append(process)
+                await asyncio.to_thread(ready.wait, 300)
+        intake = await produce(dsn, harness.AMQP_URL, queues, per_client, concurrency)
+        total = clients * per_client
+        result: dict[str, Any] = {
+            "clients": clients,
+            "events": total,
+            "concurrency": concurrency,
+            "intake_per_s": total / intake["confirmed_s"],
+            "accepted_per_s": total / intake["accepted_s"],
+            "accept_latency_s": intake["accept_latency_s"],
+        }
+        if full and out is not None:
+            states = [await asyncio.to_thread(out.get, True, 900) for _ in processes]
+            last = max(s["last"] for s in states)
+            rows = await connection.fetch(
+                "SELECT extract(epoch FROM finished_at - accepted_at)::float AS s FROM events"
+            )
+            result |= {
+                "consumers": consumers,
+                "processed_per_s": total / (last - intake["started"]),
+                "accepted_to_finished_s": summary([r["s"] for r in rows]),
+                "fence_refusals": sum(s["refused"] for s in states),
+            }
+        result["load_average"] = {"start": load_start, "end": load_average()}
+        return result
+    finally:
+        for process in processes:
+            process.join(30)
+            if process.is_alive():
+                process.kill()
+        await admin.delete(list(queues.values()))
+        admin.close()
+        await connection.close()
+
+
+def print_result(title: str, result: dict[str, Any]) -> None:
+    load = result["load_average"]
+    line = (
+        f"{title:24}{result['intake_per_s']:>10.0f}/s intake   accept p50 "
+        f"{result['accept_latency_s']['p50'] * 1000:.1f} ms p99 "
+        f"{result['accept_latency_s']['p99'] * 1000:.1f} ms"
+    )
+    if "processed_per_s" in result:
+        a2f = result["accepted_to_finished_s"]
+        line += (
+            f"   {result['processed_per_s']:.0f}/s processed, accepted->finished p50 "
+            f"{a2f['p50'] * 1000:.0f} ms p99 {a2f['p99'] * 1000:.0f} ms"
+        )
+    print(f"{line}   load {load['start']:.2f}->{load['end']:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--events", type=int, default=50, help="events per client")
+    parser.add_argument("--concurrency", type=int, default=64, help="accepts in flight")
+    parser.add_argument("--consumers", type=int, default=2, help="consumer processes")
+    args = parser.parse_args()
+    if not (
+        1 <= args.clients <= 20000
+        and 1 <= args.events <= 10000
+        and 1 <= args.concurrency <= 1000
+        and 1 <= args.consumers <= 16
+    ):
+        parser.error("counts out of range")
+    counts = (args.clients, args.events, args.concurrency, args.consumers)
+    intake = run(*counts, full=False)
+    print_result("raw intake", intake)
+    full = run(*counts, full=True)
+    print_result("raw per event", full)
+    print(f"results: {write_results('raw', {'intake': intake, 'per_event': full})}")
+
+
+if __name__ == "__main__":
+    main()
