@@ -36,6 +36,13 @@ def bound(**fields: object) -> Iterator[None]:
         _CONTEXT.reset(token)
 
 
+def bind(**fields: object) -> None:
+    """Add these fields to every record logged from here to the end of the current task's
+    context (an HTTP request's, in the gateway: each request runs in a task of its own)."""
+    merged = dict(_CONTEXT.get()) | {key: str(value) for key, value in fields.items()}
+    _CONTEXT.set(tuple(merged.items()))
+
+
 def _context(record: logging.LogRecord) -> dict[str, str]:
     fields = dict(_CONTEXT.get())
     ids = tracing.current_ids()

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, unquote_plus
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from actors import logs
 from actors.credentials import verify_secret
 from gateway.problems import MEDIA_TYPE, Problem
 from gateway.services import services_of
@@ -38,6 +39,7 @@ async def principal(request: Request, scope: str) -> Principal:
     if not tokens.knows_key_of(token.strip()):  # perhaps a key another gateway rotated in
         await services.refresh_keys()
     caller = tokens.verify(token.strip())
+    logs.bind(client_id=caller.client_id)
     if scope not in caller.scopes:
         raise Problem(
             403,

@@ -21,6 +21,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from actors import logs
 from gateway import intake
 from gateway.events import accept_once
 from gateway.problems import Problem
@@ -124,6 +125,7 @@ async def receive(request: Request) -> Response:
     webhook_id, timestamp, signatures = _headers(request)
     intake.require_json(request.headers.get("content-type"))
     body = await services.read_body(request)
+    logs.bind(client_id=client_id)
     verifiers = await services.tenancy.verifiers(client_id)
     keys = verifiers.secrets if verifiers else ()
     # An unknown client and a wrong signature look alike: the endpoint tells nobody who exists

@@ -68,3 +68,32 @@ def test_a_dead_event_is_logged_as_json_with_its_trace_client_and_event(
     assert MARKER not in text
     assert client["client_secret"] not in text
     assert token not in text
+
+
+def test_a_gateway_line_logged_during_a_request_names_the_calling_client(
+    logged: System,
+) -> None:
+    # Given an operator client
+    operator = logged.create_client("operator", admin=True)
+    token = logged.token(operator)
+
+    # When it creates a client through the admin API (the gateway logs the creation)
+    response = httpx.post(
+        f"{logged.base_url}/v1/admin/clients",
+        json={"name": "audited"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    created = response.json()["client_id"]
+
+    def creation_line() -> dict[str, Any] | None:
+        for record in records(logged):
+            if record["logger"].startswith("gateway") and created in record["message"]:
+                return record
+        return None
+
+    # Then that line carries the caller's client id and the request's trace id
+    line = wait_for(creation_line, 10, "the gateway's line about the new client")
+    assert line["client_id"] == operator["client_id"]
+    assert line["trace_id"] == response.headers["trace-id"]
