@@ -201,11 +201,13 @@ class Supervisor:
         """Place every stranded mailbox and republish what was never published."""
         self._last_sweep = time.monotonic()
         await self._refresh_workers(force=True)
-        await self._place(
-            await self._journal.stranded_mailboxes(
-                WORKER_ALIVE_WITHIN, self._by_lock(), STRANDED_BATCH
-            )
+        stranded = await self._journal.stranded_mailboxes(
+            WORKER_ALIVE_WITHIN, self._by_lock(), STRANDED_BATCH
         )
+        for client, cause in stranded.items():  # activations link to the event they are for
+            if cause:
+                self._causes.setdefault(client, cause)
+        await self._place(list(stranded))
         await self._relay.run_once()
 
     async def _ensure_active(self, wanted: dict[uuid.UUID, bool]) -> None:

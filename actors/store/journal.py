@@ -363,9 +363,10 @@ class Journal:
 
     async def stranded_mailboxes(
         self, alive_within: float, by_lock: bool, limit: int
-    ) -> list[uuid.UUID]:
+    ) -> dict[uuid.UUID, str | None]:
+        """Client -> the traceparent of the first event of its backlog."""
         rows = await self.pool.fetch(QUERIES["stranded_mailboxes"], alive_within, by_lock, limit)
-        return [row["id"] for row in rows]
+        return {row["id"]: row["traceparent"] for row in rows}
 
     async def mark_draining(self, worker_id: str) -> None:
         """The worker finishes what it has and takes no new mailboxes."""

@@ -132,9 +132,12 @@ FROM clients c
 WHERE c.id = ANY($1::uuid[]);
 
 -- name: stranded_mailboxes
--- Mailboxes with a backlog and no live host: never placed, passivated early, or orphaned.
+-- Mailboxes with a backlog and no live host: never placed, passivated early, or orphaned;
+-- with the trace context of the event at the head of the backlog (what the activation is for).
 WITH live AS (SELECT live_worker_ids($1, $2) AS id)
-SELECT c.id
+SELECT c.id,
+       (SELECT e.traceparent FROM events e WHERE e.client_id = c.id AND e.seq = c.done_seq + 1)
+           AS traceparent
 FROM clients c
 WHERE c.done_seq < c.last_seq AND c.state <> 'suspended'
   AND (c.host IS NULL OR c.host NOT IN (SELECT id FROM live))
