@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from rig import bulk_clients, load_average, minter, post_events, summary, write_results
+from rig import SYSTEM_ENV, bulk_clients, load_average, minter, post_events, summary, write_results
 
 from tests import harness
 
@@ -78,7 +78,7 @@ def main() -> None:
     load_start = load_average()
     timing = {k: v for k, v in os.environ.items() if k.startswith("SERIATIM_")}
     timing.pop("SERIATIM_TEST_AMQP_URL", None)
-    env = {"SERIATIM_IDLE_TIMEOUT": "3600", "SERIATIM_LOG_LEVEL": "WARNING"}
+    env = dict(SYSTEM_ENV)
     with (
         tempfile.TemporaryDirectory() as tmp,
         harness.running_system(Path(tmp), workers=args.workers, env=env) as system,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rig import (
+    SYSTEM_ENV,
     bulk_clients,
     load_average,
     minter,
@@ -80,7 +81,7 @@ def main() -> None:
         parser.error("counts out of range")
     harness.build_template()
     load_start = load_average()
-    env = {"SERIATIM_IDLE_TIMEOUT": "3600", "SERIATIM_LOG_LEVEL": "WARNING"}
+    env = dict(SYSTEM_ENV)
     with (
         tempfile.TemporaryDirectory() as tmp,
         harness.running_system(Path(tmp), workers=args.workers, env=env) as system,

@@ -21,6 +21,7 @@ from typing import Any
 
 import raw
 from rig import (
+    SYSTEM_ENV,
     bulk_clients,
     load_average,
     minter,
@@ -58,7 +59,7 @@ def main() -> None:
     total = args.clients * args.events
     load_start = load_average()
     baseline = raw.run(args.clients, args.events, args.concurrency, 2, full=False)
-    env = {"SERIATIM_IDLE_TIMEOUT": "3600", "SERIATIM_LOG_LEVEL": "WARNING"}
+    env = dict(SYSTEM_ENV)
     with (
         tempfile.TemporaryDirectory() as tmp,
         harness.running_system(Path(tmp), workers=args.workers, env=env) as system,

@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from rig import RESULTS, bulk_clients, load_average, minter, post_events, write_results
+from rig import RESULTS, SYSTEM_ENV, bulk_clients, load_average, minter, post_events, write_results
 
 from tests import harness
 
@@ -91,7 +91,7 @@ def main() -> None:
     spy = shutil.which("py-spy") or str(Path(harness.sys.executable).parent / "py-spy")
     harness.build_template()
     load_start = load_average()
-    env = {"SERIATIM_IDLE_TIMEOUT": "3600", "SERIATIM_LOG_LEVEL": "WARNING"}
+    env = dict(SYSTEM_ENV)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     RESULTS.mkdir(parents=True, exist_ok=True)
     outputs = {name: RESULTS / f"profile-{name}-{stamp}.txt" for name in ("gateway", "worker-1")}

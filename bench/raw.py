@@ -32,6 +32,7 @@ from actors.settings import Settings
 from actors.store.queries import QUERIES
 from tests import harness
 
+NO_BACKLOG_CAP = 2**62  # accept_event's $8, as the gateway passes it when no cap applies
 PAYLOAD = '{"n": 1}'
 
 
@@ -131,7 +132,12 @@ async def produce(
             began = time.perf_counter()
             async with locks[cid]:
                 row = await pool.fetchrow(
-                    QUERIES["accept_event"], uuid.UUID(cid), "demo.echo", PAYLOAD, *[None] * 4
+                    QUERIES["accept_event"],
+                    uuid.UUID(cid),
+                    "demo.echo",
+                    PAYLOAD,
+                    *[None] * 4,
+                    NO_BACKLOG_CAP,
                 )
                 body = json.dumps({"event_id": str(row["id"]), "client_id": cid, "seq": row["seq"]})
                 confirms.append(amqp.publish(queues[cid], body.encode(), str(row["id"])))

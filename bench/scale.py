@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 from rig import (
+    SYSTEM_ENV,
     amqp_connections,
     bulk_clients,
     load_average,
@@ -91,7 +92,7 @@ def main() -> None:
         parser.error("need 1 <= --baseline < --mailboxes <= 20000 and 1 <= --events <= 100")
     load_start = load_average()
     harness.build_template()
-    env = {"SERIATIM_IDLE_TIMEOUT": "3600", "SERIATIM_LOG_LEVEL": "WARNING"}
+    env = dict(SYSTEM_ENV)
     with (
         tempfile.TemporaryDirectory() as tmp,
         harness.running_system(Path(tmp), workers=1, env=env) as system,

@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import raw
-from rig import bulk_clients, cpu_seconds, load_average, minter, post_events, summary, write_results
+from rig import (
+    SYSTEM_ENV,
+    bulk_clients,
+    cpu_seconds,
+    load_average,
+    minter,
+    post_events,
+    summary,
+    write_results,
+)
 
 from tests import harness
 
@@ -44,7 +53,7 @@ def order_violations(rows: list[Any]) -> int:
 
 def system_run(clients: int, per_client: int, concurrency: int, workers: int) -> dict[str, Any]:
     total = clients * per_client
-    env = {"SERIATIM_IDLE_TIMEOUT": "3600", "SERIATIM_LOG_LEVEL": "WARNING"}
+    env = dict(SYSTEM_ENV)
     with (
         tempfile.TemporaryDirectory() as tmp,
         harness.running_system(Path(tmp), workers=workers, env=env) as system,

@@ -11,7 +11,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import asyncpg
 
@@ -117,6 +117,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def _fast_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (uvicorn picks it for the gateway by itself)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def _on_a_terminal() -> bool:
     """stdout is a terminal and SERIATIM_LOG_FORMAT leaves the choice to us."""
     return sys.stdout.isatty() and not os.environ.get("SERIATIM_LOG_FORMAT", "").strip()
@@ -136,11 +145,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "worker":
         from supervision.worker import run_worker
 
-        asyncio.run(
-            _until_signalled(
-                lambda stop: run_worker(settings, stop, args.worker_id, args.metrics_port)
+        with asyncio.Runner(loop_factory=_fast_loop()) as runner:
+            runner.run(
+                _until_signalled(
+                    lambda stop: run_worker(settings, stop, args.worker_id, args.metrics_port)
+                )
             )
-        )
         return 0
     from supervision.process import run_up
 
