@@ -21,17 +21,16 @@ from actors import metrics, tracing
 from actors.amqp import AmqpChannel, AmqpConnection, AmqpError, Delivery
 from actors.backoff import Backoff
 from actors.broker import BrokerLink
+from actors.delivery import OUTAGES, settle
 from actors.handlers import HandlerRegistry
 from actors.mailbox import Escalate, Mailbox, RunPolicy, Stopped
 from actors.policy import RestartIntensity
 from actors.protocol import (
     Control,
-    EventMessage,
     MailboxFailed,
     MailboxPassivated,
     ProtocolError,
     StartMailbox,
-    decode_dramatiq,
 )
 from actors.settings import Settings
 from actors.store import UNAVAILABLE, Journal
@@ -39,9 +38,6 @@ from actors.store import UNAVAILABLE, Journal
 log = logging.getLogger(__name__)
 
 RECONCILE_INTERVAL = 5.0
-
-#: The journal or the broker is unreachable: retry later, never crash the worker.
-OUTAGES: tuple[type[BaseException], ...] = (*UNAVAILABLE, AmqpError)
 
 
 @dataclasses.dataclass
@@ -275,54 +271,15 @@ class MailboxHost:
             entry.mailbox.last_active = time.monotonic()
 
     async def _settle(self, entry: _Active, channel: AmqpChannel, delivery: Delivery) -> None:
-        try:
-            message = EventMessage.from_dramatiq(decode_dramatiq(delivery.body))
-        except ProtocolError as error:
-            log.error("dropping a message that is not a seriatim event: %s", error)
-            channel.nack(delivery.delivery_tag, requeue=False)
-            return
-        if message.client_id != entry.mailbox.client_id:
-            log.error("dropping event %s: it belongs to another client's mailbox", message.event_id)
-            channel.nack(delivery.delivery_tag, requeue=False)
-            return
-        failures = 0
-        while True:
-            try:
-                await entry.mailbox.process(message)
-            except Stopped:
-                channel.nack(delivery.delivery_tag, requeue=True)
-                return
-            except Escalate as escalation:
-                entry.passivating = True  # no more deliveries for this mailbox here
-                if escalation.settled:
-                    channel.ack(delivery.delivery_tag)
-                else:
-                    channel.nack(delivery.delivery_tag, requeue=True)
-                await self._escalate(entry, escalation)
-                return
-            except OUTAGES as error:
-                failures += 1  # the journal is unreachable: keep the message, try again
-                log.warning(
-                    "mailbox %s cannot reach the journal (%s); retrying",
-                    entry.mailbox.client_id,
-                    error,
-                )
-                if not self._accepting:
-                    channel.nack(delivery.delivery_tag, requeue=True)
-                    return
-                await asyncio.sleep(self._retry.delay(min(failures, 10)))
-                continue
-            except Exception:
-                log.exception(
-                    "mailbox %s failed on seq %d; the message is requeued",
-                    entry.mailbox.client_id,
-                    message.seq,
-                )
-                await asyncio.sleep(self._retry.delay(1))
-                channel.nack(delivery.delivery_tag, requeue=True)
-                return
+        verdict = await settle(entry.mailbox, delivery.body, lambda: self._accepting, self._retry)
+        if verdict.escalation is not None:
+            entry.passivating = True  # no more deliveries for this mailbox here
+        if verdict.ack:
             channel.ack(delivery.delivery_tag)
-            return
+        else:
+            channel.nack(delivery.delivery_tag, requeue=verdict.requeue)
+        if verdict.escalation is not None:
+            await self._escalate(entry, verdict.escalation)
 
     # --- passivation and shutdown -----------------------------------------------------------
 
