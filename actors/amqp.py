@@ -138,6 +138,12 @@ class AmqpChannel:
     def is_open(self) -> bool:
         return bool(self._channel.is_open)
 
+    @property
+    def waiting(self) -> bool:
+        """A synchronous method is still waiting for its answer (ours, or one pika holds
+        after our timeout): pika sends the next one only after it, but publishes at once."""
+        return bool(self._rpcs) or bool(getattr(self._channel, "_blocking", None))
+
     def _closed(self, _channel: Any, reason: BaseException) -> None:
         error = AmqpError(f"channel closed: {reason}")
         if not self.closed.done():
@@ -193,7 +199,8 @@ class AmqpChannel:
     def declare_queue_nowait(self, name: str, arguments: dict[str, Any] | None = None) -> None:
         """Declare a durable queue without waiting for declare-ok. The broker handles a
         channel's methods in order, so a publish sent next is routed to the queue; a refused
-        declare closes the channel. Sent after any synchronous operation still pending."""
+        declare closes the channel. Only while the channel is not `waiting`: pika would hold
+        the declare back behind the pending method and let the publish overtake it."""
         if not self._channel.is_open:
             raise AmqpError("channel is closed")
         self._channel.queue_declare(name, durable=True, arguments=arguments)

@@ -106,6 +106,8 @@ class Publisher:
                 channel = await self._open_channel()
                 if queue in self._declared:
                     self._declared.move_to_end(queue)
+                elif channel.waiting:  # the declare must not be overtaken by the publish
+                    await self.declare_mailbox(str(message.client_id))
                 else:
                     channel.declare_queue_nowait(queue, mailbox_arguments(self._settings))
                     self._remember(queue)

@@ -112,6 +112,7 @@ def create_app(settings: Settings) -> Starlette:
             background = [
                 asyncio.create_task(link.run(stopping)),
                 asyncio.create_task(services.marks.run(stopping)),
+                asyncio.create_task(services.keep_keys_fresh(stopping)),
             ]
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(link.connected.wait(), 5)

@@ -99,7 +99,7 @@ def _headers(request: Request) -> tuple[str, str, str]:
         )
     if not _ID.fullmatch(webhook_id):
         raise Problem(400, "invalid-webhook", "webhook-id must be 1-255 printable ASCII characters")
-    if not timestamp.isdigit() or len(timestamp) > 12:
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
         raise Problem(400, "invalid-webhook", "webhook-timestamp must be integer Unix seconds")
     if abs(time.time() - int(timestamp)) > TOLERANCE:
         raise _unverified("webhook-timestamp is more than 5 minutes from now")
@@ -125,12 +125,12 @@ async def receive(request: Request) -> Response:
     webhook_id, timestamp, signatures = _headers(request)
     intake.require_json(request.headers.get("content-type"))
     body = await services.read_body(request)
-    logs.bind(client_id=client_id)
     verifiers = await services.tenancy.verifiers(client_id)
     keys = verifiers.secrets if verifiers else ()
     # An unknown client and a wrong signature look alike: the endpoint tells nobody who exists
     if not verify(keys, webhook_id, timestamp, signatures, body) or verifiers is None:
         raise _unverified("no webhook-signature matches this endpoint's secrets")
+    logs.bind(client_id=client_id)  # only now is it known who sends this
     await services.limits.admit(client_id)  # only verified senders spend the client's rate
     payload = intake.parse_json(body)
     if not isinstance(payload, dict):

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 MAX_PUBLISHING = 10_000
 KEY_RELOAD_INTERVAL = 1.0  # at most one signing-key reload per this many seconds
+#: Every gateway reloads the signing keys this often, so that a rotation made through another
+#: gateway reaches it (it signs with the new key, and retires the old one on time).
+KEY_REFRESH_PERIOD = 15.0
 
 
 class PublishedMarks:
@@ -103,6 +106,18 @@ class Services:
             return
         self._keys_loaded = clock
         self.tokens.use(await journal_keys(self.settings, self.journal))
+
+    async def keep_keys_fresh(self, stopping: asyncio.Event) -> None:
+        """Reload the signing keys every KEY_REFRESH_PERIOD until `stopping` is set."""
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), KEY_REFRESH_PERIOD)
+            if stopping.is_set():
+                return
+            try:
+                await self.refresh_keys(now=True)
+            except UNAVAILABLE as error:
+                log.warning("could not reload the signing keys: %s", error)
 
     async def read_body(self, request: Request, limit: int | None = None) -> bytes:
         """The whole body, refused with 413 as soon as it exceeds the limit."""

@@ -234,6 +234,25 @@ def test_a_rotated_key_signs_new_tokens_and_old_tokens_stay_valid(
                 got = httpx.get(f"{base}/v1/mailbox", headers={"Authorization": f"Bearer {token}"})
                 assert got.status_code == 200, (base, got.text)
         assert kids(system, other) == {*old_kids, new_kid}
+
+        # When the key is rotated again and the second gateway is shown no token of the new key
+        newest = httpx.post(
+            f"{system.base_url}/v1/admin/signing-keys",
+            headers={"Authorization": f"Bearer {admin}"},
+        ).json()["kid"]
+
+        # Then it still starts signing with it within its refresh period
+        def signed_by_the_second_gateway() -> str | None:
+            grant = httpx.post(
+                f"{other}/v1/token",
+                data={"grant_type": "client_credentials"},
+                auth=(mallory.credentials["client_id"], mallory.credentials["client_secret"]),
+            )
+            return header_kid(grant.json()["access_token"])
+
+        wait_for(
+            lambda: signed_by_the_second_gateway() == newest, 40, "the second gateway's reload"
+        )
     finally:
         second.terminate()
         second.wait(30)

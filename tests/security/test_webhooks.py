@@ -134,7 +134,15 @@ def _reused_signature(sender: Sender) -> httpx.Response:
     return httpx.post(sender.url, content=body, headers=headers)
 
 
+def _non_ascii_digit_timestamp(sender: Sender) -> httpx.Response:
+    # "²" (0xB2 as Latin-1 on the wire) is a digit to str.isdigit(), not to int()
+    headers: dict[str, Any] = sender.headers(delivery(), "msg_superscript")
+    headers["webhook-timestamp"] = "\u00b2".encode("latin-1")
+    return httpx.post(sender.url, content=delivery(), headers=headers)
+
+
 HOSTILE = {
+    "non-ascii-digit-timestamp": (_non_ascii_digit_timestamp, 400),
     "tampered-body": (_tampered, 401),
     "replayed-under-another-id": (_reused_signature, 401),
     "too-old": (lambda s: s.deliver(delivery(), timestamp=int(time.time()) - 301), 401),
