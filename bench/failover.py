@@ -18,11 +18,19 @@ import signal
 import statistics
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-from rig import SYSTEM_ENV, bulk_clients, load_average, minter, post_events, summary, write_results
+from rig import (
+    SYSTEM_ENV,
+    bulk_clients,
+    load_average,
+    minter,
+    post_events,
+    summary,
+    tokens_for,
+    write_results,
+)
 
 from tests import harness
 
@@ -84,10 +92,7 @@ def main() -> None:
         harness.running_system(Path(tmp), workers=args.workers, env=env) as system,
     ):
         service = minter(system)
-        tokens = {
-            cid: service.issue(uuid.UUID(cid), ["events:write"])["access_token"]
-            for cid in bulk_clients(system, args.clients, "fo-")
-        }
+        tokens = tokens_for(service, bulk_clients(system, args.clients, "fo-"))
         asyncio.run(post_events(system.base_url, tokens, 1, BODY, 32))
         harness.wait_for(lambda: succeeded(system) >= args.clients, 120, "activation")
         runs = [one_run(system, tokens, n) for n in range(args.runs)]

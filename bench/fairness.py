@@ -27,6 +27,7 @@ from rig import (
     paced_events,
     post_events,
     summary,
+    tokens_for,
     write_results,
 )
 
@@ -37,9 +38,7 @@ BODY = {"type": "demo.echo", "payload": {"n": 1}}
 
 def light_run(system: harness.System, service: Any, args: argparse.Namespace, name: str) -> Any:
     clients = bulk_clients(system, args.light, name)
-    tokens = {
-        cid: service.issue(uuid.UUID(cid), ["events:write"])["access_token"] for cid in clients
-    }
+    tokens = tokens_for(service, clients)
     count = args.light * args.light_events
     asyncio.run(paced_events(system.base_url, tokens, args.rate, count, BODY))
     harness.wait_for(

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from rig import (
     paced_events,
     post_events,
     summary,
+    tokens_for,
     write_results,
 )
 
@@ -65,10 +65,7 @@ def main() -> None:
         harness.running_system(Path(tmp), workers=args.workers, env=env) as system,
     ):
         service = minter(system)
-        tokens = {
-            cid: service.issue(uuid.UUID(cid), ["events:write"])["access_token"]
-            for cid in bulk_clients(system, args.clients, "in-")
-        }
+        tokens = tokens_for(service, bulk_clients(system, args.clients, "in-"))
         started = time.perf_counter()
         peak = asyncio.run(
             post_events(system.base_url, tokens, args.events, BODY, args.concurrency)

@@ -18,11 +18,19 @@ import shutil
 import subprocess
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-from rig import RESULTS, SYSTEM_ENV, bulk_clients, load_average, minter, post_events, write_results
+from rig import (
+    RESULTS,
+    SYSTEM_ENV,
+    bulk_clients,
+    load_average,
+    minter,
+    post_events,
+    tokens_for,
+    write_results,
+)
 
 from tests import harness
 
@@ -100,10 +108,7 @@ def main() -> None:
         harness.running_system(Path(tmp), workers=args.workers, env=env) as system,
     ):
         service = minter(system)
-        tokens = {
-            cid: service.issue(uuid.UUID(cid), ["events:write"])["access_token"]
-            for cid in bulk_clients(system, args.clients, "pf-")
-        }
+        tokens = tokens_for(service, bulk_clients(system, args.clients, "pf-"))
         spies = [
             subprocess.Popen(
                 [spy, *SPY_OPTIONS, "-o", str(out), "-p", str(system.processes[name].pid)],

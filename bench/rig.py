@@ -11,6 +11,8 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -55,6 +57,13 @@ def bulk_clients(system: harness.System, count: int, prefix: str) -> list[str]:
         count,
     )
     return [row[0] for row in rows]
+
+
+def tokens_for(
+    service: TokenService, clients: Iterable[str], scopes: Sequence[str] = ("events:write",)
+) -> dict[str, str]:
+    """A pre-minted access token per client id."""
+    return {cid: service.issue(uuid.UUID(cid), list(scopes))["access_token"] for cid in clients}
 
 
 def minter(system: harness.System) -> TokenService:

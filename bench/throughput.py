@@ -15,7 +15,6 @@ import asyncio
 import itertools
 import tempfile
 import time
-import uuid
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from rig import (
     minter,
     post_events,
     summary,
+    tokens_for,
     write_results,
 )
 
@@ -59,10 +59,7 @@ def system_run(clients: int, per_client: int, concurrency: int, workers: int) ->
         harness.running_system(Path(tmp), workers=workers, env=env) as system,
     ):
         service = minter(system)
-        tokens = {
-            cid: service.issue(uuid.UUID(cid), ["events:write"])["access_token"]
-            for cid in bulk_clients(system, clients, "tp-")
-        }
+        tokens = tokens_for(service, bulk_clients(system, clients, "tp-"))
         cpu = {name: cpu_seconds(p.pid) for name, p in system.processes.items()}
         started = time.perf_counter()
         latencies = asyncio.run(
