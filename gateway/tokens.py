@@ -54,6 +54,8 @@ class TokenService:
 
     def __init__(self, settings: Settings, keys: list[Any]) -> None:
         self._settings = settings
+        self._kids: frozenset[str] = frozenset()
+        self._verified: dict[str, tuple[Principal, float]] = {}  # token -> (caller, until)
         self.use(keys)
         self._registry = jwt.JWTClaimsRegistry(
             leeway=LEEWAY,
@@ -71,8 +73,8 @@ class TokenService:
         self._algorithm = _algorithm(self._signing)
         self._keys = KeySet(keys)
         kids = frozenset(str(key.kid) for key in keys)
-        if kids != getattr(self, "_kids", None):  # a reload of the same keys keeps the cache
-            self._verified: dict[str, tuple[Principal, float]] = {}  # token -> (caller, until)
+        if kids != self._kids:  # a reload of the same keys keeps the cache
+            self._verified = {}
         self._kids = kids
 
     def knows_key_of(self, token: str) -> bool:
