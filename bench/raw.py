@@ -34,6 +34,19 @@ from tests import harness
 
 NO_BACKLOG_CAP = 2**62  # accept_event's $8, as the gateway passes it when no cap applies
 PAYLOAD = '{"n": 1}'
+# The fenced outcome for one event (the single-row form of queries.sql's record_outcomes):
+# the raw baseline does the per-event I/O, one statement and one commit per event.
+RECORD_OUTCOME = """
+WITH fence AS (
+    UPDATE clients SET done_seq = $3 WHERE id = $2 AND done_seq = $3 - 1
+    RETURNING id
+)
+UPDATE events
+SET status = $4, attempts = $5, result = $6::jsonb, error = $7::jsonb, finished_at = now(),
+    started_at = coalesce(started_at, now())
+WHERE id = $1 AND EXISTS (SELECT 1 FROM fence)
+RETURNING finished_at
+"""
 
 
 class Amqp:
@@ -174,7 +187,7 @@ async def consume(dsn: str, amqp_url: str, queues: list[str], expected: int, rea
     async def handle(tag: int, body: bytes) -> None:
         message = json.loads(body)
         recorded = await pool.fetchval(
-            QUERIES["record_outcome"],
+            RECORD_OUTCOME,
             uuid.UUID(message["event_id"]),
             uuid.UUID(message["client_id"]),
             message["seq"],

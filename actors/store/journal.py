@@ -7,12 +7,13 @@ import datetime
 import json
 import re
 import uuid
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NamedTuple
 
 import asyncpg
 
 from actors import metrics
+from actors.store.batch import GroupCommit
 from actors.store.queries import QUERIES
 from actors.store.traced import TracedPool
 
@@ -132,6 +133,33 @@ class Wanted:
     host_alive: bool
 
 
+class _Outcome(NamedTuple):
+    """One row of record_outcomes, in the order of its arrays."""
+
+    event_id: uuid.UUID
+    client_id: uuid.UUID
+    seq: int
+    status: str
+    attempts: int
+    result: str | None  # JSON text
+    error: str | None
+
+
+#: A statement that lost a deadlock or serialization conflict wrote nothing: run it again.
+_CONFLICTS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+
+
+async def _retry_deadlocks(
+    fetch: Callable[..., Awaitable[list[Any]]], sql: str, *args: Any, tries: int = 3
+) -> list[Any]:
+    for _ in range(tries - 1):
+        try:
+            return await fetch(sql, *args)
+        except _CONFLICTS:
+            continue
+    return await fetch(sql, *args)
+
+
 async def _end_transaction(connection: asyncpg.Connection) -> None:
     """What a pooled connection needs on release: seriatim keeps no session state (no SET,
     LISTEN, cursors or session advisory locks), so asyncpg's default reset query, one more
@@ -151,6 +179,9 @@ class Journal:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = TracedPool(pool)
+        # The worker's two writes per event, grouped across mailboxes (actors/store/batch.py).
+        self._attempts = GroupCommit(self._mark_attempts)
+        self._outcomes = GroupCommit(self._record_outcomes)
 
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> Journal:
@@ -268,7 +299,13 @@ class Journal:
 
     async def mark_attempt(self, event_id: uuid.UUID) -> int | None:
         """Count a new attempt; its number, or None when the event is already terminal."""
-        return await self.pool.fetchval(QUERIES["mark_attempt"], event_id)  # type: ignore[no-any-return]
+        with self.pool.span(QUERIES["mark_attempts"]):
+            return await self._attempts.submit(event_id)
+
+    async def _mark_attempts(self, event_ids: list[uuid.UUID]) -> list[int | None]:
+        rows = await _retry_deadlocks(self.pool.fetch, QUERIES["mark_attempts"], event_ids)
+        attempts = {row["id"]: row["attempts"] for row in rows}
+        return [attempts.get(event_id) for event_id in event_ids]
 
     async def mark_retrying(self, event_id: uuid.UUID, error: Json) -> None:
         await self.pool.execute(QUERIES["mark_retrying"], event_id, dump_json(error))
@@ -284,8 +321,7 @@ class Journal:
         error: Json,
     ) -> bool:
         """Record a terminal outcome and advance done_seq; False when the fence refused."""
-        row = await self.pool.fetchrow(
-            QUERIES["record_outcome"],
+        outcome = _Outcome(
             event_id,
             client_id,
             seq,
@@ -294,7 +330,14 @@ class Journal:
             None if result is None else dump_json(result),
             None if error is None else dump_json(error),
         )
-        return row is not None
+        with self.pool.span(QUERIES["record_outcomes"]):
+            return await self._outcomes.submit(outcome)
+
+    async def _record_outcomes(self, outcomes: list[_Outcome]) -> list[bool]:
+        columns = [list(column) for column in zip(*outcomes, strict=True)]
+        rows = await _retry_deadlocks(self.pool.fetch, QUERIES["record_outcomes"], *columns)
+        recorded = {row["id"] for row in rows}
+        return [outcome.event_id in recorded for outcome in outcomes]
 
     # --- mailboxes and placement -------------------------------------------------------
 

@@ -50,7 +50,12 @@ WHERE client_id = $1 AND seq > $2 AND seq < $3
 ORDER BY seq;
 
 -- name: mark_published
-UPDATE events SET published_at = now() WHERE id = ANY($1::uuid[]) AND published_at IS NULL;
+-- Rows locked in id order, as mark_attempts and record_outcomes lock them (no deadlocks).
+WITH locked AS (
+    SELECT id FROM events WHERE id = ANY($1::uuid[]) AND published_at IS NULL
+    ORDER BY id FOR UPDATE
+)
+UPDATE events e SET published_at = now() FROM locked WHERE e.id = locked.id;
 
 -- name: unpublished_events
 SELECT id, client_id, seq, type, payload, status, attempts, accepted_at, started_at,
@@ -61,13 +66,18 @@ WHERE published_at IS NULL AND status NOT IN ('succeeded', 'dead')
 ORDER BY accepted_at
 LIMIT $2;
 
--- name: mark_attempt
--- Start an attempt; attempts are counted here so that they survive crashed workers.
--- A terminal event is never reopened.
-UPDATE events
-SET status = 'processing', attempts = attempts + 1, started_at = coalesce(started_at, now())
-WHERE id = $1 AND status NOT IN ('succeeded', 'dead')
-RETURNING attempts;
+-- name: mark_attempts
+-- mark_attempt for many events in one statement (group commit; actors/store/batch.py). The
+-- rows are locked in id order, as every statement that locks several events does, so that
+-- two such statements cannot deadlock.
+WITH locked AS (
+    SELECT id FROM events WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
+)
+UPDATE events e
+SET status = 'processing', attempts = e.attempts + 1, started_at = coalesce(e.started_at, now())
+FROM locked
+WHERE e.id = locked.id AND e.status NOT IN ('succeeded', 'dead')
+RETURNING e.id, e.attempts;
 
 -- name: mark_retrying
 -- A failed attempt that will be retried: the mailbox restarts (counted per client).
@@ -78,17 +88,33 @@ WITH event AS (
 )
 UPDATE clients SET restarts = restarts + 1 FROM event WHERE clients.id = event.client_id;
 
--- name: record_outcome
--- The fence: the outcome is recorded only by the one who advances done_seq from seq - 1.
-WITH fence AS (
-    UPDATE clients SET done_seq = $3 WHERE id = $2 AND done_seq = $3 - 1
-    RETURNING id
+-- name: record_outcomes
+-- record_outcome for many events in one statement (group commit), each behind its own fence:
+-- a row is recorded only if its client's done_seq is still its seq - 1. Clients are locked in
+-- id order, then events in id order (as accept and mark_attempts lock them).
+WITH input AS (
+    SELECT *
+    FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::int[], $6::jsonb[],
+                $7::jsonb[]) AS t (event_id, client_id, seq, status, attempts, result, error)
+),
+client_locks AS (
+    SELECT id FROM clients WHERE id IN (SELECT client_id FROM input) ORDER BY id FOR UPDATE
+),
+fence AS (
+    UPDATE clients c SET done_seq = input.seq
+    FROM client_locks JOIN input ON input.client_id = client_locks.id
+    WHERE c.id = client_locks.id AND c.done_seq = input.seq - 1
+    RETURNING input.event_id
+),
+event_locks AS (
+    SELECT e.id FROM events e JOIN fence ON fence.event_id = e.id ORDER BY e.id FOR UPDATE OF e
 )
-UPDATE events
-SET status = $4, attempts = $5, result = $6::jsonb, error = $7::jsonb, finished_at = now(),
-    started_at = coalesce(started_at, now())
-WHERE id = $1 AND EXISTS (SELECT 1 FROM fence)
-RETURNING finished_at;
+UPDATE events e
+SET status = input.status, attempts = input.attempts, result = input.result,
+    error = input.error, finished_at = now(), started_at = coalesce(e.started_at, now())
+FROM event_locks JOIN input ON input.event_id = event_locks.id
+WHERE e.id = event_locks.id
+RETURNING e.id;
 
 -- name: mailbox
 SELECT c.id AS client_id, c.state, c.last_seq, c.done_seq, c.host, c.restarts, c.policy,

@@ -104,7 +104,7 @@ def test_one_post_gives_one_trace_from_the_request_to_the_database(
             "seriatim.mailbox process": 1,
             "seriatim.handler attempt": 1,
             "postgresql accept_event": 1,
-            "postgresql record_outcome": 1,
+            "postgresql record_outcomes": 1,
         },
     )
     server = one(spans, "POST /v1/events")
@@ -112,7 +112,7 @@ def test_one_post_gives_one_trace_from_the_request_to_the_database(
     consumer = one(spans, "seriatim.mailbox process")
     attempt = one(spans, "seriatim.handler attempt")
     accept = one(spans, "postgresql accept_event")
-    outcome = one(spans, "postgresql record_outcome")
+    outcome = one(spans, "postgresql record_outcomes")
 
     assert (server.kind, server.service, server.parent_id) == ("SERVER", "seriatim-gateway", "")
     assert server.attributes["http.route"] == "/v1/events"

@@ -1,0 +1,170 @@
+"""The worker's grouped journal writes: one statement for many mailboxes, a fence per row."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from actors.store import Journal
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def journal(database: str) -> AsyncIterator[Journal]:
+    journal = await Journal.connect(database, min_size=1, max_size=4)
+    yield journal
+    await journal.close()
+
+
+async def clients_with_events(journal: Journal, clients: int, events: int) -> list[list[uuid.UUID]]:
+    """Event ids per client, in seq order."""
+    ids = []
+    for n in range(clients):
+        client = await journal.create_client(f"c{n}", "x", False)
+        ids.append([])
+        for _ in range(events):
+            accepted = await journal.accept(client, "demo.echo", {})
+            assert accepted is not None
+            ids[-1].append(accepted.event.id)
+    return ids
+
+
+async def event_row(journal: Journal, event_id: uuid.UUID) -> EventRow:
+    row = await journal.pool.fetchrow(
+        "SELECT id, client_id, seq, status, result, finished_at FROM events WHERE id = $1", event_id
+    )
+    return EventRow(**dict(row))
+
+
+@dataclasses.dataclass(frozen=True)
+class EventRow:
+    id: uuid.UUID
+    client_id: uuid.UUID
+    seq: int
+    status: str
+    result: object
+    finished_at: object
+
+
+async def done_seqs(journal: Journal) -> list[int]:
+    rows = await journal.pool.fetch("SELECT done_seq FROM clients ORDER BY name")
+    return [row["done_seq"] for row in rows]
+
+
+async def test_outcomes_of_many_mailboxes_written_at_once_each_pass_their_own_fence(
+    journal: Journal,
+) -> None:
+    # Given 20 clients with 3 events each
+    events = await clients_with_events(journal, 20, 3)
+    # When every client's first event is recorded in the same loop turn, plus one out of turn
+    firsts = [(await event_row(journal, c[0])) for c in events]
+    out_of_turn = await event_row(journal, events[0][2])
+    results = await asyncio.gather(
+        *(
+            journal.record_outcome(e.id, e.client_id, e.seq, "succeeded", 1, {"n": e.seq}, None)
+            for e in [*firsts, out_of_turn]
+        )
+    )
+
+    # Then each first event passed its fence, the seq-3 event did not
+    assert results == [True] * 20 + [False]
+    assert await done_seqs(journal) == [1] * 20
+    stored = await event_row(journal, events[0][2])
+    assert stored.status == "queued"
+    assert stored.finished_at is None
+
+
+async def test_attempts_of_many_events_are_counted_in_one_go_and_terminal_ones_refused(
+    journal: Journal,
+) -> None:
+    events = await clients_with_events(journal, 5, 1)
+    finished = await event_row(journal, events[0][0])
+    assert await journal.record_outcome(
+        finished.id, finished.client_id, 1, "succeeded", 1, None, None
+    )
+
+    first = await asyncio.gather(*(journal.mark_attempt(c[0]) for c in events))
+    second = await asyncio.gather(*(journal.mark_attempt(c[0]) for c in events[1:]))
+
+    assert first == [None, 1, 1, 1, 1]
+    assert second == [2, 2, 2, 2]
+
+
+async def test_two_workers_racing_for_the_same_outcomes_record_each_exactly_once(
+    journal: Journal, database: str
+) -> None:
+    # Given a second worker's journal (a zombie and its successor, say)
+    other = await Journal.connect(database, min_size=1, max_size=4)
+    try:
+        events = await clients_with_events(journal, 30, 1)
+        rows = [await event_row(journal, c[0]) for c in events]
+
+        # When both record every outcome at once, in opposite orders
+        mine = asyncio.gather(
+            *(journal.record_outcome(e.id, e.client_id, 1, "succeeded", 1, "a", None) for e in rows)
+        )
+        theirs = asyncio.gather(
+            *(
+                other.record_outcome(e.id, e.client_id, 1, "succeeded", 1, "b", None)
+                for e in reversed(rows)
+            )
+        )
+        a, b = await asyncio.gather(mine, theirs)
+    finally:
+        await other.close()
+
+    # Then each event has exactly one outcome, from whoever passed the fence
+    assert [x + y for x, y in zip(a, reversed(b), strict=True)] == [1] * 30
+    for row, won in zip(rows, a, strict=True):
+        assert (await event_row(journal, row.id)).result == ("a" if won else "b")
+
+
+async def test_overlapping_batches_in_any_order_never_deadlock(
+    journal: Journal, database: str
+) -> None:
+    # Given many events over a few clients, and a second connection pool writing beside us
+    events = await clients_with_events(journal, 8, 25)
+    ids = [event for client in events for event in client]
+    other = await Journal.connect(database, min_size=1, max_size=4)
+    deadlocks_before = await deadlocks(journal)
+    try:
+        # When both mark them published and start attempts in opposite orders, many times
+        for _ in range(10):
+            await asyncio.gather(
+                journal.mark_published(ids),
+                other.mark_published(list(reversed(ids))),
+                *(journal.mark_attempt(event) for event in ids),
+                *(other.mark_attempt(event) for event in reversed(ids)),
+            )
+            await journal.pool.execute("UPDATE events SET published_at = NULL")
+    finally:
+        await other.close()
+
+    # Then PostgreSQL never had to break a deadlock: every statement locks rows in id order
+    assert await deadlocks(journal) == deadlocks_before
+    attempts = await journal.pool.fetch("SELECT attempts FROM events")
+    assert {row["attempts"] for row in attempts} == {20}
+
+
+async def deadlocks(journal: Journal) -> int:
+    return await journal.pool.fetchval(  # type: ignore[no-any-return]
+        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+    )
+
+
+async def test_a_batch_fails_as_a_whole_when_the_journal_is_unreachable(database: str) -> None:
+    journal = await Journal.connect(database, min_size=1, max_size=2)
+    events = await clients_with_events(journal, 3, 1)
+    await journal.close()
+
+    results = await asyncio.gather(
+        *(journal.mark_attempt(c[0]) for c in events), return_exceptions=True
+    )
+
+    assert all(isinstance(result, asyncpg.InterfaceError) for result in results)
