@@ -8,6 +8,8 @@ In one run, back to back:
             No journal, no ordering guarantee.
   seriatim  the same number of clients and events through bench/throughput.py's system run
             (HTTP intake, journal, strict per-client order).
+Then both again as a drain: the messages (events) first, the worker(s) started after, so that
+the figure is processing alone: Dramatiq's consumer against seriatim's workers.
 Only loopback traffic; bounded by the counts given.
 """
 
@@ -28,7 +30,7 @@ import dramatiq
 import pika
 import raw
 from rig import load_average, rabbitmqctl, write_results
-from throughput import system_run
+from throughput import drain_run, system_run
 
 from tests import harness
 
@@ -77,60 +79,101 @@ async def publish(queues: list[str], total: int) -> float:
     return started
 
 
-def peer_run(queues: int, total: int) -> dict[str, Any]:
+def peer_run(queues: int, total: int, *, drain: bool = False) -> dict[str, Any]:
+    """The stock Dramatiq worker on `queues` queues and `total` no-op messages.
+
+    Live: the worker is up and consuming, then the messages are published; processed/s from
+    the first publish to the last message done. Drain: the messages are published first and
+    the worker started after; processed/s from the first message done to the last.
+    """
     prefix = f"{harness.new_namespace()}.peer"
     names = [f"{prefix}{n}" for n in range(queues)]
     with tempfile.TemporaryDirectory() as counts:
-        env = {
-            **os.environ,
-            "PEER_PREFIX": prefix,
-            "PEER_QUEUES": str(queues),
-            "PEER_COUNT_DIR": counts,
-            "PEER_AMQP_URL": harness.AMQP_URL,
-        }
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "dramatiq", "peer_actors", "--path", str(HERE)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+
+        def done() -> int:
+            return sum(p.stat().st_size for p in Path(counts).iterdir())
+
+        if drain:
+            declare(names)
+            asyncio.run(publish(names, total))
+        worker = start_worker(prefix, queues, counts)
         try:
-            harness.wait_for(
-                lambda: all(c > 0 for c in map(queue_consumers(prefix).get, names, [0] * queues)),
-                120,
-                "the Dramatiq worker to consume every queue",
-                interval=1,
-            )
+            if drain:
+                while done() == 0:
+                    time.sleep(0.002)
+                started, first = time.monotonic(), done()
+            else:
+                harness.wait_for(
+                    lambda: all(
+                        c > 0 for c in map(queue_consumers(prefix).get, names, [0] * queues)
+                    ),
+                    120,
+                    "the Dramatiq worker to consume every queue",
+                    interval=1,
+                )
+                started, first = asyncio.run(publish(names, total)), 0
             processes, threads = tree_threads(worker.pid)
-
-            def done() -> int:
-                return sum(p.stat().st_size for p in Path(counts).iterdir())
-
-            started = asyncio.run(publish(names, total))
             while done() < total:
                 time.sleep(0.005)
             finished = time.monotonic()
         finally:
-            os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait()
-            connection = pika.BlockingConnection(pika.URLParameters(harness.AMQP_URL))
-            channel = connection.channel()
-            for name in names:
-                for queue in (name, f"{name}.DQ", f"{name}.XQ"):
-                    channel.queue_delete(queue)
-            connection.close()
+            stop_worker(worker)
+            delete_queues(names)
     return {
         "queues": queues,
         "messages": total,
-        "processed_per_s": total / (finished - started),
+        "processed_per_s": (total - first) / (finished - started),
         "worker_processes": processes,
         "worker_threads": threads,
     }
+
+
+def start_worker(prefix: str, queues: int, counts: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "PEER_PREFIX": prefix,
+        "PEER_QUEUES": str(queues),
+        "PEER_COUNT_DIR": counts,
+        "PEER_AMQP_URL": harness.AMQP_URL,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "dramatiq", "peer_actors", "--path", str(HERE)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    os.killpg(worker.pid, signal.SIGTERM)
+    try:
+        worker.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+
+
+def declare(names: list[str]) -> None:
+    """The queues as Dramatiq declares them, so that messages published first wait in them."""
+    connection = pika.BlockingConnection(pika.URLParameters(harness.AMQP_URL))
+    channel = connection.channel()
+    for name in names:
+        channel.queue_declare(
+            name,
+            durable=True,
+            arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": f"{name}.XQ"},
+        )
+    connection.close()
+
+
+def delete_queues(names: list[str]) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(harness.AMQP_URL))
+    channel = connection.channel()
+    for name in names:
+        for queue in (name, f"{name}.DQ", f"{name}.XQ"):
+            channel.queue_delete(queue)
+    connection.close()
 
 
 def main() -> None:
@@ -149,13 +192,22 @@ def main() -> None:
         parser.error("counts out of range")
     harness.build_template()
     load_start = load_average()
-    peer = peer_run(args.queues, args.total)
     per_client = args.total // args.queues
+    peer = peer_run(args.queues, args.total)
     seriatim = system_run(args.queues, per_client, args.concurrency, args.workers)
+    peer_drain = peer_run(args.queues, args.total, drain=True)
+    seriatim_drain = drain_run(args.queues, per_client, args.concurrency, args.workers)
     result = {
         "dramatiq": peer,
         "seriatim": {"clients": args.queues, "events": args.queues * per_client, **seriatim},
         "ratio_seriatim_to_dramatiq": seriatim["processed_per_s"] / peer["processed_per_s"],
+        "drain": {
+            "dramatiq": peer_drain,
+            "seriatim": seriatim_drain,
+            "ratio_seriatim_to_dramatiq": (
+                seriatim_drain["processed_per_s"] / peer_drain["processed_per_s"]
+            ),
+        },
         "load_average": {"start": load_start, "end": load_average()},
     }
     print(
@@ -163,16 +215,23 @@ def main() -> None:
         f"{load_start:.2f} -> {result['load_average']['end']:.2f}"
     )
     print(
-        f"dramatiq stock worker (no-op, confirms):  {peer['processed_per_s']:6.0f}/s   "
+        f"live   dramatiq stock worker (no-op, confirms): {peer['processed_per_s']:6.0f}/s   "
         f"{peer['worker_processes']} processes, {peer['worker_threads']} threads"
     )
     a2f = seriatim["accepted_to_finished_s"]
     print(
-        f"seriatim (HTTP, journal, order):          {seriatim['processed_per_s']:6.0f}/s   "
+        f"live   seriatim (HTTP, journal, order):         {seriatim['processed_per_s']:6.0f}/s   "
         f"accepted->finished p50 {a2f['p50'] * 1000:.0f} ms p99 {a2f['p99'] * 1000:.0f} ms, "
-        f"order violations {seriatim['order_violations']}"
+        f"order violations {seriatim['order_violations']}   "
+        f"seriatim / dramatiq {result['ratio_seriatim_to_dramatiq']:.0%}"
     )
-    print(f"seriatim / dramatiq: {result['ratio_seriatim_to_dramatiq']:.0%}")
+    print(f"drain  dramatiq (published first):              {peer_drain['processed_per_s']:6.0f}/s")
+    print(
+        f"drain  seriatim (accepted first):               "
+        f"{seriatim_drain['processed_per_s']:6.0f}/s   "
+        f"order violations {seriatim_drain['order_violations']}   "
+        f"seriatim / dramatiq {result['drain']['ratio_seriatim_to_dramatiq']:.0%}"
+    )
     print(f"results: {write_results('peer', result)}")
 
 
