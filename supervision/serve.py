@@ -27,7 +27,6 @@ def serve_gateway(settings: Settings, host: str | None, port: int | None) -> int
         server_header=False,
         timeout_graceful_shutdown=10,
         timeout_keep_alive=65,
-        h11_max_incomplete_event_size=MAX_HEAD,
         http=guarded_protocol(MAX_HEAD, settings.header_timeout, settings.body_timeout),
     )
     server = uvicorn.Server(config)

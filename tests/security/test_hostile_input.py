@@ -175,6 +175,29 @@ def test_an_oversized_header_is_refused(
     assert_serving(system)
 
 
+
+def test_an_oversized_header_behind_a_small_request_on_the_same_read_is_refused(
+    system: System, mallory: Tenant
+) -> None:
+    # Given a harmless request with a 64 KiB-header POST pipelined right behind it, one send
+    before = mallory.journal()
+    body = json.dumps(VALID).encode()
+    headers = {
+        "Authorization": f"Bearer {mallory.token}",
+        "X-Padding": "a" * 64 * 1024,
+        "Content-Type": "application/json",
+        "Content-Length": str(len(body)),
+    }
+    data = wire.request("GET", "/healthz", {}) + wire.request("POST", "/v1/events", headers, body)
+
+    answer = wire.exchange(system.port, data)
+
+    # Then the second head is refused as too large, and nothing is accepted
+    assert b"HTTP/1.1 431 " in answer, answer[:300]
+    assert b"HTTP/1.1 202" not in answer
+    assert_untouched(mallory, before)
+    assert_serving(system)
+
 # --- isolation ------------------------------------------------------------------------------------
 
 
