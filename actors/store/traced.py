@@ -27,7 +27,8 @@ class TracedPool:
         self._tracer = trace.get_tracer("seriatim.journal")
 
     @contextlib.contextmanager
-    def _span(self, sql: str) -> Iterator[None]:
+    def span(self, sql: str) -> Iterator[None]:
+        """A span for `sql` run on the caller's behalf, also when it runs elsewhere (batched)."""
         if not trace.get_current_span().is_recording():
             yield  # background work (heartbeats, sweeps) makes no traces of its own
             return
@@ -46,19 +47,19 @@ class TracedPool:
             yield
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
-        with self._span(sql):
+        with self.span(sql):
             return await self._pool.fetch(sql, *args)  # type: ignore[no-any-return]
 
     async def fetchrow(self, sql: str, *args: Any) -> Any:
-        with self._span(sql):
+        with self.span(sql):
             return await self._pool.fetchrow(sql, *args)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        with self._span(sql):
+        with self.span(sql):
             return await self._pool.fetchval(sql, *args)
 
     async def execute(self, sql: str, *args: Any) -> str:
-        with self._span(sql):
+        with self.span(sql):
             return await self._pool.execute(sql, *args)  # type: ignore[no-any-return]
 
     def acquire(self) -> Any:
