@@ -6,6 +6,8 @@ raw intake has no consumers) loaded from this process over loopback with pre-min
   peak  closed loop, `--concurrency` requests in flight: accepted/s, p50/p99/p99.9;
   half  open loop paced at half the peak rate for `--half-seconds`: latency from each
         request's scheduled time (no coordinated omission).
+The peak run also reports CPU per accepted event of the gateway and of the PostgreSQL backends
+serving the system's database: steadier than rates when other work shares the cores.
 Bounded by the counts given.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +25,7 @@ import raw
 from rig import (
     SYSTEM_ENV,
     bulk_clients,
+    cpu_seconds,
     load_average,
     minter,
     paced_events,
@@ -38,6 +42,24 @@ BODY = {"type": "demo.echo", "payload": {"n": 1}}
 
 def ms(figures: dict[str, float]) -> str:
     return " / ".join(f"{figures[k] * 1000:.1f}" for k in ("p50", "p99", "p999")) + " ms"
+
+
+def backend_cpu(system: harness.System) -> dict[int, float]:
+    """CPU seconds used so far by each PostgreSQL backend serving the system's database."""
+    rows = system.sql(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid()"
+    )
+    cpu = {}
+    for row in rows:
+        with contextlib.suppress(FileNotFoundError):
+            cpu[row["pid"]] = cpu_seconds(row["pid"])
+    return cpu
+
+
+def spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds between two snapshots; a backend started in between counts from zero."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
 def main() -> None:
@@ -66,11 +88,19 @@ def main() -> None:
     ):
         service = minter(system)
         tokens = tokens_for(service, bulk_clients(system, args.clients, "in-"))
+        gateway = system.processes["gateway"].pid
+        cpu_before = cpu_seconds(gateway), backend_cpu(system)
         started = time.perf_counter()
         peak = asyncio.run(
             post_events(system.base_url, tokens, args.events, BODY, args.concurrency)
         )
         peak_rate = total / (time.perf_counter() - started)
+        cpu_ms = {
+            "gateway": (cpu_seconds(gateway) - cpu_before[0]) / total * 1000,
+            "postgresql": spent(cpu_before[1], backend_cpu(system)) / total * 1000,
+        }
+        # Rows committed by one statement share accepted_at (the transaction's start).
+        per_commit = system.sql("SELECT count(*)::float / count(DISTINCT accepted_at) FROM events")
         half_rate = peak_rate / 2
         count = int(half_rate * args.half_seconds)
         started = time.perf_counter()
@@ -85,6 +115,8 @@ def main() -> None:
         "accepted_per_s": peak_rate,
         "ratio_to_raw": peak_rate / baseline["intake_per_s"],
         "latency_s": summary(peak),
+        "cpu_ms_per_accept": cpu_ms,
+        "events_per_commit": per_commit[0][0],
         "half_rate": {"target_per_s": half_rate, "achieved_per_s": achieved, "count": count},
         "half_rate_latency_s": summary(half),
         "load_average": {"start": load_start, "end": load_average()},
@@ -104,6 +136,11 @@ def main() -> None:
         f"{'POST /v1/events, half peak':30}{achieved:>8.0f}   {ms(result['half_rate_latency_s'])}"
     )
     print(f"ratio to raw intake: {result['ratio_to_raw']:.0%}")
+    print(
+        f"CPU ms per accepted event at peak: gateway {cpu_ms['gateway']:.2f}, "
+        f"PostgreSQL {cpu_ms['postgresql']:.2f}; "
+        f"{result['events_per_commit']:.1f} events per commit"
+    )
     print(f"results: {write_results('intake', result)}")
 
 

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import asyncpg
 
 from actors import metrics
-from actors.store.batch import GroupCommit
+from actors.store.group_commit import GroupCommit
 from actors.store.queries import QUERIES
 from actors.store.traced import TracedPool
 
@@ -133,6 +133,57 @@ class Wanted:
     host_alive: bool
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class AcceptRequest:
+    """accept_event's parameters, in its order ($1..$8)."""
+
+    client_id: uuid.UUID
+    type: str
+    payload: str  # JSON text
+    idempotency_key: str | None
+    request_hash: bytes | None
+    redrive_of: uuid.UUID | None
+    traceparent: str | None
+    max_backlog: int
+
+    def params(self) -> tuple[Any, ...]:
+        return (
+            self.client_id,
+            self.type,
+            self.payload,
+            self.idempotency_key,
+            self.request_hash,
+            self.redrive_of,
+            self.traceparent,
+            self.max_backlog,
+        )
+
+
+#: What one accept request gets from a batch: its event, None (no such client), or the
+#: exception it raises (KeyTaken, BacklogFull, a journal error).
+AcceptOutcome = Accepted | None | Exception
+
+#: Accepts committed together at most, and batches in flight at once (see docs/decisions.md).
+ACCEPT_BATCH = 256
+ACCEPT_BATCHES_IN_FLIGHT = 2
+#: Errors that roll back a whole batch for no fault of its requests: run it again.
+ROLLED_BACK_BY_CONFLICT = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+BATCH_ATTEMPTS = 3
+
+
+def _columns(requests: list[AcceptRequest]) -> list[list[Any]]:
+    """accept_events' parallel arrays: one per accept_event parameter."""
+    return [list(column) for column in zip(*(r.params() for r in requests), strict=True)]
+
+
+def _accept_outcome(row: asyncpg.Record) -> AcceptOutcome:
+    if row["admitted"] is None:
+        return None  # no such client
+    if not row["admitted"]:
+        return BacklogFull(row["backlog"])
+    return Accepted(EventRow.of(row), caught_up=row["done_seq"] == row["seq"] - 1)
+
+
 class _Outcome(NamedTuple):
     """One row of record_outcomes, in the order of its arrays."""
 
@@ -145,17 +196,20 @@ class _Outcome(NamedTuple):
     error: str | None
 
 
-#: A statement that lost a deadlock or serialization conflict wrote nothing: run it again.
-_CONFLICTS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+#: The worker's writes committed together at most, and batches in flight at once.
+WORKER_BATCH = 256
+WORKER_BATCHES_IN_FLIGHT = 2
 
 
-async def _retry_deadlocks(
-    fetch: Callable[..., Awaitable[list[Any]]], sql: str, *args: Any, tries: int = 3
+async def _retry_conflicts(
+    fetch: Callable[..., Awaitable[list[Any]]], sql: str, *args: Any
 ) -> list[Any]:
-    for _ in range(tries - 1):
+    """Run a batch statement; one rolled back by a deadlock or serialization failure wrote
+    nothing and is run again, BATCH_ATTEMPTS times in all."""
+    for _ in range(BATCH_ATTEMPTS - 1):
         try:
             return await fetch(sql, *args)
-        except _CONFLICTS:
+        except ROLLED_BACK_BY_CONFLICT:
             continue
     return await fetch(sql, *args)
 
@@ -179,9 +233,19 @@ class Journal:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = TracedPool(pool)
-        # The worker's two writes per event, grouped across mailboxes (actors/store/batch.py).
-        self._attempts = GroupCommit(self._mark_attempts)
-        self._outcomes = GroupCommit(self._record_outcomes)
+        # Writes of many requests or mailboxes at once, one statement each (group_commit.py):
+        # the gateway's accepts, the worker's two writes per event.
+        self._accepts: GroupCommit[AcceptRequest, Accepted | None] = GroupCommit(
+            self._commit_accepts,
+            max_batch=ACCEPT_BATCH,
+            max_in_flight=ACCEPT_BATCHES_IN_FLIGHT,
+        )
+        self._attempts: GroupCommit[uuid.UUID, int | None] = GroupCommit(
+            self._mark_attempts, max_batch=WORKER_BATCH, max_in_flight=WORKER_BATCHES_IN_FLIGHT
+        )
+        self._outcomes: GroupCommit[_Outcome, bool] = GroupCommit(
+            self._record_outcomes, max_batch=WORKER_BATCH, max_in_flight=WORKER_BATCHES_IN_FLIGHT
+        )
 
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> Journal:
@@ -238,28 +302,65 @@ class Journal:
         traceparent: str | None = None,
         max_backlog: int = 2**62,
     ) -> Accepted | None:
-        """Commit a new event at the tail of the client's mailbox.
+        """Commit a new event at the tail of the client's mailbox; return once it committed.
 
         Returns None when the client does not exist; raises KeyTaken when the idempotency
         key is already used, BacklogFull when the client has `max_backlog` (or its own
         `clients.max_backlog`) events unfinished. Nothing is written in any of these cases.
+        Accepts waiting at the same moment are committed together (group commit).
         """
+        request = AcceptRequest(
+            client_id,
+            type_,
+            dump_json(payload),
+            idempotency_key,
+            request_hash,
+            redrive_of,
+            traceparent,
+            max_backlog,
+        )
+        with self.pool.span(QUERIES["accept_event"]):  # this request's part of the batch
+            return await self._accepts.submit(request)
+
+    async def _commit_accepts(self, requests: list[AcceptRequest]) -> list[AcceptOutcome]:
+        """One accept_events statement for the batch. A lone request runs accept_event, which
+        costs PostgreSQL less for one row; so does every request of a batch refused for one
+        request's sake (a unique violation rolls back the whole statement). A batch rolled
+        back by a deadlock or serialization failure is run again, BATCH_ATTEMPTS times."""
+        if len(requests) > 1:
+            for _ in range(BATCH_ATTEMPTS):
+                try:
+                    rows = await self.pool.fetch(QUERIES["accept_events"], *_columns(requests))
+                except UNAVAILABLE:
+                    raise
+                except ROLLED_BACK_BY_CONFLICT:
+                    continue
+                except asyncpg.PostgresError:
+                    break
+                return [_accept_outcome(row) for row in rows]
+        return await self._accept_each(requests)
+
+    async def _accept_each(self, requests: list[AcceptRequest]) -> list[AcceptOutcome]:
+        """accept_event per request, in order: each gets the answer it would have had alone.
+        Once the journal is unreachable, the rest fail with the same error untried."""
+        outcomes: list[AcceptOutcome] = []
+        for request in requests:
+            try:
+                outcomes.append(await self._accept_one(request))
+            except Exception as error:
+                outcomes.append(error)
+                if isinstance(error, UNAVAILABLE):
+                    outcomes += [error] * (len(requests) - len(outcomes))
+                    break
+        return outcomes
+
+    async def _accept_one(self, request: AcceptRequest) -> Accepted | None:
         try:
-            row = await self.pool.fetchrow(
-                QUERIES["accept_event"],
-                client_id,
-                type_,
-                dump_json(payload),
-                idempotency_key,
-                request_hash,
-                redrive_of,
-                traceparent,
-                max_backlog,
-            )
+            row = await self.pool.fetchrow(QUERIES["accept_event"], *request.params())
         except asyncpg.UniqueViolationError:
-            raise KeyTaken(idempotency_key) from None
+            raise KeyTaken(request.idempotency_key) from None
         if row is None:
-            position = await self.position(client_id)
+            position = await self.position(request.client_id)
             if position is None:
                 return None
             raise BacklogFull(position.last_seq - position.done_seq)
@@ -302,8 +403,8 @@ class Journal:
         with self.pool.span(QUERIES["mark_attempts"]):
             return await self._attempts.submit(event_id)
 
-    async def _mark_attempts(self, event_ids: list[uuid.UUID]) -> list[int | None]:
-        rows = await _retry_deadlocks(self.pool.fetch, QUERIES["mark_attempts"], event_ids)
+    async def _mark_attempts(self, event_ids: list[uuid.UUID]) -> list[int | None | Exception]:
+        rows = await _retry_conflicts(self.pool.fetch, QUERIES["mark_attempts"], event_ids)
         attempts = {row["id"]: row["attempts"] for row in rows}
         return [attempts.get(event_id) for event_id in event_ids]
 
@@ -333,9 +434,9 @@ class Journal:
         with self.pool.span(QUERIES["record_outcomes"]):
             return await self._outcomes.submit(outcome)
 
-    async def _record_outcomes(self, outcomes: list[_Outcome]) -> list[bool]:
+    async def _record_outcomes(self, outcomes: list[_Outcome]) -> list[bool | Exception]:
         columns = [list(column) for column in zip(*outcomes, strict=True)]
-        rows = await _retry_deadlocks(self.pool.fetch, QUERIES["record_outcomes"], *columns)
+        rows = await _retry_conflicts(self.pool.fetch, QUERIES["record_outcomes"], *columns)
         recorded = {row["id"] for row in rows}
         return [outcome.event_id in recorded for outcome in outcomes]
 

@@ -23,6 +23,60 @@ RETURNING id, client_id, seq, type, payload, status, attempts, accepted_at, star
           finished_at, result, error, redrive_of, traceparent,
           (SELECT done_seq FROM counter) AS done_seq;
 
+-- name: accept_events
+-- accept_event for every request waiting at one moment (group commit), one result row per
+-- request in the order given ($1..$8 are parallel arrays; $8 the deployment's backlog cap).
+-- The clients' rows are locked in id order, so two batches (or a batch and the worker's
+-- writes in the same order) cannot deadlock. The k-th request of a client gets seq
+-- last_seq + k while its backlog stays under the cap; the first refusal refuses the rest of
+-- that client's requests (bool_and), so the accepted ones are a prefix and seqs stay gapless.
+-- A client that does not exist gets admitted = NULL. A unique violation (an idempotency key
+-- already used) aborts the whole statement, nothing written: the caller then runs
+-- accept_event per request.
+WITH item AS MATERIALIZED (
+    SELECT i.*, row_number() OVER (PARTITION BY i.client_id ORDER BY i.ord) AS k
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::uuid[],
+                $7::text[], $8::bigint[])
+         WITH ORDINALITY AS i (client_id, type, payload, idempotency_key, request_hash,
+                               redrive_of, traceparent, cap, ord)
+),
+locked AS MATERIALIZED (
+    SELECT id, last_seq, done_seq, max_backlog FROM clients
+    WHERE id = ANY($1::uuid[])
+    ORDER BY id
+    FOR NO KEY UPDATE
+),
+judged AS MATERIALIZED (
+    SELECT item.*, locked.last_seq + item.k AS seq, locked.last_seq, locked.done_seq,
+           bool_and(locked.last_seq - locked.done_seq + item.k - 1
+                    < coalesce(locked.max_backlog, item.cap))
+               OVER (PARTITION BY item.client_id ORDER BY item.ord) AS admitted
+    FROM item JOIN locked ON locked.id = item.client_id
+),
+counter AS (
+    UPDATE clients SET last_seq = top.seq
+    FROM (SELECT client_id, max(seq) AS seq FROM judged WHERE admitted GROUP BY client_id) AS top
+    WHERE clients.id = top.client_id
+),
+inserted AS (
+    INSERT INTO events (client_id, seq, type, payload, idempotency_key, request_hash,
+                        redrive_of, traceparent)
+    SELECT client_id, seq, type, payload::jsonb, idempotency_key, request_hash, redrive_of,
+           traceparent
+    FROM judged WHERE admitted
+    RETURNING id, client_id, seq, type, payload, status, attempts, accepted_at, started_at,
+              finished_at, result, error, redrive_of, traceparent
+)
+SELECT judged.admitted, judged.done_seq,
+       judged.last_seq - judged.done_seq
+           + count(*) FILTER (WHERE judged.admitted) OVER (PARTITION BY judged.client_id)
+           AS backlog,
+       inserted.*
+FROM item
+LEFT JOIN judged ON judged.ord = item.ord
+LEFT JOIN inserted ON inserted.client_id = judged.client_id AND inserted.seq = judged.seq
+ORDER BY item.ord;
+
 -- name: event_by_key
 SELECT id, client_id, seq, type, payload, status, attempts, accepted_at, started_at,
        finished_at, result, error, redrive_of, traceparent, request_hash

@@ -28,7 +28,7 @@ class TracedPool:
 
     @contextlib.contextmanager
     def span(self, sql: str) -> Iterator[None]:
-        """The CLIENT span of one named query, also around a write that a batch runs."""
+        """A span for `sql` run on the caller's behalf, also when it runs elsewhere (batched)."""
         if not trace.get_current_span().is_recording():
             yield  # background work (heartbeats, sweeps) makes no traces of its own
             return

@@ -175,7 +175,6 @@ def test_an_oversized_header_is_refused(
     assert_serving(system)
 
 
-
 def test_an_oversized_header_behind_a_small_request_on_the_same_read_is_refused(
     system: System, mallory: Tenant
 ) -> None:
@@ -197,6 +196,7 @@ def test_an_oversized_header_behind_a_small_request_on_the_same_read_is_refused(
     assert b"HTTP/1.1 202" not in answer
     assert_untouched(mallory, before)
     assert_serving(system)
+
 
 # --- isolation ------------------------------------------------------------------------------------
 
