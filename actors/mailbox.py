@@ -20,7 +20,7 @@ from actors.handlers import Event, HandlerRegistry
 from actors.policy import RestartIntensity
 from actors.protocol import EventMessage
 from actors.store import Journal, dump_json
-from actors.store.journal import Position
+from actors.store.rows import Position
 
 log = logging.getLogger(__name__)
 

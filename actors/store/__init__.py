@@ -1,12 +1,12 @@
 """The PostgreSQL journal: schema, named queries and the store that runs them."""
 
-from actors.store.journal import (
+from actors.store.journal import Journal
+from actors.store.rows import (
     UNAVAILABLE,
     Accepted,
     BacklogFull,
     Credentials,
     EventRow,
-    Journal,
     KeyTaken,
     MailboxRow,
     dump_json,

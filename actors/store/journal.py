@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple
@@ -15,122 +14,20 @@ import asyncpg
 from actors import metrics
 from actors.store.group_commit import GroupCommit
 from actors.store.queries import QUERIES
-from actors.store.traced import TracedPool
-
-Json = Any
-_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # an escaped NUL, not an escaped backslash
-
-
-def dump_json(value: Json) -> str:
-    """Encode for a jsonb column; raises ValueError for what jsonb cannot store."""
-    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    if _NUL.search(text):
-        raise ValueError("jsonb cannot store the NUL character (\\u0000)")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("lone surrogates cannot be stored") from None
-    return text
-
-
-#: Errors that mean "the journal is unreachable right now", not "this request is wrong".
-UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.InsufficientResourcesError,
-    asyncpg.InterfaceError,
-    # A query that lands on a session PostgreSQL is terminating ("cannot switch to state N;
-    # another operation is in progress", MagicStack/asyncpg#1069), as in a fast restart.
-    asyncpg.InternalClientError,
+from actors.store.rows import (
+    UNAVAILABLE,
+    Accepted,
+    BacklogFull,
+    Credentials,
+    EventRow,
+    Json,
+    KeyTaken,
+    MailboxRow,
+    Position,
+    Wanted,
+    dump_json,
 )
-
-
-class KeyTaken(Exception):
-    """The client already has an event with this idempotency key."""
-
-
-class BacklogFull(Exception):
-    """The client has as many accepted, unfinished events as it may have."""
-
-    def __init__(self, backlog: int) -> None:
-        super().__init__(f"{backlog} events accepted and not finished")
-        self.backlog = backlog
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class EventRow:
-    id: uuid.UUID
-    client_id: uuid.UUID
-    seq: int
-    type: str
-    payload: Json
-    status: str
-    attempts: int
-    accepted_at: datetime.datetime
-    started_at: datetime.datetime | None
-    finished_at: datetime.datetime | None
-    result: Json
-    error: Json
-    redrive_of: uuid.UUID | None
-    traceparent: str | None
-
-    @classmethod
-    def of(cls, record: asyncpg.Record) -> EventRow:
-        return cls(**{field.name: record[field.name] for field in dataclasses.fields(cls)})
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Accepted:
-    event: EventRow
-    caught_up: bool  # the mailbox had nothing unfinished before this event: it may be idle
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Credentials:
-    id: uuid.UUID
-    secret_hash: str
-    admin: bool
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class MailboxRow:
-    client_id: uuid.UUID
-    state: str
-    last_seq: int
-    done_seq: int
-    host: str | None
-    restarts: int
-    policy: str
-    max_restarts: int | None
-    restart_period: float | None
-    suspended_reason: str | None
-    suspended_at: datetime.datetime | None
-    in_flight_seq: int | None
-    head_status: str | None
-
-    @classmethod
-    def of(cls, record: asyncpg.Record) -> MailboxRow:
-        return cls(**{field.name: record[field.name] for field in dataclasses.fields(cls)})
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Position:
-    done_seq: int
-    last_seq: int
-    state: str
-    policy: str
-    max_restarts: int | None
-    restart_period: float | None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Wanted:
-    client_id: uuid.UUID
-    state: str
-    has_backlog: bool
-    host_alive: bool
+from actors.store.traced import TracedPool
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -403,7 +300,7 @@ class Journal:
         with self.pool.span(QUERIES["mark_attempts"]):
             return await self._attempts.submit(event_id)
 
-    async def _mark_attempts(self, event_ids: list[uuid.UUID]) -> list[int | None | Exception]:
+    async def _mark_attempts(self, event_ids: list[uuid.UUID]) -> list[int | Exception | None]:
         rows = await _retry_conflicts(self.pool.fetch, QUERIES["mark_attempts"], event_ids)
         attempts = {row["id"]: row["attempts"] for row in rows}
         return [attempts.get(event_id) for event_id in event_ids]
