@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from actors import tracing
@@ -29,4 +31,24 @@ def test_a_malformed_traceparent_gives_no_parent_context() -> None:
 
 def test_outside_any_span_there_are_no_ids() -> None:
     assert tracing.current_ids() is None
+    assert tracing.current_traceparent() is None
+
+
+def test_an_unsampled_event_is_processed_in_its_producers_context_without_spans_of_its_own() -> (
+    None
+):
+    # Given a traceparent whose producer did not sample it (no exporter upstream)
+    unsampled = TRACEPARENT[:-2] + "00"
+    event, client = uuid.uuid4(), uuid.uuid4()
+
+    # When the mailbox processes it and runs an attempt
+    with (
+        tracing.processing("q", event, client, 1, unsampled) as span,
+        tracing.attempting("demo.echo", 1) as attempt,
+    ):
+        # Then the producer's ids are current (logs and the journal get its trace id),
+        # and neither context made a span of its own
+        assert tracing.current_traceparent() == unsampled
+        assert attempt is span
+        assert not span.is_recording()
     assert tracing.current_traceparent() is None
