@@ -270,9 +270,8 @@ class Mailbox:
         if fn is None:
             return _failure("UnknownEventType", f"no handler is registered for {event.type!r}")
         try:
-            result = await asyncio.wait_for(
-                self._handlers.call(fn, event), self._policy.handler_timeout
-            )
+            async with asyncio.timeout(self._policy.handler_timeout):  # no task of its own
+                result = await self._handlers.call(fn, event)
         except TimeoutError:
             return _failure(
                 "HandlerTimeout", f"handler ran longer than {self._policy.handler_timeout:g} s"
