@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from actors.broker import BrokerLink
 from actors.handlers import load_handlers
+from actors.heap import freeze_startup_objects
 from actors.settings import Settings
 from actors.store import UNAVAILABLE, Journal
 from gateway import clients, events, health, hooks, mailboxes, openapi
@@ -116,6 +117,7 @@ def create_app(settings: Settings) -> Starlette:
             ]
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(link.connected.wait(), 5)
+            freeze_startup_objects()
             log.info("gateway ready")
             try:
                 yield {"services": services}

@@ -16,6 +16,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from actors.amqp import PublishFailed
 from actors.broker import BrokerLink
 from actors.handlers import load_handlers
+from actors.heap import freeze_startup_objects
 from actors.host import MailboxHost
 from actors.metrics import refresh_journal_gauges, serve_metrics
 from actors.protocol import MAILBOX_ACTOR, WorkerStopped
@@ -87,6 +88,7 @@ async def run_worker(
             tasks.create_task(refresh_journal_gauges(journal, stopping))
             if metrics_port is not None:
                 tasks.create_task(serve_metrics(settings.http_host, metrics_port, stopping))
+            freeze_startup_objects()
             await stopping.wait()
             log.info("worker %s stopping: draining in-flight events", worker_id)
             host.stop_taking()
