@@ -303,7 +303,8 @@ class Journal:
     async def _mark_attempts(self, event_ids: list[uuid.UUID]) -> list[int | Exception | None]:
         rows = await _retry_conflicts(self.pool.fetch, QUERIES["mark_attempts"], event_ids)
         attempts = {row["id"]: row["attempts"] for row in rows}
-        return [attempts.get(event_id) for event_id in event_ids]
+        # The statement counts an id once: a second submission of it in the batch gets None.
+        return [attempts.pop(event_id, None) for event_id in event_ids]
 
     async def mark_retrying(self, event_id: uuid.UUID, error: Json) -> None:
         await self.pool.execute(QUERIES["mark_retrying"], event_id, dump_json(error))
@@ -335,7 +336,11 @@ class Journal:
         columns = [list(column) for column in zip(*outcomes, strict=True)]
         rows = await _retry_conflicts(self.pool.fetch, QUERIES["record_outcomes"], *columns)
         recorded = {row["id"] for row in rows}
-        return [outcome.event_id in recorded for outcome in outcomes]
+        results: list[bool | Exception] = []
+        for outcome in outcomes:  # one event recorded twice in a batch: the second is refused
+            results.append(outcome.event_id in recorded)
+            recorded.discard(outcome.event_id)
+        return results
 
     # --- mailboxes and placement -------------------------------------------------------
 
@@ -351,8 +356,8 @@ class Journal:
 
     async def place_mailboxes(self, plan: dict[uuid.UUID, str]) -> set[uuid.UUID]:
         """Record client → worker assignments; returns the clients placed (not suspended)."""
-        rows = await self.pool.fetch(
-            QUERIES["place_mailboxes"], list(plan), [plan[client] for client in plan]
+        rows = await _retry_conflicts(
+            self.pool.fetch, QUERIES["place_mailboxes"], list(plan), [plan[c] for c in plan]
         )
         return {row["id"] for row in rows}
 
@@ -389,7 +394,7 @@ class Journal:
         return await self.pool.fetchrow(QUERIES["resume_mailbox"], client_id) is not None
 
     async def release_worker(self, worker_id: str) -> None:
-        await self.pool.execute(QUERIES["release_worker_mailboxes"], worker_id)
+        await _retry_conflicts(self.pool.fetch, QUERIES["release_worker_mailboxes"], worker_id)
 
     # Liveness (`alive_within`, `by_lock`): see live_worker_ids in schema.sql.
 

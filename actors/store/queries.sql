@@ -107,7 +107,7 @@ ORDER BY seq;
 -- Rows locked in id order, as mark_attempts and record_outcomes lock them (no deadlocks).
 WITH locked AS (
     SELECT id FROM events WHERE id = ANY($1::uuid[]) AND published_at IS NULL
-    ORDER BY id FOR UPDATE
+    ORDER BY id FOR NO KEY UPDATE
 )
 UPDATE events e SET published_at = now() FROM locked WHERE e.id = locked.id;
 
@@ -121,11 +121,11 @@ ORDER BY accepted_at
 LIMIT $2;
 
 -- name: mark_attempts
--- mark_attempt for many events in one statement (group commit; actors/store/batch.py). The
+-- mark_attempt for many events in one statement (group commit; actors/store/group_commit.py). The
 -- rows are locked in id order, as every statement that locks several events does, so that
 -- two such statements cannot deadlock.
 WITH locked AS (
-    SELECT id FROM events WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
+    SELECT id FROM events WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE
 )
 UPDATE events e
 SET status = 'processing', attempts = e.attempts + 1, started_at = coalesce(e.started_at, now())
@@ -152,7 +152,8 @@ WITH input AS (
                 $7::jsonb[]) AS t (event_id, client_id, seq, status, attempts, result, error)
 ),
 client_locks AS (
-    SELECT id FROM clients WHERE id IN (SELECT client_id FROM input) ORDER BY id FOR UPDATE
+    SELECT id FROM clients WHERE id IN (SELECT client_id FROM input)
+    ORDER BY id FOR NO KEY UPDATE
 ),
 fence AS (
     UPDATE clients c SET done_seq = input.seq
@@ -161,7 +162,8 @@ fence AS (
     RETURNING input.event_id
 ),
 event_locks AS (
-    SELECT e.id FROM events e JOIN fence ON fence.event_id = e.id ORDER BY e.id FOR UPDATE OF e
+    SELECT e.id FROM events e JOIN fence ON fence.event_id = e.id
+    ORDER BY e.id FOR NO KEY UPDATE OF e
 )
 UPDATE events e
 SET status = input.status, attempts = input.attempts, result = input.result,
@@ -193,9 +195,14 @@ LIMIT $3;
 
 -- name: place_mailboxes
 -- Assign mailboxes to workers ($1 client ids, $2 worker ids, pairwise); suspended ones stay.
+-- Rows locked in id order, as every statement that locks several clients locks them.
+WITH locked AS (
+    SELECT id FROM clients WHERE id = ANY($1::uuid[]) AND state <> 'suspended'
+    ORDER BY id FOR NO KEY UPDATE
+)
 UPDATE clients AS c SET state = 'active', host = p.host
-FROM unnest($1::uuid[], $2::text[]) AS p (id, host)
-WHERE c.id = p.id AND c.state <> 'suspended'
+FROM locked JOIN unnest($1::uuid[], $2::text[]) AS p (id, host) ON p.id = locked.id
+WHERE c.id = locked.id AND c.state <> 'suspended'
 RETURNING c.id;
 
 -- name: release_mailbox
@@ -203,7 +210,11 @@ UPDATE clients SET state = 'idle', host = NULL WHERE id = $1 AND host = $2 AND s
 RETURNING last_seq > done_seq AS has_backlog;
 
 -- name: release_worker_mailboxes
-UPDATE clients SET state = 'idle', host = NULL WHERE host = $1 AND state = 'active';
+WITH locked AS (
+    SELECT id FROM clients WHERE host = $1 AND state = 'active' ORDER BY id FOR NO KEY UPDATE
+)
+UPDATE clients c SET state = 'idle', host = NULL
+FROM locked WHERE c.id = locked.id AND c.host = $1 AND c.state = 'active';
 
 -- name: mailboxes_wanted
 SELECT c.id AS client_id, c.state, c.last_seq > c.done_seq AS has_backlog,

@@ -168,3 +168,27 @@ async def test_a_batch_fails_as_a_whole_when_the_journal_is_unreachable(database
     )
 
     assert all(isinstance(result, asyncpg.InterfaceError) for result in results)
+
+
+async def test_placement_beside_batched_accepts_never_deadlocks(
+    journal: Journal, database: str
+) -> None:
+    # Given 40 clients, and a supervisor's journal beside the gateway's
+    clients = [await journal.create_client(f"p{n}", "x", False) for n in range(40)]
+    supervisor = await Journal.connect(database, min_size=1, max_size=2)
+    deadlocks_before = await deadlocks(journal)
+    try:
+        # When placements (in descending order) and accept batches overlap, many times
+        for round_ in range(15):
+            plan = {client: f"w{round_ % 2}" for client in sorted(clients, reverse=True)}
+            await asyncio.gather(
+                supervisor.place_mailboxes(plan),
+                supervisor.release_worker(f"w{(round_ + 1) % 2}"),
+                *(journal.accept(client, "demo.echo", {}) for client in clients),
+            )
+    finally:
+        await supervisor.close()
+
+    # Then no statement had to be broken out of a deadlock
+    assert await deadlocks(journal) == deadlocks_before
+    assert await journal.pool.fetchval("SELECT count(*) FROM events") == 15 * 40
