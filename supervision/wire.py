@@ -49,6 +49,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._asking = False  # a request has begun and is not complete
         self._deadline: asyncio.TimerHandle | None = None
         self._refused = False
+        self._deferred: tuple[int, str] | None = None  # a refusal waiting for earlier answers
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -62,7 +63,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._refused:
             return  # drained and dropped until the connection closes
         if self._in_head:
-            self._head += data
+            if self._deadline is None:  # the first byte of a head on a kept-alive connection
+                self._arm(self.head_timeout, self._head_too_slow)
+            # Empty lines before a request are skipped by the parser: not part of the head.
+            self._head += data.lstrip(b"\r\n") if not self._head else data
             end = self._head.find(_END_OF_HEAD)
             if (end == -1 and len(self._head) > self.max_head) or end > self.max_head:
                 self._refuse(431, "the request head (request line and headers) is too large")
@@ -109,10 +113,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         if self._head_size > self.max_head:
             self._refuse(431, "the request head (request line and headers) is too large")
-        elif self.cycle is not None and self.cycle.response_started:
-            self.transport.close()  # too late for an answer of our own
         else:
             self._refuse(400, "the request is not valid HTTP/1.1")
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._deferred is not None and not self._answering() and not self.transport.is_closing():
+            self._write_refusal(*self._deferred)
 
     # --- deadlines -------------------------------------------------------------------------
 
@@ -140,12 +147,23 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.logger.info("closed a connection whose request body was not received in time")
             self.transport.close()
 
+    def _answering(self) -> bool:
+        """An earlier request of this connection still has its answer to come."""
+        return bool(self.pipeline) or (self.cycle is not None and not self.cycle.response_complete)
+
     def _refuse(self, status: int, detail: str) -> None:
         """Answer `status` outside the parser (no request reached the app), then drain and
-        close."""
+        close; after the answers to earlier pipelined requests, never ahead of them."""
         self._refused = True
         self._disarm()
         self.logger.info("refused a request: %s", detail)
+        if self._answering():
+            self._deferred = (status, detail)
+            return
+        self._write_refusal(status, detail)
+
+    def _write_refusal(self, status: int, detail: str) -> None:
+        self._deferred = None
         body = json.dumps(
             {
                 "type": f"urn:seriatim:problem:{_SLUGS[status]}",

@@ -79,6 +79,31 @@ def test_a_head_trickled_a_byte_at_a_time_is_cut_off(system: System, mallory: Te
     assert_untouched(mallory, before)
 
 
+def test_empty_lines_trickled_after_a_request_do_not_hold_the_connection(
+    system: System, mallory: Tenant
+) -> None:
+    # Given a kept-alive connection whose request was answered
+    with connect(system) as sock:
+        sock.sendall(wire.request("GET", "/healthz", {}))
+        assert wire.status_of(sock.recv(65536)) == 200
+
+        # When it sends only empty lines (skipped by the parser), one every 100 ms for 10 s
+        cut_off = False
+        for _ in range(100):
+            try:
+                sock.sendall(b"\r\n")
+            except OSError:
+                cut_off = True  # the gateway closed the connection
+                break
+            time.sleep(0.1)
+        answer = wire.read_until_closed(sock)
+
+    # Then the head deadline (1 s here) closed it before the empty lines ran out
+    assert cut_off
+    assert wire.status_of(answer) in (0, 408), answer
+    assert_serving(system)
+
+
 @pytest.mark.parametrize("sent", [0, 10], ids=["no-body", "part-of-the-body"])
 def test_a_body_shorter_than_its_content_length_is_a_408(
     system: System, mallory: Tenant, sent: int
