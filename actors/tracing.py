@@ -144,9 +144,9 @@ def processing(
     """The CONSUMER span of processing one event: a child of the producer's context and
     linked to it, as the OpenTelemetry messaging conventions describe."""
     parent = context_of(traceparent)
-    if parent is not None and not _sampled(parent):
-        # Under a parent-based sampler (the default, and ours without an exporter) this span
-        # would not be recorded: the producer's context alone carries the trace id to the
+    if parent is not None and not _sampled(parent) and _parent_based():
+        # Under a parent-based sampler (the SDK's default, and ours without an exporter) this
+        # span would not be recorded: the producer's context alone carries the trace id to the
         # logs and the journal, for a tenth of the cost of a span of its own.
         token = context.attach(parent)
         try:
@@ -171,6 +171,12 @@ def processing(
 
 def _sampled(parent: context.Context) -> bool:
     return bool(trace.get_current_span(parent).get_span_context().trace_flags.sampled)
+
+
+def _parent_based() -> bool:
+    """Whether the process's sampler follows the parent's decision (the SDK's default and
+    ours): only then is an unsampled parent's child certain not to be recorded."""
+    return isinstance(getattr(trace.get_tracer_provider(), "sampler", None), ParentBased)
 
 
 @contextlib.contextmanager
