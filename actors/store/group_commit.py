@@ -53,6 +53,8 @@ class GroupCommit(Generic[T, R]):
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
+        if task.cancelled():  # perhaps before it took its items: let another batch gather
+            self._gathering = False
         self._start_batch()
 
     async def _run(self) -> None:
