@@ -51,6 +51,20 @@ def order_violations(rows: list[Any]) -> int:
     return bad
 
 
+def all_succeeded(system: harness.System, total: int) -> list[Any]:
+    """Wait for `total` events to succeed; then every event's seq and times, by client."""
+    harness.wait_for(
+        lambda: system.sql("SELECT count(*) FROM events WHERE status = 'succeeded'")[0][0] == total,
+        900,
+        f"{total} events to succeed",
+        interval=0.2,
+    )
+    return system.sql(
+        "SELECT client_id::text, seq, accepted_at, started_at, finished_at FROM events "
+        "ORDER BY client_id, seq"
+    )
+
+
 def system_run(clients: int, per_client: int, concurrency: int, workers: int) -> dict[str, Any]:
     total = clients * per_client
     env = dict(SYSTEM_ENV)
@@ -72,19 +86,8 @@ def system_run(clients: int, per_client: int, concurrency: int, workers: int) ->
             )
         )
         intake_seconds = time.perf_counter() - started
-        harness.wait_for(
-            lambda: (
-                system.sql("SELECT count(*) FROM events WHERE status = 'succeeded'")[0][0] == total
-            ),
-            900,
-            f"{total} events to succeed",
-            interval=0.2,
-        )
+        rows = all_succeeded(system, total)
         cpu = {n: cpu_seconds(p.pid) - cpu[n] for n, p in system.processes.items()}
-        rows = system.sql(
-            "SELECT client_id::text, seq, accepted_at, started_at, finished_at FROM events "
-            "ORDER BY client_id, seq"
-        )
     e2e = max(r["finished_at"] for r in rows) - min(r["accepted_at"] for r in rows)
     return {
         "intake_per_s": total / intake_seconds,
@@ -122,18 +125,7 @@ def drain_run(clients: int, per_client: int, concurrency: int, workers: int) -> 
         )
         for n in range(1, workers + 1):
             system.spawn(f"worker-{n}", "worker")
-        harness.wait_for(
-            lambda: (
-                system.sql("SELECT count(*) FROM events WHERE status = 'succeeded'")[0][0] == total
-            ),
-            900,
-            f"{total} events to succeed",
-            interval=0.2,
-        )
-        rows = system.sql(
-            "SELECT client_id::text, seq, accepted_at, started_at, finished_at FROM events "
-            "ORDER BY client_id, seq"
-        )
+        rows = all_succeeded(system, total)
     drain = max(r["finished_at"] for r in rows) - min(r["started_at"] for r in rows)
     finished = sorted(r["finished_at"] for r in rows)
     low, high = finished[int(0.1 * total)], finished[min(total - 1, int(0.9 * total))]
