@@ -51,6 +51,14 @@ def order_violations(rows: list[Any]) -> int:
     return bad
 
 
+def post_echo(
+    system: harness.System, tokens: dict[str, str], per_client: int, concurrency: int
+) -> list[float]:
+    """`per_client` demo.echo events for every client over HTTP; the request latencies."""
+    body = {"type": "demo.echo", "payload": {"n": 1}}
+    return asyncio.run(post_events(system.base_url, tokens, per_client, body, concurrency))
+
+
 def all_succeeded(system: harness.System, total: int) -> list[Any]:
     """Wait for `total` events to succeed; then every event's seq and times, by client."""
     harness.wait_for(
@@ -76,15 +84,7 @@ def system_run(clients: int, per_client: int, concurrency: int, workers: int) ->
         tokens = tokens_for(service, bulk_clients(system, clients, "tp-"))
         cpu = {name: cpu_seconds(p.pid) for name, p in system.processes.items()}
         started = time.perf_counter()
-        latencies = asyncio.run(
-            post_events(
-                system.base_url,
-                tokens,
-                per_client,
-                {"type": "demo.echo", "payload": {"n": 1}},
-                concurrency,
-            )
-        )
+        latencies = post_echo(system, tokens, per_client, concurrency)
         intake_seconds = time.perf_counter() - started
         rows = all_succeeded(system, total)
         cpu = {n: cpu_seconds(p.pid) - cpu[n] for n, p in system.processes.items()}
@@ -114,15 +114,7 @@ def drain_run(clients: int, per_client: int, concurrency: int, workers: int) -> 
         harness.running_system(Path(tmp), workers=0, env=dict(SYSTEM_ENV)) as system,
     ):
         tokens = tokens_for(minter(system), bulk_clients(system, clients, "dr-"))
-        asyncio.run(
-            post_events(
-                system.base_url,
-                tokens,
-                per_client,
-                {"type": "demo.echo", "payload": {"n": 1}},
-                concurrency,
-            )
-        )
+        post_echo(system, tokens, per_client, concurrency)
         for n in range(1, workers + 1):
             system.spawn(f"worker-{n}", "worker")
         rows = all_succeeded(system, total)

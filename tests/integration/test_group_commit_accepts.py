@@ -18,13 +18,6 @@ from tests.cutoff import Cutoff, cutoff
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def journal(database: str) -> AsyncIterator[Journal]:
-    journal = await Journal.connect(database, min_size=1, max_size=4)
-    yield journal
-    await journal.close()
-
-
 async def new_clients(
     journal: Journal, count: int, max_backlog: int | None = None
 ) -> list[uuid.UUID]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -13,13 +12,6 @@ import pytest
 from actors.store import Journal
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def journal(database: str) -> AsyncIterator[Journal]:
-    journal = await Journal.connect(database, min_size=1, max_size=4)
-    yield journal
-    await journal.close()
 
 
 async def clients_with_events(journal: Journal, clients: int, events: int) -> list[list[uuid.UUID]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import dramatiq
@@ -36,13 +35,6 @@ class Recorder(dramatiq.Middleware):
         exception: Any = None,
     ) -> None:
         self.calls.append(("after", message.message_id, exception))
-
-
-@pytest.fixture
-async def journal(database: str) -> AsyncIterator[Journal]:
-    journal = await Journal.connect(database, min_size=1, max_size=4)
-    yield journal
-    await journal.close()
 
 
 def mailbox(
