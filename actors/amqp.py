@@ -59,6 +59,30 @@ class QueueCounts:
     consumers: int
 
 
+class _CoalescingConnection(AsyncioConnection):  # type: ignore[misc]  # pika is untyped
+    """pika's asyncio connection, writing each turn of the loop's frames in one piece.
+
+    pika hands its transport every frame separately (three per publish: method, header,
+    body) and the transport sends each with its own send(); under load that was 14% of the
+    gateway's time. Here the frames emitted during one turn of the event loop are joined
+    and handed over together, in the order they were emitted.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._outgoing: list[bytes] = []
+        super().__init__(*args, **kwargs)
+
+    def _adapter_emit_data(self, data: bytes) -> None:
+        if not self._outgoing:
+            asyncio.get_running_loop().call_soon(self._emit_outgoing)
+        self._outgoing.append(data)
+
+    def _emit_outgoing(self) -> None:
+        data, self._outgoing = b"".join(self._outgoing), []
+        if self._transport is not None:  # gone with the connection: nothing left to send to
+            super()._adapter_emit_data(data)
+
+
 class AmqpConnection:
     """An open AMQP connection; `closed` resolves (with the reason) when it closes."""
 
@@ -86,7 +110,7 @@ class AmqpConnection:
                 closed.set_result(reason)
             on_open_error(_conn, reason)
 
-        AsyncioConnection(
+        _CoalescingConnection(
             params,
             on_open_callback=opened.set_result,
             on_open_error_callback=on_open_error,
