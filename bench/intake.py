@@ -5,7 +5,9 @@ publish, same clients, events and concurrency), then a gateway (no workers by de
 raw intake has no consumers) loaded from this process over loopback with pre-minted tokens:
   peak  closed loop, `--concurrency` requests in flight: accepted/s, p50/p99/p99.9;
   half  open loop paced at half the peak rate for `--half-seconds`: latency from each
-        request's scheduled time (no coordinated omission).
+        request's scheduled time (no coordinated omission); then the raw intake paced at the
+        same rate, the same count, on a fresh database: the floor this machine's PostgreSQL
+        and RabbitMQ set for that latency.
 The peak run also reports CPU per accepted event of the gateway and of the PostgreSQL backends
 serving the system's database: steadier than rates when other work shares the cores.
 Bounded by the counts given.
@@ -106,6 +108,7 @@ def main() -> None:
         started = time.perf_counter()
         half = asyncio.run(paced_events(system.base_url, tokens, half_rate, count, BODY))
         achieved = count / (time.perf_counter() - started)
+    raw_half = raw.run_paced(args.clients, half_rate, count)
     result: dict[str, Any] = {
         "clients": args.clients,
         "events": total,
@@ -119,6 +122,7 @@ def main() -> None:
         "events_per_commit": per_commit[0][0],
         "half_rate": {"target_per_s": half_rate, "achieved_per_s": achieved, "count": count},
         "half_rate_latency_s": summary(half),
+        "raw_half_rate": raw_half,
         "load_average": {"start": load_start, "end": load_average()},
     }
     print(
@@ -134,6 +138,10 @@ def main() -> None:
     print(f"{'POST /v1/events, peak':30}{peak_rate:>8.0f}   {ms(result['latency_s'])}")
     print(
         f"{'POST /v1/events, half peak':30}{achieved:>8.0f}   {ms(result['half_rate_latency_s'])}"
+    )
+    print(
+        f"{'raw intake, half peak':30}{raw_half['achieved_per_s']:>8.0f}   "
+        f"{ms(raw_half['accept_latency_s'])} (to the commit)"
     )
     print(f"ratio to raw intake: {result['ratio_to_raw']:.0%}")
     print(

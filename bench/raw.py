@@ -5,7 +5,9 @@ intake:    the accept transaction (seriatim's own accept_event: counter update +
            through a pool of 20 connections (the gateway's);
 per event: the same intake, plus `--consumers` processes (the system's workers) that consume
            every client queue with prefetch 1, record the outcome (seriatim's fenced
-           record_outcome) and ack.
+           record_outcome) and ack;
+paced:     (bench/intake.py) the intake as an open loop at a given rate, latency from each
+           accept's scheduled time to its commit.
 
 No HTTP, no tokens, no Dramatiq envelope, no handler: the physical limit of this machine for
 seriatim's per-event work. A scratch database from schema.sql (dropped afterwards), the real
@@ -20,6 +22,8 @@ import json
 import multiprocessing
 import time
 import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -124,45 +128,96 @@ class Amqp:
         self.connection.close()
 
 
+class Intake:
+    """The intake half of one event: the accept transaction, then a confirmed publish."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        amqp: Amqp,
+        queues: dict[str, str],
+        activate: dict[str, str] | None = None,
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        self.pool, self.amqp, self.queues = pool, amqp, queues
+        # On demand: a client's first event declares its queue, then asks the consumer that
+        # owns it (`activate[cid]`, its control queue) to start consuming it.
+        self.activate, self.arguments = dict(activate or {}), arguments or {}
+        self.confirms: list[asyncio.Future[None]] = []
+        # The row lock orders a client's accepts; this lock makes its publishes follow that
+        # order (the system fills such gaps from the journal instead; a bare consumer cannot).
+        self.locks = {cid: asyncio.Lock() for cid in queues}
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str,
+        amqp_url: str,
+        queues: dict[str, str],
+        activate: dict[str, str] | None = None,
+        arguments: dict[str, Any] | None = None,
+    ) -> Intake:
+        pool = await asyncpg.create_pool(dsn, min_size=20, max_size=20)
+        amqp = await Amqp.open(amqp_url)
+        await amqp.enable_confirms()
+        return cls(pool, amqp, queues, activate, arguments)
+
+    async def accept(self, cid: str) -> None:
+        """Commit the event and send its publish; `confirmed` awaits the broker's confirms."""
+        async with self.locks[cid]:
+            row = await self.pool.fetchrow(
+                QUERIES["accept_event"],
+                uuid.UUID(cid),
+                "demo.echo",
+                PAYLOAD,
+                *[None] * 4,
+                NO_BACKLOG_CAP,
+            )
+            body = json.dumps({"event_id": str(row["id"]), "client_id": cid, "seq": row["seq"]})
+            control = self.activate.pop(cid, None)
+            if control is not None:
+                await self.amqp.declare([self.queues[cid]], self.arguments)
+            self.confirms.append(self.amqp.publish(self.queues[cid], body.encode(), str(row["id"])))
+            if control is not None:
+                wake = self.queues[cid].encode()
+                self.confirms.append(self.amqp.publish(control, wake, f"activate-{cid}"))
+
+    async def confirmed(self) -> None:
+        await asyncio.gather(*self.confirms)
+
+    async def close(self) -> None:
+        self.amqp.close()
+        await self.pool.close()
+
+
 async def produce(
-    dsn: str, amqp_url: str, queues: dict[str, str], per_client: int, concurrency: int
+    dsn: str,
+    amqp_url: str,
+    queues: dict[str, str],
+    per_client: int,
+    concurrency: int,
+    activate: dict[str, str] | None = None,
+    arguments: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Accept and publish `per_client` events per client, clients interleaved."""
-    pool = await asyncpg.create_pool(dsn, min_size=20, max_size=20)
-    amqp = await Amqp.open(amqp_url)
-    await amqp.enable_confirms()
+    intake = await Intake.open(dsn, amqp_url, queues, activate, arguments)
     pending = [cid for _ in range(per_client) for cid in queues]
     pending.reverse()
     latencies: list[float] = []
-    confirms: list[asyncio.Future[None]] = []
-    # The row lock orders a client's accepts; this lock makes its publishes follow that order
-    # (the system fills such gaps from the journal instead; a bare consumer cannot).
-    locks = {cid: asyncio.Lock() for cid in queues}
 
     async def task() -> None:
         while pending:
             cid = pending.pop()
             began = time.perf_counter()
-            async with locks[cid]:
-                row = await pool.fetchrow(
-                    QUERIES["accept_event"],
-                    uuid.UUID(cid),
-                    "demo.echo",
-                    PAYLOAD,
-                    *[None] * 4,
-                    NO_BACKLOG_CAP,
-                )
-                body = json.dumps({"event_id": str(row["id"]), "client_id": cid, "seq": row["seq"]})
-                confirms.append(amqp.publish(queues[cid], body.encode(), str(row["id"])))
+            await intake.accept(cid)
             latencies.append(time.perf_counter() - began)
 
     started = time.monotonic()
     await asyncio.gather(*(task() for _ in range(concurrency)))
     accepted = time.monotonic()
-    await asyncio.gather(*confirms)
+    await intake.confirmed()
     confirmed = time.monotonic()
-    amqp.close()
-    await pool.close()
+    await intake.close()
     return {
         "started": started,
         "accepted_s": accepted - started,
@@ -171,20 +226,66 @@ async def produce(
     }
 
 
+async def produce_paced(
+    dsn: str, amqp_url: str, queues: dict[str, str], rate: float, count: int
+) -> dict[str, Any]:
+    """Open loop: `count` accepts at `rate` per second, clients in turn; each latency runs
+    from the accept's scheduled time to its commit (where the gateway answers 202)."""
+    intake = await Intake.open(dsn, amqp_url, queues)
+    cids = list(queues)
+    latencies: list[float] = []
+
+    async def one(cid: str, due: float) -> None:
+        await intake.accept(cid)
+        latencies.append(time.perf_counter() - due)
+
+    tasks = []
+    started = time.perf_counter()
+    for n in range(count):
+        due = started + n / rate
+        if (delay := due - time.perf_counter()) > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(cids[n % len(cids)], due)))
+    await asyncio.gather(*tasks)
+    achieved = count / (time.perf_counter() - started)
+    await intake.confirmed()
+    await intake.close()
+    return {"rate_per_s": rate, "achieved_per_s": achieved, "accept_latency_s": summary(latencies)}
+
+
 def consumer_process(
-    dsn: str, amqp_url: str, queues: list[str], expected: int, ready: Any, out: Any
+    dsn: str,
+    amqp_url: str,
+    queues: list[str],
+    expected: int,
+    ready: Any,
+    out: Any,
+    control: str | None = None,
 ) -> None:
-    out.put(asyncio.run(consume(dsn, amqp_url, queues, expected, ready)))
+    out.put(asyncio.run(consume(dsn, amqp_url, queues, expected, ready, control)))
 
 
-async def consume(dsn: str, amqp_url: str, queues: list[str], expected: int, ready: Any) -> Any:
-    """Prefetch-1 consumers on `queues`; each delivery: fenced outcome transaction, then ack."""
+async def consume(
+    dsn: str,
+    amqp_url: str,
+    queues: list[str],
+    expected: int,
+    ready: Any,
+    control: str | None = None,
+) -> Any:
+    """Prefetch-1 consumers on `queues`; each delivery: fenced outcome transaction, then ack.
+
+    With a `control` queue (on demand), each queue is consumed only once its name arrives
+    there, and cancelled once its `expected // len(queues)` events are settled."""
     pool = await asyncpg.create_pool(dsn, min_size=10, max_size=10)
     amqp = await Amqp.open(amqp_url)
     finished = asyncio.get_running_loop().create_future()
     state = {"done": 0, "refused": 0, "last": 0.0}
+    per_queue = expected // max(1, len(queues))
+    settled: dict[str, int] = defaultdict(int)
+    consumer_tags: dict[str, str] = {}
 
-    async def handle(tag: int, body: bytes) -> None:
+    async def handle(tag: int, queue: str, body: bytes) -> None:
         message = json.loads(body)
         recorded = await pool.fetchval(
             RECORD_OUTCOME,
@@ -197,6 +298,9 @@ async def consume(dsn: str, amqp_url: str, queues: list[str], expected: int, rea
             None,
         )
         amqp.channel.basic_ack(tag)
+        settled[queue] += 1
+        if control is not None and settled[queue] == per_queue:  # passivate
+            amqp.channel.basic_cancel(consumer_tags.pop(queue))
         state["refused" if recorded is None else "done"] += 1
         if state["done"] + state["refused"] == expected:
             state["last"] = time.monotonic()
@@ -205,12 +309,19 @@ async def consume(dsn: str, amqp_url: str, queues: list[str], expected: int, rea
     tasks: set[asyncio.Task[None]] = set()
 
     def deliver(_ch: Any, method: Any, _props: Any, body: bytes) -> None:
-        task = asyncio.ensure_future(handle(method.delivery_tag, body))
+        task = asyncio.ensure_future(handle(method.delivery_tag, method.routing_key, body))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
+    def activate(_ch: Any, method: Any, _props: Any, body: bytes) -> None:
+        queue = body.decode()
+        consumer_tags[queue] = amqp.channel.basic_consume(queue, deliver)
+        amqp.channel.basic_ack(method.delivery_tag)
+
+    if control is not None:  # before basic.qos: the control consumer has no prefetch limit
+        await amqp.call(amqp.channel.basic_consume, control, activate)
     await amqp.call(amqp.channel.basic_qos, prefetch_count=1, global_qos=False)
-    for start in range(0, len(queues), 500):
+    for start in range(0, len(queues) if control is None else 0, 500):
         await asyncio.gather(
             *(
                 amqp.call(amqp.channel.basic_consume, q, deliver)
@@ -226,17 +337,66 @@ async def consume(dsn: str, amqp_url: str, queues: list[str], expected: int, rea
 
 
 def run(
-    clients: int, per_client: int, concurrency: int, consumers: int, full: bool
+    clients: int,
+    per_client: int,
+    concurrency: int,
+    consumers: int,
+    full: bool,
+    *,
+    on_demand: bool = False,
 ) -> dict[str, Any]:
-    """One baseline on a scratch database and namespace: `full` adds consume + outcome + ack."""
+    """One baseline on a scratch database and namespace: `full` adds consume + outcome + ack.
+
+    `on_demand` (with `full`): no queue exists and none is consumed before the clock starts;
+    a client's first event declares its queue and has a consumer process start consuming it
+    (through that process's control queue), and the consumer cancels once the client's
+    events are done: the bare I/O of a mailbox activated for its events and passivated."""
+    return _scratch(
+        lambda dsn, settings: _run(
+            dsn, settings, clients, per_client, concurrency, consumers, full, on_demand
+        )
+    )
+
+
+def run_paced(clients: int, rate: float, count: int) -> dict[str, Any]:
+    """The intake baseline as an open loop at `rate` (produce_paced), on a scratch database."""
+    return _scratch(lambda dsn, settings: _run_paced(dsn, settings, clients, rate, count))
+
+
+def _scratch(baseline: Callable[[str, Settings], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
     harness.build_template()
     database = harness.create_database()
     settings = Settings(namespace=harness.new_namespace())
-    dsn = harness.database_url(database)
     try:
-        return asyncio.run(_run(dsn, settings, clients, per_client, concurrency, consumers, full))
+        return asyncio.run(baseline(harness.database_url(database), settings))
     finally:
         harness.drop_database(database)
+
+
+async def _clients(connection: asyncpg.Connection, clients: int) -> list[str]:
+    rows = await connection.fetch(
+        "INSERT INTO clients (name, secret_hash) SELECT 'raw-' || g, 'bench:no-secret' "
+        "FROM generate_series(1, $1) AS g RETURNING id",
+        clients,
+    )
+    return [str(r["id"]) for r in rows]
+
+
+async def _run_paced(
+    dsn: str, settings: Settings, clients: int, rate: float, count: int
+) -> dict[str, Any]:
+    connection = await asyncpg.connect(dsn)
+    queues = {cid: settings.mailbox_queue(cid) for cid in await _clients(connection, clients)}
+    admin = await Amqp.open(harness.AMQP_URL)
+    try:
+        await admin.declare(list(queues.values()), mailbox_arguments(settings))
+        load_start = load_average()
+        result = await produce_paced(dsn, harness.AMQP_URL, queues, rate, count)
+        return result | {"load_average": {"start": load_start, "end": load_average()}}
+    finally:
+        await admin.delete(list(queues.values()))
+        admin.close()
+        await connection.close()
 
 
 async def _run(
@@ -247,19 +407,19 @@ async def _run(
     concurrency: int,
     consumers: int,
     full: bool,
+    on_demand: bool = False,
 ) -> dict[str, Any]:
+    on_demand = on_demand and full
     connection = await asyncpg.connect(dsn)
-    ids = [
-        str(r["id"])
-        for r in await connection.fetch(
-            "INSERT INTO clients (name, secret_hash) SELECT 'raw-' || g, 'bench:no-secret' "
-            "FROM generate_series(1, $1) AS g RETURNING id",
-            clients,
-        )
-    ]
-    queues = {cid: settings.mailbox_queue(cid) for cid in ids}
+    queues = {cid: settings.mailbox_queue(cid) for cid in await _clients(connection, clients)}
+    controls = [f"{settings.namespace}.raw-control.{n}" for n in range(consumers)]
+    # On demand, each client's queue belongs to consumer n of the round robin below.
+    activate = {cid: controls[n % consumers] for n, cid in enumerate(queues)} if on_demand else {}
     admin = await Amqp.open(harness.AMQP_URL)
-    await admin.declare(list(queues.values()), mailbox_arguments(settings))
+    if on_demand:
+        await admin.declare(controls, {})
+    else:
+        await admin.declare(list(queues.values()), mailbox_arguments(settings))
     processes, out = [], None
     load_start = load_average()
     try:
@@ -271,17 +431,34 @@ async def _run(
                 ready = context.Event()
                 process = context.Process(
                     target=consumer_process,
-                    args=(dsn, harness.AMQP_URL, part, len(part) * per_client, ready, out),
+                    args=(
+                        dsn,
+                        harness.AMQP_URL,
+                        part,
+                        len(part) * per_client,
+                        ready,
+                        out,
+                        controls[n] if on_demand else None,
+                    ),
                 )
                 process.start()
                 processes.append(process)
                 await asyncio.to_thread(ready.wait, 300)
-        intake = await produce(dsn, harness.AMQP_URL, queues, per_client, concurrency)
+        intake = await produce(
+            dsn,
+            harness.AMQP_URL,
+            queues,
+            per_client,
+            concurrency,
+            activate,
+            mailbox_arguments(settings),
+        )
         total = clients * per_client
         result: dict[str, Any] = {
             "clients": clients,
             "events": total,
             "concurrency": concurrency,
+            "on_demand": on_demand,
             "intake_per_s": total / intake["confirmed_s"],
             "accepted_per_s": total / intake["accepted_s"],
             "accept_latency_s": intake["accept_latency_s"],
@@ -305,7 +482,7 @@ async def _run(
             process.join(30)
             if process.is_alive():
                 process.kill()
-        await admin.delete(list(queues.values()))
+        await admin.delete(list(queues.values()) + (controls if on_demand else []))
         admin.close()
         await connection.close()
 
@@ -332,6 +509,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=50, help="events per client")
     parser.add_argument("--concurrency", type=int, default=64, help="accepts in flight")
     parser.add_argument("--consumers", type=int, default=2, help="consumer processes")
+    parser.add_argument(
+        "--on-demand",
+        action="store_true",
+        help="per event: declare and consume each client's queue on its first event",
+    )
     args = parser.parse_args()
     if not (
         1 <= args.clients <= 20000
@@ -343,8 +525,8 @@ def main() -> None:
     counts = (args.clients, args.events, args.concurrency, args.consumers)
     intake = run(*counts, full=False)
     print_result("raw intake", intake)
-    full = run(*counts, full=True)
-    print_result("raw per event", full)
+    full = run(*counts, full=True, on_demand=args.on_demand)
+    print_result("raw per event" + (", on demand" if args.on_demand else ""), full)
     print(f"results: {write_results('raw', {'intake': intake, 'per_event': full})}")
 
 

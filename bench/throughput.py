@@ -2,7 +2,10 @@
 
 For each client count, back to back: the raw per-event baseline (bench/raw.py: accept,
 confirmed publish, prefetch-1 consume, fenced outcome, ack; same clients, events, concurrency
-and consumer processes), then a gateway and `--workers` workers loaded from this process.
+and consumer processes), the same baseline with every client's queue declared and consumed
+only on its first event and cancelled after its last (`raw.run(on_demand=True)`: what
+seriatim does, activating and passivating mailboxes inside the measured window), then a
+gateway and `--workers` workers loaded from this process.
 Reports intake, processed/s (first accept -> last finish), accepted -> finished latency from
 the journal's timestamps, and verifies per-client order from the journal afterwards.
 Only loopback traffic; bounded by the counts given.
@@ -152,6 +155,9 @@ def main() -> None:
         per_client = max(1, args.total // clients)
         load_start = load_average()
         baseline = raw.run(clients, per_client, args.concurrency, args.workers, full=True)
+        on_demand = raw.run(
+            clients, per_client, args.concurrency, args.workers, full=True, on_demand=True
+        )
         figures = system_run(clients, per_client, args.concurrency, args.workers)
         runs.append(
             {
@@ -160,8 +166,12 @@ def main() -> None:
                 "workers": args.workers,
                 "concurrency": args.concurrency,
                 "raw": baseline,
+                "raw_on_demand": on_demand,
                 **figures,
                 "ratio_to_raw": figures["processed_per_s"] / baseline["processed_per_s"],
+                "ratio_to_raw_on_demand": (
+                    figures["processed_per_s"] / on_demand["processed_per_s"]
+                ),
                 "load_average": {"start": load_start, "end": load_average()},
             }
         )
@@ -183,6 +193,12 @@ def main() -> None:
             f"{raw_a2f['p50'] * 1000:>8.0f} /{raw_a2f['p99'] * 1000:>5.0f}"
             f"{run['order_violations']:>7}"
             f"{run['load_average']['start']:>6.2f}-{run['load_average']['end']:.2f}"
+        )
+    for run in runs:
+        print(
+            f"{run['clients']:>8} clients, raw with queues set up on demand: "
+            f"{run['raw_on_demand']['processed_per_s']:.0f}/s, "
+            f"seriatim {run['ratio_to_raw_on_demand']:.0%} of it"
         )
     for run in runs:
         cpu = ", ".join(f"{name} {ms:.2f}" for name, ms in run["cpu_ms_per_event"].items())
