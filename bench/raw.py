@@ -24,13 +24,14 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import asyncpg
 import pika
-from pika.adapters.asyncio_connection import AsyncioConnection
 from rig import load_average, summary, write_results
 
+from actors.amqp import CoalescingConnection
 from actors.broker import mailbox_arguments
 from actors.settings import Settings
 from actors.store.queries import QUERIES
@@ -56,7 +57,7 @@ RETURNING finished_at
 class Amqp:
     """One pika asyncio connection and channel: declare, confirmed publish, consume, ack."""
 
-    def __init__(self, connection: AsyncioConnection, channel: Any) -> None:
+    def __init__(self, connection: CoalescingConnection, channel: Any) -> None:
         self.connection, self.channel = connection, channel
         self.loop = asyncio.get_running_loop()
         self.confirms: dict[int, asyncio.Future[None]] = {}
@@ -66,7 +67,8 @@ class Amqp:
     async def open(cls, url: str) -> Amqp:
         loop = asyncio.get_running_loop()
         opened: asyncio.Future[Any] = loop.create_future()
-        AsyncioConnection(
+        # The system's connection class: the frames of one loop turn go out in one write.
+        CoalescingConnection(
             pika.URLParameters(url),
             on_open_callback=opened.set_result,
             on_open_error_callback=lambda _c, e: opened.set_exception(RuntimeError(str(e))),
@@ -117,6 +119,12 @@ class Amqp:
                     for q in queues[start : start + 500]
                 )
             )
+
+    def declare_nowait(self, queue: str, arguments: dict[str, Any]) -> None:
+        """queue.declare with AMQP's no-wait bit (pika sets it when no callback is given), as
+        the gateway declares: no answer, the channel is not held; the broker handles a
+        channel's methods in order, so a publish sent next finds the queue."""
+        self.channel.queue_declare(queue, durable=True, arguments=arguments)
 
     async def delete(self, queues: list[str]) -> None:
         for start in range(0, len(queues), 500):
@@ -176,7 +184,7 @@ class Intake:
             body = json.dumps({"event_id": str(row["id"]), "client_id": cid, "seq": row["seq"]})
             control = self.activate.pop(cid, None)
             if control is not None:
-                await self.amqp.declare([self.queues[cid]], self.arguments)
+                self.amqp.declare_nowait(self.queues[cid], self.arguments)
             self.confirms.append(self.amqp.publish(self.queues[cid], body.encode(), str(row["id"])))
             if control is not None:
                 wake = self.queues[cid].encode()
@@ -212,12 +220,14 @@ async def produce(
             await intake.accept(cid)
             latencies.append(time.perf_counter() - began)
 
-    started = time.monotonic()
-    await asyncio.gather(*(task() for _ in range(concurrency)))
-    accepted = time.monotonic()
-    await intake.confirmed()
-    confirmed = time.monotonic()
-    await intake.close()
+    try:
+        started = time.monotonic()
+        await asyncio.gather(*(task() for _ in range(concurrency)))
+        accepted = time.monotonic()
+        await intake.confirmed()
+        confirmed = time.monotonic()
+    finally:
+        await intake.close()
     return {
         "started": started,
         "accepted_s": accepted - started,
@@ -240,16 +250,18 @@ async def produce_paced(
         latencies.append(time.perf_counter() - due)
 
     tasks = []
-    started = time.perf_counter()
-    for n in range(count):
-        due = started + n / rate
-        if (delay := due - time.perf_counter()) > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(cids[n % len(cids)], due)))
-    await asyncio.gather(*tasks)
-    achieved = count / (time.perf_counter() - started)
-    await intake.confirmed()
-    await intake.close()
+    try:
+        started = time.perf_counter()
+        for n in range(count):
+            due = started + n / rate
+            if (delay := due - time.perf_counter()) > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(cids[n % len(cids)], due)))
+        await asyncio.gather(*tasks)
+        achieved = count / (time.perf_counter() - started)
+        await intake.confirmed()
+    finally:
+        await intake.close()
     return {"rate_per_s": rate, "achieved_per_s": achieved, "accept_latency_s": summary(latencies)}
 
 
@@ -308,14 +320,14 @@ async def consume(
 
     tasks: set[asyncio.Task[None]] = set()
 
-    def deliver(_ch: Any, method: Any, _props: Any, body: bytes) -> None:
-        task = asyncio.ensure_future(handle(method.delivery_tag, method.routing_key, body))
+    def deliver(queue: str, _ch: Any, method: Any, _props: Any, body: bytes) -> None:
+        task = asyncio.ensure_future(handle(method.delivery_tag, queue, body))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
     def activate(_ch: Any, method: Any, _props: Any, body: bytes) -> None:
         queue = body.decode()
-        consumer_tags[queue] = amqp.channel.basic_consume(queue, deliver)
+        consumer_tags[queue] = amqp.channel.basic_consume(queue, partial(deliver, queue))
         amqp.channel.basic_ack(method.delivery_tag)
 
     if control is not None:  # before basic.qos: the control consumer has no prefetch limit
@@ -324,7 +336,7 @@ async def consume(
     for start in range(0, len(queues) if control is None else 0, 500):
         await asyncio.gather(
             *(
-                amqp.call(amqp.channel.basic_consume, q, deliver)
+                amqp.call(amqp.channel.basic_consume, q, partial(deliver, q))
                 for q in queues[start : start + 500]
             )
         )
