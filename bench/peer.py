@@ -6,11 +6,17 @@ In one run, back to back:
             publisher confirms (pipelined pika, so that the publisher is not the bottleneck),
             spread over `--queues` queues; processed/s from first publish to last message done.
             No journal, no ordering guarantee.
+  raw       bench/raw.py's per-event baseline for the same clients and events (asyncpg +
+            pika only: the accept, publish, consume, outcome and ack every journalled event
+            needs, with no HTTP and no seriatim code);
   seriatim  the same number of clients and events through bench/throughput.py's system run
             (HTTP intake, journal, strict per-client order).
 Then seriatim again as a drain: every event accepted first, the workers started after, so that
 the figure is processing alone, as Dramatiq's is (its publisher outruns its worker).
-Only loopback traffic; bounded by the counts given.
+Every live run also reports the CPU the whole machine spent per event (/proc/stat: PostgreSQL,
+RabbitMQ, publisher and load generator included) and how many cores were busy: on a machine
+whose cores are all busy, throughput is CPU per event. Only loopback traffic; bounded by the
+counts given.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from typing import Any
 import dramatiq
 import pika
 import raw
-from rig import load_average, rabbitmqctl, write_results
+from rig import load_average, machine_busy, rabbitmqctl, write_results
 from throughput import drain_run, system_run
 
 from tests import harness
@@ -102,11 +108,13 @@ def peer_run(queues: int, total: int) -> dict[str, Any]:
             def done() -> int:
                 return sum(p.stat().st_size for p in Path(counts).iterdir())
 
+            busy = machine_busy()
             started = asyncio.run(publish(names, total))
             published = time.monotonic()
             while done() < total:
                 time.sleep(0.005)
             finished = time.monotonic()
+            busy = machine_busy() - busy
         finally:
             stop_worker(worker)
             delete_queues(names)
@@ -117,6 +125,9 @@ def peer_run(queues: int, total: int) -> dict[str, Any]:
         "published_per_s": total / (published - started),
         "worker_processes": processes,
         "worker_threads": threads,
+        # Every process on the machine (the publisher, RabbitMQ and the worker included).
+        "machine_cpu_ms_per_event": busy * 1000 / total,
+        "cores_busy": busy / (finished - started),
     }
 
 
@@ -173,10 +184,12 @@ def main() -> None:
     load_start = load_average()
     per_client = args.total // args.queues
     peer = peer_run(args.queues, args.total)
+    baseline = raw.run(args.queues, per_client, args.concurrency, args.workers, full=True)
     seriatim = system_run(args.queues, per_client, args.concurrency, args.workers)
     seriatim_drain = drain_run(args.queues, per_client, args.concurrency, args.workers)
     result = {
         "dramatiq": peer,
+        "raw": baseline,
         "seriatim": {"clients": args.queues, "events": args.queues * per_client, **seriatim},
         "ratio_seriatim_to_dramatiq": seriatim["processed_per_s"] / peer["processed_per_s"],
         "seriatim_drain": seriatim_drain,
@@ -194,6 +207,10 @@ def main() -> None:
         f"{peer['worker_processes']} processes, {peer['worker_threads']} threads; "
         f"published at {peer['published_per_s']:.0f}/s"
     )
+    print(
+        f"live   raw per event (asyncpg + pika only):    {baseline['processed_per_s']:6.0f}/s   "
+        f"raw / dramatiq {baseline['processed_per_s'] / peer['processed_per_s']:.0%}"
+    )
     a2f = seriatim["accepted_to_finished_s"]
     print(
         f"live   seriatim (HTTP, journal, order):         {seriatim['processed_per_s']:6.0f}/s   "
@@ -208,6 +225,13 @@ def main() -> None:
         f"{seriatim_drain['order_violations']}   seriatim / dramatiq "
         f"{result['ratio_seriatim_drain_to_dramatiq']:.0%}"
     )
+    cores = os.cpu_count() or 1
+    for name, run in (("dramatiq", peer), ("raw", baseline), ("seriatim", seriatim)):
+        busy = f", {run['cores_busy']:.2f} of its {cores} cores busy" if "cores_busy" in run else ""
+        print(
+            f"live   {name}: the whole machine spent {run['machine_cpu_ms_per_event']:.2f} ms "
+            f"of CPU per event{busy}"
+        )
     print(f"results: {write_results('peer', result)}")
 
 

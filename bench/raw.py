@@ -29,7 +29,7 @@ from typing import Any
 
 import asyncpg
 import pika
-from rig import load_average, summary, write_results
+from rig import load_average, machine_busy, summary, write_results
 
 from actors.amqp import CoalescingConnection
 from actors.broker import mailbox_arguments
@@ -456,6 +456,7 @@ async def _run(
                 process.start()
                 processes.append(process)
                 await asyncio.to_thread(ready.wait, 300)
+        busy = machine_busy()
         intake = await produce(
             dsn,
             harness.AMQP_URL,
@@ -477,6 +478,7 @@ async def _run(
         }
         if full and out is not None:
             states = [await asyncio.to_thread(out.get, True, 900) for _ in processes]
+            busy = machine_busy() - busy
             last = max(s["last"] for s in states)
             rows = await connection.fetch(
                 "SELECT extract(epoch FROM finished_at - accepted_at)::float AS s FROM events"
@@ -486,6 +488,8 @@ async def _run(
                 "processed_per_s": total / (last - intake["started"]),
                 "accepted_to_finished_s": summary([r["s"] for r in rows]),
                 "fence_refusals": sum(s["refused"] for s in states),
+                # Every process on the machine (PostgreSQL and RabbitMQ included).
+                "machine_cpu_ms_per_event": busy * 1000 / total,
             }
         result["load_average"] = {"start": load_start, "end": load_average()}
         return result

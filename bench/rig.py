@@ -181,6 +181,14 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
+def machine_busy() -> float:
+    """CPU seconds this machine's cores have spent busy so far, every process together
+    (/proc/stat: user, nice, system, irq, softirq and steal time)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields)
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def process_figures(pid: int) -> dict[str, int]:
     status = Path(f"/proc/{pid}/status").read_text()
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)

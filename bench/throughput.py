@@ -28,6 +28,7 @@ from rig import (
     bulk_clients,
     cpu_seconds,
     load_average,
+    machine_busy,
     minter,
     post_events,
     summary,
@@ -86,10 +87,13 @@ def system_run(clients: int, per_client: int, concurrency: int, workers: int) ->
         service = minter(system)
         tokens = tokens_for(service, bulk_clients(system, clients, "tp-"))
         cpu = {name: cpu_seconds(p.pid) for name, p in system.processes.items()}
+        busy = machine_busy()
         started = time.perf_counter()
         latencies = post_echo(system, tokens, per_client, concurrency)
         intake_seconds = time.perf_counter() - started
         rows = all_succeeded(system, total)
+        seconds = time.perf_counter() - started
+        busy = machine_busy() - busy
         cpu = {n: cpu_seconds(p.pid) - cpu[n] for n, p in system.processes.items()}
     e2e = max(r["finished_at"] for r in rows) - min(r["accepted_at"] for r in rows)
     return {
@@ -101,6 +105,9 @@ def system_run(clients: int, per_client: int, concurrency: int, workers: int) ->
         ),
         "order_violations": order_violations(rows),
         "cpu_ms_per_event": {name: seconds * 1000 / total for name, seconds in cpu.items()},
+        # Every process on the machine (PostgreSQL, RabbitMQ, this load generator included).
+        "machine_cpu_ms_per_event": busy * 1000 / total,
+        "cores_busy": busy / seconds,
     }
 
 
