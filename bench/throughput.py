@@ -92,7 +92,7 @@ def system_run(clients: int, per_client: int, concurrency: int, workers: int) ->
         latencies = post_echo(system, tokens, per_client, concurrency)
         intake_seconds = time.perf_counter() - started
         rows = all_succeeded(system, total)
-        seconds = time.perf_counter() - started
+        window = time.perf_counter() - started
         busy = machine_busy() - busy
         cpu = {n: cpu_seconds(p.pid) - cpu[n] for n, p in system.processes.items()}
     e2e = max(r["finished_at"] for r in rows) - min(r["accepted_at"] for r in rows)
@@ -107,7 +107,7 @@ def system_run(clients: int, per_client: int, concurrency: int, workers: int) ->
         "cpu_ms_per_event": {name: seconds * 1000 / total for name, seconds in cpu.items()},
         # Every process on the machine (PostgreSQL, RabbitMQ, this load generator included).
         "machine_cpu_ms_per_event": busy * 1000 / total,
-        "cores_busy": busy / seconds,
+        "cores_busy": busy / window,
     }
 
 
