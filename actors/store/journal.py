@@ -225,15 +225,15 @@ class Journal:
         request's sake (a unique violation rolls back the whole statement). A batch rolled
         back by a deadlock or serialization failure is run again, BATCH_ATTEMPTS times."""
         if len(requests) > 1:
-            for _ in range(BATCH_ATTEMPTS):
-                try:
-                    rows = await self.pool.fetch(QUERIES["accept_events"], *_columns(requests))
-                except UNAVAILABLE:
-                    raise
-                except ROLLED_BACK_BY_CONFLICT:
-                    continue
-                except asyncpg.PostgresError:
-                    break
+            try:
+                rows = await _retry_conflicts(
+                    self.pool.fetch, QUERIES["accept_events"], *_columns(requests)
+                )
+            except UNAVAILABLE:
+                raise
+            except asyncpg.PostgresError:  # a unique violation, or conflicts every time
+                pass
+            else:
                 return [_accept_outcome(row) for row in rows]
         return await self._accept_each(requests)
 
