@@ -29,7 +29,7 @@ from typing import Any
 
 import asyncpg
 import pika
-from rig import load_average, machine_busy, summary, write_results
+from rig import load_average, machine_busy, open_loop, summary, write_results
 
 from actors.amqp import CoalescingConnection
 from actors.broker import mailbox_arguments
@@ -249,16 +249,9 @@ async def produce_paced(
         await intake.accept(cid)
         latencies.append(time.perf_counter() - due)
 
-    tasks = []
     try:
-        started = time.perf_counter()
-        for n in range(count):
-            due = started + n / rate
-            if (delay := due - time.perf_counter()) > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(cids[n % len(cids)], due)))
-        await asyncio.gather(*tasks)
-        achieved = count / (time.perf_counter() - started)
+        seconds = await open_loop(rate, count, lambda n, due: one(cids[n % len(cids)], due))
+        achieved = count / seconds
         await intake.confirmed()
     finally:
         await intake.close()

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -131,6 +131,22 @@ async def post_events(
     return latencies
 
 
+async def open_loop(
+    rate: float, count: int, start: Callable[[int, float], Awaitable[None]]
+) -> float:
+    """Start `start(n, due)` for n in range(count) at `rate` per second, each at its due time
+    (perf_counter) whatever the earlier ones take; the seconds until all have finished."""
+    tasks = []
+    began = time.perf_counter()
+    for n in range(count):
+        due = began + n / rate
+        if (delay := due - time.perf_counter()) > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(start(n, due)))
+    await asyncio.gather(*tasks)
+    return time.perf_counter() - began
+
+
 async def paced_events(
     base_url: str, tokens: dict[str, str], rate: float, count: int, body: dict[str, Any]
 ) -> list[float]:
@@ -149,14 +165,7 @@ async def paced_events(
         if status != 202:
             raise RuntimeError(f"{status}: {answer[:300]!r}")
 
-    tasks = []
-    start = time.perf_counter()
-    for n in range(count):
-        due = start + n / rate
-        if (delay := due - time.perf_counter()) > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(cids[n % len(cids)], due)))
-    await asyncio.gather(*tasks)
+    await open_loop(rate, count, lambda n, due: one(cids[n % len(cids)], due))
     for connection in idle:
         connection.close()
     return latencies
