@@ -112,7 +112,8 @@ class Mailbox:
         return self._lock.locked()
 
     def stop(self) -> None:
-        """Interrupt a backoff wait; the event in flight is then left for redelivery."""
+        """Interrupt a backoff wait and start no further attempt; the event in flight is then
+        left for redelivery. A mailbox that escalated stops itself."""
         self._stopping.set()
 
     async def process(self, message: EventMessage) -> None:
@@ -183,6 +184,8 @@ class Mailbox:
         envelope = message.to_dramatiq(self._queue_name)
         started = time.monotonic()
         while True:
+            if self._stopping.is_set():  # escalated or let go: no attempt after that
+                raise Stopped
             attempt = await self._journal.mark_attempt(message.event_id)
             if attempt is None:  # terminal already: somebody else finished it
                 self._done_seq = None
@@ -207,7 +210,14 @@ class Mailbox:
                 await self._record(message, outcome, attempt)
                 metrics.observe_processing(time.monotonic() - started)
                 return
-            if await self._failed(message, outcome, attempt):
+            try:
+                finished = await self._failed(message, outcome, attempt)
+            except Escalate:
+                # Whatever waits for the lock (a catch-up, a gap fill, another delivery) must
+                # not run another attempt while the supervisor suspends the mailbox.
+                self._stopping.set()
+                raise
+            if finished:
                 metrics.observe_processing(time.monotonic() - started)
                 return
             with tracing.restarting(attempt, self._policy.backoff.delay(attempt)) as delay:

@@ -12,7 +12,8 @@ from dramatiq.brokers.stub import StubBroker
 
 from actors.backoff import Backoff
 from actors.handlers import Event, HandlerRegistry, load_handlers
-from actors.mailbox import Mailbox, RunPolicy
+from actors.mailbox import Escalate, Mailbox, RunPolicy, Stopped
+from actors.policy import RestartIntensity
 from actors.protocol import EventMessage
 from actors.store import Journal
 
@@ -142,3 +143,30 @@ async def test_attempts_survive_a_new_mailbox_and_end_in_dead(journal: Journal) 
     assert row is not None
     assert row.status == "dead"
     assert row.error["type"] == "AttemptsExhausted"
+
+
+async def test_after_an_escalation_no_further_attempt_runs_while_others_wait(
+    journal: Journal,
+) -> None:
+    # A client allowed 2 restarts, whose event keeps failing, with a catch-up from the
+    # journal waiting for the mailbox's lock behind the delivered event.
+    client = await journal.create_client("escalates-once", "x", False)
+    message = await accept(journal, client, "demo.fail", {"times": 100})
+    policy = RunPolicy(
+        max_attempts=5,
+        handler_timeout=5,
+        backoff=Backoff(0.001, 0.002),
+        intensity=RestartIntensity(max_restarts=2, within=60),
+    )
+    box = Mailbox(client, journal, load_handlers(()), policy, StubBroker(), "test.mailbox")
+
+    delivered, caught_up = await asyncio.gather(
+        box.process(message), box.catch_up(), return_exceptions=True
+    )
+
+    # The third failure escalates; the catch-up that got the lock next runs nothing.
+    assert isinstance(delivered, Escalate)
+    assert isinstance(caught_up, Stopped)
+    event = await journal.event(client, message.event_id)
+    assert event is not None
+    assert (event.status, event.attempts) == ("retrying", 3)
