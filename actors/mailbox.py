@@ -184,7 +184,7 @@ class Mailbox:
         envelope = message.to_dramatiq(self._queue_name)
         started = time.monotonic()
         while True:
-            if self._stopping.is_set():  # escalated or let go: no attempt after that
+            if self._stopping.is_set():  # escalated, or the worker drains: no attempt after that
                 raise Stopped
             attempt = await self._journal.mark_attempt(message.event_id)
             if attempt is None:  # terminal already: somebody else finished it
