@@ -113,3 +113,9 @@ CREATE TABLE IF NOT EXISTS webhook_secrets (
     expires_at timestamptz
 );
 CREATE INDEX IF NOT EXISTS webhook_secrets_client ON webhook_secrets (client_id, created_at);
+
+-- Fencing (I3): every placement of a mailbox, and every end of one (release, suspension,
+-- resumption), gives it a new epoch. The owner carries its placement's epoch on every
+-- attempt write (start, retry, outcome) and a write with another epoch is refused, so a
+-- worker that lost the mailbox (frozen, slow, cut off) can neither start nor record anything.
+ALTER TABLE clients ADD COLUMN IF NOT EXISTS epoch bigint NOT NULL DEFAULT 0;

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from actors.amqp import AmqpError
 from actors.backoff import Backoff
-from actors.mailbox import Escalate, Mailbox, Stopped
+from actors.mailbox import Escalate, Fenced, Lapsed, Mailbox, Stopped
 from actors.protocol import EventMessage, ProtocolError, decode_dramatiq
 from actors.store import UNAVAILABLE
 
@@ -21,20 +21,25 @@ log = logging.getLogger(__name__)
 
 #: The journal or the broker is unreachable: retry later, never crash the worker.
 OUTAGES: tuple[type[BaseException], ...] = (*UNAVAILABLE, AmqpError)
+#: ...and this worker's own lease, until it is renewed.
+_RETRY_IN_PLACE: tuple[type[BaseException], ...] = (*OUTAGES, Lapsed)
 
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
-    """Ack the message, or nack it (back to the queue when `requeue`); maybe escalate."""
+    """Ack the message, or nack it (back to the queue when `requeue`); maybe escalate; when
+    `lost`, the mailbox was placed elsewhere: stop consuming it before the nack."""
 
     ack: bool
     requeue: bool = True
     escalation: Escalate | None = None
+    lost: bool = False
 
 
 ACK = Verdict(ack=True)
 REQUEUE = Verdict(ack=False)
 DROP = Verdict(ack=False, requeue=False)
+LOST = Verdict(ack=False, lost=True)
 
 
 async def settle(
@@ -54,15 +59,15 @@ async def settle(
         try:
             await mailbox.process(message)
             return ACK
+        except Fenced:
+            return LOST
         except Stopped:
             return REQUEUE
         except Escalate as escalation:  # settled: the event itself is finished (dead)
             return Verdict(ack=escalation.settled, escalation=escalation)
-        except OUTAGES as error:
+        except _RETRY_IN_PLACE as error:
             failures += 1  # the journal is unreachable: keep the message, try again
-            log.warning(
-                "mailbox %s cannot reach the journal (%s); retrying", mailbox.client_id, error
-            )
+            log.warning("mailbox %s cannot go on now (%s); retrying", mailbox.client_id, error)
             if not accepting():
                 return REQUEUE
             await asyncio.sleep(retry.delay(min(failures, 10)))

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import importlib
-import inspect
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -25,6 +23,10 @@ class Event:
     type: str
     payload: Any
     attempt: int
+    #: The mailbox placement's fencing token, higher with every placement: pass it to your own
+    #: downstream writes and let them refuse a lower one than they have seen (a worker that
+    #: was frozen and lost the mailbox still holds the old one).
+    fence: int = 0
 
 
 Handler = Callable[[Event], Awaitable[Any]] | Callable[[Event], Any]
@@ -54,15 +56,6 @@ class HandlerRegistry:
 
     def types(self) -> list[str]:
         return sorted(self._handlers)
-
-    async def call(self, fn: Handler, event: Event) -> Any:
-        """Run a handler: coroutine functions on the loop, plain functions in a thread."""
-        if inspect.iscoroutinefunction(fn):
-            return await fn(event)
-        result = await asyncio.to_thread(fn, event)
-        if inspect.isawaitable(result):
-            return await result
-        return result
 
 
 #: Where `@handler` puts what it decorates; load_handlers() returns it.

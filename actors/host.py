@@ -23,7 +23,7 @@ from actors.backoff import Backoff
 from actors.broker import BrokerLink
 from actors.delivery import OUTAGES, settle
 from actors.handlers import HandlerRegistry
-from actors.mailbox import Escalate, Mailbox, RunPolicy, Stopped
+from actors.mailbox import Escalate, Fenced, Lapsed, Mailbox, RunPolicy, Stopped
 from actors.policy import RestartIntensity
 from actors.protocol import (
     Control,
@@ -34,10 +34,14 @@ from actors.protocol import (
 )
 from actors.settings import Settings
 from actors.store import UNAVAILABLE, Journal
+from actors.threads import HandlerThreads
+from actors.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
 RECONCILE_INTERVAL = 5.0
+#: A catch-up that fails so is tried again by reconcile().
+_CATCH_UP_LATER: tuple[type[BaseException], ...] = (*OUTAGES, Lapsed)
 
 
 @dataclasses.dataclass
@@ -48,6 +52,7 @@ class _Active:
     passivating: bool = False
     subscribing: bool = False
     inflight: int = 0
+    catch_up_due: bool = False  # the journal has events the queue may not: take them from it
 
 
 class MailboxHost:
@@ -61,6 +66,7 @@ class MailboxHost:
         broker: dramatiq.Broker,
         worker_id: str,
         link: BrokerLink,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self.worker_id = worker_id
         self._settings = settings
@@ -68,6 +74,8 @@ class MailboxHost:
         self._handlers = handlers
         self._broker = broker
         self._link = link
+        self._watchdog = watchdog
+        self.threads = HandlerThreads(settings.handler_threads)
         self._policy = RunPolicy(
             max_attempts=settings.max_attempts,
             handler_timeout=settings.handler_timeout,
@@ -101,12 +109,12 @@ class MailboxHost:
         channel.closed.add_done_callback(lambda _: self._consume_channel_closed(connection))
         if self._active:  # a reconnection: keep only what the journal still places here
             try:
-                placed = await self._journal.mailboxes_placed_on(self.worker_id)
+                placed = set(await self._journal.mailboxes_placed_on(self.worker_id))
             except UNAVAILABLE:  # keep them all; reconcile() lets go of the others later
                 placed = set(self._active)
-            for client in [client for client in self._active if client not in placed]:
-                log.info("mailbox %s was placed elsewhere while disconnected", client)
-                del self._active[client]
+            for entry in list(self._active.values()):
+                if entry.mailbox.client_id not in placed and await self._moved(entry):
+                    await self._lose(entry, "while this worker was disconnected")
         for entry in list(self._active.values()):
             entry.consumer_tag = None
             self._spawn(self._subscribe(entry))  # one slow queue must not hold up the rest
@@ -115,20 +123,48 @@ class MailboxHost:
         """Let go of idle mailboxes the journal now places elsewhere (after this worker was
         taken for dead, say), so that one worker consumes each mailbox."""
         placed = await self._journal.mailboxes_placed_on(self.worker_id)
-        self._escalated &= placed  # suspended (or moved) by now: nothing to guard any more
-        for client in placed - set(self._active) - self._escalated:
+        self._escalated &= set(placed)  # suspended (or moved) by now: nothing to guard any more
+        for client in set(placed) - set(self._active) - self._escalated:
             if self._accepting:  # placed here, but the StartMailbox never arrived
                 log.warning("mailbox %s is placed here but was not started; starting it", client)
-                self._spawn(self.start(client))
+                self._spawn(self.start(client, placed[client]))
         for entry in list(self._active.values()):
             client = entry.mailbox.client_id
-            if client in placed and entry.consumer_tag is None and self._accepting:
-                self._spawn(self._subscribe(entry))  # a subscription that failed earlier
-                continue
-            if client in placed or entry.inflight or entry.subscribing or entry.passivating:
-                continue
-            log.warning("mailbox %s is placed on another worker now; letting it go", client)
-            await self._let_go(entry)
+            if client in placed:
+                entry.mailbox.adopt(placed[client])
+                self._resubscribe_or_catch_up(entry)
+            elif not entry.passivating and await self._moved(entry):
+                await self._lose(entry, "by the journal's latest placement")
+
+    def _resubscribe_or_catch_up(self, entry: _Active) -> None:
+        """Retry what failed earlier: a subscription, or a catch-up from the journal."""
+        if not self._accepting or entry.subscribing or entry.passivating:
+            return
+        if entry.consumer_tag is None:
+            self._spawn(self._subscribe(entry))
+        elif entry.catch_up_due and not entry.inflight:
+            self._spawn(self._catch_up(entry))
+
+    async def _moved(self, entry: _Active) -> bool:
+        """Whether the mailbox is no longer under the placement this worker runs it with
+        (read anew: a list read earlier may predate a placement made since)."""
+        if entry.mailbox.epoch is None:
+            return True
+        position = await self._journal.position(entry.mailbox.client_id)
+        return position is None or not (
+            position.placed(entry.mailbox.epoch) and position.host == self.worker_id
+        )
+
+    async def _lose(self, entry: _Active, why: str) -> None:
+        """The mailbox was placed elsewhere (or ended): stop its loops, stop consuming it.
+        What it has in flight ends at its next step (Stopped, Fenced) and is requeued, for
+        the new owner; a handler call that cannot be stopped is waited for (it holds the
+        mailbox's lock, and the watchdog ends this process if its lease lapses meanwhile)."""
+        log.warning(
+            "mailbox %s was placed elsewhere %s; stopping it here", entry.mailbox.client_id, why
+        )
+        entry.mailbox.stop()
+        await self._let_go(entry)
 
     async def _let_go(self, entry: _Active) -> None:
         """Stop consuming a mailbox and forget it; deliveries already here are requeued."""
@@ -153,7 +189,7 @@ class MailboxHost:
             log.error("dropping control message: %s", error)
             return
         if isinstance(command, StartMailbox):
-            self._spawn(self.start(command.client_id))
+            self._spawn(self.start(command.client_id, command.epoch))
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -167,17 +203,32 @@ class MailboxHost:
 
     # --- activation ------------------------------------------------------------------------
 
-    async def start(self, client_id: uuid.UUID) -> None:
-        """Consume a client's mailbox here (idempotent)."""
+    async def start(self, client_id: uuid.UUID, epoch: int | None = None) -> None:
+        """Consume a client's mailbox here under the placement `epoch` (idempotent; read from
+        the journal when not given)."""
         if not self._accepting:
             return
+        if epoch is None:
+            epoch = await self._placement(client_id)
+            if epoch is None:
+                return
         entry = self._active.get(client_id)
+        if entry is not None:
+            entry.mailbox.adopt(epoch)
         if entry is not None and not entry.passivating and entry.consumer_tag is not None:
             return
         if entry is None or entry.passivating:
             queue = self._settings.mailbox_queue(str(client_id))
             mailbox = Mailbox(
-                client_id, self._journal, self._handlers, self._policy, self._broker, queue
+                client_id,
+                self._journal,
+                self._handlers,
+                self._policy,
+                self._broker,
+                queue,
+                epoch=epoch,
+                threads=self.threads,
+                watchdog=self._watchdog,
             )
             entry = _Active(mailbox)
             self._active[client_id] = entry
@@ -185,6 +236,18 @@ class MailboxHost:
         if entry.consumer_tag is not None:
             metrics.ACTIVATIONS.inc()
         log.info("mailbox %s active on %s", client_id, self.worker_id)
+
+    async def _placement(self, client_id: uuid.UUID) -> int | None:
+        """The epoch of the mailbox's placement on this worker, or None if it is not here."""
+        try:
+            position = await self._journal.position(client_id)
+        except UNAVAILABLE as error:  # reconcile() starts it once the journal answers
+            log.warning("cannot read the placement of mailbox %s: %s", client_id, error)
+            return None
+        if position is None or position.state != "active" or position.host != self.worker_id:
+            log.info("mailbox %s is not placed on %s; not starting it", client_id, self.worker_id)
+            return None
+        return position.epoch
 
     async def _subscribe(self, entry: _Active) -> None:
         channel = self._channel
@@ -212,9 +275,12 @@ class MailboxHost:
         finally:
             entry.subscribing = False
         if counts is not None and counts.messages == 0 and counts.consumers == 0:
-            # Nothing queued and nobody else holding a message: whatever the journal still
-            # has unfinished was lost by the broker or never published. Being the only
-            # consumer now, this mailbox takes it from the journal.
+            # Nothing queued and no other consumer: whatever the journal still has unfinished
+            # was lost by the broker or never published, or is held by a previous owner that
+            # is dead by now (placement moves a mailbox only off a dead worker, and an owner
+            # that lost its lease cannot start anything: the epoch). This mailbox takes it
+            # from the journal, retried by reconcile() until it succeeds.
+            entry.catch_up_due = True
             self._spawn(self._catch_up(entry))
 
     def _consumer_cancelled(self, entry: _Active) -> None:
@@ -231,20 +297,26 @@ class MailboxHost:
         entry.inflight += 1
         try:
             caught_up = await entry.mailbox.catch_up()
+            entry.catch_up_due = False
             if caught_up:
                 log.info(
                     "mailbox %s took %d unfinished events from the journal",
                     entry.mailbox.client_id,
                     caught_up,
                 )
+        except Fenced:
+            await self._let_go(entry)
         except Stopped:
             return
         except Escalate as escalation:
+            entry.catch_up_due = False
             entry.passivating = True
             await self._escalate(entry, escalation)
-        except OUTAGES as error:
+        except _CATCH_UP_LATER as error:
             log.warning(
-                "mailbox %s could not catch up from the journal: %s", entry.mailbox.client_id, error
+                "mailbox %s could not catch up from the journal (%s); retrying later",
+                entry.mailbox.client_id,
+                error,
             )
         finally:
             entry.inflight -= 1
@@ -263,8 +335,15 @@ class MailboxHost:
     async def _handle(self, entry: _Active, channel: AmqpChannel, delivery: Delivery) -> None:
         try:
             await self._settle(entry, channel, delivery)
-        except asyncio.CancelledError:  # past the drain deadline: back to the queue
-            channel.nack(delivery.delivery_tag, requeue=True)
+        except asyncio.CancelledError:  # past the drain deadline: back to the queue...
+            if entry.mailbox.executing:  # ...unless its handler still runs: the message is
+                log.error(  # released only when this process ends (I3)
+                    "mailbox %s: its handler has not ended; the message stays with this "
+                    "process until it exits",
+                    entry.mailbox.client_id,
+                )
+            else:
+                channel.nack(delivery.delivery_tag, requeue=True)
             raise
         finally:
             entry.inflight -= 1
@@ -272,6 +351,8 @@ class MailboxHost:
 
     async def _settle(self, entry: _Active, channel: AmqpChannel, delivery: Delivery) -> None:
         verdict = await settle(entry.mailbox, delivery.body, lambda: self._accepting, self._retry)
+        if verdict.lost:  # consume no more, so that the requeued message goes to the new owner
+            await self._let_go(entry)
         if verdict.escalation is not None:
             entry.passivating = True  # no more deliveries for this mailbox here
         if verdict.ack:
@@ -342,7 +423,12 @@ class MailboxHost:
         self._escalated.add(client)  # until the journal says it is suspended
         await self._let_go(entry)
         failed = MailboxFailed(
-            client, self.worker_id, escalation.cause, reason, entry.mailbox.last_traceparent
+            client,
+            self.worker_id,
+            escalation.cause,
+            reason,
+            entry.mailbox.last_traceparent,
+            entry.mailbox.epoch,
         )
         publisher = self._link.publisher
         try:
@@ -353,19 +439,36 @@ class MailboxHost:
             log.warning(
                 "supervisor unreachable (%s): suspending mailbox %s directly", error, client
             )
-            await self._journal.suspend_mailbox(client, reason)
+            await self._journal.suspend_mailbox(client, reason, epoch=entry.mailbox.epoch)
 
     async def _resume(self, entry: _Active) -> None:
         entry.passivating = False
         entry.consumer_tag = None
         await self._subscribe(entry)
 
+    def unready(self) -> str | None:
+        """Why this worker cannot run a new plain-function handler now, or None."""
+        threads = self.threads
+        if threads.exhausted:
+            return (
+                f"all {threads.size} handler threads hold calls past their timeout; "
+                f"{threads.waiting} call(s) wait for one"
+            )
+        return None
+
+    def executing(self) -> int:
+        """How many mailboxes here have a handler call that has not ended."""
+        return sum(entry.mailbox.executing for entry in self._active.values())
+
     def stop_taking(self) -> None:
         """From now on every delivery goes back to its queue (the first step of a shutdown)."""
         self._accepting = False
 
-    async def drain(self, deadline: float) -> None:
-        """Stop taking messages, let in-flight events finish for `deadline` s, then cancel."""
+    async def drain(self, deadline: float) -> int:
+        """Stop taking messages, let in-flight events finish for `deadline` s, then cancel.
+
+        Returns how many handler calls have still not ended (they cannot be stopped: the
+        process must end before its mailboxes are released, see supervision/worker.py)."""
         self.stop_taking()
         for entry in list(self._active.values()):
             if entry.channel is not None and entry.consumer_tag is not None:
@@ -380,4 +483,6 @@ class MailboxHost:
                 task.cancel()
             if late:
                 await asyncio.wait(late, timeout=5)
+        unended = self.executing()
         self._active.clear()
+        return unended

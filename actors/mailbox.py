@@ -16,11 +16,14 @@ from opentelemetry.trace import Span
 
 from actors import logs, metrics, tracing
 from actors.backoff import Backoff
+from actors.execution import Execution, Outcome, failure
 from actors.handlers import Event, HandlerRegistry
 from actors.policy import RestartIntensity
 from actors.protocol import EventMessage
-from actors.store import Journal, dump_json
+from actors.store import Journal
 from actors.store.rows import Position
+from actors.threads import HandlerThreads
+from actors.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +39,6 @@ def classify(seq: int, done_seq: int) -> Step:
     if seq <= done_seq:
         return Step.DUPLICATE
     return Step.NEXT if seq == done_seq + 1 else Step.GAP
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Outcome:
-    ok: bool
-    value: Any  # the result when ok, else {"type", "message"}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -63,6 +60,16 @@ class RunPolicy:
 
 class Stopped(Exception):
     """The mailbox was asked to stop mid-event; the message must go back to the queue."""
+
+
+class Fenced(Stopped):
+    """The journal refused a write: the mailbox has been placed anew (its epoch is stale).
+    It starts and records nothing more here; the message goes back to the queue, for the
+    mailbox's new owner."""
+
+
+class Lapsed(Exception):
+    """This worker's lease is not fresh (actors/watchdog.py): no attempt may start now."""
 
 
 class Escalate(Exception):
@@ -93,13 +100,22 @@ class Mailbox:
         policy: RunPolicy,
         broker: dramatiq.Broker,
         queue_name: str,
+        *,
+        epoch: int | None = None,
+        threads: HandlerThreads | None = None,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self.client_id = client_id
+        #: The placement this mailbox runs under (None: unfenced, for tests of the journal).
+        self.epoch = epoch
         self._journal = journal
-        self._handlers = handlers
         self._policy = policy
         self._broker = broker
         self._queue_name = queue_name
+        self._watchdog = watchdog
+        self._execution = Execution(
+            handlers, policy.handler_timeout, threads or HandlerThreads(4), watchdog
+        )
         self._lock = asyncio.Lock()
         self._done_seq: int | None = None
         self._stopping = asyncio.Event()
@@ -110,6 +126,16 @@ class Mailbox:
     @property
     def busy(self) -> bool:
         return self._lock.locked()
+
+    @property
+    def executing(self) -> bool:
+        """A handler call has started and not ended (it may outlive a cancelled delivery)."""
+        return self._execution.running
+
+    def adopt(self, epoch: int | None) -> None:
+        """Run under a newer placement of this mailbox on this worker."""
+        if epoch is not None and (self.epoch is None or epoch > self.epoch):
+            self.epoch = epoch
 
     def stop(self) -> None:
         """Interrupt a backoff wait and start no further attempt; the event in flight is then
@@ -186,8 +212,10 @@ class Mailbox:
         while True:
             if self._stopping.is_set():  # escalated, or the worker drains: no attempt after that
                 raise Stopped
-            attempt = await self._journal.mark_attempt(message.event_id)
-            if attempt is None:  # terminal already: somebody else finished it
+            self._check_lease()
+            attempt = await self._journal.mark_attempt(message.event_id, epoch=self.epoch)
+            if attempt is None:  # terminal already (somebody else finished it), or fenced
+                await self._refused("attempt")
                 self._done_seq = None
                 return
             span.set_attribute("seriatim.attempt", attempt)
@@ -196,13 +224,7 @@ class Mailbox:
                 span.set_attribute("seriatim.queue_wait_s", round(wait, 6))
                 metrics.observe_queue_wait(wait)
             if attempt > self._policy.max_attempts:
-                outcome = Outcome(
-                    False,
-                    {
-                        "type": "AttemptsExhausted",
-                        "message": f"no attempts left after {attempt - 1}",
-                    },
-                )
+                outcome = failure("AttemptsExhausted", f"no attempts left after {attempt - 1}")
             else:
                 outcome = await self._attempt(message, attempt, envelope)
             metrics.ATTEMPTS.labels("ok" if outcome.ok else "failed").inc()
@@ -237,7 +259,12 @@ class Mailbox:
             f"{intensity.within:g} s (restart intensity)"
         )
         if attempt < self._policy.max_attempts:
-            await self._journal.mark_retrying(message.event_id, outcome.value)
+            if not await self._journal.mark_retrying(
+                message.event_id, outcome.value, epoch=self.epoch
+            ):
+                await self._refused("retry")
+                self._done_seq = None
+                return True  # terminal already: somebody else finished it
             metrics.RESTARTS.inc()
             if too_many:
                 raise Escalate("restart_intensity", reason, settled=False)
@@ -259,11 +286,18 @@ class Mailbox:
         self, message: EventMessage, attempt: int, envelope: dramatiq.Message[Any]
     ) -> Outcome:
         event = Event(
-            message.event_id, message.client_id, message.seq, message.type, message.payload, attempt
+            message.event_id,
+            message.client_id,
+            message.seq,
+            message.type,
+            message.payload,
+            attempt,
+            self.epoch or 0,
         )
+        self._check_lease()
         self._broker.emit_before("process_message", envelope)
         with tracing.attempting(event.type, attempt) as span:
-            outcome = await self._call(event)
+            outcome = await self._execution.run(event)
             if not outcome.ok:
                 tracing.failed(span, outcome.value["type"], outcome.value["message"])
         exception = None if outcome.ok else RuntimeError(outcome.value["message"])
@@ -274,25 +308,6 @@ class Mailbox:
             exception=exception,
         )
         return outcome
-
-    async def _call(self, event: Event) -> Outcome:
-        fn = self._handlers.get(event.type)
-        if fn is None:
-            return _failure("UnknownEventType", f"no handler is registered for {event.type!r}")
-        try:
-            async with asyncio.timeout(self._policy.handler_timeout):  # no task of its own
-                result = await self._handlers.call(fn, event)
-        except TimeoutError:
-            return _failure(
-                "HandlerTimeout", f"handler ran longer than {self._policy.handler_timeout:g} s"
-            )
-        except Exception as error:  # a handler failure is data, never a worker crash
-            return _failure(type(error).__name__, str(error))
-        try:
-            dump_json(result)
-        except (TypeError, ValueError) as error:
-            return _failure("UnserialisableResult", f"result cannot be stored as JSON: {error}")
-        return Outcome(True, result)
 
     async def _record(self, message: EventMessage, outcome: Outcome, attempts: int) -> bool:
         """Record the outcome; False when the fence refused it (another process had it)."""
@@ -305,6 +320,7 @@ class Mailbox:
             attempts,
             outcome.value if outcome.ok else None,
             None if outcome.ok else outcome.value,
+            epoch=self.epoch,
         )
         if recorded:
             self._done_seq = message.seq
@@ -317,9 +333,32 @@ class Mailbox:
                     outcome.value["type"],
                 )
             return True
+        await self._refused("outcome")
         log.warning("fence refused the outcome of seq %d: another process recorded it", message.seq)
         self._done_seq = None
         return False
+
+    async def _refused(self, what: str) -> None:
+        """A write was refused: raise Fenced if the mailbox has been placed anew since."""
+        if self.epoch is None:
+            return
+        position = await self._journal.position(self.client_id)
+        if position is None or not position.placed(self.epoch):
+            metrics.FENCED.inc()
+            self._stopping.set()  # nothing more starts here under this placement
+            log.warning(
+                "mailbox %s lost its placement (epoch %d; the journal has %s): its %s is "
+                "refused and it stops here",
+                self.client_id,
+                self.epoch,
+                "none" if position is None else f"{position.state} epoch {position.epoch}",
+                what,
+            )
+            raise Fenced(f"placement {self.epoch} of mailbox {self.client_id} is stale")
+
+    def _check_lease(self) -> None:
+        if self._watchdog is not None and not self._watchdog.fresh():
+            raise Lapsed("this worker's lease is not fresh: no attempt starts until it is")
 
     async def _backoff(self, delay: float) -> None:
         try:
@@ -327,7 +366,3 @@ class Mailbox:
         except TimeoutError:
             return
         raise Stopped
-
-
-def _failure(kind: str, message: str) -> Outcome:
-    return Outcome(False, {"type": kind, "message": message[:2000]})

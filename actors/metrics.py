@@ -78,6 +78,40 @@ RESTARTS = Counter(
     "seriatim_mailbox_restarts", "Failed attempts that will be retried in place (retries)."
 )
 
+# --- handler execution (actors/threads.py, actors/watchdog.py) ------------------------------
+HANDLER_THREADS = Gauge(
+    "seriatim_handler_threads",
+    "Plain-function handler slots of this worker: limit, running (calls not yet ended), "
+    "overdue (running past the handler timeout, still holding their slot) and waiting "
+    "(calls waiting for a free slot).",
+    ["state"],
+)
+HANDLER_SLOT_WAIT = Histogram(
+    "seriatim_handler_slot_wait_seconds",
+    "Time a plain-function handler call waited for a free slot.",
+    buckets=_WAIT,
+)
+FENCED = Counter(
+    "seriatim_mailbox_fenced",
+    "Attempt writes refused because the mailbox had been placed elsewhere (stale epoch).",
+)
+
+
+class _Threads(Protocol):
+    size: int
+    running: int
+    overdue: int
+    waiting: int
+
+
+def track_handler_threads(threads: _Threads) -> None:
+    """Report a handler thread pool's slots (the last pool made in this process)."""
+    HANDLER_THREADS.labels("limit").set_function(lambda: threads.size)
+    HANDLER_THREADS.labels("running").set_function(lambda: threads.running)
+    HANDLER_THREADS.labels("overdue").set_function(lambda: threads.overdue)
+    HANDLER_THREADS.labels("waiting").set_function(lambda: threads.waiting)
+
+
 # --- mailbox lifecycle -----------------------------------------------------------------------
 ACTIVE_MAILBOXES = Gauge("seriatim_mailboxes_active", "Mailboxes active in this process.")
 ACTIVATIONS = Counter("seriatim_mailbox_activations", "Mailboxes this process started consuming.")
@@ -202,20 +236,32 @@ async def _local(accept: str | None) -> tuple[bytes, str]:
     return exposition(accept)
 
 
+#: Why the process is not ready, or None when it is.
+Readiness = Callable[[], str | None]
+
+
 async def serve_metrics(
-    host: str, port: int, stopping: asyncio.Event, render: Render = _local
+    host: str,
+    port: int,
+    stopping: asyncio.Event,
+    render: Render = _local,
+    unready: Readiness | None = None,
 ) -> None:
     """Answer GET /metrics until `stopping` is set: this process's metrics (OpenMetrics when
-    asked for), or whatever `render(accept_header)` makes."""
+    asked for), or whatever `render(accept_header)` makes; and GET /readyz when `unready` is
+    given: 200, or 503 with the reason it returns."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             async with asyncio.timeout(5):
                 request = await reader.readuntil(b"\r\n\r\n")
             path = request.split(b" ", 2)[1] if request.count(b" ") >= 2 else b""
-            if request.startswith(b"GET ") and path.split(b"?")[0] == b"/metrics":
+            route = path.split(b"?")[0] if request.startswith(b"GET ") else b""
+            if route == b"/metrics":
                 body, kind = await render(_header(request, b"accept"))
                 status = b"200 OK"
+            elif route == b"/readyz" and unready is not None:
+                status, body, kind = _readiness(unready())
             else:
                 status, body, kind = b"404 Not Found", b"not found: try /metrics\n", "text/plain"
             writer.write(
@@ -244,6 +290,12 @@ async def serve_metrics(
     log.info("metrics on http://%s:%d/metrics", host, port)
     async with server:
         await stopping.wait()
+
+
+def _readiness(reason: str | None) -> tuple[bytes, bytes, str]:
+    if reason is None:
+        return b"200 OK", b"ready\n", "text/plain"
+    return b"503 Service Unavailable", f"not ready: {reason}\n".encode(), "text/plain"
 
 
 def _header(request: bytes, name: bytes) -> str | None:

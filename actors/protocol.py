@@ -109,7 +109,11 @@ class Control:
         _CONTROL[cls.kind] = cls
 
     def encode(self) -> bytes:
-        fields = {f.name: str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        fields = {
+            f.name: str(value)
+            for f in dataclasses.fields(self)
+            if (value := getattr(self, f.name)) is not None  # absent: the field's default
+        }
         return json.dumps({"kind": self.kind, **fields}).encode()
 
     @staticmethod
@@ -118,15 +122,18 @@ class Control:
             data = json.loads(body)
             cls = _CONTROL[data.pop("kind")]
             hints = {f.name: f.type for f in dataclasses.fields(cls)}
-            return cls(  # fields a newer sender added are ignored (rolling upgrades)
-                **{
-                    k: uuid.UUID(v) if hints[k] == "uuid.UUID" else v
-                    for k, v in data.items()
-                    if k in hints
-                }
-            )
+            # Fields a newer sender added are ignored (rolling upgrades).
+            return cls(**{k: _typed(hints[k], v) for k, v in data.items() if k in hints})
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise ProtocolError(f"malformed control message: {error!r}") from None
+
+
+def _typed(hint: Any, value: str) -> Any:
+    if hint == "uuid.UUID":
+        return uuid.UUID(value)
+    if hint in ("int", "int | None"):
+        return int(value)
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,6 +164,7 @@ class MailboxFailed(Control):
     cause: str  # "restart_intensity" or "halt"
     reason: str
     traceparent: str = ""  # of the event that failed last
+    epoch: int | None = None  # the placement that failed: a stale one is ignored
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,3 +188,4 @@ class StartMailbox(Control):
 
     kind: ClassVar[str] = "start_mailbox"
     client_id: uuid.UUID
+    epoch: int | None = None  # the placement's fencing token (None: read it from the journal)

@@ -185,8 +185,22 @@ class Supervisor:
         """Escalation from a mailbox: suspend it until an operator resumes it."""
         with tracing.supervising("suspend", failed.client_id, failed.traceparent) as span:
             span.set_attribute("seriatim.cause", failed.cause)
-            if await self._journal.suspend_mailbox(failed.client_id, failed.reason):
-                self._workers[failed.worker_id] = max(0, self._workers.get(failed.worker_id, 1) - 1)
+            # Only the mailbox's current placement may ask: a stale owner's report (it lost
+            # the mailbox while failing) must not suspend the new owner's mailbox.
+            suspended = await self._journal.suspend_mailbox(
+                failed.client_id, failed.reason, epoch=failed.epoch
+            )
+            if not suspended:
+                log.info(
+                    "ignoring a failure report of mailbox %s from %s: suspended already, or "
+                    "placed anew since (epoch %s)",
+                    failed.client_id,
+                    failed.worker_id,
+                    failed.epoch,
+                )
+            else:
+                load = self._workers.get(failed.worker_id, 1)
+                self._workers[failed.worker_id] = max(0, load - 1)
                 metrics.SUSPENSIONS.labels(failed.cause).inc()
                 log.warning("mailbox %s suspended: %s", failed.client_id, failed.reason)
 
@@ -243,10 +257,15 @@ class Supervisor:
             if not clients or not self._workers or publisher is None:
                 break
             assignment = plan(clients, self._workers)
-            placed = await self._journal.place_mailboxes(assignment)
+            placed = await self._journal.place_mailboxes(
+                assignment, WORKER_ALIVE_WITHIN, self._by_lock()
+            )
             told = [(client, assignment[client]) for client in clients if client in placed]
             results = await asyncio.gather(
-                *(self._activate(publisher, client, worker) for client, worker in told),
+                *(
+                    self._activate(publisher, client, worker, placed[client])
+                    for client, worker in told
+                ),
                 return_exceptions=True,
             )
             clients = []
@@ -268,8 +287,11 @@ class Supervisor:
         if clients:
             log.warning("no live worker for %d mailboxes yet; the next sweep retries", len(clients))
 
-    async def _activate(self, publisher: Publisher, client: uuid.UUID, worker: str) -> None:
+    async def _activate(
+        self, publisher: Publisher, client: uuid.UUID, worker: str, epoch: int
+    ) -> None:
         """Tell a worker to start a mailbox, in a span linked to the event that wanted it."""
         with tracing.supervising("activate", client, self._causes.get(client)) as span:
             span.set_attribute("seriatim.worker_id", worker)
-            await publisher.tell_worker(worker, StartMailbox(client))
+            span.set_attribute("seriatim.epoch", epoch)
+            await publisher.tell_worker(worker, StartMailbox(client, epoch))

@@ -8,7 +8,10 @@ import logging
 import os
 import secrets
 import socket
-from typing import Any
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
@@ -23,13 +26,25 @@ from actors.protocol import MAILBOX_ACTOR, WorkerStopped
 from actors.settings import Settings
 from actors.store import UNAVAILABLE, Journal
 from actors.store.lease import Lease
-from supervision.supervisor import Supervisor
+from actors.watchdog import Watchdog, tick
+from supervision.supervisor import WORKER_ALIVE_WITHIN, Supervisor
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 1.0
 HEARTBEAT_RETRY = 0.2  # a lost lease is renewed at once when the database is back
 DRAIN_DEADLINE = 30.0
+#: A worker running a handler ends itself once its last successful heartbeat was sent this
+#: long ago: half the liveness window, so that it is gone well before the supervisor can
+#: take it for dead and move its mailboxes (actors/watchdog.py).
+WATCHDOG_DEADLINE = WORKER_ALIVE_WITHIN / 2
+#: The exit status of a worker that leaves with a handler call that never ended.
+EXIT_HUNG = 70
+
+
+def _exit_now(status: int) -> NoReturn:
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def new_worker_id() -> str:
@@ -63,8 +78,13 @@ async def run_worker(
     stopping: asyncio.Event,
     worker_id: str | None = None,
     metrics_port: int | None = None,
+    exit_now: Callable[[int], NoReturn] = _exit_now,
 ) -> None:
-    """Serve mailboxes until `stopping` is set, then drain and leave cleanly."""
+    """Serve mailboxes until `stopping` is set, then drain and leave cleanly.
+
+    A handler call that has not ended after the drain cannot be stopped: the process then
+    ends at once (`exit_now`), before it gives up its lease or its mailboxes, so that no
+    other worker runs them while the call does."""
     worker_id = worker_id or new_worker_id()
     handlers = load_handlers(settings.handlers)
     journal = await Journal.connect(settings.database_url, min_size=2, max_size=10)
@@ -72,7 +92,10 @@ async def run_worker(
         await journal.check_durability()
         link_stopping = asyncio.Event()
         link = BrokerLink(settings, f"seriatim-worker-{worker_id}")
-        host = MailboxHost(settings, journal, handlers, dramatiq_broker(settings), worker_id, link)
+        watchdog = Watchdog(WATCHDOG_DEADLINE)
+        host = MailboxHost(
+            settings, journal, handlers, dramatiq_broker(settings), worker_id, link, watchdog
+        )
         supervisor = Supervisor(settings, journal, link, worker_id)
         link.on_connect(host.attach)
         link.on_connect(supervisor.attach)
@@ -80,22 +103,41 @@ async def run_worker(
         drained = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(link.run(link_stopping))
-            lease = Lease(settings.database_url, worker_id, socket.gethostname(), os.getpid())
-            heartbeat = tasks.create_task(_heartbeat(lease, link, drained))
+            lease = Lease(
+                settings.database_url,
+                worker_id,
+                socket.gethostname(),
+                os.getpid(),
+                watchdog.lapsing,
+            )
+            heartbeat = tasks.create_task(_heartbeat(lease, watchdog, link, drained))
+            watchdog.start()
+            tasks.create_task(tick(watchdog, drained))
             tasks.create_task(host.passivate_idle(stopping))
             tasks.create_task(supervisor.run(stopping))
             tasks.create_task(supervisor.tick(stopping))
             tasks.create_task(refresh_journal_gauges(journal, stopping))
             if metrics_port is not None:
-                tasks.create_task(serve_metrics(settings.http_host, metrics_port, stopping))
+                tasks.create_task(
+                    serve_metrics(settings.http_host, metrics_port, stopping, unready=host.unready)
+                )
             freeze_startup_objects()
             await stopping.wait()
             log.info("worker %s stopping: draining in-flight events", worker_id)
             host.stop_taking()
             await supervisor.resign()
             await _mark_draining(journal, worker_id)
-            await host.drain(DRAIN_DEADLINE)  # still heartbeating: its mailboxes stay here
+            unended = await host.drain(DRAIN_DEADLINE)  # still heartbeating: mailboxes stay here
+            if unended:
+                log.error(
+                    "worker %s: %d handler call(s) never ended; exiting at once, so that their "
+                    "mailboxes run nowhere else while they do",
+                    worker_id,
+                    unended,
+                )
+                exit_now(EXIT_HUNG)
             drained.set()
+            watchdog.stop()
             await heartbeat  # no heartbeat may bring the worker's row back after it leaves
             await _leave(journal, link, worker_id)
             link_stopping.set()
@@ -104,13 +146,17 @@ async def run_worker(
     log.info("worker %s stopped", worker_id)
 
 
-async def _heartbeat(lease: Lease, link: BrokerLink, stopping: asyncio.Event) -> None:
+async def _heartbeat(
+    lease: Lease, watchdog: Watchdog, link: BrokerLink, stopping: asyncio.Event
+) -> None:
     """Announce this worker once its command queue exists, then renew its lease every second."""
     await _first(link.connected.wait(), stopping)
     try:
         while not stopping.is_set():
             try:
+                sent = time.monotonic()
                 await lease.renew()
+                watchdog.renewed(sent)
                 interval = HEARTBEAT_INTERVAL
             except UNAVAILABLE as error:
                 log.warning("heartbeat failed: %s", error)

@@ -91,6 +91,7 @@ class _Outcome(NamedTuple):
     attempts: int
     result: str | None  # JSON text
     error: str | None
+    epoch: int | None  # the placement the writer holds (None: unfenced, tests only)
 
 
 #: The worker's writes committed together at most, and batches in flight at once.
@@ -137,7 +138,7 @@ class Journal:
             max_batch=ACCEPT_BATCH,
             max_in_flight=ACCEPT_BATCHES_IN_FLIGHT,
         )
-        self._attempts: GroupCommit[uuid.UUID, int | None] = GroupCommit(
+        self._attempts: GroupCommit[tuple[uuid.UUID, int | None], int | None] = GroupCommit(
             self._mark_attempts, max_batch=WORKER_BATCH, max_in_flight=WORKER_BATCHES_IN_FLIGHT
         )
         self._outcomes: GroupCommit[_Outcome, bool] = GroupCommit(
@@ -295,19 +296,26 @@ class Journal:
         row = await self.pool.fetchrow(QUERIES["client_position"], client_id)
         return Position(**dict(row)) if row else None
 
-    async def mark_attempt(self, event_id: uuid.UUID) -> int | None:
-        """Count a new attempt; its number, or None when the event is already terminal."""
+    async def mark_attempt(self, event_id: uuid.UUID, *, epoch: int | None) -> int | None:
+        """Count a new attempt under the placement `epoch`; its number, or None when the event
+        is terminal already or the placement is no longer current."""
         with self.pool.span(QUERIES["mark_attempts"]):
-            return await self._attempts.submit(event_id)
+            return await self._attempts.submit((event_id, epoch))
 
-    async def _mark_attempts(self, event_ids: list[uuid.UUID]) -> list[int | Exception | None]:
-        rows = await _retry_conflicts(self.pool.fetch, QUERIES["mark_attempts"], event_ids)
+    async def _mark_attempts(
+        self, items: list[tuple[uuid.UUID, int | None]]
+    ) -> list[int | Exception | None]:
+        ids, epochs = [item[0] for item in items], [item[1] for item in items]
+        rows = await _retry_conflicts(self.pool.fetch, QUERIES["mark_attempts"], ids, epochs)
         attempts = {row["id"]: row["attempts"] for row in rows}
         # The statement counts an id once: a second submission of it in the batch gets None.
-        return [attempts.pop(event_id, None) for event_id in event_ids]
+        return [attempts.pop(event_id, None) for event_id in ids]
 
-    async def mark_retrying(self, event_id: uuid.UUID, error: Json) -> None:
-        await self.pool.execute(QUERIES["mark_retrying"], event_id, dump_json(error))
+    async def mark_retrying(self, event_id: uuid.UUID, error: Json, *, epoch: int | None) -> bool:
+        """Record a failed attempt that will be retried; False when refused (the event is
+        terminal or the placement `epoch` is no longer current)."""
+        row = await self.pool.fetchrow(QUERIES["mark_retrying"], event_id, dump_json(error), epoch)
+        return row is not None
 
     async def record_outcome(
         self,
@@ -318,8 +326,11 @@ class Journal:
         attempts: int,
         result: Json,
         error: Json,
+        *,
+        epoch: int | None,
     ) -> bool:
-        """Record a terminal outcome and advance done_seq; False when the fence refused."""
+        """Record a terminal outcome and advance done_seq; False when the fence refused (the
+        event is not next, or the placement `epoch` is no longer current)."""
         outcome = _Outcome(
             event_id,
             client_id,
@@ -328,6 +339,7 @@ class Journal:
             attempts,
             None if result is None else dump_json(result),
             None if error is None else dump_json(error),
+            epoch,
         )
         with self.pool.span(QUERIES["record_outcomes"]):
             return await self._outcomes.submit(outcome)
@@ -354,19 +366,30 @@ class Journal:
         rows = await self.pool.fetch(QUERIES["mailboxes"], state, after or uuid.UUID(int=0), limit)
         return [MailboxRow.of(row) for row in rows]
 
-    async def place_mailboxes(self, plan: dict[uuid.UUID, str]) -> set[uuid.UUID]:
-        """Record client → worker assignments; returns the clients placed (not suspended)."""
+    async def place_mailboxes(
+        self, plan: dict[uuid.UUID, str], alive_within: float, by_lock: bool
+    ) -> dict[uuid.UUID, int]:
+        """Record client → worker assignments; returns the clients placed (neither suspended
+        nor active on a live worker), each with its new placement's epoch."""
         rows = await _retry_conflicts(
-            self.pool.fetch, QUERIES["place_mailboxes"], list(plan), [plan[c] for c in plan]
+            self.pool.fetch,
+            QUERIES["place_mailboxes"],
+            list(plan),
+            [plan[c] for c in plan],
+            alive_within,
+            by_lock,
         )
-        return {row["id"] for row in rows}
+        return {row["id"]: row["epoch"] for row in rows}
 
     async def release_mailbox(self, client_id: uuid.UUID, worker_id: str) -> None:
         await self.pool.execute(QUERIES["release_mailbox"], client_id, worker_id)
 
-    async def suspend_mailbox(self, client_id: uuid.UUID, reason: str) -> bool:
-        """Suspend a mailbox; False when it was suspended already."""
-        row = await self.pool.fetchrow(QUERIES["suspend_mailbox"], client_id, reason[:500])
+    async def suspend_mailbox(
+        self, client_id: uuid.UUID, reason: str, *, epoch: int | None = None
+    ) -> bool:
+        """Suspend a mailbox; False when it was suspended already, or when `epoch` (the
+        placement of the mailbox asking for it) is no longer current."""
+        row = await self.pool.fetchrow(QUERIES["suspend_mailbox"], client_id, reason[:500], epoch)
         return row is not None
 
     async def set_mailbox_policy(
@@ -418,10 +441,11 @@ class Journal:
         """The worker finishes what it has and takes no new mailboxes."""
         await self.pool.execute(QUERIES["mark_draining"], worker_id)
 
-    async def mailboxes_placed_on(self, worker_id: str) -> set[uuid.UUID]:
-        """The clients whose mailboxes the journal places on this worker."""
+    async def mailboxes_placed_on(self, worker_id: str) -> dict[uuid.UUID, int]:
+        """The clients whose mailboxes the journal places on this worker, with the epoch of
+        each placement."""
         rows = await self.pool.fetch(QUERIES["mailboxes_placed_on"], worker_id)
-        return {row["id"] for row in rows}
+        return {row["id"]: row["epoch"] for row in rows}
 
     async def forget_worker(self, worker_id: str) -> None:
         await self.pool.execute(QUERIES["forget_worker"], worker_id)

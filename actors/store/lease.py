@@ -9,6 +9,7 @@ the supervisor's next sweep sees a worker whose lock nobody holds (docs/decision
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 
 import asyncpg
 
@@ -27,8 +28,17 @@ _KEEPALIVE = {
 class Lease:
     """Renewed every heartbeat; a broken connection is replaced on the next renewal."""
 
-    def __init__(self, dsn: str, worker_id: str, hostname: str, pid: int) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        worker_id: str,
+        hostname: str,
+        pid: int,
+        losing: Callable[[str], None] = lambda _: None,
+    ) -> None:
         self.worker_id = worker_id
+        #: Called before the lease is given up, while the lock is still held.
+        self._losing = losing
         self.key = 0  # drawn anew with each connection (see renew)
         self._dsn = dsn
         self._hostname = hostname
@@ -53,12 +63,15 @@ class Lease:
             await self._connection.execute(
                 QUERIES["heartbeat"], self.worker_id, self._hostname, self._pid, self.key
             )
-        except BaseException:
+        except BaseException as error:
+            self._losing(f"renewal failed: {type(error).__name__}")
             await self.close()
             raise
 
     async def close(self) -> None:
         """Give the lock up (the session ends); renewing takes it again."""
         connection, self._connection = self._connection, None
+        if connection is not None:
+            self._losing("the lease is given up")
         if connection is not None and not connection.is_closed():
             connection.terminate()

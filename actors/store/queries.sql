@@ -123,33 +123,47 @@ LIMIT $2;
 -- name: mark_attempts
 -- mark_attempt for many events in one statement (group commit; actors/store/group_commit.py). The
 -- rows are locked in id order, as every statement that locks several events does, so that
--- two such statements cannot deadlock.
-WITH locked AS (
-    SELECT id FROM events WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE
+-- two such statements cannot deadlock. An attempt starts only under its mailbox's current
+-- placement ($2: the epoch the caller holds; NULL only in tests of the journal alone).
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::bigint[]) AS t (id, epoch)
+),
+locked AS (
+    SELECT id FROM events WHERE id IN (SELECT id FROM input) ORDER BY id FOR NO KEY UPDATE
 )
 UPDATE events e
 SET status = 'processing', attempts = e.attempts + 1, started_at = coalesce(e.started_at, now())
-FROM locked
+FROM locked JOIN input ON input.id = locked.id
 WHERE e.id = locked.id AND e.status NOT IN ('succeeded', 'dead')
+  AND (input.epoch IS NULL
+       OR EXISTS (SELECT 1 FROM clients c
+                  WHERE c.id = e.client_id AND c.state = 'active' AND c.epoch = input.epoch))
 RETURNING e.id, e.attempts;
 
 -- name: mark_retrying
 -- A failed attempt that will be retried: the mailbox restarts (counted per client).
+-- Refused (no row) once the event is terminal or the caller's epoch ($3) is not current.
 WITH event AS (
-    UPDATE events SET status = 'retrying', error = $2::jsonb
-    WHERE id = $1 AND status NOT IN ('succeeded', 'dead')
-    RETURNING client_id
+    UPDATE events e SET status = 'retrying', error = $2::jsonb
+    WHERE e.id = $1 AND e.status NOT IN ('succeeded', 'dead')
+      AND ($3::bigint IS NULL
+           OR EXISTS (SELECT 1 FROM clients c
+                      WHERE c.id = e.client_id AND c.state = 'active' AND c.epoch = $3))
+    RETURNING e.client_id
 )
-UPDATE clients SET restarts = restarts + 1 FROM event WHERE clients.id = event.client_id;
+UPDATE clients SET restarts = restarts + 1 FROM event WHERE clients.id = event.client_id
+RETURNING clients.id;
 
 -- name: record_outcomes
 -- record_outcome for many events in one statement (group commit), each behind its own fence:
--- a row is recorded only if its client's done_seq is still its seq - 1. Clients are locked in
--- id order, then events in id order (as accept and mark_attempts lock them).
+-- a row is recorded only if its client's done_seq is still its seq - 1 and the mailbox is
+-- still under the caller's placement (epoch; NULL only in tests of the journal alone).
+-- Clients are locked in id order, then events in id order (as accept and mark_attempts do).
 WITH input AS (
     SELECT *
     FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::int[], $6::jsonb[],
-                $7::jsonb[]) AS t (event_id, client_id, seq, status, attempts, result, error)
+                $7::jsonb[], $8::bigint[])
+         AS t (event_id, client_id, seq, status, attempts, result, error, epoch)
 ),
 client_locks AS (
     SELECT id FROM clients WHERE id IN (SELECT client_id FROM input)
@@ -159,6 +173,7 @@ fence AS (
     UPDATE clients c SET done_seq = input.seq
     FROM client_locks JOIN input ON input.client_id = client_locks.id
     WHERE c.id = client_locks.id AND c.done_seq = input.seq - 1
+      AND (input.epoch IS NULL OR (c.state = 'active' AND c.epoch = input.epoch))
     RETURNING input.event_id
 ),
 event_locks AS (
@@ -194,26 +209,32 @@ ORDER BY c.id
 LIMIT $3;
 
 -- name: place_mailboxes
--- Assign mailboxes to workers ($1 client ids, $2 worker ids, pairwise); suspended ones stay.
--- Rows locked in id order, as every statement that locks several clients locks them.
-WITH locked AS (
+-- Assign mailboxes to workers ($1 client ids, $2 worker ids, pairwise), each under a new epoch;
+-- suspended ones stay, and so does a mailbox active on a live worker ($3, $4: liveness, as in
+-- live_worker_ids): a mailbox moves only off a dead worker, whatever a stale supervisor
+-- decided from an older read. Rows locked in id order, as every statement that locks several
+-- clients locks them.
+WITH live AS (SELECT live_worker_ids($3, $4) AS id),
+locked AS (
     SELECT id FROM clients WHERE id = ANY($1::uuid[]) AND state <> 'suspended'
     ORDER BY id FOR NO KEY UPDATE
 )
-UPDATE clients AS c SET state = 'active', host = p.host
+UPDATE clients AS c SET state = 'active', host = p.host, epoch = c.epoch + 1
 FROM locked JOIN unnest($1::uuid[], $2::text[]) AS p (id, host) ON p.id = locked.id
 WHERE c.id = locked.id AND c.state <> 'suspended'
-RETURNING c.id;
+  AND NOT (c.state = 'active' AND c.host IS NOT NULL AND c.host IN (SELECT id FROM live))
+RETURNING c.id, c.epoch;
 
 -- name: release_mailbox
-UPDATE clients SET state = 'idle', host = NULL WHERE id = $1 AND host = $2 AND state = 'active'
+UPDATE clients SET state = 'idle', host = NULL, epoch = epoch + 1
+WHERE id = $1 AND host = $2 AND state = 'active'
 RETURNING last_seq > done_seq AS has_backlog;
 
 -- name: release_worker_mailboxes
 WITH locked AS (
     SELECT id FROM clients WHERE host = $1 AND state = 'active' ORDER BY id FOR NO KEY UPDATE
 )
-UPDATE clients c SET state = 'idle', host = NULL
+UPDATE clients c SET state = 'idle', host = NULL, epoch = c.epoch + 1
 FROM locked WHERE c.id = locked.id AND c.host = $1 AND c.state = 'active';
 
 -- name: mailboxes_wanted
@@ -236,17 +257,22 @@ ORDER BY c.id
 LIMIT $3;
 
 -- name: resume_mailbox
-UPDATE clients SET state = 'idle', host = NULL, suspended_reason = NULL, suspended_at = NULL
+UPDATE clients SET state = 'idle', host = NULL, suspended_reason = NULL, suspended_at = NULL,
+                   epoch = epoch + 1
 WHERE id = $1 AND state = 'suspended'
 RETURNING id;
 
 -- name: client_position
-SELECT done_seq, last_seq, state, policy, max_restarts, restart_period FROM clients WHERE id = $1;
+SELECT done_seq, last_seq, state, policy, max_restarts, restart_period, host, epoch
+FROM clients WHERE id = $1;
 
 -- name: suspend_mailbox
+-- $3: the epoch of the placement asking for it (a mailbox's own escalation), refused when the
+-- mailbox has been placed anew since; NULL for an operator's suspension.
 UPDATE clients
-SET state = 'suspended', host = NULL, suspended_reason = $2, suspended_at = now()
-WHERE id = $1 AND state <> 'suspended'
+SET state = 'suspended', host = NULL, suspended_reason = $2, suspended_at = now(),
+    epoch = epoch + 1
+WHERE id = $1 AND state <> 'suspended' AND ($3::bigint IS NULL OR epoch = $3)
 RETURNING id;
 
 -- name: set_mailbox_policy
@@ -280,7 +306,7 @@ ORDER BY w.id;
 UPDATE workers SET draining = true WHERE id = $1;
 
 -- name: mailboxes_placed_on
-SELECT id FROM clients WHERE host = $1 AND state = 'active';
+SELECT id, epoch FROM clients WHERE host = $1 AND state = 'active';
 
 -- name: lock_signing_keys
 SELECT pg_advisory_xact_lock(7215002);

@@ -118,6 +118,12 @@ class Position:
     policy: str
     max_restarts: int | None
     restart_period: float | None
+    host: str | None = None
+    epoch: int = 0
+
+    def placed(self, epoch: int) -> bool:
+        """Whether the mailbox is still under the placement `epoch`."""
+        return self.state == "active" and self.epoch == epoch
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

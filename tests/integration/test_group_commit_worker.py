@@ -59,7 +59,9 @@ async def test_outcomes_of_many_mailboxes_written_at_once_each_pass_their_own_fe
     out_of_turn = await event_row(journal, events[0][2])
     results = await asyncio.gather(
         *(
-            journal.record_outcome(e.id, e.client_id, e.seq, "succeeded", 1, {"n": e.seq}, None)
+            journal.record_outcome(
+                e.id, e.client_id, e.seq, "succeeded", 1, {"n": e.seq}, None, epoch=None
+            )
             for e in [*firsts, out_of_turn]
         )
     )
@@ -78,11 +80,11 @@ async def test_attempts_of_many_events_are_counted_in_one_go_and_terminal_ones_r
     events = await clients_with_events(journal, 5, 1)
     finished = await event_row(journal, events[0][0])
     assert await journal.record_outcome(
-        finished.id, finished.client_id, 1, "succeeded", 1, None, None
+        finished.id, finished.client_id, 1, "succeeded", 1, None, None, epoch=None
     )
 
-    first = await asyncio.gather(*(journal.mark_attempt(c[0]) for c in events))
-    second = await asyncio.gather(*(journal.mark_attempt(c[0]) for c in events[1:]))
+    first = await asyncio.gather(*(journal.mark_attempt(c[0], epoch=None) for c in events))
+    second = await asyncio.gather(*(journal.mark_attempt(c[0], epoch=None) for c in events[1:]))
 
     assert first == [None, 1, 1, 1, 1]
     assert second == [2, 2, 2, 2]
@@ -99,11 +101,14 @@ async def test_two_workers_racing_for_the_same_outcomes_record_each_exactly_once
 
         # When both record every outcome at once, in opposite orders
         mine = asyncio.gather(
-            *(journal.record_outcome(e.id, e.client_id, 1, "succeeded", 1, "a", None) for e in rows)
+            *(
+                journal.record_outcome(e.id, e.client_id, 1, "succeeded", 1, "a", None, epoch=None)
+                for e in rows
+            )
         )
         theirs = asyncio.gather(
             *(
-                other.record_outcome(e.id, e.client_id, 1, "succeeded", 1, "b", None)
+                other.record_outcome(e.id, e.client_id, 1, "succeeded", 1, "b", None, epoch=None)
                 for e in reversed(rows)
             )
         )
@@ -131,8 +136,8 @@ async def test_overlapping_batches_in_any_order_never_deadlock(
             await asyncio.gather(
                 journal.mark_published(ids),
                 other.mark_published(list(reversed(ids))),
-                *(journal.mark_attempt(event) for event in ids),
-                *(other.mark_attempt(event) for event in reversed(ids)),
+                *(journal.mark_attempt(event, epoch=None) for event in ids),
+                *(other.mark_attempt(event, epoch=None) for event in reversed(ids)),
             )
             await journal.pool.execute("UPDATE events SET published_at = NULL")
     finally:
@@ -156,7 +161,7 @@ async def test_a_batch_fails_as_a_whole_when_the_journal_is_unreachable(database
     await journal.close()
 
     results = await asyncio.gather(
-        *(journal.mark_attempt(c[0]) for c in events), return_exceptions=True
+        *(journal.mark_attempt(c[0], epoch=None) for c in events), return_exceptions=True
     )
 
     assert all(isinstance(result, asyncpg.InterfaceError) for result in results)
@@ -174,7 +179,7 @@ async def test_placement_beside_batched_accepts_never_deadlocks(
         for round_ in range(15):
             plan = {client: f"w{round_ % 2}" for client in sorted(clients, reverse=True)}
             await asyncio.gather(
-                supervisor.place_mailboxes(plan),
+                supervisor.place_mailboxes(plan, 5.0, False),
                 supervisor.release_worker(f"w{(round_ + 1) % 2}"),
                 *(journal.accept(client, "demo.echo", {}) for client in clients),
             )

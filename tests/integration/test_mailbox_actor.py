@@ -134,7 +134,7 @@ async def test_attempts_survive_a_new_mailbox_and_end_in_dead(journal: Journal) 
     client = await journal.create_client("crashes", "x", False)
     message = await accept(journal, client, "demo.echo", {})
     for _ in range(3):
-        assert await journal.mark_attempt(message.event_id) is not None
+        assert await journal.mark_attempt(message.event_id, epoch=None) is not None
 
     # When a fresh mailbox gets it, the handler is not run again
     await mailbox(journal, client, load_handlers(()), max_attempts=3).process(message)

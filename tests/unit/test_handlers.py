@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import uuid
 from typing import Any
 
@@ -82,53 +80,6 @@ def test_invalid_type_names_raise(type_: str) -> None:
 def test_type_name_with_a_trailing_newline_raises() -> None:
     with pytest.raises(ValueError, match="handler type"):
         HandlerRegistry().register("demo.echo\n", async_echo)
-
-
-# --- calling handlers ----------------------------------------------------------------------
-
-
-async def test_async_handler_runs_on_the_event_loop() -> None:
-    loop = asyncio.get_running_loop()
-    seen: list[object] = []
-
-    async def handler(event: Event) -> str:
-        seen.append(asyncio.get_running_loop())
-        seen.append(threading.current_thread())
-        return "done"
-
-    result = await HandlerRegistry().call(handler, event())
-
-    assert result == "done"
-    assert seen == [loop, threading.current_thread()]
-
-
-async def test_plain_function_runs_in_another_thread() -> None:
-    seen: list[threading.Thread] = []
-
-    def handler(event: Event) -> Any:
-        seen.append(threading.current_thread())
-        return event.payload
-
-    result = await HandlerRegistry().call(handler, event({"k": 1}))
-
-    assert result == {"k": 1}
-    assert seen
-    assert seen[0] is not threading.current_thread()
-
-
-async def test_plain_function_returning_an_awaitable_is_awaited() -> None:
-    def handler(event: Event) -> Any:
-        return async_echo(event)
-
-    assert await HandlerRegistry().call(handler, event("payload")) == "payload"
-
-
-async def test_handler_exception_reaches_the_caller() -> None:
-    def handler(event: Event) -> Any:
-        raise KeyError("boom")
-
-    with pytest.raises(KeyError, match="boom"):
-        await HandlerRegistry().call(handler, event())
 
 
 # --- loading handlers ----------------------------------------------------------------------

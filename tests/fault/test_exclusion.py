@@ -1,0 +1,315 @@
+"""One execution of a client's handlers at a time, whatever the handler does (I3).
+
+Real gateway and worker processes; handlers from tests/fault/hostile_handlers.py that block
+their thread past the timeout, block the event loop, or fail and back off while their worker
+is frozen. The witness is the ledger those handlers write themselves (start and end of every
+execution, CLOCK_MONOTONIC, pid, fence), not the journal: a run the journal never recorded
+counts just the same. An execution of a process the test killed, or that ended itself, ends
+when the process was seen dead.
+
+Each test failed on main before the fix (35eeb40), as its docstring says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import signal
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests import harness
+from tests.fault.processes import (
+    close_broker_connection,
+    eventually,
+    install_attempt_audit,
+    now,
+    start_workers,
+    worker_id,
+    writes,
+)
+from tests.harness import System, free_port, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@dataclasses.dataclass
+class Execution:
+    id: str
+    client: str
+    seq: int
+    attempt: int
+    fence: int
+    pid: int
+    start: float
+    end: float | None = None
+
+
+class Ledger:
+    """The handlers' own record (tests/fault/hostile_handlers.py), read back."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.deaths: dict[int, float] = {}
+
+    def executions(self) -> list[Execution]:
+        runs: dict[str, Execution] = {}
+        text = self.path.read_text() if self.path.exists() else ""
+        for line in text.splitlines():
+            row = json.loads(line)
+            if row["kind"] == "start":
+                runs[row["x"]] = Execution(
+                    row["x"], row["client"], row["seq"], row["attempt"], row["fence"],
+                    row["pid"], row["t"],
+                )  # fmt: skip
+            else:
+                runs[row["x"]].end = row["t"]
+        for run in runs.values():
+            if run.end is None and run.pid in self.deaths:
+                run.end = self.deaths[run.pid]
+        return sorted(runs.values(), key=lambda run: run.start)
+
+    def overlaps(self, runs: list[Execution] | None = None) -> list[tuple[Execution, Execution]]:
+        """Pairs of one client's executions that overlap in time (an unended one never ends)."""
+        by_client: dict[str, list[Execution]] = defaultdict(list)
+        for run in self.executions() if runs is None else runs:
+            by_client[run.client].append(run)
+        found = []
+        for client_runs in by_client.values():
+            for i, earlier in enumerate(client_runs):
+                for later in client_runs[i + 1 :]:
+                    if earlier.end is None or later.start < earlier.end:
+                        found.append((earlier, later))
+        return found
+
+    def out_of_order(self) -> list[Execution]:
+        """Executions that started after an execution of a later seq of the same client."""
+        highest: dict[str, int] = {}
+        found = []
+        for run in self.executions():
+            if run.seq < highest.get(run.client, 0):
+                found.append(run)
+            highest[run.client] = max(highest.get(run.client, 0), run.seq)
+        return found
+
+    def watch(self, process: Any) -> None:
+        """Note when `process` is seen dead (a thread waits for it)."""
+
+        def wait() -> None:
+            process.wait()
+            self.deaths[process.pid] = time.monotonic()
+
+        threading.Thread(target=wait, daemon=True).start()
+
+
+@dataclasses.dataclass
+class Rig:
+    system: System
+    ledger: Ledger
+
+    def client_token(self, name: str) -> str:
+        return self.system.token(self.system.admin_client(name))
+
+    def post(self, token: str, type_: str, payload: dict[str, Any]) -> str:
+        response = httpx.post(
+            f"{self.system.base_url}/v1/events",
+            json={"type": type_, "payload": payload},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        assert response.status_code == 202, response.text
+        return str(response.json()["id"])
+
+    def statuses(self, ids: list[str]) -> list[str]:
+        rows = self.system.sql(
+            "SELECT id::text, status FROM events WHERE id = ANY($1::uuid[])", ids
+        )
+        by_id = {row["id"]: row["status"] for row in rows}
+        return [by_id[i] for i in ids]
+
+    async def finished(self, ids: list[str], within: float) -> list[str]:
+        await eventually(
+            lambda: all(s in ("succeeded", "dead") for s in self.statuses(ids)),
+            within,
+            "every event to finish",
+        )
+        return self.statuses(ids)
+
+    def start_workers(self, *names: str) -> None:
+        start_workers(self.system, *names)
+        for name in names:
+            self.ledger.watch(self.system.processes[name])
+
+
+@pytest.fixture
+def rig(
+    request: pytest.FixtureRequest, services: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Rig]:
+    """A gateway and no workers (each test starts its own), the hostile handlers loaded, the
+    settings of the test's `settings` marker."""
+    marker = request.node.get_closest_marker("settings")
+    tmp = tmp_path_factory.mktemp("exclusion")
+    ledger = Ledger(tmp / "ledger.jsonl")
+    env = {
+        "SERIATIM_HANDLERS": "tests.fault.hostile_handlers",
+        "SERIATIM_TEST_LEDGER": str(ledger.path),
+        **(marker.kwargs if marker else {}),
+    }
+    with harness.running_system(tmp, workers=0, env=env) as system:
+        install_attempt_audit(system)
+        yield Rig(system, ledger)
+
+
+@pytest.mark.settings(
+    SERIATIM_HANDLER_TIMEOUT="0.5",
+    SERIATIM_MAX_ATTEMPTS="3",
+    SERIATIM_BACKOFF_MIN="0.05",
+    SERIATIM_BACKOFF_MAX="0.1",
+)
+async def test_a_plain_handler_past_its_timeout_overlaps_neither_its_retries_nor_later_events(
+    rig: Rig,
+) -> None:
+    """A plain function sleeping 1.5 s against a 0.5 s timeout, three attempts, then two
+    quick events. On main: attempts 1, 2 and 3 ran together, and the next events started
+    while all three still ran (asyncio.to_thread cannot be stopped; the mailbox moved on)."""
+    rig.start_workers("w1", "w2")
+    token = rig.client_token("slow")
+    ids = [rig.post(token, "hostile.sleep", {"ms": 1500})]
+    ids += [rig.post(token, "hostile.sleep", {"ms": 10}) for _ in range(2)]
+
+    statuses = await rig.finished(ids, 60)
+
+    runs = rig.ledger.executions()
+    assert statuses == ["dead", "succeeded", "succeeded"]
+    assert [(run.seq, run.attempt) for run in runs] == [(1, 1), (1, 2), (1, 3), (2, 1), (3, 1)]
+    assert all(run.end is not None for run in runs)
+    assert rig.ledger.overlaps() == []
+    error = rig.system.sql("SELECT error->>'type' FROM events WHERE id = $1::uuid", ids[0])
+    assert error[0][0] == "HandlerTimeout"
+
+
+@pytest.mark.settings(
+    SERIATIM_HANDLER_TIMEOUT="0.3", SERIATIM_MAX_ATTEMPTS="1", SERIATIM_HANDLER_THREADS="4"
+)
+async def test_hung_plain_handlers_never_keep_another_client_s_handler_from_running(
+    rig: Rig,
+) -> None:
+    """Seven clients' plain handlers hang (4 s) on one worker with 4 handler threads; an
+    eighth client's 10 ms handler waits for a slot and then runs: it never ends dead without
+    having run. While every slot is hung the worker says so in /readyz and its metrics.
+    On main: the default executor has min(32, cores + 4) threads (6 here), so the eighth
+    call's timeout ran out while it waited, and it ended dead without ever running."""
+    port = free_port()
+    worker = rig.system.spawn("w1", "worker", "--metrics-port", str(port))
+    rig.ledger.watch(worker)
+    wait_for(lambda: worker_id(rig.system, "w1"), 30, "the worker to register")
+    hung = [
+        rig.post(rig.client_token(f"hung-{n}"), "hostile.sleep", {"ms": 4000}) for n in range(7)
+    ]
+    await eventually(lambda: len(rig.ledger.executions()) >= 4, 30, "calls to hang")
+    readiness = await asyncio.to_thread(_unready, port)
+    metrics = _get(port, "/metrics").text
+
+    quick = rig.post(rig.client_token("quick"), "hostile.sleep", {"ms": 10})
+    statuses = await rig.finished([*hung, quick], 60)
+
+    assert statuses == ["dead"] * 7 + ["succeeded"]
+    assert [run.end is not None for run in rig.ledger.executions()] == [True] * 8
+    assert readiness.status_code == 503
+    assert "handler threads hold calls past their timeout" in readiness.text
+    assert 'seriatim_handler_threads{state="overdue"} 4.0' in metrics
+    assert _get(port, "/readyz").status_code == 200
+
+
+@pytest.mark.settings(SERIATIM_MAX_ATTEMPTS="3")
+async def test_an_async_handler_blocking_the_loop_ends_its_worker_before_the_mailbox_moves(
+    rig: Rig,
+) -> None:
+    """An async handler blocks its worker's event loop for 20 s on its first attempt, with
+    two quick events behind it. The watchdog ends that worker (half the liveness window) and
+    the mailbox runs on the other worker only after it died. On main: the blocked worker
+    stopped heartbeating, the mailbox was placed on the other worker, which ran the event
+    again at +14 s and then the two behind it while the first execution still ran."""
+    rig.start_workers("w1", "w2")
+    token = rig.client_token("blocker")
+    ids = [rig.post(token, "hostile.block_loop", {"ms": 20000})]
+    await eventually(lambda: rig.ledger.executions(), 30, "the blocking handler to start")
+    ids += [rig.post(token, "hostile.sleep", {"ms": 10}) for _ in range(2)]
+    blocked_pid = rig.ledger.executions()[0].pid
+    blocked = next(n for n, p in rig.system.processes.items() if p.pid == blocked_pid)
+
+    statuses = await rig.finished(ids, 60)
+
+    assert rig.system.processes[blocked].wait(timeout=30) == -signal.SIGKILL
+    assert "watchdog" in (rig.system.tmp / f"{blocked}.log").read_text()
+    assert statuses == ["succeeded"] * 3
+    runs = rig.ledger.executions()
+    assert [(run.seq, run.attempt) for run in runs] == [(1, 1), (1, 2), (2, 1), (3, 1)]
+    assert runs[1].pid != blocked_pid
+    assert rig.ledger.overlaps() == []
+    assert rig.ledger.out_of_order() == []
+
+
+@pytest.mark.settings(SERIATIM_BACKOFF_MIN="3", SERIATIM_BACKOFF_MAX="3")
+async def test_a_frozen_worker_resumed_during_the_new_owner_s_attempt_starts_and_records_nothing(
+    rig: Rig,
+) -> None:
+    """Worker A's first attempt fails and A backs off (3 s); A is frozen (SIGSTOP) and its
+    broker connection cut, so the mailbox moves to B, whose attempt 2 runs 4 s. A is resumed
+    in the middle of it. A must start no attempt and write nothing after it resumed, and B's
+    execution carries a higher fence than anything A ran with.
+    On main: A's backoff ended at its resumption and A started attempt 3 beside B's attempt
+    2 (nothing checked who owned the mailbox)."""
+    rig.start_workers("a", "b")
+    payload = {"ms": 4000, "first_attempts": 1, "first_ms": 0, "fail_first": True}
+    token = rig.client_token("zombie")
+    first = rig.post(token, "hostile.sleep", payload)
+    await eventually(
+        lambda: [r for r in rig.ledger.executions() if r.end is not None], 30, "attempt 1 to fail"
+    )
+    a_pid = rig.ledger.executions()[0].pid
+    a = next(n for n, p in rig.system.processes.items() if p.pid == a_pid)
+    a_id = worker_id(rig.system, a)
+    assert a_id is not None
+    rig.system.processes[a].send_signal(signal.SIGSTOP)
+    try:
+        await asyncio.to_thread(close_broker_connection, a_id)
+        await eventually(
+            lambda: [r for r in rig.ledger.executions() if r.pid != a_pid], 60, "B to take over"
+        )
+    finally:
+        rig.system.processes[a].send_signal(signal.SIGCONT)
+    resumed, resumed_at = time.monotonic(), now()
+    later = rig.post(token, "hostile.sleep", {"ms": 10})
+
+    statuses = await rig.finished([first, later], 60)
+    await asyncio.sleep(1)  # whatever A would still do after its resumption, let it show
+
+    runs = rig.ledger.executions()
+    assert statuses == ["succeeded", "succeeded"]
+    assert [run for run in runs if run.pid == a_pid and run.start > resumed] == []
+    assert [w for w in writes(rig.system, "at > $1", resumed_at) if w.process == a] == []
+    b_runs = [run for run in runs if run.pid != a_pid]
+    assert min(run.fence for run in b_runs) > max(run.fence for run in runs if run.pid == a_pid)
+    assert rig.ledger.overlaps() == []
+    assert rig.ledger.out_of_order() == []
+
+
+def _unready(port: int) -> httpx.Response:
+    """The worker's /readyz once it answers 503, or its last answer after 10 s."""
+    deadline = time.monotonic() + 10
+    while (response := _get(port, "/readyz")).status_code != 503 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return response
+
+
+def _get(port: int, path: str) -> httpx.Response:
+    return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5)
