@@ -245,14 +245,15 @@ class Supervisor:
     async def _place(self, clients: list[uuid.UUID]) -> None:
         """Spread mailboxes over the least-loaded live workers and tell each its share.
 
-        A mailbox whose worker cannot be told is placed elsewhere; one that no worker could
-        be told about is released, so that the next sweep places it again.
+        A mailbox whose worker cannot be told is released from it at once (the worker never
+        heard of it, and a placement never moves a mailbox off a live worker) and placed
+        elsewhere; one that no worker could be told about stays released, so that the next
+        sweep places it again.
         """
         if not clients:
             return
         await self._refresh_workers()
         publisher = self._link.publisher
-        untold: dict[uuid.UUID, str] = {}
         for _ in range(PLACE_ROUNDS):
             if not clients or not self._workers or publisher is None:
                 break
@@ -273,17 +274,14 @@ class Supervisor:
                 if isinstance(result, PublishFailed):
                     log.warning("worker %s is gone; placing its mailboxes elsewhere", worker)
                     self._workers.pop(worker, None)
+                    await self._journal.release_mailbox(client, worker)
                     clients.append(client)
-                    untold[client] = worker
                 elif isinstance(result, BaseException):
                     raise result
                 else:
-                    untold.pop(client, None)
                     self._workers[worker] = self._workers.get(worker, 0) + 1
             if len(told) > len(clients):
                 log.info("placed %d mailboxes", len(told) - len(clients))
-        for client, worker in untold.items():
-            await self._journal.release_mailbox(client, worker)
         if clients:
             log.warning("no live worker for %d mailboxes yet; the next sweep retries", len(clients))
 

@@ -303,6 +303,31 @@ async def test_a_frozen_worker_resumed_during_the_new_owner_s_attempt_starts_and
     assert rig.ledger.out_of_order() == []
 
 
+async def test_a_draining_worker_s_last_execution_ends_before_another_worker_runs_the_mailbox(
+    rig: Rig,
+) -> None:
+    """SIGTERM while a 3 s plain handler runs, with events posted during the drain: the
+    draining worker finishes it and leaves; the other worker catches up only after it (the
+    mailbox is not placed elsewhere while its worker is alive, and no catch-up overlaps)."""
+    rig.start_workers("w1", "w2")
+    token = rig.client_token("drained")
+    ids = [rig.post(token, "hostile.sleep", {"ms": 3000})]
+    await eventually(lambda: rig.ledger.executions(), 30, "the long handler to start")
+    first = rig.ledger.executions()[0]
+    draining = next(n for n, p in rig.system.processes.items() if p.pid == first.pid)
+    rig.system.processes[draining].send_signal(signal.SIGTERM)
+    ids += [rig.post(token, "hostile.sleep", {"ms": 10}) for _ in range(3)]
+
+    statuses = await rig.finished(ids, 60)
+
+    assert rig.system.processes[draining].wait(timeout=40) == 0
+    assert statuses == ["succeeded"] * 4
+    runs = rig.ledger.executions()
+    assert [(run.seq, run.attempt) for run in runs] == [(1, 1), (2, 1), (3, 1), (4, 1)]
+    assert rig.ledger.overlaps() == []
+    assert rig.ledger.out_of_order() == []
+
+
 def _unready(port: int) -> httpx.Response:
     """The worker's /readyz once it answers 503, or its last answer after 10 s."""
     deadline = time.monotonic() + 10
