@@ -111,6 +111,11 @@ JOURNAL_READ = Gauge(
 )
 _JOURNAL_GAUGES = (MAILBOXES, BACKLOG, OLDEST_QUEUED, RELAY_LAG, JOURNAL_READ)
 RELAYED = Counter("seriatim_relay_republished", "Events the outbox relay published again.")
+RELAY_SKIPPED = Counter(
+    "seriatim_relay_skipped_clients",
+    "Clients the outbox relay left for its next pass because a publish failed (refused, "
+    "returned or unconfirmed), once per client and pass; the log names the client.",
+)
 
 # --- dependencies ----------------------------------------------------------------------------
 DB_POOL = Gauge("seriatim_db_pool_connections", "PostgreSQL pool connections, by state.", ["state"])
