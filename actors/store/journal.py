@@ -25,6 +25,7 @@ from actors.store.rows import (
     MailboxRow,
     Position,
     Wanted,
+    dump_error,
     dump_json,
 )
 from actors.store.traced import TracedPool
@@ -307,7 +308,7 @@ class Journal:
         return [attempts.pop(event_id, None) for event_id in event_ids]
 
     async def mark_retrying(self, event_id: uuid.UUID, error: Json) -> None:
-        await self.pool.execute(QUERIES["mark_retrying"], event_id, dump_json(error))
+        await self.pool.execute(QUERIES["mark_retrying"], event_id, dump_error(error))
 
     async def record_outcome(
         self,
@@ -327,7 +328,7 @@ class Journal:
             status,
             attempts,
             None if result is None else dump_json(result),
-            None if error is None else dump_json(error),
+            None if error is None else dump_error(error),
         )
         with self.pool.span(QUERIES["record_outcomes"]):
             return await self._outcomes.submit(outcome)
