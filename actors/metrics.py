@@ -122,6 +122,11 @@ DB_POOL = Gauge("seriatim_db_pool_connections", "PostgreSQL pool connections, by
 BROKER_CONNECTED = Gauge(
     "seriatim_broker_connected", "1 while this process has a working RabbitMQ connection."
 )
+ASYNC_STANDBYS = Gauge(
+    "seriatim_journal_async_standbys",
+    "Asynchronous streaming standbys of the journal's PostgreSQL, as seen when this process "
+    "started: a failover to one can lose events already accepted (0 when none).",
+)
 BROKER_CONNECTS = Counter(
     "seriatim_broker_connections_opened", "RabbitMQ connections opened (1 + reconnects)."
 )

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 import asyncpg
 
 from actors import metrics
+from actors.store import durability
 from actors.store.group_commit import GroupCommit
 from actors.store.queries import QUERIES
 from actors.store.rows import (
@@ -167,14 +168,10 @@ class Journal:
         await self.pool.fetchval(QUERIES["ping"])
 
     async def check_durability(self) -> None:
-        """Raise RuntimeError when PostgreSQL would lose commits on a crash."""
+        """Raise RuntimeError when PostgreSQL would lose commits on a crash; say at ERROR
+        level when a failover to an asynchronous standby would (durability.py)."""
         row = await self.pool.fetchrow(QUERIES["durability"])
-        if row["fsync"] != "on" or row["synchronous_commit"] in ("off", "local"):
-            raise RuntimeError(
-                "PostgreSQL durability is off (fsync="
-                f"{row['fsync']}, synchronous_commit={row['synchronous_commit']}): "
-                "seriatim refuses to start, accepted events could be lost on a crash"
-            )
+        durability.check(durability.Durability(**dict(row)))
 
     # --- clients and credentials -------------------------------------------------------
 
