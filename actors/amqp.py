@@ -25,6 +25,15 @@ log = logging.getLogger(__name__)
 #: How long a channel operation (declare, consume, cancel, qos) may wait for the broker. A
 #: quorum queue that is still recovering after a node crash can leave one hanging for a minute.
 RPC_TIMEOUT = 10.0
+#: How long a publish waits for the broker's confirm. A healthy broker confirms a persistent
+#: message at its next disk sync (milliseconds to a few hundred under load); without a deadline
+#: a confirm the broker withholds (a memory or disk alarm blocks the connection, a quorum queue
+#: has no leader) held the caller for ever, or for pika's 60 s blocked-connection timeout at
+#: best. Past it the publish fails and the event stays with the relay, which publishes it again
+#: (a late duplicate is acked by its seq). The same bound as RPC_TIMEOUT: long enough for a
+#: broker that is slow, short enough that the supervisor's sweep, which waits for the relay,
+#: moves on.
+CONFIRM_TIMEOUT = 10.0
 #: AMQP heartbeat (s) unless the URL sets one: RabbitMQ drops a frozen process's connection,
 #: and with it its single-active-consumer hold on a mailbox, after about three of these.
 HEARTBEAT = 5
@@ -265,7 +274,11 @@ class AmqpChannel:
         persistent: bool = True,
         headers: dict[str, Any] | None = None,
     ) -> None:
-        """Publish and, on a confirming channel, wait for the broker's ack."""
+        """Publish and, on a confirming channel, wait for the broker's ack.
+
+        Raises PublishFailed when the broker nacks or returns the message, when the channel
+        closes, or when no confirm came within CONFIRM_TIMEOUT (the message may still arrive).
+        """
         if not self._channel.is_open:
             raise PublishFailed("channel is closed")
         properties = BasicProperties(
@@ -278,12 +291,19 @@ class AmqpChannel:
         if not self._confirming:
             return
         self._next_tag += 1
+        tag = self._next_tag
         future: asyncio.Future[None] = self._loop.create_future()
-        self._confirms[self._next_tag] = future
-        self._tag_of[message_id] = self._next_tag
+        self._confirms[tag] = future
+        self._tag_of[message_id] = tag
         try:
-            await future
+            await asyncio.wait_for(future, CONFIRM_TIMEOUT)
+        except TimeoutError:
+            raise PublishFailed(
+                f"the broker did not confirm the message within {CONFIRM_TIMEOUT:g} s"
+            ) from None
         finally:
+            self._confirms.pop(tag, None)  # a late confirm or return finds nothing to settle
+            self._returned.discard(tag)
             self._tag_of.pop(message_id, None)
 
     def _returned_message(

@@ -145,11 +145,21 @@ JOURNAL_READ = Gauge(
 )
 _JOURNAL_GAUGES = (MAILBOXES, BACKLOG, OLDEST_QUEUED, RELAY_LAG, JOURNAL_READ)
 RELAYED = Counter("seriatim_relay_republished", "Events the outbox relay published again.")
+RELAY_SKIPPED = Counter(
+    "seriatim_relay_skipped_clients",
+    "Clients the outbox relay left for its next pass because a publish failed (refused, "
+    "returned or unconfirmed), once per client and pass; the log names the client.",
+)
 
 # --- dependencies ----------------------------------------------------------------------------
 DB_POOL = Gauge("seriatim_db_pool_connections", "PostgreSQL pool connections, by state.", ["state"])
 BROKER_CONNECTED = Gauge(
     "seriatim_broker_connected", "1 while this process has a working RabbitMQ connection."
+)
+ASYNC_STANDBYS = Gauge(
+    "seriatim_journal_async_standbys",
+    "Asynchronous streaming standbys of the journal's PostgreSQL, as seen when this process "
+    "started: a failover to one can lose events already accepted (0 when none).",
 )
 BROKER_CONNECTS = Counter(
     "seriatim_broker_connections_opened", "RabbitMQ connections opened (1 + reconnects)."

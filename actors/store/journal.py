@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 import asyncpg
 
 from actors import metrics
+from actors.store import durability
 from actors.store.group_commit import GroupCommit
 from actors.store.queries import QUERIES
 from actors.store.rows import (
@@ -25,6 +26,7 @@ from actors.store.rows import (
     MailboxRow,
     Position,
     Wanted,
+    dump_error,
     dump_json,
 )
 from actors.store.traced import TracedPool
@@ -167,14 +169,10 @@ class Journal:
         await self.pool.fetchval(QUERIES["ping"])
 
     async def check_durability(self) -> None:
-        """Raise RuntimeError when PostgreSQL would lose commits on a crash."""
+        """Raise RuntimeError when PostgreSQL would lose commits on a crash; say at ERROR
+        level when a failover to an asynchronous standby would (durability.py)."""
         row = await self.pool.fetchrow(QUERIES["durability"])
-        if row["fsync"] != "on" or row["synchronous_commit"] in ("off", "local"):
-            raise RuntimeError(
-                "PostgreSQL durability is off (fsync="
-                f"{row['fsync']}, synchronous_commit={row['synchronous_commit']}): "
-                "seriatim refuses to start, accepted events could be lost on a crash"
-            )
+        durability.check(durability.Durability(**dict(row)))
 
     # --- clients and credentials -------------------------------------------------------
 
@@ -314,7 +312,7 @@ class Journal:
     async def mark_retrying(self, event_id: uuid.UUID, error: Json, *, epoch: int | None) -> bool:
         """Record a failed attempt that will be retried; False when refused (the event is
         terminal or the placement `epoch` is no longer current)."""
-        row = await self.pool.fetchrow(QUERIES["mark_retrying"], event_id, dump_json(error), epoch)
+        row = await self.pool.fetchrow(QUERIES["mark_retrying"], event_id, dump_error(error), epoch)
         return row is not None
 
     async def record_outcome(
@@ -338,7 +336,7 @@ class Journal:
             status,
             attempts,
             None if result is None else dump_json(result),
-            None if error is None else dump_json(error),
+            None if error is None else dump_error(error),
             epoch,
         )
         with self.pool.span(QUERIES["record_outcomes"]):

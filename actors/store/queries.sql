@@ -321,7 +321,23 @@ INSERT INTO signing_keys (kid, private_jwk) VALUES ($1, $2::jsonb) ON CONFLICT D
 SELECT 1;
 
 -- name: durability
-SELECT current_setting('fsync') AS fsync, current_setting('synchronous_commit') AS synchronous_commit;
+-- What a crash or a failover could lose (actors/store/durability.py). Standbys are the physical
+-- ones pg_stat_replication lists, base backups and logical subscribers left out; a role
+-- without pg_read_all_stats sees their states as NULL, which count as asynchronous.
+WITH standbys AS (
+    SELECT r.sync_state FROM pg_stat_replication r
+    WHERE r.state IS DISTINCT FROM 'backup'
+      AND NOT EXISTS (
+          SELECT 1 FROM pg_replication_slots s
+          WHERE s.active_pid = r.pid AND s.slot_type = 'logical'
+      )
+)
+SELECT current_setting('fsync') AS fsync,
+       current_setting('synchronous_commit') AS synchronous_commit,
+       current_setting('synchronous_standby_names') AS synchronous_standby_names,
+       (SELECT count(*) FROM standbys)::int AS standbys,
+       (SELECT count(*) FROM standbys WHERE sync_state IN ('sync', 'quorum'))::int
+           AS synchronous_standbys;
 
 -- name: observability_gauges
 -- The journal-wide figures the metrics report: mailboxes by state, the backlog, the age of

@@ -28,6 +28,32 @@ def dump_json(value: Json) -> str:
     return text
 
 
+def dump_error(value: Json) -> str:
+    """Encode an error for a jsonb column, whatever its texts hold: NUL and lone surrogates
+    (which a handler's message may carry, from a C library or `surrogateescape` decoding)
+    become U+FFFD, so that the attempt's outcome can always be written."""
+    return dump_json(_storable(value))
+
+
+def _storable(value: Json) -> Json:
+    if isinstance(value, str):
+        return _storable_text(value)
+    if isinstance(value, dict):
+        return {_storable(key): _storable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(item) for item in value]
+    return value
+
+
+def _storable_text(text: str) -> str:
+    """`text` with NUL and lone surrogates replaced by U+FFFD (a valid pair is joined)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # surrogates: utf-16 joins the pairs, replaces the lone ones
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text.replace("\x00", "\ufffd")
+
+
 #: Errors that mean "the journal is unreachable right now", not "this request is wrong".
 UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,

@@ -239,9 +239,9 @@ def _remove_stale_rabbitmq() -> None:
 class PostgresCluster:
     """A PostgreSQL cluster of its own (Debian's pg_createcluster), trusting local TCP."""
 
-    def __init__(self, version: str) -> None:
+    def __init__(self, version: str, role: str = "") -> None:
         self.version = version
-        self.name = f"{PG_PREFIX}{os.getpid()}"
+        self.name = f"{PG_PREFIX}{os.getpid()}{f'_{role}' if role else ''}"
         self.port = free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
@@ -267,6 +267,29 @@ class PostgresCluster:
 
     def start(self) -> None:
         self._ctl("start")
+
+    @property
+    def data_directory(self) -> Path:
+        return Path(f"/var/lib/postgresql/{self.version}/{self.name}")
+
+    def create_standby(self, primary: PostgresCluster) -> None:
+        """Create this cluster as a streaming standby of `primary` (`pg_basebackup -R`, which
+        also writes its primary_conninfo), and start it."""
+        _run(["pg_createcluster", self.version, self.name, "--port", str(self.port)])
+        for path in self.data_directory.iterdir():  # pg_basebackup fills an empty directory
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        _run(
+            [
+                "runuser", "-u", "postgres", "--",
+                f"/usr/lib/postgresql/{self.version}/bin/pg_basebackup",
+                "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",
+                "-D", str(self.data_directory), "-R", "-X", "stream",
+            ]
+        )  # fmt: skip
+        self.start()
 
     def restart_fast(self) -> None:
         """`pg_ctlcluster … restart -m fast`: sessions are terminated, then it starts again."""
@@ -304,9 +327,8 @@ def postgres_version() -> str | None:
     return max(versions, key=float, default=None)
 
 
-@contextlib.contextmanager
-def private_postgres() -> Iterator[PostgresCluster]:
-    """A created and started private cluster, dropped on exit."""
+def _postgres_version() -> str:
+    """The version for private clusters; skips (fails under CI) when they cannot be had."""
     version = postgres_version()
     if version is None:
         unavailable("pg_createcluster is not installed: database outage scenarios need it")
@@ -314,19 +336,39 @@ def private_postgres() -> Iterator[PostgresCluster]:
         unavailable("pg_createcluster needs root to create a private PostgreSQL cluster")
     assert version is not None
     _remove_stale_postgres()
-    cluster = PostgresCluster(version)
+    return version
+
+
+@contextlib.contextmanager
+def _dropped_on_exit(cluster: PostgresCluster) -> Iterator[PostgresCluster]:
     try:
-        cluster.create()
         yield cluster
     finally:
         if _cluster_status(cluster.version, cluster.name) is not None:
             cluster.drop()
 
 
+@contextlib.contextmanager
+def private_postgres(role: str = "") -> Iterator[PostgresCluster]:
+    """A created and started private cluster, dropped on exit; `role` names a second one."""
+    with _dropped_on_exit(PostgresCluster(_postgres_version(), role)) as cluster:
+        cluster.create()
+        yield cluster
+
+
+@contextlib.contextmanager
+def private_standby(primary: PostgresCluster, role: str) -> Iterator[PostgresCluster]:
+    """A private streaming standby of `primary` (asynchronous until the primary's
+    synchronous_standby_names names it), dropped on exit."""
+    with _dropped_on_exit(PostgresCluster(primary.version, role)) as standby:
+        standby.create_standby(primary)
+        yield standby
+
+
 def _remove_stale_postgres() -> None:
     """Drop private clusters whose pytest session is gone."""
     for line in _run(["pg_lsclusters", "--no-header"]).splitlines():
         version, name = line.split()[:2]
-        owner = name.removeprefix(PG_PREFIX)
+        owner = name.removeprefix(PG_PREFIX).split("_", 1)[0]  # <pid> or <pid>_<role>
         if name.startswith(PG_PREFIX) and owner.isdigit() and _stale(int(owner)):
             _run(["pg_dropcluster", "--stop", version, name])

@@ -28,3 +28,15 @@ def blocking(event: Event) -> dict[str, int]:
 @handler("test.crash")
 async def crash(event: Event) -> None:
     raise ZeroDivisionError("handler bug")
+
+
+@handler("test.nul_error")
+async def nul_error(event: Event) -> None:
+    """An error message holding NUL, as from a C library or binary data: jsonb refuses it."""
+    raise RuntimeError("device said b'\x00\x01' and stopped")
+
+
+@handler("test.surrogate_error")
+async def surrogate_error(event: Event) -> None:
+    """An error message holding a lone surrogate, as `surrogateescape` decoding leaves."""
+    raise ValueError(b"caf\xe9 not found".decode("utf-8", "surrogateescape"))

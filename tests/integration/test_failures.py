@@ -86,6 +86,38 @@ def test_a_failing_handler_ends_dead_and_the_mailbox_moves_on(
     assert after["started_at"] >= dead["finished_at"]  # type: ignore[operator]
 
 
+@pytest.mark.parametrize(
+    ("type_", "error"),
+    [
+        (
+            "test.nul_error",
+            {"type": "RuntimeError", "message": "device said b'\ufffd\x01' and stopped"},
+        ),
+        ("test.surrogate_error", {"type": "ValueError", "message": "caf\ufffd not found"}),
+    ],
+)
+def test_an_error_message_jsonb_cannot_hold_is_stored_readable(
+    failing_system: System, type_: str, error: dict[str, str]
+) -> None:
+    """On main (35eeb40) this failed: every attempt's write raised ValueError (jsonb cannot
+    hold the text), logged as an ERROR with a traceback and the message requeued, until a
+    fourth delivery found the attempts used up: dead as `AttemptsExhausted`, the handler's
+    own error lost."""
+    # Given a client whose first event always fails with such a message
+    token = failing_system.token(failing_system.admin_client())
+    bad = post(failing_system, token, type_, {})
+    good = post(failing_system, token, "demo.echo", {"after": "bad"})
+
+    # Then the bad one is dead after max attempts, its message stored with U+FFFD in place
+    dead = finished(failing_system, token, bad["id"])
+    assert dead["status"] == "dead"
+    assert dead["attempts"] == 3
+    assert dead["error"] == error
+
+    # And the mailbox moves on
+    assert finished(failing_system, token, good["id"])["status"] == "succeeded"
+
+
 @pytest.fixture(scope="module")
 def patient_system(services: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     env = {"SERIATIM_HANDLER_TIMEOUT": "8", "SERIATIM_MAX_ATTEMPTS": "1"}

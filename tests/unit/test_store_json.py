@@ -1,4 +1,5 @@
-"""dump_json: what a jsonb column can store, rejected before it reaches PostgreSQL."""
+"""dump_json: what a jsonb column can store, rejected before it reaches PostgreSQL; dump_error:
+an error made storable instead."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 
 from actors.store import dump_json
+from actors.store.rows import dump_error
 
 
 def test_nul_in_a_string_is_rejected() -> None:
@@ -73,3 +75,29 @@ def test_output_is_compact() -> None:
 def test_unserialisable_value_raises_type_error() -> None:
     with pytest.raises(TypeError):
         dump_json({"x": object()})
+
+
+@pytest.mark.parametrize(
+    ("message", "stored"),
+    [
+        ("a\x00b", "a\ufffdb"),
+        ("caf\udce9", "caf\ufffd"),  # what surrogateescape leaves for a byte that is not UTF-8
+        ("\ud800 and \udfff", "\ufffd and \ufffd"),
+        ("\ud83d\ude00", "😀"),  # a pair of surrogates is the character it stands for
+        ("héllo ☃", "héllo ☃"),
+    ],
+)
+def test_an_error_text_is_made_storable(message: str, stored: str) -> None:
+    text = dump_error({"type": "RuntimeError", "message": message})
+
+    assert json.loads(text) == {"type": "RuntimeError", "message": stored}
+
+
+def test_an_errors_keys_and_nested_texts_are_made_storable() -> None:
+    value = {"k\x00": ["\x00", {"x": "\udc80"}], "n": 1, "none": None}
+
+    assert json.loads(dump_error(value)) == {
+        "k\ufffd": ["\ufffd", {"x": "\ufffd"}],
+        "n": 1,
+        "none": None,
+    }
