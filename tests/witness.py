@@ -83,6 +83,8 @@ class Judgement:
         first = "; ".join(f"{name}: {found[:SHOWN]}" for name, found in problems.items() if found)
         return f"executions={self.executions} {counts}" + (f"; first: {first}" if first else "")
 
+    __repr__ = __str__  # what pytest shows of `assert judgement.ok, judgement`
+
 
 def environment(ledger: Path, *modules: str) -> dict[str, str]:
     """The environment a system's processes need to write `ledger` from witnessed handlers."""

@@ -87,6 +87,8 @@ class Report:
             + f"; witness: {self.witness}"
         )
 
+    __repr__ = __str__  # what pytest shows of `assert report.ok, report`
+
 
 def check(
     system: System, answered: Answered, *, may_fail: bool, also: Collection[str] = ()
