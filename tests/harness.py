@@ -24,6 +24,7 @@ import pika
 import pytest
 
 from actors.store.migrate import migrate, schema_text
+from tests import witness
 
 PG_URL = os.environ.get(
     "SERIATIM_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -197,8 +198,11 @@ class System:
             "SERIATIM_BACKOFF_MIN": "0.05",
             "SERIATIM_BACKOFF_MAX": "0.5",
             "PYTHONUNBUFFERED": "1",
+            **witness.environment(tmp / "ledger.jsonl"),
             **(env or {}),
         }
+        #: What the witnessed handlers of this system ran (tests/witness.py).
+        self.ledger = Path(self.env[witness.LEDGER_ENV])
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._log_files: list[Any] = []
         self._workers = workers

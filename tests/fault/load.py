@@ -2,7 +2,9 @@
 
 Each event carries an Idempotency-Key, and a request that fails (5xx, connection refused)
 is retried with the same key until it gets a 202 or 200 — what a well-behaved webhook
-sender does — so every event the load counts as accepted must be in the journal.
+sender does — so every event the load counts as accepted must be in the journal. The
+handler is `witnessed.sleep`, which reports every execution to the system's witness ledger;
+the load keeps what the gateway answered per client, in posting order, to judge it against.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ class Load:
     clients: int = 10
     per_second: float = 20.0  # events per second in total, spread over the clients
     body: dict[str, Any] = dataclasses.field(
-        default_factory=lambda: {"type": "demo.sleep", "payload": {"ms": 5}}
+        default_factory=lambda: {"type": "witnessed.sleep", "payload": {"ms": 5}}
     )
     accepted: set[str] = dataclasses.field(default_factory=set)
+    #: client id → the (seq, event id) of each 202/200, in posting order.
+    answered: dict[str, list[tuple[int, str]]] = dataclasses.field(default_factory=dict)
     statuses: dict[int, int] = dataclasses.field(default_factory=dict)
     errors: int = 0
     missing_retry_after: int = 0  # 5xx answers without a Retry-After header
@@ -35,28 +39,36 @@ class Load:
     async def run(self) -> None:
         """Post until stop() is called; each client posts its next event after the last one
         was accepted, so per-client acceptance order is the order of posting."""
-        tokens = [
-            self.system.token(self.system.admin_client(f"load-{n}")) for n in range(self.clients)
-        ]
+        clients = [self.system.admin_client(f"load-{n}") for n in range(self.clients)]
+        tokens = {client["client_id"]: self.system.token(client) for client in clients}
         interval = self.clients / self.per_second
         async with httpx.AsyncClient(base_url=self.system.base_url, timeout=10) as http:
             await asyncio.gather(
-                *(self._client(http, token, n, interval) for n, token in enumerate(tokens))
+                *(
+                    self._client(http, token, cid, n, interval)
+                    for n, (cid, token) in enumerate(tokens.items())
+                )
             )
 
     def stop(self) -> None:
         self._stop.set()
 
-    async def _client(self, http: httpx.AsyncClient, token: str, n: int, interval: float) -> None:
+    async def _client(
+        self, http: httpx.AsyncClient, token: str, client_id: str, n: int, interval: float
+    ) -> None:
+        answers = self.answered.setdefault(client_id, [])
         sequence = 0
         await asyncio.sleep(interval * n / max(self.clients, 1))
         while not self._stop.is_set():
             sequence += 1
-            await self._post_until_accepted(http, token, f"c{n}-e{sequence}")
+            answers.append(await self._post_until_accepted(http, token, f"c{n}-e{sequence}"))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), interval)
 
-    async def _post_until_accepted(self, http: httpx.AsyncClient, token: str, key: str) -> None:
+    async def _post_until_accepted(
+        self, http: httpx.AsyncClient, token: str, key: str
+    ) -> tuple[int, str]:
+        """Post until a 202 or 200; the seq and event id it answered."""
         headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": key}
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -68,8 +80,9 @@ class Load:
                 continue
             self.statuses[response.status_code] = self.statuses.get(response.status_code, 0) + 1
             if response.status_code in (200, 202):
-                self.accepted.add(response.json()["id"])
-                return
+                answer = response.json()
+                self.accepted.add(answer["id"])
+                return int(answer["seq"]), str(answer["id"])
             if response.status_code == 409:  # the first attempt is still in progress
                 await asyncio.sleep(0.05)
                 continue

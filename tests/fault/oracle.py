@@ -1,17 +1,26 @@
-"""The oracle of every fault scenario: invariants I1-I5 checked against the journal.
+"""The oracle of every fault scenario: invariants I1-I5, from the journal and the witness.
 
-`install_audit` adds a trigger to the test database that records every write of a terminal
-outcome, so an outcome recorded twice (a broken fence) is visible, not just overwritten.
+The journal says what the runtime recorded: every answered event is there, terminal, once
+(an `outcome_audit` trigger records every write of a terminal outcome, so an outcome written
+twice by a broken fence is visible, not just overwritten), and nothing is there that nobody
+was answered for. Order and overlap are not taken from the journal's `seq` and timestamps,
+which the code under test writes: they are judged from the witness ledger that the handlers
+write themselves (`tests/witness.py`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from collections import defaultdict
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+from tests import witness
 from tests.harness import System
+
+#: client id → the (seq, event id) pairs the gateway answered 202/200 for, in posting order.
+Answered = Mapping[str, Sequence[tuple[int, str]]]
+NOT_IN_JOURNAL = "(not in the journal)"
 
 AUDIT = """
 CREATE TABLE IF NOT EXISTS outcome_audit (
@@ -37,70 +46,126 @@ def install_audit(system: System) -> None:
 
 @dataclasses.dataclass
 class Report:
+    """What the oracle found; `ok` when every list is empty and the witness is satisfied."""
+
     accepted: int
     journal: int
-    lost: list[str]
+    lost: list[str]  # answered, not in the journal
+    unanswered: list[tuple[str, int]]  # in the journal, answered to nobody (duplicate intake)
     unfinished: list[tuple[str, int, str]]
+    dead: list[tuple[str, int]]  # dead, though the scenario's handlers never fail
     gaps: list[str]
-    overlaps: list[tuple[str, int]]
     duplicated_outcomes: list[str]
+    witness: witness.Judgement
 
     @property
     def ok(self) -> bool:
-        return not (
-            self.lost or self.unfinished or self.gaps or self.overlaps or self.duplicated_outcomes
+        journal = (
+            self.lost,
+            self.unanswered,
+            self.unfinished,
+            self.dead,
+            self.gaps,
+            self.duplicated_outcomes,
         )
+        return not any(journal) and self.witness.ok
 
     def __str__(self) -> str:
+        found = {
+            "lost": self.lost,
+            "unanswered": self.unanswered,
+            "unfinished": self.unfinished,
+            "dead": self.dead,
+            "gaps": self.gaps,
+            "duplicated": self.duplicated_outcomes,
+        }
+        counts = " ".join(f"{name}={len(items)}" for name, items in found.items())
+        first = " ".join(f"{name}={items[:3]}" for name, items in found.items() if items)
         return (
-            f"accepted={self.accepted} journal={self.journal} lost={len(self.lost)} "
-            f"unfinished={len(self.unfinished)} gaps={len(self.gaps)} "
-            f"overlaps={len(self.overlaps)} duplicated_outcomes="
-            f"{len(self.duplicated_outcomes)}; first problems: lost={self.lost[:3]} "
-            f"unfinished={self.unfinished[:3]} gaps={self.gaps[:3]} "
-            f"overlaps={self.overlaps[:3]} duplicated={self.duplicated_outcomes[:3]}"
+            f"accepted={self.accepted} journal={self.journal} {counts}"
+            + (f"; first problems: {first}" if first else "")
+            + f"; witness: {self.witness}"
         )
 
+    __repr__ = __str__  # what pytest shows of `assert report.ok, report`
 
-def check(system: System, accepted_ids: set[str]) -> Report:
-    """Every 202'd event is in the journal and terminal, per-client seqs are gapless and were
-    processed one at a time in order, and no outcome was written twice."""
+
+def check(
+    system: System, answered: Answered, *, may_fail: bool, also: Collection[str] = ()
+) -> Report:
+    """Judge a scenario: `answered` is what the load was answered; `also` the ids of events
+    the scenario posted itself (their seqs are looked up in the journal). `may_fail` says
+    whether the scenario's handlers can fail, that is whether `dead` is a normal finish."""
+    answered = _merged(answered, _answers_of(system, also))
     rows = system.sql(
-        "SELECT id::text, client_id::text, seq, status, started_at, finished_at FROM events "
-        "ORDER BY client_id, seq"
+        "SELECT id::text, client_id::text, seq, status FROM events ORDER BY client_id, seq"
     )
-    journal_ids = {row["id"] for row in rows}
-    by_client: dict[str, list[Any]] = defaultdict(list)
-    for row in rows:
-        by_client[row["client_id"]].append(row)
-    gaps = [
-        cid
-        for cid, events in by_client.items()
-        if [e["seq"] for e in events] != list(range(1, len(events) + 1))
-    ]
-    overlaps = [
-        (cid, b["seq"])
-        for cid, events in by_client.items()
-        for a, b in itertools.pairwise(events)
-        if a["finished_at"] and b["started_at"] and a["finished_at"] > b["started_at"]
-    ]
     audit = system.sql(
-        "SELECT event_id::text, count(*) AS n FROM outcome_audit "
-        "GROUP BY event_id HAVING count(*) > 1"
+        "SELECT event_id::text FROM outcome_audit GROUP BY event_id HAVING count(*) > 1"
     )
+    judgement = witness.judge(system.ledger, answered, may_fail=may_fail)
+    return verdict(rows, [r["event_id"] for r in audit], answered, judgement, may_fail=may_fail)
+
+
+def verdict(
+    rows: Sequence[Mapping[str, Any]],
+    duplicated: list[str],
+    answered: Answered,
+    judgement: witness.Judgement,
+    *,
+    may_fail: bool,
+) -> Report:
+    """The report on journal `rows` (id, client_id, seq, status; by client and seq), the
+    events whose outcome was written more than once, and the witness's judgement."""
+    ids = {event for pairs in answered.values() for _, event in pairs}
+    journal_ids = {row["id"] for row in rows}
     return Report(
-        accepted=len(accepted_ids),
+        accepted=len(ids),
         journal=len(rows),
-        lost=sorted(accepted_ids - journal_ids),
+        lost=sorted(ids - journal_ids),
+        unanswered=[(r["client_id"], r["seq"]) for r in rows if r["id"] not in ids],
         unfinished=[
             (r["client_id"], r["seq"], r["status"])
             for r in rows
             if r["status"] not in ("succeeded", "dead")
         ],
-        gaps=gaps,
-        overlaps=overlaps,
-        duplicated_outcomes=[r["event_id"] for r in audit],
+        dead=[(r["client_id"], r["seq"]) for r in rows if r["status"] == "dead" and not may_fail],
+        gaps=_gaps(rows),
+        duplicated_outcomes=duplicated,
+        witness=judgement,
     )
+
+
+def _gaps(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Clients whose journal seqs are not exactly 1..n (intake's promise, not order)."""
+    seqs: dict[str, list[int]] = defaultdict(list)
+    for row in rows:
+        seqs[row["client_id"]].append(row["seq"])
+    return [cid for cid, found in seqs.items() if found != list(range(1, len(found) + 1))]
+
+
+def _answers_of(system: System, ids: Collection[str]) -> Answered:
+    """The (client, seq) of events a scenario posted itself; ids the journal does not have
+    go under NOT_IN_JOURNAL, so that they count as lost."""
+    found: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    rows = system.sql(
+        "SELECT client_id::text, seq, id::text FROM events WHERE id::text = ANY($1) ORDER BY seq",
+        sorted(ids),
+    )
+    for row in rows:
+        found[row["client_id"]].append((row["seq"], row["id"]))
+    missing = sorted(set(ids) - {row["id"] for row in rows})
+    if missing:
+        found[NOT_IN_JOURNAL] = list(enumerate(missing, start=1))
+    return found
+
+
+def _merged(*answers: Answered) -> Answered:
+    merged: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for answer in answers:
+        for client, pairs in answer.items():
+            merged[client] += pairs
+    return merged
 
 
 def all_terminal(system: System) -> bool:

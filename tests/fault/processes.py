@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from tests import witness
 from tests.harness import System, wait_for
 
 ATTEMPT_AUDIT = """
@@ -174,11 +175,13 @@ def now() -> datetime.datetime:
 
 
 def kill(system: System, name: str) -> datetime.datetime:
-    """SIGKILL a process and reap it; returns the moment of the kill."""
+    """SIGKILL a process and reap it, and tell the witness ledger; returns the moment of
+    the kill."""
     process = system.processes[name]
     killed_at = now()
     process.kill()
     process.wait(timeout=10)
+    witness.mark_killed(system.ledger, process.pid)
     return killed_at
 
 
@@ -255,10 +258,10 @@ def consumers(queue: str) -> list[tuple[str, bool]]:
 
 
 def post(system: System, token: str, ms: int) -> str:
-    """Post one demo.sleep event; its id."""
+    """Post one witnessed.sleep event; its id."""
     response = httpx.post(
         f"{system.base_url}/v1/events",
-        json={"type": "demo.sleep", "payload": {"ms": ms}},
+        json={"type": "witnessed.sleep", "payload": {"ms": ms}},
         headers={"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex},
         timeout=10,
     )

@@ -250,7 +250,7 @@ async def test_a_worker_kill_a_broker_kill_and_a_database_restart_in_one_run_los
     # And every accepted event is terminal, in order, once; no request got a 5xx but the
     # journal's 503 with Retry-After
     wait_for(lambda: all_terminal(system), 60, "all events to finish")
-    report = check(system, load.accepted)
+    report = check(system, load.answered, may_fail=False)
     assert report.ok, report
     assert set(load.statuses) <= ANSWERS, load.statuses
     assert load.missing_retry_after == 0, "a 5xx came without Retry-After"

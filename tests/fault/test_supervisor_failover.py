@@ -18,12 +18,14 @@ from tests import harness
 from tests.fault.load import Load
 from tests.fault.oracle import all_terminal, check, install_audit
 from tests.fault.processes import (
+    SUPERVISOR_ACTIVE,
     active_supervisor,
     event,
     eventually,
     hosted,
     install_attempt_audit,
     kill,
+    log_of,
     now,
     post,
     seconds,
@@ -47,15 +49,24 @@ def system(services: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield running
 
 
+def claims(system: System) -> list[str]:
+    """The worker processes, alive or dead, whose log says their supervisor became active."""
+    return sorted(name for name in WORKERS if SUPERVISOR_ACTIVE in log_of(system, name))
+
+
 async def test_a_standby_supervisor_takes_over_when_the_active_one_is_killed(
     system: System,
 ) -> None:
+    """Planted: `x-single-active-consumer` dropped from supervisor_arguments (every candidate
+    active at once) → fails before the kill with
+    `assert ['worker-1', ...', 'worker-3'] == ['worker-1']`. (The old `successor != supervisor`
+    could not fail: active_supervisor() never returns a dead process.)"""
     # Given both audits, steady load from eight clients, and the worker running the
     # active supervisor
     install_audit(system)
     install_attempt_audit(system)
     load = Load(
-        system, clients=8, per_second=40, body={"type": "demo.sleep", "payload": {"ms": 20}}
+        system, clients=8, per_second=40, body={"type": "witnessed.sleep", "payload": {"ms": 20}}
     )
     running = asyncio.create_task(load.run())
     ids = {name: worker_id(system, name) for name in WORKERS}
@@ -64,14 +75,17 @@ async def test_a_standby_supervisor_takes_over_when_the_active_one_is_killed(
         lambda: sum(map(len, hosted(system).values())) >= 8, 30, "every load client to be placed"
     )
     orphans = sorted(hosted(system).get(ids[supervisor] or "", set()))
+    # (one supervisor, and only one, was active before the kill: the standbys were idle)
+    assert claims(system) == [supervisor]
 
     # When that worker is killed with SIGKILL under load
     killed_at = kill(system, supervisor)
 
     # Then a surviving worker's candidate becomes the active supervisor
     successor = await eventually(lambda: active_supervisor(system), 30, "a standby to take over")
-    assert successor != supervisor
     takeover = seconds(supervisor_taken_at(system, successor), killed_at)
+    assert takeover > 0, f"{successor} claimed the supervisor {-takeover:.3f} s before the kill"
+    assert claims(system) == sorted([supervisor, successor])
 
     # And a brand-new client's first event is still placed and processed
     token = system.token(system.admin_client("newcomer"))
@@ -91,7 +105,7 @@ async def test_a_standby_supervisor_takes_over_when_the_active_one_is_killed(
 
     # And every accepted event is terminal, in order, once
     wait_for(lambda: all_terminal(system), 60, "all events to finish")
-    report = check(system, load.accepted | {event_id})
+    report = check(system, load.answered, also=[event_id], may_fail=False)
     assert report.ok, report
 
     resumed = writes(

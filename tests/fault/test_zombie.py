@@ -10,20 +10,23 @@ What "no overlap" can mean here: the zombie's handler really did run while the s
 the same event (nothing can stop a paused process from finishing what it started; outside
 effects are made safe by the event id, I5). What must hold is that the journal shows one
 outcome, written by the survivor, that done_seq advanced once per event, and that the
-client's later events started only after that recorded finish.
+witness ledger shows the survivor running the client's events one at a time, in order, the
+zombie's one execution being the only run that overlaps them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from actors.amqp import HEARTBEAT
-from tests import harness
+from tests import harness, witness
 from tests.fault.load import Load
 from tests.fault.oracle import all_terminal, check, install_audit
 from tests.fault.processes import (
@@ -33,6 +36,7 @@ from tests.fault.processes import (
     eventually,
     install_attempt_audit,
     log_of,
+    now,
     pause,
     post,
     resume,
@@ -79,6 +83,16 @@ async def frozen_until(
     return paused_at, resumed_at
 
 
+def zombie_runs(judged: witness.Judgement, client: str, pid: int) -> witness.Judgement:
+    """The judgement without what the zombie's own run of `client`'s events explains: its
+    overlaps with the survivor's runs and the order breaks of that client."""
+    return dataclasses.replace(
+        judged,
+        overlaps=[pair for pair in judged.overlaps if pid not in (pair[0].pid, pair[1].pid)],
+        order_breaks=[b for b in judged.order_breaks if not b.startswith(f"client {client}:")],
+    )
+
+
 @pytest.fixture
 def system(services: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     with harness.running_system(tmp_path_factory.mktemp("zombie"), workers=0) as running:
@@ -95,7 +109,7 @@ async def test_a_paused_worker_s_late_outcome_is_refused_by_the_fence(system: Sy
     install_audit(system)
     install_attempt_audit(system)
     load = Load(
-        system, clients=6, per_second=30, body={"type": "demo.sleep", "payload": {"ms": 20}}
+        system, clients=6, per_second=30, body={"type": "witnessed.sleep", "payload": {"ms": 20}}
     )
     running = asyncio.create_task(load.run())
     # (every load client past seq 3 first, so that a refusal of seq 1 is this client's)
@@ -132,8 +146,9 @@ async def test_a_paused_worker_s_late_outcome_is_refused_by_the_fence(system: Sy
     load.stop()
     await running
     wait_for(lambda: all_terminal(system), 60, "all events to finish")
-    report = check(system, load.accepted | {long_id, *behind})
-    assert report.ok, report
+    report = check(system, load.answered, also=[long_id, *behind], may_fail=False)
+    haunted = zombie_runs(report.witness, client, system.processes[zombie].pid)
+    assert dataclasses.replace(report, witness=haunted).ok, report
 
     # And the journal holds one outcome, from the survivor's second attempt, recorded
     # before the zombie was resumed
@@ -158,9 +173,17 @@ async def test_a_paused_worker_s_late_outcome_is_refused_by_the_fence(system: Sy
         client,
     )[0][0]
     assert outcomes == 3
-    rows = [event(system, e) for e in [long_id, *behind]]
-    for earlier, later in itertools.pairwise(rows):
-        assert later["started_at"] >= earlier["finished_at"]
+    # And the witness saw the survivor run them one at a time, in order, while the zombie's
+    # one run of seq 1 (attempt 1) ended only after it was resumed
+    runs = [run for run in witness.read(system.ledger) if run.client == client]
+    haunting = [run for run in runs if run.pid == system.processes[zombie].pid]
+    assert [(run.event, run.attempt) for run in haunting] == [(long_id, 1)]
+    assert (haunting[0].end or 0) > time.monotonic() - seconds(now(), resumed_at)
+    survivors = [run for run in runs if run not in haunting]
+    assert [(run.seq, run.attempt) for run in survivors] == [(1, 2), (2, 1), (3, 1)]
+    for earlier, later in itertools.pairwise(survivors):
+        assert earlier.end is not None
+        assert earlier.end <= later.start
 
     # And the zombie wrote nothing for this client after it was resumed
     assert not writes(

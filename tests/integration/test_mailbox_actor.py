@@ -1,11 +1,18 @@
-"""The mailbox actor against a real journal: hooks, the seq rule, the fence, attempts."""
+"""The mailbox actor against a real journal: hooks, the seq rule, the fence, attempts.
+
+Order and overlap are judged from the witness ledger the handlers write (tests/witness.py),
+not from the journal's timestamps.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import asyncpg
 import dramatiq
 import pytest
 from dramatiq.brokers.stub import StubBroker
@@ -16,8 +23,36 @@ from actors.mailbox import Escalate, Mailbox, RunPolicy, Stopped
 from actors.policy import RestartIntensity
 from actors.protocol import EventMessage
 from actors.store import Journal
+from tests import witness
+from tests.fault.oracle import AUDIT
 
 pytestmark = pytest.mark.integration
+
+WITNESSED = ("tests.witnessed_handlers",)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The witness ledger that witnessed handlers run in this process write."""
+    path = tmp_path / "ledger.jsonl"
+    monkeypatch.setenv(witness.LEDGER_ENV, str(path))
+    return path
+
+
+@pytest.fixture
+async def other_journal(database: str) -> AsyncIterator[Journal]:
+    """A second journal on the same database: what another worker process has."""
+    journal = await Journal.connect(database, min_size=1, max_size=4)
+    yield journal
+    await journal.close()
+
+
+async def install_outcome_audit(database: str) -> None:
+    connection = await asyncpg.connect(database)
+    try:
+        await connection.execute(AUDIT)
+    finally:
+        await connection.close()
 
 
 class Recorder(dramatiq.Middleware):
@@ -78,12 +113,14 @@ async def test_every_attempt_passes_through_the_dramatiq_middleware_hooks(
     assert recorder.calls[3][2] is None
 
 
-async def test_a_later_seq_first_fills_the_gap_from_the_journal(journal: Journal) -> None:
+async def test_a_later_seq_first_fills_the_gap_from_the_journal(
+    journal: Journal, ledger: Path
+) -> None:
     client = await journal.create_client("gap", "x", False)
-    first = await accept(journal, client, "demo.echo", {"n": 1})
-    second = await accept(journal, client, "demo.echo", {"n": 2})
-    third = await accept(journal, client, "demo.echo", {"n": 3})
-    box = mailbox(journal, client, load_handlers(()))
+    first = await accept(journal, client, "witnessed.echo", {"n": 1})
+    second = await accept(journal, client, "witnessed.echo", {"n": 2})
+    third = await accept(journal, client, "witnessed.echo", {"n": 3})
+    box = mailbox(journal, client, load_handlers(WITNESSED))
 
     await box.process(third)  # 1 and 2 never arrived
     await box.process(first)  # late duplicates change nothing
@@ -95,20 +132,57 @@ async def test_a_later_seq_first_fills_the_gap_from_the_journal(journal: Journal
         (2, "succeeded", 1),
         (3, "succeeded", 1),
     ]
-    assert rows[0].finished_at <= rows[1].started_at  # type: ignore[operator]
-    assert rows[1].finished_at <= rows[2].started_at  # type: ignore[operator]
+    answered = {str(client): [(m.seq, str(m.event_id)) for m in (first, second, third)]}
+    judgement = witness.judge(ledger, answered)
+    assert judgement.ok, judgement
+    assert judgement.executions == 3
 
 
-async def test_two_mailboxes_racing_for_one_event_record_one_outcome(journal: Journal) -> None:
-    # Given two processes' mailboxes for the same client (a zombie and its successor)
+async def test_two_deliveries_to_one_mailbox_at_once_run_one_after_the_other(
+    journal: Journal, ledger: Path
+) -> None:
+    """Planted: Mailbox.process without `async with self._lock` → fails with
+    `AssertionError: executions=3 overlaps=1 ...`: the second delivery, finding done_seq 0,
+    fills the gap by running seq 1 a second time, at once."""
+    # Given one mailbox and two events, the first a slow one
+    client = await journal.create_client("lock", "x", False)
+    slow = await accept(journal, client, "witnessed.sleep", {"ms": 200})
+    quick = await accept(journal, client, "witnessed.echo", {"n": 2})
+    box = mailbox(journal, client, load_handlers(WITNESSED))
+
+    # When both are delivered at once (a redelivery racing the original, in one process)
+    await asyncio.gather(box.process(slow), box.process(quick))
+
+    # Then the witness saw each run once, one after the other
+    answered = {str(client): [(m.seq, str(m.event_id)) for m in (slow, quick)]}
+    judgement = witness.judge(ledger, answered)
+    assert judgement.ok, judgement
+    assert judgement.executions == 2
+
+
+async def test_two_mailboxes_racing_for_one_event_record_one_outcome(
+    journal: Journal, other_journal: Journal, database: str, ledger: Path
+) -> None:
+    """Planted: the fence `AND c.done_seq = input.seq - 1` removed from record_outcomes in
+    queries.sql → fails with `assert 2 == 1` (two outcome writes in the audit).
+
+    Before, the handler runs were recorded and never looked at (both mailboxes shared one
+    journal, whose group commit could give the second mark_attempt None, so that the race
+    might not happen at all), and the final checks held without a fence."""
+    # Given two processes' mailboxes for the same client (a zombie and its successor), each
+    # with its own journal, and the outcome audit
+    await install_outcome_audit(database)
     client = await journal.create_client("race", "x", False)
-    runs: list[int] = []
+    both_running = asyncio.Event()
     handlers = HandlerRegistry()
 
     async def slow(event: Event) -> dict[str, int]:
-        runs.append(event.attempt)
-        await asyncio.sleep(0.05)
-        return {"attempt": event.attempt}
+        with witness.executing(event):
+            if len(witness.read(ledger)) == 2:
+                both_running.set()
+            await asyncio.wait_for(both_running.wait(), 10)  # the race, for certain
+            await asyncio.sleep(0.05)
+            return {"attempt": event.attempt}
 
     handlers.register("test.slow", slow)
     message = await accept(journal, client, "test.slow", {})
@@ -116,14 +190,26 @@ async def test_two_mailboxes_racing_for_one_event_record_one_outcome(journal: Jo
     # When both process the same message at once
     await asyncio.gather(
         mailbox(journal, client, handlers).process(message),
-        mailbox(journal, client, handlers).process(message),
+        mailbox(other_journal, client, handlers).process(message),
     )
 
-    # Then the fence let exactly one outcome through, and done_seq moved once
+    # Then both handlers really ran, at once, as attempts 1 and 2, and ended
+    runs = witness.read(ledger)
+    assert sorted(run.attempt for run in runs) == [1, 2]
+    assert all(run.end is not None and run.raised is None for run in runs)
+    first, second = runs
+    assert second.start < (first.end or 0)
+
+    # And the fence let exactly one outcome through, one of those runs', and done_seq
+    # moved once
+    writes = await journal.pool.fetch(
+        "SELECT status FROM outcome_audit WHERE event_id = $1", message.event_id
+    )
+    assert len(writes) == 1
     row = await journal.event(client, message.event_id)
     assert row is not None
-    assert row.status == "succeeded"
-    assert row.result in ({"attempt": 1}, {"attempt": 2})
+    assert (row.status, row.attempts) == ("succeeded", row.result["attempt"])
+    assert row.result["attempt"] in {run.attempt for run in runs}
     position = await journal.position(client)
     assert position is not None
     assert position.done_seq == 1

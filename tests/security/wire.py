@@ -29,12 +29,20 @@ def _send_all(sock: socket.socket, data: bytes) -> None:
 
 
 def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything read until the server closes the connection (end of stream) or resets it.
+
+    A read that times out is not a close: it fails, saying what was read until then.
+    """
     chunks = []
     while True:
         try:
             chunk = sock.recv(65536)
-        except (ConnectionResetError, TimeoutError):
+        except ConnectionResetError:
             break
+        except TimeoutError as error:
+            read = b"".join(chunks)
+            message = f"the server kept the connection open after {read[:300]!r}"
+            raise AssertionError(message) from error
         if not chunk:
             break
         chunks.append(chunk)
