@@ -20,6 +20,7 @@ from actors.protocol import EventMessage, MailboxWanted
 from actors.settings import Settings
 from actors.store import UNAVAILABLE, BacklogFull, Journal, Tenancy
 from gateway.bodies import accepted_json
+from gateway.intake import content_length
 from gateway.limits import ClientLimits, backlog_full
 from gateway.problems import Problem
 from gateway.tokens import TokenService, invalid_token, journal_keys
@@ -122,12 +123,9 @@ class Services:
     async def read_body(self, request: Request, limit: int | None = None) -> bytes:
         """The whole body, refused with 413 as soon as it exceeds the limit."""
         limit = self.settings.max_body_bytes if limit is None else limit
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                raise Problem(400, "invalid-request", "Content-Length is not a number")
-            if int(declared) > limit:
-                raise _too_large(limit)
+        declared = content_length(request.headers.get("content-length"))
+        if declared is not None and declared > limit:
+            raise _too_large(limit)
         chunks, size = [], 0
         try:
             async with asyncio.timeout(self.settings.body_timeout):
