@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import uuid
@@ -12,13 +11,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from actors import logs
-from actors.credentials import verify_secret
 from gateway.problems import Problem
 from gateway.services import services_of
 from gateway.tokens import (
     ADMIN_SCOPE,
     ORDINARY_SCOPES,
     Principal,
+    TokenService,
     invalid_token,
     new_signing_key,
 )
@@ -26,6 +25,9 @@ from gateway.tokens import (
 log = logging.getLogger(__name__)
 
 
+#: Where `Admission` leaves what it found of a request's bearer token (a Principal, or the
+#: Problem that refuses the token), so that the route does not check the token again.
+CALLER = "seriatim.caller"
 TOKEN_FORM_LIMIT = 8192  # bytes of a token request's form body
 FORM = "application/x-www-form-urlencoded"
 
@@ -37,9 +39,26 @@ def bearer_token(header: str | None) -> str | None:
     return token if kind.lower() == "bearer" and token else None
 
 
+def caller_of(tokens: TokenService, header: str | None) -> Principal | Problem | None:
+    """The verified caller of an `Authorization` header, or the Problem refusing its token;
+    None when there is no bearer token, or its key is not known yet (`principal` reloads the
+    keys then). No I/O: a token verified before is a dict lookup."""
+    token = bearer_token(header)
+    if token is None or not tokens.knows_key_of(token):
+        return None
+    try:
+        return tokens.verify(token)
+    except Problem as refused:
+        return refused
+
+
 async def principal(request: Request, scope: str) -> Principal:
     """The caller of this request, who must hold `scope`; raises Problem 401/403."""
-    caller = await _verified_caller(request)
+    caller = request.scope.get(CALLER)
+    if isinstance(caller, Problem):
+        raise caller
+    if not isinstance(caller, Principal):
+        caller = await _verified_caller(request)
     logs.bind(client_id=caller.client_id)
     if scope not in caller.scopes:
         raise Problem(
@@ -90,7 +109,9 @@ async def token_endpoint(request: Request) -> Response:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != FORM:
         raise oauth_error(400, "invalid_request", f"the body must be {FORM}")
-    body = await services.read_body(request, limit=TOKEN_FORM_LIMIT)
+    body = await services.read_body(
+        request, limit=TOKEN_FORM_LIMIT, within=services.settings.preauth_body_timeout
+    )
     fields = token_form(body)
     if fields.get("grant_type") != "client_credentials":
         raise oauth_error(
@@ -100,9 +121,13 @@ async def token_endpoint(request: Request) -> Response:
     if credentials is None:
         raise _invalid_client()
     client_id, secret = credentials
-    stored = await services.journal.credentials(client_id) if client_id else None
-    valid = await asyncio.to_thread(verify_secret, stored.secret_hash if stored else None, secret)
+    checks = services.credential_checks
+    checks.admit(request.client.host if request.client else "unknown", client_id)
+    with checks.reserved():
+        stored = await services.journal.credentials(client_id) if client_id else None
+        valid = await checks.verify(stored.secret_hash if stored else None, secret)
     if not valid or stored is None:
+        checks.failed(client_id)
         raise _invalid_client()
     allowed = [*ORDINARY_SCOPES, ADMIN_SCOPE] if stored.admin else list(ORDINARY_SCOPES)
     requested = fields.get("scope", "").split() or allowed

@@ -136,7 +136,7 @@ async def receive(request: Request) -> Response:
         raise Problem(404, "not-found", "no such webhook endpoint") from None
     webhook_id, timestamp, signatures = delivery_headers(request.headers)
     intake.require_json(request.headers.get("content-type"))
-    body = await services.read_body(request)
+    body = await services.read_body(request, within=services.settings.preauth_body_timeout)
     verifiers = await services.tenancy.verifiers(client_id)
     keys = verifiers.secrets if verifiers else ()
     # An unknown client and a wrong signature look alike: the endpoint tells nobody who exists
