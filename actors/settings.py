@@ -48,6 +48,11 @@ class Settings:
     rate_burst: int = 2000
     max_backlog: int = 100_000
     max_concurrent_requests: int = 512
+    max_preauth_requests: int = 128
+    preauth_body_timeout: float = 5.0
+    credential_checks: int = 1
+    token_rate_per_peer: float = 20.0
+    token_rate_per_client: float = 5.0
 
     def __post_init__(self) -> None:
         for name in ("database_url", "amqp_url"):
@@ -88,6 +93,11 @@ class Settings:
         _at_least("SERIATIM_RATE_BURST", self.rate_burst, 1, 1_000_000)
         _at_least("SERIATIM_MAX_BACKLOG", self.max_backlog, 1, 2**53)
         _at_least("SERIATIM_MAX_CONCURRENT_REQUESTS", self.max_concurrent_requests, 1, 100_000)
+        _at_least("SERIATIM_MAX_PREAUTH_REQUESTS", self.max_preauth_requests, 1, 100_000)
+        _at_least("SERIATIM_PREAUTH_BODY_TIMEOUT", self.preauth_body_timeout, 0.1, 600)
+        _at_least("SERIATIM_CREDENTIAL_CHECKS", self.credential_checks, 1, 64)
+        _at_least("SERIATIM_TOKEN_RATE_PER_PEER", self.token_rate_per_peer, 0.001, 1_000_000)
+        _at_least("SERIATIM_TOKEN_RATE_PER_CLIENT", self.token_rate_per_client, 0.001, 1_000_000)
 
     @property
     def supervisor_queue(self) -> str:

@@ -20,8 +20,8 @@ from actors.heap import freeze_startup_objects
 from actors.settings import Settings
 from actors.store import UNAVAILABLE, Journal
 from gateway import clients, events, health, hooks, mailboxes, openapi
+from gateway.admission import Admission
 from gateway.auth import jwks_endpoint, rotate_signing_key, token_endpoint
-from gateway.limits import ConcurrencyLimit
 from gateway.problems import Problem, on_http_exception, on_problem, on_unexpected
 from gateway.services import Services
 from gateway.telemetry import Telemetry
@@ -125,6 +125,7 @@ def create_app(settings: Settings) -> Starlette:
                 await services.finish_publishing(5.0)
                 stopping.set()
                 await asyncio.gather(*background)
+                services.credential_checks.close()
         finally:
             await journal.close()
 
@@ -133,7 +134,11 @@ def create_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
         middleware=[
             Middleware(Telemetry),
-            Middleware(ConcurrencyLimit, limit=settings.max_concurrent_requests),
+            Middleware(
+                Admission,
+                tenants=settings.max_concurrent_requests,
+                preauth=settings.max_preauth_requests,
+            ),
         ],
         exception_handlers={
             Problem: on_problem,

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import binascii
 import logging
 import uuid
 from urllib.parse import parse_qs, unquote_plus
@@ -13,8 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from actors import logs
-from actors.credentials import verify_secret
-from gateway.problems import MEDIA_TYPE, Problem
+from gateway.problems import Problem
 from gateway.services import services_of
 from gateway.tokens import (
     ADMIN_SCOPE,
@@ -28,17 +25,40 @@ from gateway.tokens import (
 log = logging.getLogger(__name__)
 
 
+#: Where `Admission` leaves what it found of a request's bearer token (a Principal, or the
+#: Problem that refuses the token), so that the route does not check the token again.
+CALLER = "seriatim.caller"
+TOKEN_FORM_LIMIT = 8192  # bytes of a token request's form body
+FORM = "application/x-www-form-urlencoded"
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header; None for any other header."""
+    kind, _, token = (header or "").partition(" ")
+    token = token.strip()
+    return token if kind.lower() == "bearer" and token else None
+
+
+def caller_of(tokens: TokenService, header: str | None) -> Principal | Problem | None:
+    """The verified caller of an `Authorization` header, or the Problem refusing its token;
+    None when there is no bearer token, or its key is not known yet (`principal` reloads the
+    keys then). No I/O: a token verified before is a dict lookup."""
+    token = bearer_token(header)
+    if token is None or not tokens.knows_key_of(token):
+        return None
+    try:
+        return tokens.verify(token)
+    except Problem as refused:
+        return refused
+
+
 async def principal(request: Request, scope: str) -> Principal:
     """The caller of this request, who must hold `scope`; raises Problem 401/403."""
-    header = request.headers.get("authorization", "")
-    kind, _, token = header.partition(" ")
-    if kind.lower() != "bearer" or not token.strip():
-        raise invalid_token("an 'Authorization: Bearer <token>' header is required")
-    services = services_of(request)
-    tokens: TokenService = services.tokens
-    if not tokens.knows_key_of(token.strip()):  # perhaps a key another gateway rotated in
-        await services.refresh_keys()
-    caller = tokens.verify(token.strip())
+    caller = request.scope.get(CALLER)
+    if isinstance(caller, Problem):
+        raise caller
+    if not isinstance(caller, Principal):
+        caller = await _verified_caller(request)
     logs.bind(client_id=caller.client_id)
     if scope not in caller.scopes:
         raise Problem(
@@ -50,22 +70,36 @@ async def principal(request: Request, scope: str) -> Principal:
     return caller
 
 
-def _oauth_error(
+async def _verified_caller(request: Request) -> Principal:
+    token = bearer_token(request.headers.get("authorization"))
+    if token is None:
+        raise invalid_token("an 'Authorization: Bearer <token>' header is required")
+    services = services_of(request)
+    if not services.tokens.knows_key_of(token):  # perhaps a key another gateway rotated in
+        await services.refresh_keys()
+    return services.tokens.verify(token)
+
+
+def oauth_error(
     status: int, error: str, description: str, headers: dict[str, str] | None = None
-) -> Response:
-    body = {
-        "error": error,
-        "error_description": description,
-        "type": f"urn:seriatim:problem:oauth-{error.replace('_', '-')}",
-        "title": "Unauthorized" if status == 401 else "Bad Request",
-        "status": status,
-        "detail": description,
-    }
-    return JSONResponse(
-        body,
-        status_code=status,
-        media_type=MEDIA_TYPE,
+) -> Problem:
+    """An RFC 6749 section 5.2 error that is also a problem+json body."""
+    return Problem(
+        status,
+        f"oauth-{error.replace('_', '-')}",
+        description,
         headers={"Cache-Control": "no-store", **(headers or {})},
+        error=error,
+        error_description=description,
+    )
+
+
+def _invalid_client() -> Problem:
+    return oauth_error(
+        401,
+        "invalid_client",
+        "client authentication failed",
+        {"WWW-Authenticate": 'Basic realm="seriatim"'},
     )
 
 
@@ -73,61 +107,61 @@ async def token_endpoint(request: Request) -> Response:
     """POST /v1/token: the client-credentials grant (RFC 6749 section 4.4)."""
     services = services_of(request)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "application/x-www-form-urlencoded":
-        return _oauth_error(
-            400, "invalid_request", "the body must be application/x-www-form-urlencoded"
-        )
-    body = await services.read_body(request, limit=8192)
-    try:
-        form = parse_qs(body.decode("ascii"), keep_blank_values=True, strict_parsing=False)
-    except (UnicodeDecodeError, ValueError):
-        return _oauth_error(400, "invalid_request", "the form body is malformed")
-    if any(len(values) > 1 for values in form.values()):
-        return _oauth_error(400, "invalid_request", "a form field is repeated")
-    fields = {name: values[0] for name, values in form.items()}
+    if content_type != FORM:
+        raise oauth_error(400, "invalid_request", f"the body must be {FORM}")
+    body = await services.read_body(
+        request, limit=TOKEN_FORM_LIMIT, within=services.settings.preauth_body_timeout
+    )
+    fields = token_form(body)
     if fields.get("grant_type") != "client_credentials":
-        return _oauth_error(
+        raise oauth_error(
             400, "unsupported_grant_type", "only grant_type=client_credentials is supported"
         )
-    credentials = _client_credentials(request, fields)
+    credentials = client_credentials(request.headers.get("authorization"), fields)
     if credentials is None:
-        return _oauth_error(
-            401,
-            "invalid_client",
-            "client authentication failed",
-            {"WWW-Authenticate": 'Basic realm="seriatim"'},
-        )
+        raise _invalid_client()
     client_id, secret = credentials
-    stored = await services.journal.credentials(client_id) if client_id else None
-    valid = await asyncio.to_thread(verify_secret, stored.secret_hash if stored else None, secret)
+    checks = services.credential_checks
+    checks.admit(request.client.host if request.client else "unknown", client_id)
+    with checks.reserved():
+        stored = await services.journal.credentials(client_id) if client_id else None
+        valid = await checks.verify(stored.secret_hash if stored else None, secret)
     if not valid or stored is None:
-        return _oauth_error(
-            401,
-            "invalid_client",
-            "client authentication failed",
-            {"WWW-Authenticate": 'Basic realm="seriatim"'},
-        )
+        checks.failed(client_id)
+        raise _invalid_client()
     allowed = [*ORDINARY_SCOPES, ADMIN_SCOPE] if stored.admin else list(ORDINARY_SCOPES)
     requested = fields.get("scope", "").split() or allowed
     if not set(requested) <= set(allowed):
-        return _oauth_error(
+        raise oauth_error(
             400, "invalid_scope", f"this client may only request: {' '.join(allowed)}"
         )
     grant = services.tokens.issue(stored.id, [s for s in allowed if s in requested])
     return JSONResponse(grant, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
 
-def _client_credentials(
-    request: Request, fields: dict[str, str]
+def token_form(body: bytes) -> dict[str, str]:
+    """The fields of a token request's form body; raises Problem 400 (`invalid_request`)."""
+    try:
+        form = parse_qs(body.decode("ascii"), keep_blank_values=True, strict_parsing=False)
+    except (UnicodeDecodeError, ValueError):
+        raise oauth_error(400, "invalid_request", "the form body is malformed") from None
+    if any(len(values) > 1 for values in form.values()):
+        raise oauth_error(400, "invalid_request", "a form field is repeated")
+    return {name: values[0] for name, values in form.items()}
+
+
+def client_credentials(
+    header: str | None, fields: dict[str, str]
 ) -> tuple[uuid.UUID | None, str] | None:
-    header = request.headers.get("authorization")
+    """(client id, secret) from a Basic `Authorization` header, else from the form; None when
+    they are missing or malformed. The id is None when it is not a UUID."""
     if header:
         kind, _, encoded = header.partition(" ")
         if kind.lower() != "basic":
             return None
         try:
             decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error, UnicodeDecodeError, or non-ASCII text
             return None
         raw_id, sep, secret = decoded.partition(":")
         if not sep:

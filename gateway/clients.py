@@ -13,7 +13,7 @@ from actors.store import ClientSettings
 from gateway import intake
 from gateway.auth import principal
 from gateway.bodies import rfc3339
-from gateway.hooks import new_secret, valid_pointer
+from gateway.hooks import has_unicode_digits, new_secret, valid_pointer
 from gateway.problems import Problem
 from gateway.services import Services, services_of
 from gateway.tokens import ADMIN_SCOPE
@@ -83,6 +83,11 @@ def _changes(value: Any) -> dict[str, Any]:
     if "webhook_type_pointer" in value:
         if not valid_pointer(value["webhook_type_pointer"]):
             raise _invalid("'webhook_type_pointer' must be a JSON pointer (RFC 6901) like /type")
+        if has_unicode_digits(value["webhook_type_pointer"]):
+            raise _invalid(
+                "'webhook_type_pointer' may hold only the ASCII digits 0-9: others such as '²' "
+                "look like array indexes and are not"
+            )
         changes["type_pointer"] = value["webhook_type_pointer"]
     if "rate_limit" in value:
         changes["rate"] = _rate(value["rate_limit"])

@@ -8,14 +8,13 @@ in constant time against every valid secret of the client (several during a rota
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import re
 import secrets
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from starlette.requests import Request
@@ -58,7 +57,7 @@ def verify(
             continue
         try:
             offered.append(base64.b64decode(encoded, validate=True))
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or text that is not ASCII
             continue
     content = f"{webhook_id}.{timestamp}.".encode() + body
     matched = False
@@ -73,6 +72,12 @@ def valid_pointer(pointer: Any) -> bool:
     return isinstance(pointer, str) and len(pointer) <= 200 and bool(_POINTER.fullmatch(pointer))
 
 
+def has_unicode_digits(pointer: str) -> bool:
+    """True when the pointer holds digits other than ASCII 0-9 (`/items/²`): they look like
+    array indexes and are not, so a pointer holding them is refused when it is set."""
+    return any(c.isdigit() and not c.isascii() for c in pointer)
+
+
 def resolve(document: Any, pointer: str) -> Any:
     """The value at an RFC 6901 JSON pointer; raises LookupError when there is none."""
     value = document
@@ -80,17 +85,24 @@ def resolve(document: Any, pointer: str) -> Any:
         token = token.replace("~1", "/").replace("~0", "~")
         if isinstance(value, dict) and token in value:
             value = value[token]
-        elif isinstance(value, list) and token.isdigit() and str(int(token)) == token:
+        elif isinstance(value, list) and _index(token):
             value = value[int(token)]
         else:
             raise LookupError(token)
     return value
 
 
-def _headers(request: Request) -> tuple[str, str, str]:
-    webhook_id = request.headers.get("webhook-id")
-    timestamp = request.headers.get("webhook-timestamp")
-    signatures = request.headers.get("webhook-signature")
+def _index(token: str) -> bool:
+    """An RFC 6901 array index: ASCII digits, no leading zero (`²` and `٣` are not)."""
+    return token.isascii() and token.isdigit() and (token == "0" or token[0] != "0")
+
+
+def delivery_headers(headers: Mapping[str, str]) -> tuple[str, str, str]:
+    """(webhook-id, webhook-timestamp, webhook-signature); Problem 400 when one is missing or
+    malformed, 401 when the timestamp is outside the tolerance."""
+    webhook_id = headers.get("webhook-id")
+    timestamp = headers.get("webhook-timestamp")
+    signatures = headers.get("webhook-signature")
     if webhook_id is None or timestamp is None or signatures is None:
         raise Problem(
             400,
@@ -122,9 +134,9 @@ async def receive(request: Request) -> Response:
         client_id = uuid.UUID(request.path_params["client_id"])
     except ValueError:
         raise Problem(404, "not-found", "no such webhook endpoint") from None
-    webhook_id, timestamp, signatures = _headers(request)
+    webhook_id, timestamp, signatures = delivery_headers(request.headers)
     intake.require_json(request.headers.get("content-type"))
-    body = await services.read_body(request)
+    body = await services.read_body(request, within=services.settings.preauth_body_timeout)
     verifiers = await services.tenancy.verifiers(client_id)
     keys = verifiers.secrets if verifiers else ()
     # An unknown client and a wrong signature look alike: the endpoint tells nobody who exists

@@ -13,6 +13,7 @@ from actors.store import dump_json
 from gateway.problems import Problem
 
 MAX_DEPTH = 64
+MAX_LENGTH_DIGITS = 20
 STATUSES = ("queued", "processing", "retrying", "succeeded", "dead")
 MAILBOX_STATES = ("idle", "active", "backing_off", "suspended")
 _KEY = re.compile(r"[\x20-\x7e]{1,255}")
@@ -31,6 +32,21 @@ def require_json(content_type: str | None) -> None:
     charset = re.search(r"charset\s*=\s*\"?([^\";\s]+)", params, re.IGNORECASE)
     if charset and charset.group(1).lower() not in ("utf-8", "utf8"):
         raise Problem(415, "unsupported-media-type", "JSON bodies must be UTF-8")
+
+
+def content_length(header: str | None) -> int | None:
+    """The size a `Content-Length` header declares; Problem 400 unless it is 1-20 ASCII digits
+    (20 digits hold any size the HTTP parser accepts; more are zeros in front, refused rather
+    than given to `int()`, which refuses more than 4,300 digits)."""
+    if header is None:
+        return None
+    if not (header.isascii() and header.isdigit()) or len(header) > MAX_LENGTH_DIGITS:
+        raise Problem(
+            400,
+            "invalid-request",
+            f"Content-Length must be a number of at most {MAX_LENGTH_DIGITS} digits",
+        )
+    return int(header)
 
 
 def _no_constants(name: str) -> Any:

@@ -1,15 +1,13 @@
-"""Per-client limits (a GCRA rate limit, the backlog cap's settings) and the global limit on
-concurrent requests."""
+"""Per-client limits: a GCRA rate limit (per client, or per any key such as a peer's address)
+and the backlog cap's settings."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Callable, Hashable
 
 from actors.settings import Settings
 from actors.store import Tenancy
@@ -35,17 +33,18 @@ class RateLimiter:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._tat: dict[uuid.UUID, float] = {}
+        self._tat: dict[Hashable, float] = {}
 
-    def wait(self, client_id: uuid.UUID, rate: Rate) -> float:
-        """0 when the request may go ahead (and is counted), else the seconds to wait."""
+    def wait(self, key: Hashable, rate: Rate, *, count: bool = True) -> float:
+        """0 when the request may go ahead (and is counted, unless `count` is false), else the
+        seconds to wait."""
         now = self._clock()
         interval = 1.0 / rate.per_second
-        tat = max(self._tat.get(client_id, now), now)
+        tat = max(self._tat.get(key, now), now)
         ahead = tat - now - interval * (rate.burst - 1)
-        if ahead > 0:
-            return ahead
-        self._tat[client_id] = tat + interval
+        if ahead > 0 or not count:
+            return max(ahead, 0.0)
+        self._tat[key] = tat + interval
         if len(self._tat) > _PRUNE_AT:
             self._tat = {cid: t for cid, t in self._tat.items() if t > now}
         return 0.0
@@ -94,14 +93,19 @@ class ClientLimits:
         limits = await self.of(client_id)
         wait = self.limiter.wait(client_id, limits.rate)
         if wait > 0:
-            raise Problem(
-                429,
-                "rate-limited",
+            raise rate_limited(
                 f"this client may send {limits.rate.per_second:g} requests per second "
                 f"(bursts of {limits.rate.burst}); retry later",
-                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                wait,
             )
         return limits
+
+
+def rate_limited(detail: str, wait: float) -> Problem:
+    """A 429 whose Retry-After is `wait` seconds, rounded up (at least 1)."""
+    return Problem(
+        429, "rate-limited", detail, headers={"Retry-After": str(max(1, math.ceil(wait)))}
+    )
 
 
 def backlog_full(backlog: int) -> Problem:
@@ -112,51 +116,3 @@ def backlog_full(backlog: int) -> Problem:
         "have; retry once some have finished",
         headers={"Retry-After": "5"},
     )
-
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-_UNLIMITED = ("/healthz", "/readyz", "/metrics")
-
-
-class ConcurrencyLimit:
-    """Pure ASGI middleware: at most `limit` requests in progress; more get a 503."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-        self.active = 0
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in _UNLIMITED:
-            await self.app(scope, receive, send)
-            return
-        if self.active >= self.limit:
-            await _overloaded(scope, send)
-            return
-        self.active += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.active -= 1
-
-
-async def _overloaded(scope: Scope, send: Send) -> None:
-    body = json.dumps(
-        {
-            "type": "urn:seriatim:problem:overloaded",
-            "title": "Service Unavailable",
-            "status": 503,
-            "detail": "the gateway is serving as many requests as it may; retry shortly",
-            "instance": scope["path"],
-        }
-    ).encode()
-    headers = [
-        (b"content-type", b"application/problem+json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"retry-after", b"1"),
-    ]
-    await send({"type": "http.response.start", "status": 503, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

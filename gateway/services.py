@@ -20,6 +20,8 @@ from actors.protocol import EventMessage, MailboxWanted
 from actors.settings import Settings
 from actors.store import UNAVAILABLE, BacklogFull, Journal, Tenancy
 from gateway.bodies import accepted_json
+from gateway.guesses import CredentialChecks
+from gateway.intake import content_length
 from gateway.limits import ClientLimits, backlog_full
 from gateway.problems import Problem
 from gateway.tokens import TokenService, invalid_token, journal_keys
@@ -90,6 +92,7 @@ class Services:
         self.marks = PublishedMarks(journal)
         self.tenancy = Tenancy(journal.pool)
         self.limits = ClientLimits(settings, self.tenancy)
+        self.credential_checks = CredentialChecks(settings)
         self.intensity = RestartIntensity(settings.restart_intensity, settings.restart_period)
         self.in_progress: set[tuple[uuid.UUID, str]] = set()
         self._publishing: set[asyncio.Task[None]] = set()
@@ -119,18 +122,19 @@ class Services:
             except UNAVAILABLE as error:
                 log.warning("could not reload the signing keys: %s", error)
 
-    async def read_body(self, request: Request, limit: int | None = None) -> bytes:
-        """The whole body, refused with 413 as soon as it exceeds the limit."""
+    async def read_body(
+        self, request: Request, limit: int | None = None, within: float | None = None
+    ) -> bytes:
+        """The whole body, refused with 413 as soon as it exceeds `limit` (default
+        SERIATIM_MAX_BODY_BYTES), and with 408 when it takes longer than `within` seconds
+        (default SERIATIM_BODY_TIMEOUT)."""
         limit = self.settings.max_body_bytes if limit is None else limit
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                raise Problem(400, "invalid-request", "Content-Length is not a number")
-            if int(declared) > limit:
-                raise _too_large(limit)
+        declared = content_length(request.headers.get("content-length"))
+        if declared is not None and declared > limit:
+            raise _too_large(limit)
         chunks, size = [], 0
         try:
-            async with asyncio.timeout(self.settings.body_timeout):
+            async with asyncio.timeout(within or self.settings.body_timeout):
                 async for chunk in request.stream():
                     size += len(chunk)
                     if size > limit:

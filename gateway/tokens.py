@@ -130,7 +130,7 @@ class TokenService:
                 raise invalid_token("the token's scope claim is malformed")
             caller = Principal(uuid.UUID(decoded.claims["sub"]), frozenset(scope.split()))
             return caller, float(decoded.claims["exp"])
-        except (JoseError, ValueError, TypeError, KeyError) as error:
+        except (JoseError, ValueError, TypeError, KeyError, RecursionError) as error:
             raise invalid_token(f"the access token is invalid: {_reason(error)}") from None
 
 
@@ -143,7 +143,7 @@ def _kid_of(token: str) -> str | None:
     encoded = token.split(".", 1)[0]
     try:
         header = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not base64, not JSON, or JSON nested too deep
         return None
     kid = header.get("kid") if isinstance(header, dict) else None
     return kid if isinstance(kid, str) else None

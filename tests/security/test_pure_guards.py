@@ -83,3 +83,13 @@ def test_a_json_pointer_to_nothing_raises_lookup_error(pointer: str) -> None:
 @pytest.mark.parametrize("pointer", ["type", "/a~2", "/" + "x" * 200, 7])
 def test_a_malformed_json_pointer_is_invalid(pointer: object) -> None:
     assert not valid_pointer(pointer)
+
+
+def test_a_peek_at_a_rate_counts_nothing() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock)
+    rate = Rate(per_second=1, burst=1)
+
+    assert [limiter.wait("peer", rate, count=False) for _ in range(5)] == [0.0] * 5
+    assert limiter.wait("peer", rate) == 0.0
+    assert limiter.wait("peer", rate, count=False) == pytest.approx(1.0)

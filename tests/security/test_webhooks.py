@@ -269,3 +269,33 @@ def test_the_logs_hold_no_webhook_secret_or_payload(system: System, sender: Send
     assert sender.secret.removeprefix("whsec_") not in logs
     assert MARKER not in logs
     assert "webhook secret" in logs  # the positive control: secrets were made and logged about
+
+
+def test_a_pointer_with_a_unicode_digit_is_refused_when_set(
+    admin: httpx.Client, shop: Tenant
+) -> None:
+    """On main `/items/²` was stored, and every delivery with a list there was a 500."""
+    response = admin.patch(
+        f"/v1/admin/clients/{shop.id}", json={"webhook_type_pointer": "/items/²"}
+    )
+
+    problem = assert_problem(response, 422)
+    assert "digit" in problem["detail"]
+
+
+@pytest.mark.parametrize("pointer", ["/items/²", "/items/1²"])
+def test_a_stored_pointer_with_a_unicode_digit_never_crashes_a_delivery(
+    system: System, admin: httpx.Client, pointer: str
+) -> None:
+    """On main a delivery whose body has a list at the pointer was a 500 (int('²') raised)."""
+    tenant = Tenant(system, "unicode-pointer")
+    hook = Sender(system, tenant.id, new_secret(admin, tenant.id)["secret"])
+    # Given a pointer stored before it was refused (written as an older gateway would have)
+    system.sql(
+        "UPDATE clients SET webhook_type_pointer = $1 WHERE id = $2::uuid", pointer, tenant.id
+    )
+
+    response = hook.deliver(json.dumps({"items": ["demo.echo", "demo.echo"]}).encode())
+
+    assert_problem(response, 422)
+    tenant.http.close()
