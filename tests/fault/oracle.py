@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from tests import witness
@@ -91,11 +92,17 @@ class Report:
 
 
 def check(
-    system: System, answered: Answered, *, may_fail: bool, also: Collection[str] = ()
+    system: System,
+    answered: Answered,
+    *,
+    may_fail: bool,
+    also: Collection[str] = (),
+    ledger: Path | None = None,
 ) -> Report:
     """Judge a scenario: `answered` is what the load was answered; `also` the ids of events
     the scenario posted itself (their seqs are looked up in the journal). `may_fail` says
-    whether the scenario's handlers can fail, that is whether `dead` is a normal finish."""
+    whether the scenario's handlers can fail, that is whether `dead` is a normal finish.
+    `ledger` replaces the system's own witness ledger (a filtered copy of it, say)."""
     answered = _merged(answered, _answers_of(system, also))
     rows = system.sql(
         "SELECT id::text, client_id::text, seq, status FROM events ORDER BY client_id, seq"
@@ -103,7 +110,7 @@ def check(
     audit = system.sql(
         "SELECT event_id::text FROM outcome_audit GROUP BY event_id HAVING count(*) > 1"
     )
-    judgement = witness.judge(system.ledger, answered, may_fail=may_fail)
+    judgement = witness.judge(ledger or system.ledger, answered, may_fail=may_fail)
     return verdict(rows, [r["event_id"] for r in audit], answered, judgement, may_fail=may_fail)
 
 

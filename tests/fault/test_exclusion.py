@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import signal
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests import harness
+from tests import harness, witness
 from tests.fault.processes import (
     close_broker_connection,
     eventually,
@@ -41,79 +39,20 @@ from tests.harness import System, free_port, wait_for
 pytestmark = pytest.mark.integration
 
 
-@dataclasses.dataclass
-class Execution:
-    id: str
-    client: str
-    seq: int
-    attempt: int
-    fence: int
-    pid: int
-    start: float
-    end: float | None = None
+def watch(ledger: Path, process: Any) -> None:
+    """Mark `process` killed in the ledger as soon as it is seen dead (a thread waits)."""
 
+    def wait() -> None:
+        if process.wait() != 0:
+            witness.mark_killed(ledger, process.pid)
 
-class Ledger:
-    """The handlers' own record (tests/fault/hostile_handlers.py), read back."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.deaths: dict[int, float] = {}
-
-    def executions(self) -> list[Execution]:
-        runs: dict[str, Execution] = {}
-        text = self.path.read_text() if self.path.exists() else ""
-        for line in text.splitlines():
-            row = json.loads(line)
-            if row["kind"] == "start":
-                runs[row["x"]] = Execution(
-                    row["x"], row["client"], row["seq"], row["attempt"], row["fence"],
-                    row["pid"], row["t"],
-                )  # fmt: skip
-            else:
-                runs[row["x"]].end = row["t"]
-        for run in runs.values():
-            if run.end is None and run.pid in self.deaths:
-                run.end = self.deaths[run.pid]
-        return sorted(runs.values(), key=lambda run: run.start)
-
-    def overlaps(self, runs: list[Execution] | None = None) -> list[tuple[Execution, Execution]]:
-        """Pairs of one client's executions that overlap in time (an unended one never ends)."""
-        by_client: dict[str, list[Execution]] = defaultdict(list)
-        for run in self.executions() if runs is None else runs:
-            by_client[run.client].append(run)
-        found = []
-        for client_runs in by_client.values():
-            for i, earlier in enumerate(client_runs):
-                for later in client_runs[i + 1 :]:
-                    if earlier.end is None or later.start < earlier.end:
-                        found.append((earlier, later))
-        return found
-
-    def out_of_order(self) -> list[Execution]:
-        """Executions that started after an execution of a later seq of the same client."""
-        highest: dict[str, int] = {}
-        found = []
-        for run in self.executions():
-            if run.seq < highest.get(run.client, 0):
-                found.append(run)
-            highest[run.client] = max(highest.get(run.client, 0), run.seq)
-        return found
-
-    def watch(self, process: Any) -> None:
-        """Note when `process` is seen dead (a thread waits for it)."""
-
-        def wait() -> None:
-            process.wait()
-            self.deaths[process.pid] = time.monotonic()
-
-        threading.Thread(target=wait, daemon=True).start()
+    threading.Thread(target=wait, daemon=True).start()
 
 
 @dataclasses.dataclass
 class Rig:
     system: System
-    ledger: Ledger
+    answered: dict[str, list[tuple[int, str]]] = dataclasses.field(default_factory=dict)
 
     def client_token(self, name: str) -> str:
         return self.system.token(self.system.admin_client(name))
@@ -126,7 +65,16 @@ class Rig:
             timeout=10,
         )
         assert response.status_code == 202, response.text
-        return str(response.json()["id"])
+        body = response.json()
+        self.answered.setdefault(body["client_id"], []).append((body["seq"], body["id"]))
+        return str(body["id"])
+
+    def runs(self) -> list[witness.Execution]:
+        return witness.read(self.system.ledger)
+
+    def judge(self) -> witness.Judgement:
+        """The witness against what was answered (handlers here may fail or time out)."""
+        return witness.judge(self.system.ledger, self.answered, may_fail=True)
 
     def statuses(self, ids: list[str]) -> list[str]:
         rows = self.system.sql(
@@ -146,7 +94,7 @@ class Rig:
     def start_workers(self, *names: str) -> None:
         start_workers(self.system, *names)
         for name in names:
-            self.ledger.watch(self.system.processes[name])
+            watch(self.system.ledger, self.system.processes[name])
 
 
 @pytest.fixture
@@ -157,15 +105,13 @@ def rig(
     settings of the test's `settings` marker."""
     marker = request.node.get_closest_marker("settings")
     tmp = tmp_path_factory.mktemp("exclusion")
-    ledger = Ledger(tmp / "ledger.jsonl")
     env = {
-        "SERIATIM_HANDLERS": "tests.fault.hostile_handlers",
-        "SERIATIM_TEST_LEDGER": str(ledger.path),
+        **witness.environment(tmp / "ledger.jsonl", "tests.fault.hostile_handlers"),
         **(marker.kwargs if marker else {}),
     }
     with harness.running_system(tmp, workers=0, env=env) as system:
         install_attempt_audit(system)
-        yield Rig(system, ledger)
+        yield Rig(system)
 
 
 @pytest.mark.settings(
@@ -187,11 +133,12 @@ async def test_a_plain_handler_past_its_timeout_overlaps_neither_its_retries_nor
 
     statuses = await rig.finished(ids, 60)
 
-    runs = rig.ledger.executions()
+    runs = rig.runs()
     assert statuses == ["dead", "succeeded", "succeeded"]
     assert [(run.seq, run.attempt) for run in runs] == [(1, 1), (1, 2), (1, 3), (2, 1), (3, 1)]
     assert all(run.end is not None for run in runs)
-    assert rig.ledger.overlaps() == []
+    judgement = rig.judge()
+    assert judgement.ok, judgement
     error = rig.system.sql("SELECT error->>'type' FROM events WHERE id = $1::uuid", ids[0])
     assert error[0][0] == "HandlerTimeout"
 
@@ -209,12 +156,12 @@ async def test_hung_plain_handlers_never_keep_another_client_s_handler_from_runn
     call's timeout ran out while it waited, and it ended dead without ever running."""
     port = free_port()
     worker = rig.system.spawn("w1", "worker", "--metrics-port", str(port))
-    rig.ledger.watch(worker)
+    watch(rig.system.ledger, worker)
     wait_for(lambda: worker_id(rig.system, "w1"), 30, "the worker to register")
     hung = [
         rig.post(rig.client_token(f"hung-{n}"), "hostile.sleep", {"ms": 4000}) for n in range(7)
     ]
-    await eventually(lambda: len(rig.ledger.executions()) >= 4, 30, "calls to hang")
+    await eventually(lambda: len(rig.runs()) >= 4, 30, "calls to hang")
     readiness = await asyncio.to_thread(_unready, port)
     metrics = _get(port, "/metrics").text
 
@@ -222,7 +169,7 @@ async def test_hung_plain_handlers_never_keep_another_client_s_handler_from_runn
     statuses = await rig.finished([*hung, quick], 60)
 
     assert statuses == ["dead"] * 7 + ["succeeded"]
-    assert [run.end is not None for run in rig.ledger.executions()] == [True] * 8
+    assert [run.end is not None for run in rig.runs()] == [True] * 8
     assert readiness.status_code == 503
     assert "handler threads hold calls past their timeout" in readiness.text
     assert 'seriatim_handler_threads{state="overdue"} 4.0' in metrics
@@ -241,9 +188,9 @@ async def test_an_async_handler_blocking_the_loop_ends_its_worker_before_the_mai
     rig.start_workers("w1", "w2")
     token = rig.client_token("blocker")
     ids = [rig.post(token, "hostile.block_loop", {"ms": 20000})]
-    await eventually(lambda: rig.ledger.executions(), 30, "the blocking handler to start")
+    await eventually(lambda: rig.runs(), 30, "the blocking handler to start")
     ids += [rig.post(token, "hostile.sleep", {"ms": 10}) for _ in range(2)]
-    blocked_pid = rig.ledger.executions()[0].pid
+    blocked_pid = rig.runs()[0].pid
     blocked = next(n for n, p in rig.system.processes.items() if p.pid == blocked_pid)
 
     statuses = await rig.finished(ids, 60)
@@ -251,11 +198,11 @@ async def test_an_async_handler_blocking_the_loop_ends_its_worker_before_the_mai
     assert rig.system.processes[blocked].wait(timeout=30) == -signal.SIGKILL
     assert "watchdog" in (rig.system.tmp / f"{blocked}.log").read_text()
     assert statuses == ["succeeded"] * 3
-    runs = rig.ledger.executions()
+    runs = rig.runs()
     assert [(run.seq, run.attempt) for run in runs] == [(1, 1), (1, 2), (2, 1), (3, 1)]
     assert runs[1].pid != blocked_pid
-    assert rig.ledger.overlaps() == []
-    assert rig.ledger.out_of_order() == []
+    judgement = rig.judge()
+    assert judgement.ok, judgement
 
 
 @pytest.mark.settings(SERIATIM_BACKOFF_MIN="3", SERIATIM_BACKOFF_MAX="3")
@@ -272,19 +219,15 @@ async def test_a_frozen_worker_resumed_during_the_new_owner_s_attempt_starts_and
     payload = {"ms": 4000, "first_attempts": 1, "first_ms": 0, "fail_first": True}
     token = rig.client_token("zombie")
     first = rig.post(token, "hostile.sleep", payload)
-    await eventually(
-        lambda: [r for r in rig.ledger.executions() if r.end is not None], 30, "attempt 1 to fail"
-    )
-    a_pid = rig.ledger.executions()[0].pid
+    await eventually(lambda: [r for r in rig.runs() if r.end is not None], 30, "attempt 1 to fail")
+    a_pid = rig.runs()[0].pid
     a = next(n for n, p in rig.system.processes.items() if p.pid == a_pid)
     a_id = worker_id(rig.system, a)
     assert a_id is not None
     rig.system.processes[a].send_signal(signal.SIGSTOP)
     try:
         await asyncio.to_thread(close_broker_connection, a_id)
-        await eventually(
-            lambda: [r for r in rig.ledger.executions() if r.pid != a_pid], 60, "B to take over"
-        )
+        await eventually(lambda: [r for r in rig.runs() if r.pid != a_pid], 60, "B to take over")
     finally:
         rig.system.processes[a].send_signal(signal.SIGCONT)
     resumed, resumed_at = time.monotonic(), now()
@@ -293,14 +236,14 @@ async def test_a_frozen_worker_resumed_during_the_new_owner_s_attempt_starts_and
     statuses = await rig.finished([first, later], 60)
     await asyncio.sleep(1)  # whatever A would still do after its resumption, let it show
 
-    runs = rig.ledger.executions()
+    runs = rig.runs()
     assert statuses == ["succeeded", "succeeded"]
     assert [run for run in runs if run.pid == a_pid and run.start > resumed] == []
     assert [w for w in writes(rig.system, "at > $1", resumed_at) if w.process == a] == []
     b_runs = [run for run in runs if run.pid != a_pid]
     assert min(run.fence for run in b_runs) > max(run.fence for run in runs if run.pid == a_pid)
-    assert rig.ledger.overlaps() == []
-    assert rig.ledger.out_of_order() == []
+    judgement = rig.judge()
+    assert judgement.ok, judgement
 
 
 async def test_a_draining_worker_s_last_execution_ends_before_another_worker_runs_the_mailbox(
@@ -312,8 +255,8 @@ async def test_a_draining_worker_s_last_execution_ends_before_another_worker_run
     rig.start_workers("w1", "w2")
     token = rig.client_token("drained")
     ids = [rig.post(token, "hostile.sleep", {"ms": 3000})]
-    await eventually(lambda: rig.ledger.executions(), 30, "the long handler to start")
-    first = rig.ledger.executions()[0]
+    await eventually(lambda: rig.runs(), 30, "the long handler to start")
+    first = rig.runs()[0]
     draining = next(n for n, p in rig.system.processes.items() if p.pid == first.pid)
     rig.system.processes[draining].send_signal(signal.SIGTERM)
     ids += [rig.post(token, "hostile.sleep", {"ms": 10}) for _ in range(3)]
@@ -322,10 +265,10 @@ async def test_a_draining_worker_s_last_execution_ends_before_another_worker_run
 
     assert rig.system.processes[draining].wait(timeout=40) == 0
     assert statuses == ["succeeded"] * 4
-    runs = rig.ledger.executions()
+    runs = rig.runs()
     assert [(run.seq, run.attempt) for run in runs] == [(1, 1), (2, 1), (3, 1), (4, 1)]
-    assert rig.ledger.overlaps() == []
-    assert rig.ledger.out_of_order() == []
+    judgement = rig.judge()
+    assert judgement.ok, judgement
 
 
 def _unready(port: int) -> httpx.Response:
