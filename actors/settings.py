@@ -36,6 +36,7 @@ class Settings:
     idle_timeout: float = 300.0
     handler_timeout: float = 30.0
     handler_threads: int = 32
+    drain_timeout: float = 30.0
     backoff_min: float = 0.1
     backoff_max: float = 10.0
     max_body_bytes: int = 256 * 1024
@@ -83,6 +84,7 @@ class Settings:
         _at_least("SERIATIM_IDLE_TIMEOUT", self.idle_timeout, 0.1, 86400)
         _at_least("SERIATIM_HANDLER_TIMEOUT", self.handler_timeout, 0.01, 3600)
         _at_least("SERIATIM_HANDLER_THREADS", self.handler_threads, 1, 1024)
+        _at_least("SERIATIM_DRAIN_TIMEOUT", self.drain_timeout, 0.1, 3600)
         _at_least("SERIATIM_BACKOFF_MIN", self.backoff_min, 0.0, 600)
         _at_least("SERIATIM_BACKOFF_MAX", self.backoff_max, self.backoff_min, 600)
         _at_least("SERIATIM_MAX_BODY_BYTES", self.max_body_bytes, 64, 64 * 1024 * 1024)

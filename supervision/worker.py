@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 1.0
 HEARTBEAT_RETRY = 0.2  # a lost lease is renewed at once when the database is back
+#: The default of SERIATIM_DRAIN_TIMEOUT: how long a stopping worker waits for its events.
 DRAIN_DEADLINE = 30.0
 #: A worker running a handler ends itself once its last successful heartbeat was sent this
 #: long ago: half the liveness window, so that it is gone well before the supervisor can
@@ -127,7 +128,7 @@ async def run_worker(
             host.stop_taking()
             await supervisor.resign()
             await _mark_draining(journal, worker_id)
-            unended = await host.drain(DRAIN_DEADLINE)  # still heartbeating: mailboxes stay here
+            unended = await host.drain(settings.drain_timeout)  # still heartbeating: they stay
             if unended:
                 log.error(
                     "worker %s: %d handler call(s) never ended; exiting at once, so that their "

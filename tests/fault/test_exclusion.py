@@ -144,6 +144,30 @@ async def test_a_plain_handler_past_its_timeout_overlaps_neither_its_retries_nor
 
 
 @pytest.mark.settings(
+    SERIATIM_HANDLER_TIMEOUT="0.5",
+    SERIATIM_MAX_ATTEMPTS="2",
+    SERIATIM_BACKOFF_MIN="0.05",
+    SERIATIM_BACKOFF_MAX="0.1",
+)
+async def test_an_async_handler_ignoring_its_cancellation_is_waited_for(rig: Rig) -> None:
+    """An async handler that swallows the timeout's cancellation and sleeps on (1.5 s against
+    0.5 s), then a quick event: nothing overlaps, and the late finish is a HandlerTimeout.
+    On main the overlap check passed (the mailbox awaited the coroutine inline), but the late
+    finish was recorded as a success: statuses were ['succeeded', 'succeeded']."""
+    rig.start_workers("w1")
+    token = rig.client_token("stubborn")
+    ids = [rig.post(token, "hostile.stubborn", {"ms": 1500})]
+    ids.append(rig.post(token, "hostile.sleep", {"ms": 10}))
+
+    statuses = await rig.finished(ids, 60)
+
+    assert statuses == ["dead", "succeeded"]
+    assert [(run.seq, run.attempt) for run in rig.runs()] == [(1, 1), (1, 2), (2, 1)]
+    judgement = rig.judge()
+    assert judgement.ok, judgement
+
+
+@pytest.mark.settings(
     SERIATIM_HANDLER_TIMEOUT="0.3", SERIATIM_MAX_ATTEMPTS="1", SERIATIM_HANDLER_THREADS="4"
 )
 async def test_hung_plain_handlers_never_keep_another_client_s_handler_from_running(
@@ -251,7 +275,9 @@ async def test_a_draining_worker_s_last_execution_ends_before_another_worker_run
 ) -> None:
     """SIGTERM while a 3 s plain handler runs, with events posted during the drain: the
     draining worker finishes it and leaves; the other worker catches up only after it (the
-    mailbox is not placed elsewhere while its worker is alive, and no catch-up overlaps)."""
+    mailbox is not placed elsewhere while its worker is alive, and no catch-up overlaps).
+    This passed on main too: main did not move a draining worker's mailbox either. The next
+    test is the drain that goes wrong."""
     rig.start_workers("w1", "w2")
     token = rig.client_token("drained")
     ids = [rig.post(token, "hostile.sleep", {"ms": 3000})]
@@ -269,6 +295,36 @@ async def test_a_draining_worker_s_last_execution_ends_before_another_worker_run
     assert [(run.seq, run.attempt) for run in runs] == [(1, 1), (2, 1), (3, 1), (4, 1)]
     judgement = rig.judge()
     assert judgement.ok, judgement
+
+
+@pytest.mark.settings(SERIATIM_DRAIN_TIMEOUT="1")
+async def test_a_handler_outliving_the_drain_ends_with_its_worker_before_the_mailbox_moves(
+    rig: Rig,
+) -> None:
+    """SIGTERM while a 4 s plain handler runs, with a 1 s drain: the call cannot be stopped,
+    so the worker exits (status 70) before it releases its mailboxes, and the other worker
+    runs the event again only after that. Planted on main (its drain deadline set to 1 s, as
+    this setting did not exist): the drain cancelled the task, requeued the message and
+    released the mailbox while the thread still ran, and the other worker ran the event
+    beside it (overlaps=1)."""
+    rig.start_workers("w1", "w2")
+    token = rig.client_token("outlived")
+    ids = [rig.post(token, "hostile.sleep", {"ms": 4000})]
+    await eventually(lambda: rig.runs(), 30, "the long handler to start")
+    draining = next(n for n, p in rig.system.processes.items() if p.pid == rig.runs()[0].pid)
+    rig.system.processes[draining].send_signal(signal.SIGTERM)
+    ids.append(rig.post(token, "hostile.sleep", {"ms": 10}))
+
+    statuses = await rig.finished(ids, 60)
+
+    code = rig.system.processes[draining].wait(timeout=40)
+    judgement = rig.judge()
+    assert judgement.ok, judgement
+    assert statuses == ["succeeded", "succeeded"]
+    assert code == 70
+    runs = rig.runs()
+    assert [(run.seq, run.attempt) for run in runs] == [(1, 1), (1, 2), (2, 1)]
+    assert runs[0].raised == witness.KILLED
 
 
 def _unready(port: int) -> httpx.Response:
