@@ -62,7 +62,7 @@ def answered(*seqs: int, client: str = CLIENT) -> dict[str, list[tuple[int, str]
 
 
 def event(seq: int = 1, attempt: int = 1) -> Event:
-    return Event(uuid.uuid4(), uuid.uuid4(), seq, "t", {}, attempt)
+    return Event(uuid.uuid4(), uuid.uuid4(), seq, "t", {}, attempt, fence=4)
 
 
 # --- what executing writes -----------------------------------------------------------------
@@ -85,7 +85,7 @@ def test_executing_records_a_start_and_an_end_with_the_event(
         7,
         2,
     )
-    assert (run.pid, run.fence, run.raised) == (os.getpid(), None, None)
+    assert (run.pid, run.fence, run.raised) == (os.getpid(), 4, None)
     assert run.end is not None
     assert run.start <= run.end
 
