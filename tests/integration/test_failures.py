@@ -1,30 +1,34 @@
-"""Handlers that fail, hang or return garbage cost their own client only."""
+"""Handlers that fail, hang or return garbage cost their own client only.
+
+What ran, how often and in which order is judged by the witness ledger the handlers write
+from inside the workers (tests/witness.py, tests/integration/sample_handlers.py), not by the
+journal's timestamps.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests import harness
+from tests import harness, witness
 from tests.harness import System, wait_for
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
 def failing_system(services: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    tmp = tmp_path_factory.mktemp("failing")
     env = {
-        "SERIATIM_HANDLERS": "tests.integration.sample_handlers",
+        **witness.environment(tmp / "ledger.jsonl", "tests.integration.sample_handlers"),
         "SERIATIM_HANDLER_TIMEOUT": "0.5",
         "SERIATIM_MAX_ATTEMPTS": "3",
-        "PYTHONPATH": str(ROOT),
     }
-    with harness.running_system(tmp_path_factory.mktemp("failing"), env=env) as running:
+    with harness.running_system(tmp, env=env) as running:
         yield running
 
 
@@ -49,6 +53,24 @@ def event(system: System, token: str, event_id: object) -> dict[str, object]:
     return dict(response.json())
 
 
+def runs(system: System) -> Counter[str]:
+    """How many times the witness saw each event run."""
+    return Counter(run.event for run in witness.read(system.ledger))
+
+
+def answered(*events: dict[str, object]) -> list[tuple[int, str]]:
+    """The (seq, event id) pairs of events the gateway answered, as witness.judge takes them."""
+    return [(int(str(e["seq"])), str(e["id"])) for e in events]
+
+
+def judge(
+    system: System, client_id: str, pairs: list[tuple[int, str]], tmp: Path
+) -> witness.Judgement:
+    """The witness's judgement of one client's runs (the system is shared by the module)."""
+    ours = witness.only(system.ledger, [client_id], tmp / "ledger.jsonl")
+    return witness.judge(ours, {client_id: pairs}, may_fail=True)
+
+
 def finished(system: System, token: str, event_id: object) -> dict[str, object]:
     return wait_for(
         lambda: (e := event(system, token, event_id))["status"] in ("succeeded", "dead") and e,
@@ -63,27 +85,42 @@ def finished(system: System, token: str, event_id: object) -> dict[str, object]:
         ("test.crash", {}, "ZeroDivisionError"),
         ("test.unserialisable", {}, "UnserialisableResult"),
         ("test.nan", {}, "UnserialisableResult"),
-        ("demo.sleep", {"ms": 5000}, "HandlerTimeout"),
+        ("witnessed.sleep", {"ms": 5000}, "HandlerTimeout"),
     ],
 )
 def test_a_failing_handler_ends_dead_and_the_mailbox_moves_on(
-    failing_system: System, type_: str, payload: dict[str, object], error_type: str
+    failing_system: System,
+    tmp_path: Path,
+    type_: str,
+    payload: dict[str, object],
+    error_type: str,
 ) -> None:
+    """Planted: Execution._coroutine giving up on a handler at its timeout without cancelling
+    it (`asyncio.wait` on a task instead of `asyncio.timeout`) → the `witnessed.sleep` case
+    fails with `AssertionError: executions=4 overlaps=3 order_breaks=1 lost=1`: the three
+    attempts and the next event ran at once. The journal-timestamp version passed with it.
+    Planted: Execution.run calling a failed coroutine handler a second time → every case
+    fails with `assert 6 == 3` (runs in the ledger against attempts in the journal)."""
     # Given a client whose first event always fails and whose second is fine
-    token = failing_system.token(failing_system.admin_client())
+    client = failing_system.admin_client()
+    token = failing_system.token(client)
     bad = post(failing_system, token, type_, payload)
-    good = post(failing_system, token, "demo.echo", {"after": "bad"})
+    good = post(failing_system, token, "witnessed.echo", {"after": "bad"})
 
-    # Then the bad one is dead after max attempts, with the error recorded
+    # Then the bad one is dead after max attempts, with the error recorded, and its handler
+    # ran once per attempt
     dead = finished(failing_system, token, bad["id"])
     assert dead["status"] == "dead"
     assert dead["attempts"] == 3
     assert dead["error"]["type"] == error_type  # type: ignore[index]
+    assert runs(failing_system)[str(bad["id"])] == 3
 
-    # And the next event still runs, after it
+    # And the next event still runs, after its last attempt ended, never alongside one
     after = finished(failing_system, token, good["id"])
     assert after["status"] == "succeeded"
-    assert after["started_at"] >= dead["finished_at"]  # type: ignore[operator]
+    judgement = judge(failing_system, client["client_id"], answered(bad, good), tmp_path)
+    assert judgement.ok, judgement
+    assert judgement.executions == 3 + 1
 
 
 @pytest.mark.parametrize(
@@ -102,7 +139,10 @@ def test_an_error_message_jsonb_cannot_hold_is_stored_readable(
     """On main (35eeb40) this failed: every attempt's write raised ValueError (jsonb cannot
     hold the text), logged as an ERROR with a traceback and the message requeued, until a
     fourth delivery found the attempts used up: dead as `AttemptsExhausted`, the handler's
-    own error lost."""
+    own error lost.
+
+    Planted: Execution.run calling a failed coroutine handler a second time → fails with
+    `assert 6 == 3` (runs in the ledger against attempts in the journal)."""
     # Given a client whose first event always fails with such a message
     token = failing_system.token(failing_system.admin_client())
     bad = post(failing_system, token, type_, {})
@@ -113,6 +153,7 @@ def test_an_error_message_jsonb_cannot_hold_is_stored_readable(
     assert dead["status"] == "dead"
     assert dead["attempts"] == 3
     assert dead["error"] == error
+    assert runs(failing_system)[str(bad["id"])] == 3  # the witness counts three runs too
 
     # And the mailbox moves on
     assert finished(failing_system, token, good["id"])["status"] == "succeeded"
@@ -126,9 +167,12 @@ def patient_system(services: None, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def test_a_hanging_handler_never_blocks_other_clients(patient_system: System) -> None:
+    """Planted: one lock shared by every Mailbox (`self._lock = _SHARED_LOCK`, a module-level
+    asyncio.Lock) → fails with `assert run.end < hang.end`: another client's echo on the
+    stuck client's worker ran only after the hanging handler was cancelled."""
     # Given one client stuck on a handler that hangs until its 8 s time limit
     stuck = patient_system.token(patient_system.admin_client("stuck"))
-    hanging = post(patient_system, stuck, "demo.sleep", {"ms": 60000})
+    hanging = post(patient_system, stuck, "witnessed.sleep", {"ms": 60000})
     wait_for(
         lambda: event(patient_system, stuck, hanging["id"])["status"] == "processing",
         30,
@@ -140,15 +184,23 @@ def test_a_hanging_handler_never_blocks_other_clients(patient_system: System) ->
     for n in range(5):
         token = patient_system.token(patient_system.admin_client(f"other-{n}"))
         others.append(
-            finished(patient_system, token, post(patient_system, token, "demo.echo", {})["id"])
+            finished(patient_system, token, post(patient_system, token, "witnessed.echo", {})["id"])
         )
 
-    # Then theirs finish while it still hangs, and it ends dead with a timeout
+    # Then theirs ran and ended while it still hung (the witness), and it ends dead with a
+    # timeout
     hung = finished(patient_system, stuck, hanging["id"])
     assert hung["error"]["type"] == "HandlerTimeout"  # type: ignore[index]
+    assert all(other["status"] == "succeeded" for other in others)
+    by_event = {run.event: run for run in witness.read(patient_system.ledger)}
+    hang = by_event[str(hanging["id"])]
+    assert hang.raised == "CancelledError"
     for other in others:
-        assert other["status"] == "succeeded"
-        assert other["finished_at"] < hung["finished_at"]  # type: ignore[operator]
+        run = by_event[str(other["id"])]
+        assert hang.start < run.start
+        assert run.end is not None
+        assert hang.end is not None
+        assert run.end < hang.end
 
 
 def test_a_blocking_plain_function_handler_runs_in_a_thread(failing_system: System) -> None:
