@@ -1,0 +1,91 @@
+"""The host's catch-up from the journal is retried until it succeeds (issue 12, item 6).
+
+Fakes stand in for the broker and the journal: this checks the host's own bookkeeping. The
+catch-up itself, with the real journal and broker, is proven in
+tests/integration/test_delivery.py.
+
+Planted: `entry.catch_up_due = True` removed from `MailboxHost._subscribe` → fails at
+`assert host._active[CLIENT].catch_up_due` (nothing remembers that a catch-up is owed; on
+35eeb40 a failed catch-up was only logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from dramatiq.brokers.stub import StubBroker
+
+from actors.amqp import QueueCounts
+from actors.handlers import HandlerRegistry
+from actors.host import MailboxHost
+from actors.settings import Settings
+from actors.store.rows import Position
+
+CLIENT = uuid.UUID("6f1c2e2a-0000-4000-8000-000000000001")
+WORKER = "w-1"
+
+
+class Journal:
+    """The few journal calls a host makes, the first catch-up read failing as in an outage."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    async def position(self, client_id: uuid.UUID) -> Position:
+        return Position(0, 1, "active", "skip", None, None, WORKER, 1)
+
+    async def events_between(self, client_id: uuid.UUID, low: int, high: int) -> list[Any]:
+        self.reads += 1
+        if self.reads == 1:
+            raise ConnectionRefusedError("the journal is restarting")
+        return []
+
+    async def mailboxes_placed_on(self, worker_id: str) -> dict[uuid.UUID, int]:
+        return {CLIENT: 1}
+
+
+class Channel:
+    is_open = True
+
+    async def consume(self, queue: str, on_message: Any, on_cancel: Any = None) -> str:
+        return "ctag-1"
+
+
+class Publisher:
+    async def declare_mailbox(self, client_id: str, *, fresh: bool = False) -> QueueCounts:
+        return QueueCounts(0, 0)  # nothing queued, nobody consuming: take it from the journal
+
+
+class Link:
+    publisher = Publisher()
+
+
+async def settled(host: MailboxHost) -> None:
+    while pending := [task for task in host._tasks if not task.done()]:
+        await asyncio.wait(pending)
+
+
+async def test_a_failed_catch_up_is_retried_by_the_next_reconcile() -> None:
+    journal = Journal()
+    host = MailboxHost(
+        Settings(),
+        journal,
+        HandlerRegistry(),
+        StubBroker(),
+        WORKER,
+        Link(),  # type: ignore[arg-type]
+    )
+    host._channel = Channel()  # type: ignore[assignment]
+
+    await host.start(CLIENT, 1)
+    await settled(host)
+    assert journal.reads == 1
+    assert host._active[CLIENT].catch_up_due
+
+    await host.reconcile()
+    await settled(host)
+
+    assert journal.reads == 2
+    assert not host._active[CLIENT].catch_up_due
