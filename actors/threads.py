@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import queue
 import threading
@@ -47,8 +48,9 @@ class HandlerThreads:
         return self.overdue >= self.size
 
     async def start(self, fn: Callable[[Any], Any], arg: Any) -> asyncio.Future[Any]:
-        """Wait for a free slot, then run `fn(arg)` in a thread; the future resolves (with its
-        value or its exception) when the call has ended, never before."""
+        """Wait for a free slot, then run `fn(arg)` in a thread, in a copy of the caller's
+        context (as `asyncio.to_thread` does: the trace, Dramatiq's current message); the future
+        resolves (with its value or its exception) when the call has ended, never before."""
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.size)
         waited = time.monotonic()
@@ -61,7 +63,8 @@ class HandlerThreads:
         loop = asyncio.get_running_loop()
         ended: asyncio.Future[Any] = loop.create_future()
         self.running += 1
-        self._work.put(lambda: self._call(loop, ended, fn, arg))
+        context = contextvars.copy_context()
+        self._work.put(lambda: self._call(loop, ended, context.run, fn, arg))
         if len(self._threads) < self.running:
             thread = threading.Thread(target=self._serve, name="seriatim-handler", daemon=True)
             self._threads.append(thread)
@@ -90,11 +93,12 @@ class HandlerThreads:
         self,
         loop: asyncio.AbstractEventLoop,
         ended: asyncio.Future[Any],
+        run: Callable[..., Any],
         fn: Callable[[Any], Any],
         arg: Any,
     ) -> None:
         try:
-            value: Any = fn(arg)
+            value: Any = run(fn, arg)
             failure: BaseException | None = None
         except Exception as error:  # the handler's own failure, handed to its caller
             value, failure = None, error

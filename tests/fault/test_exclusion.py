@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -29,6 +30,7 @@ from tests.fault.processes import (
     close_broker_connection,
     eventually,
     install_attempt_audit,
+    log_of,
     now,
     start_workers,
     worker_id,
@@ -325,6 +327,58 @@ async def test_a_handler_outliving_the_drain_ends_with_its_worker_before_the_mai
     runs = rig.runs()
     assert [(run.seq, run.attempt) for run in runs] == [(1, 1), (1, 2), (2, 1)]
     assert runs[0].raised == witness.KILLED
+
+
+async def test_a_supervisor_that_loses_its_slot_while_placing_cannot_place_a_second_owner(
+    rig: Rig,
+) -> None:
+    """The active supervisor (w1) is stuck placing a mailbox (the test holds the client row)
+    when its broker connection is cut: it loses the supervisor queue's single-active slot, and
+    w2's supervisor takes over and tries to place the same mailbox. When the row is let go,
+    both placements run, one after the other: the second must find the mailbox active on a
+    live worker and leave it. Exactly one worker starts the mailbox, and the event runs once.
+    On main both placements went through and both workers started consuming the mailbox
+    (two "active on" lines), the precondition of a journal catch-up beside a live owner."""
+    token = rig.client_token("contested")
+    ids = [rig.post(token, "hostile.sleep", {"ms": 10})]  # accepted while no worker runs
+    (client,) = rig.answered
+    holder = await asyncpg.connect(harness.database_url(rig.system.database, rig.system.pg_url))
+    try:
+        transaction = holder.transaction()
+        await transaction.start()
+        await holder.execute("SELECT 1 FROM clients WHERE id = $1::uuid FOR SHARE", client)
+        rig.start_workers("w1")
+        await eventually(lambda: _waiting_for_a_lock(rig.system, "w1"), 30, "w1 to place")
+        rig.start_workers("w2")
+        w1 = worker_id(rig.system, "w1")
+        assert w1 is not None
+        await asyncio.to_thread(close_broker_connection, w1)
+        await eventually(lambda: _waiting_for_a_lock(rig.system, "w2"), 30, "w2 to place")
+        await transaction.rollback()
+    finally:
+        await holder.close()
+
+    statuses = await rig.finished(ids, 60)
+
+    await asyncio.sleep(2)  # let a second owner, if any, show itself
+    started = [
+        name for name in ("w1", "w2") if f"mailbox {client} active on" in log_of(rig.system, name)
+    ]
+    assert statuses == ["succeeded"]
+    assert len(started) == 1, started
+    assert [(run.seq, run.attempt) for run in rig.runs()] == [(1, 1)]
+    judgement = rig.judge()
+    assert judgement.ok, judgement
+
+
+def _waiting_for_a_lock(system: System, name: str) -> bool:
+    rows = system.sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = $2 "
+        "AND wait_event_type = 'Lock'",
+        system.database,
+        name,
+    )
+    return int(rows[0][0]) > 0
 
 
 def _unready(port: int) -> httpx.Response:

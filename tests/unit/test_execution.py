@@ -10,6 +10,7 @@ _waited_for` fails: the second call starts while the first still sleeps.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import threading
 import time
@@ -82,6 +83,18 @@ async def test_plain_function_runs_in_another_thread() -> None:
     assert outcome.value == {"k": 1}
     assert seen
     assert seen[0] is not threading.current_thread()
+
+
+TRACE: contextvars.ContextVar[str] = contextvars.ContextVar("trace", default="none")
+
+
+async def test_a_plain_function_runs_in_its_caller_s_context() -> None:
+    """As asyncio.to_thread did: the trace and Dramatiq's current message reach the handler."""
+    TRACE.set("the caller's")
+
+    outcome = await execution(lambda e: TRACE.get()).run(event())
+
+    assert outcome.value == "the caller's"
 
 
 async def test_plain_function_returning_an_awaitable_is_awaited() -> None:
