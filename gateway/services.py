@@ -141,7 +141,13 @@ class Services:
                         raise _too_large(limit)
                     chunks.append(chunk)
         except TimeoutError:
-            raise Problem(408, "request-timeout", "the body was not received in time") from None
+            # The rest of the body may still come: the connection cannot carry another request.
+            raise Problem(
+                408,
+                "request-timeout",
+                "the body was not received in time",
+                headers={"Connection": "close"},
+            ) from None
         except ClientDisconnect:
             raise Problem(400, "invalid-request", "the client disconnected mid-body") from None
         return b"".join(chunks)
@@ -231,7 +237,14 @@ class Services:
 
 
 def _too_large(limit: int) -> Problem:
-    return Problem(413, "payload-too-large", f"the body is larger than {limit} bytes", limit=limit)
+    """413; the unread rest of the body leaves the connection unusable, so it is closed."""
+    return Problem(
+        413,
+        "payload-too-large",
+        f"the body is larger than {limit} bytes",
+        headers={"Connection": "close"},
+        limit=limit,
+    )
 
 
 def services_of(request: Request) -> Services:

@@ -111,16 +111,15 @@ def test_held_unauthenticated_heads_do_not_make_a_tenants_post_fail(
 
 
 def test_a_held_token_body_is_cut_off_at_the_preauth_deadline(system: System) -> None:
-    """On main the held body was awaited for SERIATIM_BODY_TIMEOUT (30 s here) before the 408."""
+    """On main the held body was awaited for SERIATIM_BODY_TIMEOUT (30 s here) before the 408:
+    the read below, which gives up well before that, failed. (The whole answer is read until
+    the server closes: one recv could return the head without the body.)"""
     with held_heads(system, [token_head()]) as [sock]:
-        started = time.monotonic()
         sock.settimeout(PREAUTH_DEADLINE + 8)
-        answer = sock.recv(65536)
-        elapsed = time.monotonic() - started
+        answer = wire.read_until_closed(sock)
 
     assert wire.status_of(answer) == 408, answer
     assert wire.problem_of(answer)["status"] == 408
-    assert elapsed < PREAUTH_DEADLINE + 3
 
 
 async def _guess(client: httpx.AsyncClient, client_id: str) -> httpx.Response:
