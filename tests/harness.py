@@ -316,6 +316,17 @@ class System:
         response.raise_for_status()
         return str(response.json()["access_token"])
 
+    def post_event(self, token: str, type_: str, payload: Any) -> dict[str, Any]:
+        """POST one event as the token's client; its 202 body (id, client_id, seq, ...)."""
+        response = httpx.post(
+            f"{self.base_url}/v1/events",
+            json={"type": type_, "payload": payload},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        assert response.status_code == 202, response.text
+        return dict(response.json())
+
     def admin_client(self, name: str = "tenant") -> dict[str, Any]:
         """A new ordinary client, created through the admin API (one admin per system)."""
         if not hasattr(self, "_admin_token"):

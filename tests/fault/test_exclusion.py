@@ -60,14 +60,7 @@ class Rig:
         return self.system.token(self.system.admin_client(name))
 
     def post(self, token: str, type_: str, payload: dict[str, Any]) -> str:
-        response = httpx.post(
-            f"{self.system.base_url}/v1/events",
-            json={"type": type_, "payload": payload},
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=10,
-        )
-        assert response.status_code == 202, response.text
-        body = response.json()
+        body = self.system.post_event(token, type_, payload)
         self.answered.setdefault(body["client_id"], []).append((body["seq"], body["id"]))
         return str(body["id"])
 

@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
-import httpx
 import pytest
 from prometheus_client import REGISTRY
 
@@ -78,13 +77,7 @@ def test_a_client_the_broker_refuses_does_not_hold_up_the_others_relayed_events(
     # Given client B with an active mailbox waiting on its empty queue
     b = system.admin_client("b")
     token = system.token(b)
-    posted = httpx.post(
-        f"{system.base_url}/v1/events",
-        json={"type": "demo.echo", "payload": {}},
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=10,
-    )
-    assert posted.status_code == 202
+    system.post_event(token, "demo.echo", {})
     wait_for(lambda: statuses(system, b["client_id"]) == ["succeeded"], 60, "B's first event")
 
     # And client A, suspended, whose queue is full for the broker (an operator's length cap

@@ -33,14 +33,7 @@ def failing_system(services: None, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def post(system: System, token: str, type_: str, payload: dict[str, object]) -> dict[str, object]:
-    response = httpx.post(
-        f"{system.base_url}/v1/events",
-        json={"type": type_, "payload": payload},
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=10,
-    )
-    assert response.status_code == 202, response.text
-    return dict(response.json())
+    return system.post_event(token, type_, payload)
 
 
 def event(system: System, token: str, event_id: object) -> dict[str, object]:
