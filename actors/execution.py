@@ -25,14 +25,30 @@ from actors.watchdog import Watchdog
 log = logging.getLogger(__name__)
 
 
+class AttemptFailed(Exception):
+    """An attempt that failed without an exception of its own (a timeout, an unknown type, a
+    result that cannot be stored): what the middleware's `after_process_message` receives."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Outcome:
     ok: bool
     value: Any  # the result when ok, else {"type", "message"}
+    #: What the handler raised (or an AttemptFailed) when not ok, for the middleware.
+    error: BaseException | None = dataclasses.field(default=None, compare=False, repr=False)
+    #: A failure that ends the event now, whatever attempts are left (a skipped message).
+    final: bool = False
 
 
-def failure(kind: str, message: str) -> Outcome:
-    return Outcome(False, {"type": kind, "message": message[:2000]})
+def failure(
+    kind: str, message: str, error: BaseException | None = None, *, final: bool = False
+) -> Outcome:
+    value = {"type": kind, "message": message[:2000]}
+    return Outcome(False, value, error or AttemptFailed(kind, message), final)
 
 
 class Execution:
@@ -76,7 +92,7 @@ class Execution:
         except TimeoutError:
             return self._timed_out()
         except (Exception, KeyboardInterrupt, SystemExit) as error:  # data, never a crash
-            return failure(type(error).__name__, str(error))
+            return failure(type(error).__name__, str(error), error)
         finally:
             self._running = False
         if deadline.expired():  # it swallowed the cancellation and finished late
@@ -115,7 +131,7 @@ class Execution:
         except TimeoutError:
             return self._timed_out()
         except Exception as error:
-            return failure(type(error).__name__, str(error))
+            return failure(type(error).__name__, str(error), error)
         return _stored(result)
 
     def _ended(self) -> None:

@@ -72,9 +72,11 @@ def handler(type_: str) -> Callable[[Handler], Handler]:
     return register
 
 
-def load_handlers(modules: Iterable[str]) -> HandlerRegistry:
-    """Import the demo handlers and each module named; raise ImportError naming a bad one."""
-    importlib.import_module("actors.demo")
+def load_handlers(modules: Iterable[str], *, demo: bool = True) -> HandlerRegistry:
+    """Import the demo handlers (unless `demo` is false: SERIATIM_DEMO_HANDLERS=off) and each
+    module named; raise ImportError naming a bad one."""
+    if demo:
+        importlib.import_module("actors.demo")
     for name in modules:
         try:
             importlib.import_module(name)

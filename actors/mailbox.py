@@ -18,6 +18,7 @@ from actors import logs, metrics, tracing
 from actors.backoff import Backoff
 from actors.execution import Execution, Outcome, failure
 from actors.handlers import Event, HandlerRegistry
+from actors.middleware import AttemptHooks
 from actors.policy import RestartIntensity
 from actors.protocol import EventMessage
 from actors.store import Journal
@@ -110,7 +111,7 @@ class Mailbox:
         self.epoch = epoch
         self._journal = journal
         self._policy = policy
-        self._broker = broker
+        self._hooks = AttemptHooks(broker)
         self._queue_name = queue_name
         self._watchdog = watchdog
         self._execution = Execution(
@@ -171,6 +172,7 @@ class Mailbox:
         step = classify(message.seq, done)
         if step is Step.DUPLICATE:
             log.debug("duplicate delivery of seq %d (done %d)", message.seq, done)
+            self._hooks.skipped(message.to_dramatiq(self._queue_name))
             return
         if step is Step.GAP:
             missing = await self._journal.events_between(self.client_id, done, message.seq)
@@ -258,7 +260,7 @@ class Mailbox:
             f"more than {intensity.max_restarts} failed attempts within "
             f"{intensity.within:g} s (restart intensity)"
         )
-        if attempt < self._policy.max_attempts:
+        if attempt < self._policy.max_attempts and not outcome.final:
             if not await self._journal.mark_retrying(
                 message.event_id, outcome.value, epoch=self.epoch
             ):
@@ -295,18 +297,10 @@ class Mailbox:
             self.epoch or 0,
         )
         self._check_lease()
-        self._broker.emit_before("process_message", envelope)
         with tracing.attempting(event.type, attempt) as span:
-            outcome = await self._execution.run(event)
+            outcome = await self._hooks.around(envelope, lambda: self._execution.run(event))
             if not outcome.ok:
                 tracing.failed(span, outcome.value["type"], outcome.value["message"])
-        exception = None if outcome.ok else RuntimeError(outcome.value["message"])
-        self._broker.emit_after(
-            "process_message",
-            envelope,
-            result=outcome.value if outcome.ok else None,
-            exception=exception,
-        )
         return outcome
 
     async def _record(self, message: EventMessage, outcome: Outcome, attempts: int) -> bool:

@@ -24,6 +24,8 @@ class Settings:
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     handlers: tuple[str, ...] = ()
+    demo_handlers: str = "on"
+    middleware: tuple[str, ...] = ()
     jwt_key_file: str = ""
     jwt_issuer: str = "seriatim"
     jwt_audience: str = "seriatim"
@@ -67,6 +69,10 @@ class Settings:
             raise SettingsError(
                 f"SERIATIM_QUEUE_TYPE must be classic or quorum, not {self.queue_type!r}"
             )
+        if self.demo_handlers not in ("on", "off"):
+            raise SettingsError(
+                f"SERIATIM_DEMO_HANDLERS must be on or off, not {self.demo_handlers!r}"
+            )
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise SettingsError(
                 "SERIATIM_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, "
@@ -100,6 +106,11 @@ class Settings:
         _at_least("SERIATIM_CREDENTIAL_CHECKS", self.credential_checks, 1, 64)
         _at_least("SERIATIM_TOKEN_RATE_PER_PEER", self.token_rate_per_peer, 0.001, 1_000_000)
         _at_least("SERIATIM_TOKEN_RATE_PER_CLIENT", self.token_rate_per_client, 0.001, 1_000_000)
+
+    @property
+    def demo(self) -> bool:
+        """The built-in demo handlers (actors/demo.py) are loaded."""
+        return self.demo_handlers == "on"
 
     @property
     def supervisor_queue(self) -> str:

@@ -102,7 +102,7 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
-        handlers = load_handlers(settings.handlers)
+        handlers = load_handlers(settings.handlers, demo=settings.demo)
         journal = await Journal.connect(settings.database_url, min_size=2, max_size=20)
         try:
             await journal.check_durability()

@@ -22,6 +22,7 @@ from actors.handlers import load_handlers
 from actors.heap import freeze_startup_objects
 from actors.host import MailboxHost
 from actors.metrics import refresh_journal_gauges, serve_metrics
+from actors.middleware import load_middleware
 from actors.protocol import MAILBOX_ACTOR, WorkerStopped
 from actors.settings import Settings
 from actors.store import UNAVAILABLE, Journal
@@ -54,11 +55,14 @@ def new_worker_id() -> str:
 
 
 def dramatiq_broker(settings: Settings) -> dramatiq.Broker:
-    """Dramatiq's broker and actor registry; the host runs its middleware hooks.
+    """Dramatiq's broker and actor registry, with the middleware SERIATIM_MIDDLEWARE names
+    (actors/middleware.py): mailboxes run their hooks around each attempt. Raises ImportError
+    or SettingsError naming a bad one.
 
     Nothing connects here: the host consumes mailboxes itself (see docs/decisions.md).
     """
-    broker = RabbitmqBroker(url=settings.amqp_url, confirm_delivery=True, middleware=[])
+    middleware = load_middleware(settings.middleware)
+    broker = RabbitmqBroker(url=settings.amqp_url, confirm_delivery=True, middleware=middleware)
 
     def mailbox(**_: Any) -> None:
         raise RuntimeError("mailbox messages are processed by the seriatim mailbox host")
@@ -87,16 +91,15 @@ async def run_worker(
     ends at once (`exit_now`), before it gives up its lease or its mailboxes, so that no
     other worker runs them while the call does."""
     worker_id = worker_id or new_worker_id()
-    handlers = load_handlers(settings.handlers)
+    handlers = load_handlers(settings.handlers, demo=settings.demo)
+    broker = dramatiq_broker(settings)
     journal = await Journal.connect(settings.database_url, min_size=2, max_size=10)
     try:
         await journal.check_durability()
         link_stopping = asyncio.Event()
         link = BrokerLink(settings, f"seriatim-worker-{worker_id}")
         watchdog = Watchdog(WATCHDOG_DEADLINE)
-        host = MailboxHost(
-            settings, journal, handlers, dramatiq_broker(settings), worker_id, link, watchdog
-        )
+        host = MailboxHost(settings, journal, handlers, broker, worker_id, link, watchdog)
         supervisor = Supervisor(settings, journal, link, worker_id)
         link.on_connect(host.attach)
         link.on_connect(supervisor.attach)

@@ -72,6 +72,9 @@ class Recorder(dramatiq.Middleware):
     ) -> None:
         self.calls.append(("after", message.message_id, exception))
 
+    def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:  # type: ignore[type-arg]
+        self.calls.append(("skip", message.message_id, None))
+
 
 def mailbox(
     journal: Journal,
@@ -109,8 +112,28 @@ async def test_every_attempt_passes_through_the_dramatiq_middleware_hooks(
         ("before", event_id),
         ("after", event_id),
     ]
-    assert recorder.calls[1][2] is not None  # the failed first attempt carries its exception
+    assert isinstance(recorder.calls[1][2], RuntimeError)  # what the handler raised itself
+    assert str(recorder.calls[1][2]) == "demo.fail: attempt 1 of 1 planned failures"
     assert recorder.calls[3][2] is None
+
+
+async def test_a_duplicate_delivery_is_a_skipped_message_for_the_middleware(
+    journal: Journal,
+) -> None:
+    client = await journal.create_client("duplicate hooks", "x", False)
+    recorder = Recorder()
+    message = await accept(journal, client, "demo.echo", {})
+    box = mailbox(journal, client, load_handlers(()), recorder)
+    await box.process(message)
+
+    await box.process(message)
+
+    event_id = str(message.event_id)
+    assert [(kind, mid) for kind, mid, _ in recorder.calls] == [
+        ("before", event_id),
+        ("after", event_id),
+        ("skip", event_id),
+    ]
 
 
 async def test_a_later_seq_first_fills_the_gap_from_the_journal(

@@ -96,3 +96,9 @@ def test_the_dashboard_uses_the_provisioned_data_sources_and_job_names() -> None
         for target in panel["targets"]:
             for job in re.findall(r'job="([^"]+)"', target["expr"]):
                 assert job in jobs, (panel["title"], job)
+
+
+def test_deployments_run_without_the_demo_handlers(compose: dict[str, Any]) -> None:
+    for name in ("gateway", "worker"):
+        assert compose[name]["environment"]["SERIATIM_DEMO_HANDLERS"] == "off", name
+    assert "ENV SERIATIM_DEMO_HANDLERS=off" in (DEPLOY / "Dockerfile").read_text()

@@ -20,6 +20,8 @@ def test_defaults_match_the_contract() -> None:
     assert (settings.jwt_issuer, settings.jwt_audience) == ("seriatim", "seriatim")
     assert settings.queue_type == "classic"
     assert settings.handlers == ()
+    assert settings.middleware == ()
+    assert settings.demo
 
 
 def test_variables_outside_the_seriatim_prefix_are_ignored() -> None:
@@ -48,6 +50,25 @@ def test_handlers_are_split_on_commas_with_blanks_dropped() -> None:
     settings = Settings.from_env({"SERIATIM_HANDLERS": " app.one, ,app.two,,  app.three , "})
 
     assert settings.handlers == ("app.one", "app.two", "app.three")
+
+
+def test_middleware_are_split_on_commas_like_handlers() -> None:
+    settings = Settings.from_env(
+        {"SERIATIM_MIDDLEWARE": "app.mw.Counting, dramatiq.middleware.CurrentMessage"}
+    )
+
+    assert settings.middleware == ("app.mw.Counting", "dramatiq.middleware.CurrentMessage")
+
+
+def test_demo_handlers_can_be_turned_off() -> None:
+    assert not Settings.from_env({"SERIATIM_DEMO_HANDLERS": "off"}).demo
+    assert Settings.from_env({"SERIATIM_DEMO_HANDLERS": "on"}).demo
+
+
+@pytest.mark.parametrize("value", ["yes", "OFF", "0", "false"])
+def test_demo_handlers_are_on_or_off_and_nothing_else(value: str) -> None:
+    with pytest.raises(SettingsError, match=r"SERIATIM_DEMO_HANDLERS must be on or off"):
+        Settings.from_env({"SERIATIM_DEMO_HANDLERS": value})
 
 
 @pytest.mark.parametrize(
