@@ -33,7 +33,8 @@ from actors.protocol import (
     StartMailbox,
 )
 from actors.settings import Settings
-from actors.store import UNAVAILABLE, Journal
+from actors.store import UNAVAILABLE
+from actors.store.roles import HostJournal
 from actors.threads import HandlerThreads
 from actors.watchdog import Watchdog
 
@@ -61,7 +62,7 @@ class MailboxHost:
     def __init__(
         self,
         settings: Settings,
-        journal: Journal,
+        journal: HostJournal,
         handlers: HandlerRegistry,
         broker: dramatiq.Broker,
         worker_id: str,

@@ -21,7 +21,7 @@ from actors.handlers import Event, HandlerRegistry
 from actors.middleware import AttemptHooks
 from actors.policy import RestartIntensity
 from actors.protocol import EventMessage
-from actors.store import Journal
+from actors.store.roles import MailboxJournal
 from actors.store.rows import Position
 from actors.threads import HandlerThreads
 from actors.watchdog import Watchdog
@@ -96,7 +96,7 @@ class Mailbox:
     def __init__(
         self,
         client_id: uuid.UUID,
-        journal: Journal,
+        journal: MailboxJournal,
         handlers: HandlerRegistry,
         policy: RunPolicy,
         broker: dramatiq.Broker,

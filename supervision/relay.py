@@ -10,7 +10,8 @@ from actors import metrics
 from actors.amqp import PublishFailed
 from actors.broker import BrokerLink, Publisher
 from actors.protocol import EventMessage
-from actors.store import EventRow, Journal
+from actors.store import EventRow
+from actors.store.roles import RelayJournal
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ class Relay:
     it as a duplicate by its seq.
     """
 
-    def __init__(self, journal: Journal, link: BrokerLink, after: float) -> None:
+    def __init__(self, journal: RelayJournal, link: BrokerLink, after: float) -> None:
         self._journal = journal
         self._link = link
         self._after = after

@@ -27,7 +27,8 @@ from actors.protocol import (
     WorkerStopped,
 )
 from actors.settings import Settings
-from actors.store import UNAVAILABLE, Journal
+from actors.store import UNAVAILABLE
+from actors.store.roles import SupervisorJournal
 from supervision.placement import plan
 from supervision.relay import Relay
 
@@ -52,7 +53,7 @@ class Supervisor:
     """Handles MailboxWanted / MailboxPassivated / WorkerStopped / Tick, one at a time."""
 
     def __init__(
-        self, settings: Settings, journal: Journal, link: BrokerLink, worker_id: str
+        self, settings: Settings, journal: SupervisorJournal, link: BrokerLink, worker_id: str
     ) -> None:
         self.worker_id = worker_id
         self.active = False

@@ -1,0 +1,253 @@
+"""The mailbox host on the in-memory journal: passivation, escalation and a delivery for a
+mailbox placed elsewhere.
+
+Small fakes stand in for the AMQP connection, its channels and the publisher (as in
+test_host_catch_up.py); the host is driven only through what the worker calls (`attach`,
+`start`, `passivate_idle`, `drain`) and the deliveries a channel hands it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from dramatiq.brokers.stub import StubBroker
+from pika.spec import BasicProperties
+
+from actors.amqp import AmqpError, Delivery, QueueCounts
+from actors.handlers import Event, HandlerRegistry
+from actors.host import MailboxHost
+from actors.protocol import Control, EventMessage, MailboxFailed, MailboxPassivated
+from actors.settings import Settings
+from actors.store.memory import MemoryJournal
+from supervision.supervisor import Supervisor
+
+WORKER = "w-1"
+SETTINGS = Settings(
+    idle_timeout=0.1, max_attempts=10, restart_intensity=1, backoff_min=0.0, backoff_max=0.0
+)
+
+
+class Channel:
+    """Consumers by tag; acks and nacks go to `settled` as ("ack" | "requeue" | "drop")."""
+
+    def __init__(self) -> None:
+        self.is_open = True
+        self.closed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+        self.consumers: dict[str, tuple[str, Callable[[Delivery], None]]] = {}
+        self.cancelled: list[str] = []
+        self.settled: asyncio.Queue[str] = asyncio.Queue()
+
+    async def qos(self, prefetch_count: int) -> None:
+        pass
+
+    async def declare_queue(self, name: str, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    async def consume(
+        self, queue: str, on_message: Callable[[Delivery], None], on_cancel: Any = None
+    ) -> str:
+        tag = f"ctag-{len(self.consumers) + len(self.cancelled) + 1}"
+        self.consumers[tag] = (queue, on_message)
+        return tag
+
+    async def cancel(self, consumer_tag: str) -> None:
+        self.consumers.pop(consumer_tag, None)
+        self.cancelled.append(consumer_tag)
+
+    def ack(self, delivery_tag: int) -> None:
+        self.settled.put_nowait("ack")
+
+    def nack(self, delivery_tag: int, *, requeue: bool = True) -> None:
+        self.settled.put_nowait("requeue" if requeue else "drop")
+
+
+class Connection:
+    is_open = True
+
+    def __init__(self) -> None:
+        self.channels: list[Channel] = []
+
+    async def channel(self) -> Channel:
+        self.channels.append(Channel())
+        return self.channels[-1]
+
+
+class Publisher:
+    """What the host tells the supervisor; `unreachable`: the broker is away."""
+
+    def __init__(self) -> None:
+        self.told: asyncio.Queue[Control] = asyncio.Queue()
+        self.unreachable = False
+
+    async def declare_mailbox(self, client_id: str, *, fresh: bool = False) -> QueueCounts:
+        return QueueCounts(1, 0)  # a message waits: no catch-up from the journal
+
+    async def tell_supervisor(self, control: Control, *, persistent: bool = False) -> None:
+        if self.unreachable:
+            raise AmqpError("no broker connection")
+        self.told.put_nowait(control)
+
+
+class Link:
+    def __init__(self) -> None:
+        self.publisher = Publisher()
+
+
+class Handler:
+    """`demo.t`: fails when `failing`; waits for `gate` when there is one."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.called = asyncio.Event()
+        self.failing = False
+        self.gate: asyncio.Event | None = None
+
+    async def handle(self, event: Event) -> None:
+        self.calls += 1
+        self.called.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.failing:
+            raise RuntimeError("boom")
+
+
+class Worker:
+    """A host on a fake connection, with one client placed on it."""
+
+    def __init__(self, journal: MemoryJournal, client: uuid.UUID, epoch: int) -> None:
+        self.journal, self.client, self.epoch = journal, client, epoch
+        self.link, self.connection, self.handler = Link(), Connection(), Handler()
+        handlers = HandlerRegistry()
+        handlers.register("demo.t", self.handler.handle)
+        broker = StubBroker(middleware=[])
+        self.host = MailboxHost(SETTINGS, journal, handlers, broker, WORKER, self.link)  # type: ignore[arg-type]
+
+    @property
+    def channel(self) -> Channel:
+        """The consume channel (attach opens the control channel first)."""
+        return self.connection.channels[1]
+
+    async def deliver(self, seq: int) -> None:
+        (row,) = await self.journal.events_between(self.client, seq - 1, seq + 1)
+        queue = SETTINGS.mailbox_queue(str(self.client))
+        (on_message,) = [m for q, m in self.channel.consumers.values() if q == queue]
+        body = EventMessage.of(row).to_dramatiq(queue).encode()
+        on_message(Delivery(seq, False, BasicProperties(), body))
+
+    async def told(self) -> Control:
+        return await asyncio.wait_for(self.link.publisher.told.get(), 5)
+
+    async def settled(self) -> str:
+        return await asyncio.wait_for(self.channel.settled.get(), 5)
+
+
+@pytest.fixture
+async def worker() -> AsyncIterator[Worker]:
+    journal = MemoryJournal()
+    client = await journal.create_client("c", "x", False)
+    await journal.accept(client, "demo.t", {})
+    await journal.heartbeat(WORKER)
+    epoch = (await journal.place_mailboxes({client: WORKER}, 5.0, True))[client]
+    worker = Worker(journal, client, epoch)
+    await worker.host.attach(worker.connection)  # type: ignore[arg-type]
+    await worker.host.start(client, epoch)
+    yield worker
+    await worker.host.drain(5.0)
+
+
+@pytest.fixture
+async def passivating(worker: Worker) -> AsyncIterator[None]:
+    """The host's passivation loop, running."""
+    stopping = asyncio.Event()
+    loop = asyncio.create_task(worker.host.passivate_idle(stopping))
+    yield
+    stopping.set()
+    await asyncio.wait_for(loop, 5)
+
+
+async def test_an_idle_mailbox_is_passivated_and_the_supervisor_told(
+    worker: Worker, passivating: None
+) -> None:
+    told = await worker.told()
+
+    assert told == MailboxPassivated(worker.client, WORKER)
+    assert worker.channel.cancelled == ["ctag-1"]
+    position = await worker.journal.position(worker.client)
+    assert position is not None
+    assert (position.state, position.host, position.epoch) == ("idle", None, worker.epoch + 1)
+
+
+async def test_a_mailbox_is_not_passivated_while_it_processes(
+    worker: Worker, passivating: None
+) -> None:
+    """Planted: `not entry.mailbox.busy` removed from `MailboxHost.passivate_idle` → fails
+    at `assert worker.channel.cancelled == []` (its consumer is cancelled mid-event)."""
+    worker.handler.gate = asyncio.Event()
+    await worker.deliver(1)
+    await asyncio.wait_for(worker.handler.called.wait(), 5)
+
+    with pytest.raises(TimeoutError):  # three idle timeouts pass while the handler runs
+        await asyncio.wait_for(worker.link.publisher.told.get(), 3 * SETTINGS.idle_timeout)
+    assert worker.channel.cancelled == []
+
+    worker.handler.gate.set()
+    assert await worker.settled() == "ack"
+    assert await worker.told() == MailboxPassivated(worker.client, WORKER)
+
+
+async def test_a_failing_mailbox_stops_here_and_the_supervisor_suspends_it(
+    worker: Worker,
+) -> None:
+    worker.handler.failing = True
+
+    await worker.deliver(1)
+
+    assert await worker.settled() == "requeue"  # not finished: back to the queue
+    failed = await worker.told()
+    assert isinstance(failed, MailboxFailed)
+    assert (failed.cause, failed.worker_id, failed.epoch) == ("restart_intensity", WORKER, 1)
+    assert worker.channel.consumers == {}
+    assert worker.handler.calls == 2  # one failure more than the intensity allows
+    supervisor = Supervisor(SETTINGS, worker.journal, worker.link, "w-2")  # type: ignore[arg-type]
+    await supervisor._dispatch([failed])
+    position = await worker.journal.position(worker.client)
+    assert position is not None
+    assert position.state == "suspended"
+
+
+async def test_with_the_supervisor_unreachable_the_host_suspends_the_mailbox_itself(
+    worker: Worker,
+) -> None:
+    """Planted: the `suspend_mailbox` call removed from `MailboxHost._escalate` → fails with
+    `'active' == 'suspended'` (the journal goes on placing the mailbox here)."""
+    worker.handler.failing = True
+    worker.link.publisher.unreachable = True
+
+    await worker.deliver(1)
+
+    assert await worker.settled() == "requeue"
+    await worker.host.drain(5.0)  # the delivery's task ends: the escalation is done
+
+    mailbox = await worker.journal.mailbox(worker.client)
+    assert mailbox is not None
+    assert mailbox.state == "suspended"
+    assert mailbox.suspended_reason is not None
+    assert "restart intensity" in mailbox.suspended_reason
+
+
+async def test_a_delivery_for_a_mailbox_placed_elsewhere_is_requeued_and_not_consumed(
+    worker: Worker,
+) -> None:
+    await worker.journal.forget_worker(WORKER)
+    await worker.journal.heartbeat("w-2")
+    await worker.journal.place_mailboxes({worker.client: "w-2"}, 5.0, True)
+
+    await worker.deliver(1)
+
+    assert await worker.settled() == "requeue"
+    assert worker.handler.calls == 0
+    assert worker.channel.cancelled == ["ctag-1"]

@@ -1,0 +1,189 @@
+"""The supervisor's decisions on the in-memory journal: which mailboxes it places, where, and
+whose failure reports suspend a mailbox.
+
+`Supervisor._dispatch` is driven with the facts a batch would hold; a fake publisher records
+what the workers are told. The journal's side of placement is proven against PostgreSQL by
+tests/integration/test_journal_contract.py.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from actors.amqp import PublishFailed
+from actors.protocol import (
+    Control,
+    EventMessage,
+    MailboxFailed,
+    MailboxPassivated,
+    MailboxWanted,
+    StartMailbox,
+    Tick,
+)
+from actors.settings import Settings
+from actors.store.memory import MemoryJournal
+from supervision.supervisor import Supervisor
+
+
+class Publisher:
+    """Records what the supervisor tells; workers in `gone` cannot be told."""
+
+    def __init__(self) -> None:
+        self.started: dict[uuid.UUID, tuple[str, int | None]] = {}
+        self.gone: set[str] = set()
+
+    async def tell_worker(self, worker_id: str, control: Control) -> None:
+        if worker_id in self.gone:
+            raise PublishFailed(f"no queue for worker {worker_id}")
+        assert isinstance(control, StartMailbox)
+        self.started[control.client_id] = (worker_id, control.epoch)
+
+    async def tell_supervisor(self, control: Control, *, persistent: bool = False) -> None:
+        pass
+
+    async def publish_event(self, message: EventMessage) -> None:
+        pass  # the relay's; the events here are younger than its `relay_after`
+
+
+class Link:
+    def __init__(self) -> None:
+        self.publisher = Publisher()
+
+
+@pytest.fixture
+async def journal() -> MemoryJournal:
+    journal = MemoryJournal()
+    for worker in ("w1", "w2"):
+        await journal.heartbeat(worker)
+    return journal
+
+
+@pytest.fixture
+def link() -> Link:
+    return Link()
+
+
+@pytest.fixture
+def supervisor(journal: MemoryJournal, link: Link) -> Supervisor:
+    return Supervisor(Settings(), journal, link, "w1")  # type: ignore[arg-type]
+
+
+async def client(journal: MemoryJournal, events: int = 1) -> uuid.UUID:
+    client_id = await journal.create_client("c", "x", False)
+    for _ in range(events):
+        await journal.accept(client_id, "demo.t", {})
+    return client_id
+
+
+async def placement(journal: MemoryJournal, client_id: uuid.UUID) -> tuple[str, str | None, int]:
+    position = await journal.position(client_id)
+    assert position is not None
+    return position.state, position.host, position.epoch
+
+
+async def test_a_wanted_mailbox_is_placed_on_the_least_loaded_live_worker(
+    journal: MemoryJournal, link: Link, supervisor: Supervisor
+) -> None:
+    busy = await client(journal)
+    await journal.place_mailboxes({busy: "w1"}, 5.0, True)
+    wanted = await client(journal)
+
+    await supervisor._dispatch([MailboxWanted(wanted)])
+
+    assert link.publisher.started == {wanted: ("w2", 1)}
+    assert await placement(journal, wanted) == ("active", "w2", 1)
+
+
+async def test_a_mailbox_active_on_a_live_worker_or_suspended_is_left_alone(
+    journal: MemoryJournal, link: Link, supervisor: Supervisor
+) -> None:
+    active, suspended = await client(journal), await client(journal)
+    await journal.place_mailboxes({active: "w1"}, 5.0, True)
+    await journal.suspend_mailbox(suspended, "operator")
+
+    await supervisor._dispatch([MailboxWanted(active), MailboxWanted(suspended)])
+
+    assert link.publisher.started == {}
+    assert await placement(journal, active) == ("active", "w1", 1)
+    assert await placement(journal, suspended) == ("suspended", None, 1)
+
+
+async def test_a_passivated_mailbox_is_placed_again_only_if_events_came_meanwhile(
+    journal: MemoryJournal, link: Link, supervisor: Supervisor
+) -> None:
+    empty, backlog = await client(journal, events=0), await client(journal)
+
+    await supervisor._dispatch([MailboxPassivated(empty, "w1"), MailboxPassivated(backlog, "w1")])
+
+    assert list(link.publisher.started) == [backlog]
+
+
+async def test_the_sweep_places_a_mailbox_stranded_on_a_dead_worker(
+    journal: MemoryJournal, link: Link, supervisor: Supervisor
+) -> None:
+    """Planted: `c.host not in live` → `c.host is None` in `MemoryJournal.stranded_mailboxes`
+    → fails with `{} == {…: ('w1', 2)}` (a mailbox on a dead worker is never found)."""
+    orphan = await client(journal, events=2)
+    await journal.heartbeat("w3")
+    await journal.place_mailboxes({orphan: "w3"}, 5.0, True)
+    await journal.forget_worker("w3")  # it died holding the mailbox
+
+    await supervisor._dispatch([Tick()])
+
+    assert link.publisher.started == {orphan: ("w1", 2)}
+
+
+async def test_a_worker_that_cannot_be_told_loses_the_mailbox_to_another(
+    journal: MemoryJournal, link: Link, supervisor: Supervisor
+) -> None:
+    wanted = await client(journal)
+    link.publisher.gone.add("w1")
+
+    await supervisor._dispatch([MailboxWanted(wanted)])
+
+    assert link.publisher.started == {wanted: ("w2", 3)}  # placed, released, placed again
+    assert await placement(journal, wanted) == ("active", "w2", 3)
+
+
+async def test_without_a_live_worker_nothing_is_placed(
+    journal: MemoryJournal, link: Link, supervisor: Supervisor
+) -> None:
+    wanted = await client(journal)
+    await journal.forget_worker("w1")
+    await journal.forget_worker("w2")
+
+    await supervisor._dispatch([MailboxWanted(wanted)])
+
+    assert link.publisher.started == {}
+    assert await placement(journal, wanted) == ("idle", None, 0)
+
+
+async def test_the_current_owners_failure_report_suspends_the_mailbox(
+    journal: MemoryJournal, supervisor: Supervisor
+) -> None:
+    failing = await client(journal)
+    epoch = (await journal.place_mailboxes({failing: "w1"}, 5.0, True))[failing]
+
+    report = MailboxFailed(failing, "w1", "restart_intensity", "too many", epoch=epoch)
+    await supervisor._dispatch([report])
+
+    mailbox = await journal.mailbox(failing)
+    assert mailbox is not None
+    assert (mailbox.state, mailbox.suspended_reason) == ("suspended", "too many")
+
+
+async def test_a_stale_owners_failure_report_does_not_suspend_the_new_owners_mailbox(
+    journal: MemoryJournal, supervisor: Supervisor
+) -> None:
+    """Planted: `epoch=failed.epoch` → `epoch=None` in `Supervisor._suspend` → fails with
+    `('suspended', None, 3) == ('active', 'w2', 2)`."""
+    moved = await client(journal)
+    old = (await journal.place_mailboxes({moved: "w1"}, 5.0, True))[moved]
+    await journal.forget_worker("w1")
+    new = (await journal.place_mailboxes({moved: "w2"}, 5.0, True))[moved]
+
+    await supervisor._dispatch([MailboxFailed(moved, "w1", "halt", "dead event", epoch=old)])
+
+    assert await placement(journal, moved) == ("active", "w2", new)
