@@ -147,8 +147,3 @@ def create_app(settings: Settings) -> Starlette:
             Exception: on_unexpected,
         },
     )
-
-
-def from_env() -> Starlette:
-    """The application configured from SERIATIM_* variables (uvicorn's factory)."""
-    return create_app(Settings.from_env())
