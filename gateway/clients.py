@@ -65,7 +65,9 @@ async def patch_client(request: Request) -> Response:
     services = services_of(request)
     client_id = _client_id(request)
     intake.require_json(request.headers.get("content-type"))
-    changes = _changes(intake.parse_json(await services.read_body(request, limit=4096)))
+    changes = _changes(
+        intake.parse_json(await intake.read_body(request, services.settings, limit=4096))
+    )
     if not await services.tenancy.set_settings(client_id, **changes):
         raise Problem(404, "not-found", "no such client")
     services.limits.forget(client_id)
@@ -127,7 +129,7 @@ async def add_webhook_secret(request: Request) -> Response:
     services = services_of(request)
     client_id = _client_id(request)
     grace = DEFAULT_GRACE
-    body = await services.read_body(request, limit=4096)
+    body = await intake.read_body(request, services.settings, limit=4096)
     if body.strip():
         intake.require_json(request.headers.get("content-type"))
         value = intake.parse_json(body)

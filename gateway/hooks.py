@@ -22,7 +22,7 @@ from starlette.responses import Response
 
 from actors import logs
 from gateway import intake
-from gateway.events import accept_once
+from gateway.bodies import accepted_answer
 from gateway.problems import Problem
 from gateway.services import services_of
 
@@ -136,7 +136,9 @@ async def receive(request: Request) -> Response:
         raise Problem(404, "not-found", "no such webhook endpoint") from None
     webhook_id, timestamp, signatures = delivery_headers(request.headers)
     intake.require_json(request.headers.get("content-type"))
-    body = await services.read_body(request, within=services.settings.preauth_body_timeout)
+    body = await intake.read_body(
+        request, services.settings, within=services.settings.preauth_body_timeout
+    )
     verifiers = await services.tenancy.verifiers(client_id)
     keys = verifiers.secrets if verifiers else ()
     # An unknown client and a wrong signature look alike: the endpoint tells nobody who exists
@@ -157,4 +159,7 @@ async def receive(request: Request) -> Response:
         raise Problem(
             422, "unknown-event-type", "the event type in the body names no registered handler"
         )
-    return await accept_once(services, client_id, type_, payload, KEY_PREFIX + webhook_id)
+    accepted = await services.acceptor.accept(
+        client_id, type_, payload, key=KEY_PREFIX + webhook_id
+    )
+    return accepted_answer(accepted)

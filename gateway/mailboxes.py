@@ -96,7 +96,7 @@ async def create_client(request: Request) -> Response:
     await principal(request, ADMIN_SCOPE)
     services = services_of(request)
     intake.require_json(request.headers.get("content-type"))
-    body = intake.parse_json(await services.read_body(request))
+    body = intake.parse_json(await intake.read_body(request, services.settings))
     if not isinstance(body, dict):
         raise Problem(422, "invalid-client", 'the body must be {"name": "...", "admin": false}')
     unknown = sorted(set(body) - {"name", "admin"})
@@ -128,7 +128,7 @@ async def set_policy(request: Request) -> Response:
     services = services_of(request)
     client_id = _client_id(request)
     intake.require_json(request.headers.get("content-type"))
-    body = intake.parse_json(await services.read_body(request))
+    body = intake.parse_json(await intake.read_body(request, services.settings))
     changes = intake.policy_body(body)
     if not await services.journal.set_mailbox_policy(client_id, **changes):
         raise Problem(404, "not-found", "no such mailbox")
