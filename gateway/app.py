@@ -59,7 +59,7 @@ def routes() -> list[Route]:
         Route("/v1/events/{event_id}/redrive", events.redrive_event, methods=["POST"]),
         Route("/v1/mailbox", mailboxes.get_own_mailbox, methods=["GET"]),
         Route("/v1/mailbox/resume", mailboxes.resume_own_mailbox, methods=["POST"]),
-        Route("/v1/admin/clients", mailboxes.create_client, methods=["POST"]),
+        Route("/v1/admin/clients", clients.create_client, methods=["POST"]),
         Route("/v1/admin/mailboxes", mailboxes.list_mailboxes, methods=["GET"]),
         Route(
             "/v1/admin/mailboxes/{client_id}",
