@@ -469,7 +469,7 @@ class MailboxHost:
         """Stop taking messages, let in-flight events finish for `deadline` s, then cancel.
 
         Returns how many handler calls have still not ended (they cannot be stopped: the
-        process must end before its mailboxes are released, see supervision/worker.py)."""
+        process must end before its mailboxes are released, see seriatim/worker.py)."""
         self.stop_taking()
         for entry in list(self._active.values()):
             if entry.channel is not None and entry.consumer_tag is not None:

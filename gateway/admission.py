@@ -3,11 +3,11 @@ done before authentication, so that unauthenticated clients cannot take the tena
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from gateway.auth import CALLER, caller_of
+from gateway.problems import Problem
 from gateway.tokens import Principal
 
 Scope = MutableMapping[str, Any]
@@ -51,7 +51,7 @@ class Admission:
             return
         budget = self._budget_of(scope)
         if budget.active >= budget.limit:
-            await _overloaded(scope, send, budget)
+            await _overloaded(budget).response(scope["path"])(scope, receive, send)
             return
         budget.active += 1
         try:
@@ -79,21 +79,11 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _overloaded(scope: Scope, send: Send, budget: Budget) -> None:
+def _overloaded(budget: Budget) -> Problem:
     which = "unauthenticated " if budget.name == "preauth" else ""
-    body = json.dumps(
-        {
-            "type": "urn:seriatim:problem:overloaded",
-            "title": "Service Unavailable",
-            "status": 503,
-            "detail": f"the gateway is serving as many {which}requests as it may; retry shortly",
-            "instance": scope["path"],
-        }
-    ).encode()
-    headers = [
-        (b"content-type", b"application/problem+json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"retry-after", b"1"),
-    ]
-    await send({"type": "http.response.start", "status": 503, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    return Problem(
+        503,
+        "overloaded",
+        f"the gateway is serving as many {which}requests as it may; retry shortly",
+        headers={"Retry-After": "1"},
+    )

@@ -59,7 +59,7 @@ def routes() -> list[Route]:
         Route("/v1/events/{event_id}/redrive", events.redrive_event, methods=["POST"]),
         Route("/v1/mailbox", mailboxes.get_own_mailbox, methods=["GET"]),
         Route("/v1/mailbox/resume", mailboxes.resume_own_mailbox, methods=["POST"]),
-        Route("/v1/admin/clients", mailboxes.create_client, methods=["POST"]),
+        Route("/v1/admin/clients", clients.create_client, methods=["POST"]),
         Route("/v1/admin/mailboxes", mailboxes.list_mailboxes, methods=["GET"]),
         Route(
             "/v1/admin/mailboxes/{client_id}",
@@ -108,12 +108,12 @@ def create_app(settings: Settings) -> Starlette:
             await journal.check_durability()
             tokens = await load_tokens(settings, journal)
             link = BrokerLink(settings, "seriatim-gateway")
-            services = Services(settings, journal, tokens, handlers, link)
+            services = Services.create(settings, journal, tokens, handlers, link)
             stopping = asyncio.Event()
             background = [
                 asyncio.create_task(link.run(stopping)),
-                asyncio.create_task(services.marks.run(stopping)),
-                asyncio.create_task(services.keep_keys_fresh(stopping)),
+                asyncio.create_task(services.publishing.marks.run(stopping)),
+                asyncio.create_task(services.keys.run(stopping)),
             ]
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(link.connected.wait(), 5)
@@ -122,7 +122,7 @@ def create_app(settings: Settings) -> Starlette:
             try:
                 yield {"services": services}
             finally:
-                await services.finish_publishing(5.0)
+                await services.publishing.finish(5.0)
                 stopping.set()
                 await asyncio.gather(*background)
                 services.credential_checks.close()
@@ -147,8 +147,3 @@ def create_app(settings: Settings) -> Starlette:
             Exception: on_unexpected,
         },
     )
-
-
-def from_env() -> Starlette:
-    """The application configured from SERIATIM_* variables (uvicorn's factory)."""
-    return create_app(Settings.from_env())

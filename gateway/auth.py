@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from actors import logs
+from gateway import intake
 from gateway.problems import Problem
 from gateway.services import services_of
 from gateway.tokens import (
@@ -76,7 +77,7 @@ async def _verified_caller(request: Request) -> Principal:
         raise invalid_token("an 'Authorization: Bearer <token>' header is required")
     services = services_of(request)
     if not services.tokens.knows_key_of(token):  # perhaps a key another gateway rotated in
-        await services.refresh_keys()
+        await services.keys.refresh()
     return services.tokens.verify(token)
 
 
@@ -109,8 +110,11 @@ async def token_endpoint(request: Request) -> Response:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != FORM:
         raise oauth_error(400, "invalid_request", f"the body must be {FORM}")
-    body = await services.read_body(
-        request, limit=TOKEN_FORM_LIMIT, within=services.settings.preauth_body_timeout
+    body = await intake.read_body(
+        request,
+        services.settings,
+        limit=TOKEN_FORM_LIMIT,
+        within=services.settings.preauth_body_timeout,
     )
     fields = token_form(body)
     if fields.get("grant_type") != "client_credentials":
@@ -196,6 +200,6 @@ async def rotate_signing_key(request: Request) -> Response:
         )
     kid, private = new_signing_key()
     await services.journal.add_signing_key(kid, private)
-    await services.refresh_keys(now=True)
+    await services.keys.refresh(now=True)
     log.info("signing key rotated: new kid %s", kid)
     return JSONResponse({"kid": kid, "jwks": services.tokens.jwks()}, status_code=201)

@@ -1,12 +1,15 @@
-"""The JSON bodies the API answers with, built from journal rows."""
+"""The JSON bodies the API answers with, built from journal rows and accepted events."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from starlette.responses import JSONResponse, Response
+
 from actors import tracing
 from actors.policy import RestartIntensity
 from actors.store import EventRow, MailboxRow
+from gateway.accepting import AcceptedEvent
 
 
 def event_json(row: EventRow) -> dict[str, Any]:
@@ -43,6 +46,16 @@ def accepted_json(row: EventRow) -> dict[str, Any]:
     if row.redrive_of is not None:
         body["redrive_of"] = str(row.redrive_of)
     return body
+
+
+def accepted_answer(accepted: AcceptedEvent) -> Response:
+    """202 with the event's Location; 200 marked `Idempotent-Replayed` for a replay."""
+    row = accepted.event
+    headers = {"Location": f"/v1/events/{row.id}"}
+    if accepted.replayed:
+        headers = {"Idempotent-Replayed": "true", **headers}
+    status = 200 if accepted.replayed else 202
+    return JSONResponse(accepted_json(row), status_code=status, headers=headers)
 
 
 def rfc3339(value: Any) -> str | None:

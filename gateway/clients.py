@@ -1,4 +1,5 @@
-"""Operator routes for a client's intake: its webhook secrets, type pointer and limits."""
+"""Operator routes for clients: creating one, and its intake (webhook secrets, type pointer,
+limits)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from actors import credentials
 from actors.store import ClientSettings
 from gateway import intake
 from gateway.auth import principal
 from gateway.bodies import rfc3339
-from gateway.hooks import has_unicode_digits, new_secret, valid_pointer
+from gateway.pointers import has_unicode_digits, valid_pointer
 from gateway.problems import Problem
 from gateway.services import Services, services_of
+from gateway.signatures import new_secret
 from gateway.tokens import ADMIN_SCOPE
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,39 @@ def _settings_json(row: ClientSettings, services: Services) -> dict[str, Any]:
     }
 
 
+async def create_client(request: Request) -> Response:
+    """POST /v1/admin/clients: a new client; its secret is shown only in this answer."""
+    await principal(request, ADMIN_SCOPE)
+    services = services_of(request)
+    intake.require_json(request.headers.get("content-type"))
+    body = intake.parse_json(await intake.read_body(request, services.settings))
+    if not isinstance(body, dict):
+        raise Problem(422, "invalid-client", 'the body must be {"name": "...", "admin": false}')
+    unknown = sorted(set(body) - {"name", "admin"})
+    if unknown:
+        raise Problem(422, "invalid-client", f"unknown field(s): {', '.join(unknown)}")
+    name, admin = body.get("name"), body.get("admin", False)
+    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 200:
+        raise Problem(422, "invalid-client", "'name' must be a string of 1-200 characters")
+    if not isinstance(admin, bool):
+        raise Problem(422, "invalid-client", "'admin' must be true or false")
+    secret = credentials.new_secret()
+    client_id = await services.journal.create_client(
+        name.strip(), credentials.hash_secret(secret), admin
+    )
+    log.info("client %s created (admin=%s)", client_id, admin)
+    return JSONResponse(
+        {
+            "client_id": str(client_id),
+            "client_secret": secret,
+            "name": name.strip(),
+            "admin": admin,
+        },
+        status_code=201,
+        headers={"Cache-Control": "no-store", "Location": f"/v1/admin/mailboxes/{client_id}"},
+    )
+
+
 async def get_client(request: Request) -> Response:
     await principal(request, ADMIN_SCOPE)
     services = services_of(request)
@@ -65,7 +101,9 @@ async def patch_client(request: Request) -> Response:
     services = services_of(request)
     client_id = _client_id(request)
     intake.require_json(request.headers.get("content-type"))
-    changes = _changes(intake.parse_json(await services.read_body(request, limit=4096)))
+    changes = _changes(
+        intake.parse_json(await intake.read_body(request, services.settings, limit=4096))
+    )
     if not await services.tenancy.set_settings(client_id, **changes):
         raise Problem(404, "not-found", "no such client")
     services.limits.forget(client_id)
@@ -127,7 +165,7 @@ async def add_webhook_secret(request: Request) -> Response:
     services = services_of(request)
     client_id = _client_id(request)
     grace = DEFAULT_GRACE
-    body = await services.read_body(request, limit=4096)
+    body = await intake.read_body(request, services.settings, limit=4096)
     if body.strip():
         intake.require_json(request.headers.get("content-type"))
         value = intake.parse_json(body)

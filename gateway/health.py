@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from actors import metrics as telemetry
+from gateway.problems import Problem
 from gateway.services import services_of
 
 
@@ -26,18 +27,13 @@ async def readyz(request: Request) -> Response:
     if not services.link.connected.is_set():
         missing.append("rabbitmq")
     if missing:
-        return JSONResponse(
-            {
-                "type": "urn:seriatim:problem:not-ready",
-                "title": "Service Unavailable",
-                "status": 503,
-                "detail": f"unreachable: {', '.join(missing)}",
-                "missing": missing,
-            },
-            status_code=503,
-            media_type="application/problem+json",
+        return Problem(
+            503,
+            "not-ready",
+            f"unreachable: {', '.join(missing)}",
             headers={"Retry-After": "5"},
-        )
+            missing=missing,
+        ).response()
     return JSONResponse({"status": "ready"})
 
 

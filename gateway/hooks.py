@@ -7,94 +7,25 @@ in constant time against every valid secret of the client (several during a rota
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import re
-import secrets
 import time
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from actors import logs
 from gateway import intake
-from gateway.events import accept_once
+from gateway.bodies import accepted_answer
+from gateway.pointers import resolve
 from gateway.problems import Problem
 from gateway.services import services_of
+from gateway.signatures import verify
 
 TOLERANCE = 300  # seconds a webhook-timestamp may be off from now, either way
-MAX_SIGNATURES = 8  # signatures in one header that are tried (a rotation needs two)
-SECRET_PREFIX = "whsec_"
 KEY_PREFIX = "webhook\t"  # idempotency keys of webhooks; Idempotency-Key cannot hold a tab
 _ID = re.compile(r"[\x21-\x7e]{1,255}")
-_POINTER = re.compile(r"(/([^~/]|~[01])*)*")
-
-
-def new_secret() -> tuple[str, bytes]:
-    """A new signing secret: its `whsec_` text (shown once) and its key bytes (stored)."""
-    key = secrets.token_bytes(32)
-    return SECRET_PREFIX + base64.b64encode(key).decode("ascii"), key
-
-
-def sign(key: bytes, webhook_id: str, timestamp: str, body: bytes) -> str:
-    """The `v1,<signature>` of a delivery, as a sender computes it."""
-    content = f"{webhook_id}.{timestamp}.".encode() + body
-    return "v1," + base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()).decode()
-
-
-def verify(
-    keys: Sequence[bytes], webhook_id: str, timestamp: str, signatures: str, body: bytes
-) -> bool:
-    """True when any `v1` signature in the header matches any secret (constant-time compare)."""
-    offered = []
-    for entry in signatures.split()[:MAX_SIGNATURES]:
-        version, _, encoded = entry.partition(",")
-        if version != "v1":
-            continue
-        try:
-            offered.append(base64.b64decode(encoded, validate=True))
-        except ValueError:  # binascii.Error, or text that is not ASCII
-            continue
-    content = f"{webhook_id}.{timestamp}.".encode() + body
-    matched = False
-    for key in keys:
-        expected = hmac.new(key, content, hashlib.sha256).digest()
-        for signature in offered:
-            matched |= hmac.compare_digest(expected, signature)
-    return matched
-
-
-def valid_pointer(pointer: Any) -> bool:
-    return isinstance(pointer, str) and len(pointer) <= 200 and bool(_POINTER.fullmatch(pointer))
-
-
-def has_unicode_digits(pointer: str) -> bool:
-    """True when the pointer holds digits other than ASCII 0-9 (`/items/²`): they look like
-    array indexes and are not, so a pointer holding them is refused when it is set."""
-    return any(c.isdigit() and not c.isascii() for c in pointer)
-
-
-def resolve(document: Any, pointer: str) -> Any:
-    """The value at an RFC 6901 JSON pointer; raises LookupError when there is none."""
-    value = document
-    for token in pointer.split("/")[1:]:
-        token = token.replace("~1", "/").replace("~0", "~")
-        if isinstance(value, dict) and token in value:
-            value = value[token]
-        elif isinstance(value, list) and _index(token):
-            value = value[int(token)]
-        else:
-            raise LookupError(token)
-    return value
-
-
-def _index(token: str) -> bool:
-    """An RFC 6901 array index: ASCII digits, no leading zero (`²` and `٣` are not)."""
-    return token.isascii() and token.isdigit() and (token == "0" or token[0] != "0")
 
 
 def delivery_headers(headers: Mapping[str, str]) -> tuple[str, str, str]:
@@ -136,7 +67,9 @@ async def receive(request: Request) -> Response:
         raise Problem(404, "not-found", "no such webhook endpoint") from None
     webhook_id, timestamp, signatures = delivery_headers(request.headers)
     intake.require_json(request.headers.get("content-type"))
-    body = await services.read_body(request, within=services.settings.preauth_body_timeout)
+    body = await intake.read_body(
+        request, services.settings, within=services.settings.preauth_body_timeout
+    )
     verifiers = await services.tenancy.verifiers(client_id)
     keys = verifiers.secrets if verifiers else ()
     # An unknown client and a wrong signature look alike: the endpoint tells nobody who exists
@@ -157,4 +90,7 @@ async def receive(request: Request) -> Response:
         raise Problem(
             422, "unknown-event-type", "the event type in the body names no registered handler"
         )
-    return await accept_once(services, client_id, type_, payload, KEY_PREFIX + webhook_id)
+    accepted = await services.acceptor.accept(
+        client_id, type_, payload, key=KEY_PREFIX + webhook_id
+    )
+    return accepted_answer(accepted)

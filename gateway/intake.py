@@ -1,14 +1,19 @@
-"""Validation of what clients send: pure functions that raise Problem on bad input."""
+"""What clients send: reading request bodies within bounds, and validating them with pure
+functions; both raise Problem on bad input."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
 from collections.abc import Container
 from typing import Any
 
+from starlette.requests import ClientDisconnect, Request
+
 from actors.handlers import TYPE_PATTERN
+from actors.settings import Settings
 from actors.store import dump_json
 from gateway.problems import Problem
 
@@ -17,6 +22,48 @@ MAX_LENGTH_DIGITS = 20
 STATUSES = ("queued", "processing", "retrying", "succeeded", "dead")
 MAILBOX_STATES = ("idle", "active", "backing_off", "suspended")
 _KEY = re.compile(r"[\x20-\x7e]{1,255}")
+
+
+async def read_body(
+    request: Request, settings: Settings, *, limit: int | None = None, within: float | None = None
+) -> bytes:
+    """The whole body, refused with 413 as soon as it exceeds `limit` (default
+    SERIATIM_MAX_BODY_BYTES), and with 408 when it takes longer than `within` seconds
+    (default SERIATIM_BODY_TIMEOUT)."""
+    limit = settings.max_body_bytes if limit is None else limit
+    declared = content_length(request.headers.get("content-length"))
+    if declared is not None and declared > limit:
+        raise _too_large(limit)
+    chunks, size = [], 0
+    try:
+        async with asyncio.timeout(within or settings.body_timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        # The rest of the body may still come: the connection cannot carry another request.
+        raise Problem(
+            408,
+            "request-timeout",
+            "the body was not received in time",
+            headers={"Connection": "close"},
+        ) from None
+    except ClientDisconnect:
+        raise Problem(400, "invalid-request", "the client disconnected mid-body") from None
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> Problem:
+    """413; the unread rest of the body leaves the connection unusable, so it is closed."""
+    return Problem(
+        413,
+        "payload-too-large",
+        f"the body is larger than {limit} bytes",
+        headers={"Connection": "close"},
+        limit=limit,
+    )
 
 
 def require_json(content_type: str | None) -> None:

@@ -9,7 +9,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from actors.amqp import PublishFailed
-from actors.credentials import hash_secret, new_secret
 from actors.protocol import MailboxWanted
 from gateway import intake
 from gateway.auth import principal
@@ -92,43 +91,13 @@ async def list_mailboxes(request: Request) -> Response:
     return JSONResponse({"items": items, "next_after": following})
 
 
-async def create_client(request: Request) -> Response:
-    await principal(request, ADMIN_SCOPE)
-    services = services_of(request)
-    intake.require_json(request.headers.get("content-type"))
-    body = intake.parse_json(await services.read_body(request))
-    if not isinstance(body, dict):
-        raise Problem(422, "invalid-client", 'the body must be {"name": "...", "admin": false}')
-    unknown = sorted(set(body) - {"name", "admin"})
-    if unknown:
-        raise Problem(422, "invalid-client", f"unknown field(s): {', '.join(unknown)}")
-    name, admin = body.get("name"), body.get("admin", False)
-    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 200:
-        raise Problem(422, "invalid-client", "'name' must be a string of 1-200 characters")
-    if not isinstance(admin, bool):
-        raise Problem(422, "invalid-client", "'admin' must be true or false")
-    secret = new_secret()
-    client_id = await services.journal.create_client(name.strip(), hash_secret(secret), admin)
-    log.info("client %s created (admin=%s)", client_id, admin)
-    return JSONResponse(
-        {
-            "client_id": str(client_id),
-            "client_secret": secret,
-            "name": name.strip(),
-            "admin": admin,
-        },
-        status_code=201,
-        headers={"Cache-Control": "no-store", "Location": f"/v1/admin/mailboxes/{client_id}"},
-    )
-
-
 async def set_policy(request: Request) -> Response:
     """PATCH /v1/admin/mailboxes/{client_id}: the client's dead-event policy and intensity."""
     await principal(request, ADMIN_SCOPE)
     services = services_of(request)
     client_id = _client_id(request)
     intake.require_json(request.headers.get("content-type"))
-    body = intake.parse_json(await services.read_body(request))
+    body = intake.parse_json(await intake.read_body(request, services.settings))
     changes = intake.policy_body(body)
     if not await services.journal.set_mailbox_policy(client_id, **changes):
         raise Problem(404, "not-found", "no such mailbox")

@@ -7,11 +7,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from gateway.problems import MEDIA_TYPE
 from gateway.schemas import RATE, SCHEMAS, STATUSES, UUID, object_of, ref
 from gateway.services import services_of
 
 JSON = "application/json"
-PROBLEM = "application/problem+json"
+PROBLEM = MEDIA_TYPE
 
 
 def _answer(status: int, schema: str | None, description: str, **headers: str) -> dict[str, Any]:

@@ -1,12 +1,14 @@
-"""Problem details (RFC 9457): the one shape of every error the gateway answers."""
+"""Problem details (RFC 9457): the one renderer of every error the gateway answers, from a
+route, from middleware, or from the HTTP/1.1 wire guard before a request reaches the app."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 MEDIA_TYPE = "application/problem+json"
 
@@ -22,6 +24,7 @@ _TITLES = {
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
     429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
@@ -46,18 +49,37 @@ class Problem(Exception):
         self.headers = headers or {}
         self.extra = extra
 
-    def response(self, instance: str | None = None) -> Response:
+    @property
+    def title(self) -> str:
+        return _TITLES.get(self.status, "Error")
+
+    def document(self, instance: str | None = None) -> dict[str, Any]:
+        """The problem as a JSON object; `instance` is the path it happened on, if any."""
         body: dict[str, Any] = {
             "type": f"urn:seriatim:problem:{self.slug}",
-            "title": _TITLES.get(self.status, "Error"),
+            "title": self.title,
             "status": self.status,
             "detail": self.detail,
             **self.extra,
         }
         if instance:
             body["instance"] = instance
-        return JSONResponse(
-            body, status_code=self.status, headers=self.headers, media_type=MEDIA_TYPE
+        return body
+
+    def encoded(self, instance: str | None = None) -> bytes:
+        """The body as bytes (compact UTF-8 JSON, as Starlette's JSONResponse writes it)."""
+        text = json.dumps(
+            self.document(instance), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        )
+        return text.encode("utf-8")
+
+    def response(self, instance: str | None = None) -> Response:
+        """The answer of an application route or middleware (it is an ASGI app too)."""
+        return Response(
+            self.encoded(instance),
+            status_code=self.status,
+            headers=self.headers,
+            media_type=MEDIA_TYPE,
         )
 
 

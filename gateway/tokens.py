@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import datetime
 import itertools
 import json
+import logging
 import time
 import uuid
 from collections.abc import Sequence
@@ -19,8 +21,10 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet
 
 from actors.settings import Settings
-from actors.store import Journal
+from actors.store import UNAVAILABLE, Journal
 from gateway.problems import Problem
+
+log = logging.getLogger(__name__)
 
 ORDINARY_SCOPES = ("events:write", "events:read")
 ADMIN_SCOPE = "admin"
@@ -29,6 +33,10 @@ LEEWAY = 30
 #: Tokens verified lately, so that a client's next request (a rate-limited one included) costs
 #: a dict lookup instead of a signature check (~150 µs for ES256). Forged tokens still pay it.
 VERIFIED_CACHE = 10_000
+KEY_RELOAD_INTERVAL = 1.0  # at most one signing-key reload per this many seconds
+#: Every gateway reloads the signing keys this often, so that a rotation made through another
+#: gateway reaches it (it signs with the new key, and retires the old one on time).
+KEY_REFRESH_PERIOD = 15.0
 _ALGORITHMS = {
     ("EC", "P-256"): "ES256",
     ("EC", "P-384"): "ES384",
@@ -185,6 +193,40 @@ async def journal_keys(settings: Settings, journal: Journal) -> list[Any]:
     rows = await journal.ensure_signing_key(_new_key)
     keep_for = datetime.timedelta(seconds=settings.token_ttl + LEEWAY)
     return [jwk.import_key(private) for private in keys_in_use(rows, keep_for)]
+
+
+class KeyRefresh:
+    """Reloads the journal's signing keys into the token service: another gateway may have
+    rotated them (it signs with the new key, and retires the old one on time)."""
+
+    def __init__(self, settings: Settings, journal: Journal, tokens: TokenService) -> None:
+        self._settings = settings
+        self._journal = journal
+        self._tokens = tokens
+        self._loaded = float("-inf")
+
+    async def refresh(self, *, now: bool = False) -> None:
+        """Reload the keys; without `now`, at most once per KEY_RELOAD_INTERVAL, so tokens
+        with unknown kids cost little. Keys from SERIATIM_JWT_KEY_FILE are never reloaded."""
+        if self._settings.jwt_key_file:
+            return
+        clock = asyncio.get_running_loop().time()
+        if not now and clock - self._loaded < KEY_RELOAD_INTERVAL:
+            return
+        self._loaded = clock
+        self._tokens.use(await journal_keys(self._settings, self._journal))
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Reload the keys every KEY_REFRESH_PERIOD until `stopping` is set."""
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), KEY_REFRESH_PERIOD)
+            if stopping.is_set():
+                return
+            try:
+                await self.refresh(now=True)
+            except UNAVAILABLE as error:
+                log.warning("could not reload the signing keys: %s", error)
 
 
 def keys_in_use(

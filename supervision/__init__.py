@@ -1,1 +1,1 @@
-"""Supervision: the supervisor actor, placement, the outbox relay and the process tree."""
+"""Supervision: the supervisor actor, placement and the outbox relay."""

@@ -219,7 +219,7 @@ class System:
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
         self._log_files.append(log)
         process = subprocess.Popen(
-            [sys.executable, "-m", "supervision.cli", *args],
+            [sys.executable, "-m", "seriatim", *args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -294,7 +294,7 @@ class System:
     def create_client(self, name: str = "test", admin: bool = False) -> dict[str, Any]:
         args = ["client", "create", "--name", name, *(["--admin"] if admin else [])]
         out = subprocess.run(
-            [sys.executable, "-m", "supervision.cli", *args],
+            [sys.executable, "-m", "seriatim", *args],
             env=self.env,
             capture_output=True,
             check=True,

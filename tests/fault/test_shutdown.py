@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from supervision.worker import DRAIN_DEADLINE
+from seriatim.worker import DRAIN_DEADLINE
 from tests import harness
 from tests.fault.load import Load
 from tests.fault.oracle import all_terminal, check, install_audit

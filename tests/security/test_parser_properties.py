@@ -17,8 +17,10 @@ from joserfc.jwk import ECKey
 from actors.settings import Settings
 from gateway import intake
 from gateway.auth import bearer_token, client_credentials, token_form
-from gateway.hooks import delivery_headers, has_unicode_digits, resolve, valid_pointer, verify
+from gateway.hooks import delivery_headers
+from gateway.pointers import has_unicode_digits, resolve, valid_pointer
 from gateway.problems import Problem
+from gateway.signatures import verify
 from gateway.tokens import Principal, TokenService
 
 PROPERTY = settings(max_examples=500, deadline=None, database=None)

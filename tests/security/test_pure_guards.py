@@ -6,8 +6,9 @@ import uuid
 
 import pytest
 
-from gateway.hooks import resolve, sign, valid_pointer, verify
 from gateway.limits import Rate, RateLimiter
+from gateway.pointers import resolve, valid_pointer
+from gateway.signatures import sign, verify
 
 CLIENT, OTHER = uuid.uuid4(), uuid.uuid4()
 

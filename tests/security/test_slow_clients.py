@@ -43,7 +43,7 @@ def head(tenant: Tenant, length: int) -> bytes:
 
 
 def test_a_slowloris_head_is_answered_408_and_closed(system: System, mallory: Tenant) -> None:
-    """Planted: no write_eof/close after a refusal in supervision/wire.py `_write_refusal`
+    """Planted: no write_eof/close after a refusal in gateway/wire.py `_write_refusal`
     → fails with `AssertionError: the server kept the connection open after
     b'HTTP/1.1 408 Request Timeout...'` (before, the read's timeout counted as the close)."""
     before = mallory.journal()

@@ -325,7 +325,7 @@ def test_the_gateway_refuses_to_start_with_a_weak_or_unusable_key_file(
     }
 
     run = subprocess.run(
-        [sys.executable, "-m", "supervision.cli", "gateway"],
+        [sys.executable, "-m", "seriatim", "gateway"],
         env=env,
         capture_output=True,
         timeout=60,

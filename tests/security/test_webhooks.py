@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.hooks import sign
+from gateway.signatures import sign
 from tests.harness import System, assert_problem
 from tests.security.conftest import MARKER, Tenant, assert_refused, full_logs
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from supervision.cli import main
+from seriatim.cli import main
 
 
 @pytest.fixture(autouse=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from supervision.cli import parser
-from supervision.federation import merge
+from seriatim.cli import parser
+from seriatim.federation import merge
 
 GATEWAY = """# HELP seriatim_attempts_total Handler attempts, by result.
 # TYPE seriatim_attempts_total counter

@@ -14,7 +14,7 @@ from dramatiq.middleware import CurrentMessage, MiddlewareError, SkipMessage
 from actors.execution import AttemptFailed, Outcome, failure
 from actors.middleware import AttemptHooks, load_middleware
 from actors.settings import Settings, SettingsError
-from supervision.worker import run_worker
+from seriatim.worker import run_worker
 
 #: An instance, for the dotted-path test that names one.
 CURRENT = CurrentMessage()

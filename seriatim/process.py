@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from actors.backoff import Backoff
 from actors.metrics import Render, serve_metrics
 from actors.settings import Settings
-from supervision import federation
+from seriatim import federation
 
 log = logging.getLogger("seriatim.up")
 
@@ -87,7 +87,7 @@ async def run_up(settings: Settings, workers: int, metrics_port: int | None = No
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
-    command = [sys.executable, "-m", "supervision.cli"]
+    command = [sys.executable, "-m", "seriatim"]
     host = settings.http_host
     targets = {"gateway": f"http://{host}:{settings.http_port}/metrics"}
     children = [Child("gateway", [*command, "gateway"])]

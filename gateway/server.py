@@ -1,24 +1,20 @@
-"""Serves the gateway with uvicorn.
-
-The gateway sits above supervision in the import layers, so it is named here by its import
-string (`gateway.app:from_env`) and loaded by uvicorn, never imported.
-"""
+"""Serves the gateway's application with uvicorn, over the guarded HTTP/1.1 protocol."""
 
 from __future__ import annotations
 
 import uvicorn
 
 from actors.settings import Settings
-from supervision.wire import guarded_protocol
+from gateway.app import create_app
+from gateway.wire import guarded_protocol
 
-APP = "gateway.app:from_env"
 MAX_HEAD = 16384  # bytes of request line and headers; more is a 431
 
 
 def serve_gateway(settings: Settings, host: str | None, port: int | None) -> int:
+    """Serve until SIGINT or SIGTERM; 0 after a clean stop, 1 when the server never started."""
     config = uvicorn.Config(
-        APP,
-        factory=True,
+        create_app(settings),
         host=host or settings.http_host,
         port=port or settings.http_port,
         lifespan="on",

@@ -1,5 +1,6 @@
 """The gateway's HTTP/1.1 connections: uvicorn's httptools protocol with a hard limit on the
-request head, deadlines for reading the head and the body, and problem+json for what it refuses.
+request head, deadlines for reading the head and the body, and problem+json
+(`gateway/problems.py`) for what it refuses.
 
 uvicorn has no head-read deadline and no limit on the head with httptools (llhttp buffers a
 header of any size). This protocol counts the head itself, as it arrives and as the parser
@@ -11,13 +12,13 @@ httptools rather than h11: the same requests cost the gateway ~0.3 ms less CPU e
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from gateway.problems import MEDIA_TYPE, Problem
+
 _END_OF_HEAD = b"\r\n\r\n"
-_PHRASES = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large"}
 _SLUGS = {400: "invalid-http", 408: "request-timeout", 431: "header-too-large"}
 _LINGER = 1.0  # seconds to drain what a refused client still sends, so it reads our answer
 _HEADER_OVERHEAD = 4  # ": " and CRLF around each header's name and value
@@ -164,17 +165,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def _write_refusal(self, status: int, detail: str) -> None:
         self._deferred = None
-        body = json.dumps(
-            {
-                "type": f"urn:seriatim:problem:{_SLUGS[status]}",
-                "title": _PHRASES[status],
-                "status": status,
-                "detail": detail,
-            }
-        ).encode()
+        problem = Problem(status, _SLUGS[status], detail)
+        body = problem.encoded()
         head = (
-            f"HTTP/1.1 {status} {_PHRASES[status]}\r\n"
-            "content-type: application/problem+json\r\n"
+            f"HTTP/1.1 {status} {problem.title}\r\n"
+            f"content-type: {MEDIA_TYPE}\r\n"
             f"content-length: {len(body)}\r\n"
             "connection: close\r\n\r\n"
         ).encode("ascii")

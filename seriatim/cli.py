@@ -139,11 +139,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(asyncio.run(_create_client(settings, args.name, args.admin))))
         return 0
     if args.command == "gateway":
-        from supervision.serve import serve_gateway
+        from gateway.server import serve_gateway
 
         return serve_gateway(settings, args.host, args.port)
     if args.command == "worker":
-        from supervision.worker import run_worker
+        from seriatim.worker import run_worker
 
         with asyncio.Runner(loop_factory=_fast_loop()) as runner:
             runner.run(
@@ -152,7 +152,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
                 )
             )
         return 0
-    from supervision.process import run_up
+    from seriatim.process import run_up
 
     asyncio.run(migrate(settings.database_url))
     return asyncio.run(run_up(settings, args.workers, args.metrics_port or None))
@@ -175,7 +175,3 @@ async def _until_signalled(main: object) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     await main(stopping)  # type: ignore[operator]
-
-
-if __name__ == "__main__":
-    sys.exit(main())

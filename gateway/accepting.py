@@ -1,0 +1,134 @@
+"""The accept use case: commit an event, have it published after, and say what was accepted.
+
+Under an idempotency key, the first request makes the event and the same request again finds
+it; the routes turn the outcome into an answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from typing import Any
+
+from actors import metrics, tracing
+from actors.protocol import EventMessage
+from actors.store import BacklogFull, EventRow, Journal, KeyTaken
+from gateway import intake
+from gateway.limits import ClientLimits, backlog_full
+from gateway.problems import Problem
+from gateway.publishing import Publishing
+from gateway.tokens import invalid_token
+
+
+@dataclasses.dataclass(frozen=True)
+class AcceptedEvent:
+    """An accepted event; `replayed` when an earlier request under the same key made it."""
+
+    event: EventRow
+    replayed: bool = False
+
+
+class Acceptor:
+    """Accepts events: commit first (the promise), publish after."""
+
+    def __init__(self, journal: Journal, limits: ClientLimits, publishing: Publishing) -> None:
+        self._journal = journal
+        self._limits = limits
+        self._publishing = publishing
+        self._in_progress: set[tuple[uuid.UUID, str]] = set()  # (client, key) being accepted
+
+    async def accept(
+        self,
+        client_id: uuid.UUID,
+        type_: str,
+        payload: Any,
+        *,
+        key: str | None = None,
+        redrive_of: uuid.UUID | None = None,
+    ) -> AcceptedEvent:
+        """The event, committed. Under `key` the same request again gets the original event
+        (`replayed`). Raises Problem: 429 when the client's backlog is full, 409 while the key
+        is in use by another request, 422 when the key was used with another body, 401 when
+        the client no longer exists; nothing is written then."""
+        if key is None:
+            return await self._commit(client_id, type_, payload, redrive_of=redrive_of)
+        return await self._accept_once(client_id, type_, payload, key)
+
+    async def _accept_once(
+        self, client_id: uuid.UUID, type_: str, payload: Any, key: str
+    ) -> AcceptedEvent:
+        fingerprint = intake.request_hash(type_, payload)
+        slot = (client_id, key)
+        if slot in self._in_progress:
+            raise _key_in_use()
+        self._in_progress.add(slot)
+        try:
+            replay = await self._replay(client_id, key, fingerprint)
+            if replay is not None:
+                return replay
+            try:
+                return await self._commit(
+                    client_id, type_, payload, idempotency_key=key, request_hash=fingerprint
+                )
+            except KeyTaken:  # another gateway won the race and has committed by now
+                replay = await self._replay(client_id, key, fingerprint)
+                if replay is not None:
+                    return replay
+                raise _key_in_use() from None
+        finally:
+            self._in_progress.discard(slot)
+
+    async def _replay(
+        self, client_id: uuid.UUID, key: str, fingerprint: bytes
+    ) -> AcceptedEvent | None:
+        found = await self._journal.event_by_key(client_id, key)
+        if found is None:
+            return None
+        row, original = found
+        if original != fingerprint:
+            raise Problem(
+                422,
+                "idempotency-key-reused",
+                "this Idempotency-Key was used with a different request body",
+            )
+        return AcceptedEvent(row, replayed=True)
+
+    async def _commit(
+        self,
+        client_id: uuid.UUID,
+        type_: str,
+        payload: Any,
+        *,
+        idempotency_key: str | None = None,
+        request_hash: bytes | None = None,
+        redrive_of: uuid.UUID | None = None,
+    ) -> AcceptedEvent:
+        """Commit, then publish soon; raises KeyTaken, or Problem 429 when the client's
+        backlog is full (nothing written either way)."""
+        limits = await self._limits.of(client_id)
+        try:
+            accepted = await self._journal.accept(
+                client_id,
+                type_,
+                payload,
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+                redrive_of=redrive_of,
+                max_backlog=limits.max_backlog,
+                traceparent=tracing.current_traceparent(),
+            )
+        except BacklogFull as full:
+            raise backlog_full(full.backlog) from None
+        if accepted is None:
+            raise invalid_token("the token's client no longer exists")
+        metrics.EVENTS_ACCEPTED.inc()
+        row = accepted.event
+        tracing.annotate(client_id=str(row.client_id), event_id=str(row.id), seq=row.seq)
+        self._publishing.soon(EventMessage.of(row), wake_supervisor=accepted.caught_up)
+        return AcceptedEvent(row)
+
+
+def _key_in_use() -> Problem:
+    return Problem(
+        409, "idempotency-key-in-use", "a request with this Idempotency-Key is still in progress"
+    )

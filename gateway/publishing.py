@@ -1,0 +1,113 @@
+"""Publishing accepted events after the answer: confirmed publishes off the request path, then
+marks in the journal in batches. What is never confirmed is left to the relay."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+
+from actors.amqp import PublishFailed
+from actors.broker import BrokerLink
+from actors.protocol import EventMessage, MailboxWanted
+from actors.store import UNAVAILABLE, Journal
+
+log = logging.getLogger(__name__)
+
+MAX_PUBLISHING = 10_000
+
+
+class PublishedMarks:
+    """Marks published events in the journal in batches, off the request path.
+
+    A mark lost in a crash only costs a duplicate publish by the relay, which the mailbox
+    acks as a duplicate.
+    """
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self._pending: list[uuid.UUID] = []
+        self._wake = asyncio.Event()
+
+    def add(self, event_id: uuid.UUID) -> None:
+        self._pending.append(event_id)
+        self._wake.set()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 1.0)
+            self._wake.clear()
+            await asyncio.sleep(0.02)  # let a batch gather
+            await self.flush()
+        await self.flush()
+
+    async def flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if batch:
+            try:
+                await self._journal.mark_published(batch)
+            except UNAVAILABLE as error:
+                log.warning(
+                    "could not mark %d events published (%s); the relay will publish them again",
+                    len(batch),
+                    error,
+                )
+
+
+class Publishing:
+    """Publishes committed events in the background, at most MAX_PUBLISHING at once."""
+
+    def __init__(self, link: BrokerLink, journal: Journal) -> None:
+        self.link = link
+        self.marks = PublishedMarks(journal)
+        self._publishing: set[asyncio.Task[None]] = set()
+        self._broker_down = False
+
+    def soon(self, message: EventMessage, *, wake_supervisor: bool) -> None:
+        """Publish after answering: the event is durable already, and RabbitMQ confirms a
+        persistent message only after its next disk sync. What is never confirmed is left
+        to the relay."""
+        if len(self._publishing) >= MAX_PUBLISHING:
+            log.warning(
+                "%d publishes pending; event seq %d is left to the relay",
+                len(self._publishing),
+                message.seq,
+            )
+            return
+        task = asyncio.create_task(self._publish(message, wake_supervisor=wake_supervisor))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    async def finish(self, deadline: float) -> None:
+        """Wait up to `deadline` seconds for publishes still in flight (at shutdown)."""
+        if self._publishing:
+            await asyncio.wait(list(self._publishing), timeout=deadline)
+
+    async def _publish(self, message: EventMessage, *, wake_supervisor: bool) -> None:
+        publisher = self.link.publisher
+        if publisher is None:
+            if not self._broker_down:
+                self._broker_down = True
+                log.warning(
+                    "RabbitMQ is unreachable: accepted events are left to the relay "
+                    "until it is back"
+                )
+            return
+        self._broker_down = False
+        try:
+            if wake_supervisor:  # both on one channel: RabbitMQ routes them in this order
+                await asyncio.gather(
+                    publisher.publish_event(message),
+                    publisher.tell_supervisor(
+                        MailboxWanted(message.client_id, message.traceparent or "")
+                    ),
+                )
+            else:
+                await publisher.publish_event(message)
+            self.marks.add(message.event_id)
+        except PublishFailed as error:
+            log.warning(
+                "publishing event seq %d failed (%s); it is left to the relay", message.seq, error
+            )
