@@ -21,9 +21,10 @@ from actors import metrics, tracing
 from actors.amqp import AmqpChannel, AmqpConnection, AmqpError, Delivery
 from actors.backoff import Backoff
 from actors.broker import BrokerLink
-from actors.delivery import OUTAGES, settle
+from actors.delivery import NOT_NOW, settle
 from actors.handlers import HandlerRegistry
-from actors.mailbox import Escalate, Fenced, Lapsed, Mailbox, RunPolicy, Stopped
+from actors.mailbox import Escalate, Fenced, Mailbox, RunPolicy, Stopped
+from actors.outages import OUTAGES, UNAVAILABLE
 from actors.policy import RestartIntensity
 from actors.protocol import (
     Control,
@@ -33,15 +34,13 @@ from actors.protocol import (
     StartMailbox,
 )
 from actors.settings import Settings
-from actors.store import UNAVAILABLE, Journal
+from actors.store import Journal
 from actors.threads import HandlerThreads
 from actors.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
 RECONCILE_INTERVAL = 5.0
-#: A catch-up that fails so is tried again by reconcile().
-_CATCH_UP_LATER: tuple[type[BaseException], ...] = (*OUTAGES, Lapsed)
 
 
 @dataclasses.dataclass
@@ -312,7 +311,7 @@ class MailboxHost:
             entry.catch_up_due = False
             entry.passivating = True
             await self._escalate(entry, escalation)
-        except _CATCH_UP_LATER as error:
+        except NOT_NOW as error:  # reconcile() tries it again
             log.warning(
                 "mailbox %s could not catch up from the journal (%s); retrying later",
                 entry.mailbox.client_id,

@@ -15,10 +15,11 @@ from actors import metrics, tracing
 from actors.amqp import PublishFailed
 from actors.broker import BrokerLink
 from actors.handlers import HandlerRegistry
+from actors.outages import UNAVAILABLE
 from actors.policy import RestartIntensity
 from actors.protocol import EventMessage, MailboxWanted
 from actors.settings import Settings
-from actors.store import UNAVAILABLE, BacklogFull, Journal, Tenancy
+from actors.store import BacklogFull, Journal, Tenancy
 from gateway.bodies import accepted_json
 from gateway.guesses import CredentialChecks
 from gateway.intake import content_length

@@ -16,6 +16,7 @@ import uuid
 from actors import metrics, tracing
 from actors.amqp import AmqpChannel, AmqpConnection, AmqpError, Delivery, PublishFailed
 from actors.broker import BrokerLink, Publisher, supervisor_arguments
+from actors.outages import OUTAGES
 from actors.protocol import (
     Control,
     MailboxFailed,
@@ -27,14 +28,11 @@ from actors.protocol import (
     WorkerStopped,
 )
 from actors.settings import Settings
-from actors.store import UNAVAILABLE, Journal
+from actors.store import Journal
 from supervision.placement import plan
 from supervision.relay import Relay
 
 log = logging.getLogger(__name__)
-
-#: The journal or the broker is unreachable: retry later, never crash the worker.
-OUTAGES: tuple[type[BaseException], ...] = (*UNAVAILABLE, AmqpError)
 
 SWEEP_INTERVAL = 1.0
 #: A worker whose heartbeat is older is dead, even if its lease's lock is still held (a

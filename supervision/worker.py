@@ -22,9 +22,10 @@ from actors.handlers import load_handlers
 from actors.heap import freeze_startup_objects
 from actors.host import MailboxHost
 from actors.metrics import refresh_journal_gauges, serve_metrics
+from actors.outages import UNAVAILABLE
 from actors.protocol import MAILBOX_ACTOR, WorkerStopped
 from actors.settings import Settings
-from actors.store import UNAVAILABLE, Journal
+from actors.store import Journal
 from actors.store.lease import Lease
 from actors.watchdog import Watchdog, tick
 from supervision.supervisor import WORKER_ALIVE_WITHIN, Supervisor

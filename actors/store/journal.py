@@ -12,11 +12,11 @@ from typing import Any, NamedTuple
 import asyncpg
 
 from actors import metrics
+from actors.outages import UNAVAILABLE
 from actors.store import durability
 from actors.store.group_commit import GroupCommit
 from actors.store.queries import QUERIES
 from actors.store.rows import (
-    UNAVAILABLE,
     Accepted,
     BacklogFull,
     Credentials,

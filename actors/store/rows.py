@@ -1,5 +1,5 @@
-"""The journal's rows and errors: frozen row types, what intake refuses, what "unreachable"
-means, and the JSON encoding for jsonb columns."""
+"""The journal's rows and errors: frozen row types, what intake refuses, and the JSON encoding
+for jsonb columns (what "unreachable" means is actors/outages.py)."""
 
 from __future__ import annotations
 
@@ -52,20 +52,6 @@ def _storable_text(text: str) -> str:
     except UnicodeEncodeError:  # surrogates: utf-16 joins the pairs, replaces the lone ones
         text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
     return text.replace("\x00", "\ufffd")
-
-
-#: Errors that mean "the journal is unreachable right now", not "this request is wrong".
-UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.InsufficientResourcesError,
-    asyncpg.InterfaceError,
-    # A query that lands on a session PostgreSQL is terminating ("cannot switch to state N;
-    # another operation is in progress", MagicStack/asyncpg#1069), as in a fast restart.
-    asyncpg.InternalClientError,
-)
 
 
 class KeyTaken(Exception):
