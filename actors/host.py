@@ -408,12 +408,8 @@ class MailboxHost:
             del self._active[client]
         metrics.PASSIVATIONS.inc()
         log.info("mailbox %s passivated", client)
-        publisher = self._link.publisher
-        try:
-            if publisher is not None:
-                await publisher.tell_supervisor(MailboxPassivated(client, self.worker_id))
-        except AmqpError as error:  # the supervisor's sweep finds any backlog left behind
-            log.warning("supervisor not told of passivating %s: %s", client, error)
+        # Not told: the supervisor's sweep finds any backlog left behind.
+        await self._link.tell_supervisor(MailboxPassivated(client, self.worker_id))
 
     async def _escalate(self, entry: _Active, escalation: Escalate) -> None:
         """Stop the mailbox here and ask the supervisor to suspend it."""
@@ -429,15 +425,9 @@ class MailboxHost:
             entry.mailbox.last_traceparent,
             entry.mailbox.epoch,
         )
-        publisher = self._link.publisher
-        try:
-            if publisher is None:
-                raise AmqpError("no broker connection")
-            await publisher.tell_supervisor(failed, persistent=True)
-        except AmqpError as error:  # the journal must not go on saying it is active here
-            log.warning(
-                "supervisor unreachable (%s): suspending mailbox %s directly", error, client
-            )
+        if not await self._link.tell_supervisor(failed, persistent=True):
+            # The journal must not go on saying it is active here.
+            log.warning("supervisor unreachable: suspending mailbox %s directly", client)
             await self._journal.suspend_mailbox(client, reason, epoch=entry.mailbox.epoch)
 
     async def _resume(self, entry: _Active) -> None:

@@ -8,7 +8,6 @@ import uuid
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from actors.amqp import PublishFailed
 from actors.credentials import hash_secret, new_secret
 from actors.protocol import MailboxWanted
 from gateway import intake
@@ -35,12 +34,7 @@ async def _resume(request: Request, client_id: uuid.UUID) -> Response:
     if not await services.journal.resume_mailbox(client_id):
         raise Problem(409, "mailbox-not-suspended", "the mailbox is not suspended")
     log.info("mailbox %s resumed", client_id)
-    publisher = services.link.publisher
-    if publisher is not None:
-        try:
-            await publisher.tell_supervisor(MailboxWanted(client_id))
-        except PublishFailed:
-            log.warning("supervisor not told of the resume; its next sweep will see it")
+    await services.link.tell_supervisor(MailboxWanted(client_id))  # else the sweep sees it
     return await _mailbox(request, client_id)
 
 

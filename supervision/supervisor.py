@@ -123,10 +123,8 @@ class Supervisor:
         while not stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), SWEEP_INTERVAL)
-            publisher = self._link.publisher
-            if publisher is not None and not stopping.is_set():
-                with contextlib.suppress(PublishFailed):
-                    await publisher.tell_supervisor(Tick())
+            if not stopping.is_set():
+                await self._link.tell_supervisor(Tick())
 
     async def _handle(self, batch: list[tuple[AmqpChannel, Delivery]]) -> None:
         if not self.active:  # only the single active consumer ever receives anything

@@ -16,7 +16,6 @@ from typing import Any, NoReturn
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-from actors.amqp import PublishFailed
 from actors.broker import BrokerLink
 from actors.handlers import load_handlers
 from actors.heap import freeze_startup_objects
@@ -182,10 +181,7 @@ async def _leave(journal: Journal, link: BrokerLink, worker_id: str) -> None:
         await journal.forget_worker(worker_id)
     except UNAVAILABLE as error:
         log.warning("could not release this worker's mailboxes: %s", error)
-    publisher = link.publisher
-    if publisher is not None:
-        with contextlib.suppress(PublishFailed):
-            await publisher.tell_supervisor(WorkerStopped(worker_id))
+    await link.tell_supervisor(WorkerStopped(worker_id))
 
 
 async def _first(awaitable: Any, stopping: asyncio.Event) -> None:
