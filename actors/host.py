@@ -34,6 +34,7 @@ from actors.protocol import (
     StartMailbox,
 )
 from actors.settings import Settings
+from actors.states import MailboxState
 from actors.store import Journal
 from actors.threads import HandlerThreads
 from actors.watchdog import Watchdog
@@ -236,7 +237,11 @@ class MailboxHost:
         except UNAVAILABLE as error:  # reconcile() starts it once the journal answers
             log.warning("cannot read the placement of mailbox %s: %s", client_id, error)
             return None
-        if position is None or position.state != "active" or position.host != self.worker_id:
+        if (
+            position is None
+            or position.state is not MailboxState.ACTIVE
+            or position.host != self.worker_id
+        ):
             log.info("mailbox %s is not placed on %s; not starting it", client_id, self.worker_id)
             return None
         return position.epoch

@@ -9,6 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from actors.states import EventStatus
 from actors.store import KeyTaken
 from gateway import intake
 from gateway.auth import principal
@@ -104,9 +105,9 @@ async def list_events(request: Request) -> Response:
     caller = await principal(request, "events:read")
     params = request.query_params
     intake.only_params(params, ("status", "after_seq", "limit"))
-    status = intake.query_choice(params, "status", intake.STATUSES)
-    after = intake.query_int(params, "after_seq", 0, 0, 2**62)
-    limit = intake.query_int(params, "limit", 100, 1, 1000)
+    status = intake.query_choice(params, "status", tuple(EventStatus))
+    after = intake.query_int(params, "after_seq", 0, intake.AFTER_SEQ)
+    limit = intake.query_int(params, "limit", 100, intake.PAGE_LIMIT)
     rows = await services_of(request).journal.events(
         caller.client_id, after_seq=after, status=status, limit=limit
     )
@@ -121,7 +122,7 @@ async def redrive_event(request: Request) -> Response:
     row = await services.journal.event(caller.client_id, _event_id(request))
     if row is None:
         raise Problem(404, "not-found", "no such event")
-    if row.status != "dead":
+    if row.status is not EventStatus.DEAD:
         raise Problem(
             409, "event-not-dead", f"only dead events can be redriven; this one is {row.status}"
         )

@@ -28,6 +28,7 @@ from actors.protocol import (
     WorkerStopped,
 )
 from actors.settings import Settings
+from actors.states import MailboxState
 from actors.store import Journal
 from supervision.placement import plan
 from supervision.relay import Relay
@@ -227,8 +228,8 @@ class Supervisor:
             [
                 row.client_id
                 for row in rows
-                if row.state != "suspended"
-                and not (row.state == "active" and row.host_alive)
+                if row.state is not MailboxState.SUSPENDED
+                and not (row.state is MailboxState.ACTIVE and row.host_alive)
                 and (row.has_backlog or not wanted[row.client_id])
             ]
         )

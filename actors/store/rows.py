@@ -12,6 +12,8 @@ from typing import Any
 
 import asyncpg
 
+from actors.states import DeadEventPolicy, EventStatus, MailboxState
+
 Json = Any
 _NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # an escaped NUL, not an escaped backslash
 
@@ -73,7 +75,7 @@ class EventRow:
     seq: int
     type: str
     payload: Json
-    status: str
+    status: EventStatus
     attempts: int
     accepted_at: datetime.datetime
     started_at: datetime.datetime | None
@@ -85,7 +87,8 @@ class EventRow:
 
     @classmethod
     def of(cls, record: asyncpg.Record) -> EventRow:
-        return cls(**{field.name: record[field.name] for field in dataclasses.fields(cls)})
+        values = {field.name: record[field.name] for field in dataclasses.fields(cls)}
+        return cls(**{**values, "status": EventStatus(values["status"])})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -104,43 +107,68 @@ class Credentials:
 @dataclasses.dataclass(frozen=True, slots=True)
 class MailboxRow:
     client_id: uuid.UUID
-    state: str
+    state: MailboxState
     last_seq: int
     done_seq: int
     host: str | None
     restarts: int
-    policy: str
+    policy: DeadEventPolicy
     max_restarts: int | None
     restart_period: float | None
     suspended_reason: str | None
     suspended_at: datetime.datetime | None
     in_flight_seq: int | None
-    head_status: str | None
+    head_status: EventStatus | None
 
     @classmethod
     def of(cls, record: asyncpg.Record) -> MailboxRow:
-        return cls(**{field.name: record[field.name] for field in dataclasses.fields(cls)})
+        values = {field.name: record[field.name] for field in dataclasses.fields(cls)}
+        head = values["head_status"]
+        return cls(
+            **{
+                **values,
+                "state": MailboxState(values["state"]),
+                "policy": DeadEventPolicy(values["policy"]),
+                "head_status": None if head is None else EventStatus(head),
+            }
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Position:
     done_seq: int
     last_seq: int
-    state: str
-    policy: str
+    state: MailboxState
+    policy: DeadEventPolicy
     max_restarts: int | None
     restart_period: float | None
     host: str | None = None
     epoch: int = 0
 
+    @classmethod
+    def of(cls, record: asyncpg.Record) -> Position:
+        values = dict(record)
+        return cls(
+            **{
+                **values,
+                "state": MailboxState(values["state"]),
+                "policy": DeadEventPolicy(values["policy"]),
+            }
+        )
+
     def placed(self, epoch: int) -> bool:
         """Whether the mailbox is still under the placement `epoch`."""
-        return self.state == "active" and self.epoch == epoch
+        return self.state is MailboxState.ACTIVE and self.epoch == epoch
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Wanted:
     client_id: uuid.UUID
-    state: str
+    state: MailboxState
     has_backlog: bool
     host_alive: bool
+
+    @classmethod
+    def of(cls, record: asyncpg.Record) -> Wanted:
+        values = dict(record)
+        return cls(**{**values, "state": MailboxState(values["state"])})

@@ -21,6 +21,7 @@ from actors.host import MailboxHost
 from actors.lifecycle import TRANSITIONS, ForbiddenTransition, Hosted, Stage
 from actors.mailbox import Mailbox, RunPolicy
 from actors.settings import Settings
+from actors.states import DeadEventPolicy, MailboxState
 from actors.store.rows import Position
 
 CLIENT = uuid.UUID("6f1c2e2a-0000-4000-8000-000000000002")
@@ -120,7 +121,7 @@ class Journal:
         self.release_gate = asyncio.Event()
 
     async def position(self, client_id: uuid.UUID) -> Position:
-        return Position(0, 0, "active", "skip", None, None, WORKER, 1)
+        return Position(0, 0, MailboxState.ACTIVE, DeadEventPolicy.SKIP, None, None, WORKER, 1)
 
     async def release_mailbox(self, client_id: uuid.UUID, worker_id: str) -> None:
         self.released.set()
