@@ -163,6 +163,21 @@ class BrokerLink:
         self._backoff = Backoff(min=0.2, max=2.0, jitter=0.3)  # a refused connect is cheap
         metrics.BROKER_CONNECTED.set_function(lambda: float(self.connected.is_set()))
 
+    async def tell_supervisor(self, fact: Control, *, persistent: bool = False) -> bool:
+        """Tell the active supervisor `fact` if the broker takes it now; whether it did.
+
+        Never raises: a fact not told is not lost, the supervisor's sweep reads the journal
+        (a caller that cannot wait for the sweep acts on False)."""
+        publisher = self.publisher
+        if publisher is None:  # unreachable: the link logs that once, not every fact
+            return False
+        try:
+            await publisher.tell_supervisor(fact, persistent=persistent)
+        except AmqpError as error:  # refused, unroutable, unconfirmed, or the channel is gone
+            log.warning("supervisor not told %s: %s", fact.kind, error)
+            return False
+        return True
+
     def on_connect(self, callback: OnConnect) -> None:
         """Run `callback` on every new connection, in the order registered."""
         self._on_connect.append(callback)

@@ -11,18 +11,15 @@ import dataclasses
 import logging
 from collections.abc import Callable
 
-from actors.amqp import AmqpError
 from actors.backoff import Backoff
 from actors.mailbox import Escalate, Fenced, Lapsed, Mailbox, Stopped
+from actors.outages import OUTAGES
 from actors.protocol import EventMessage, ProtocolError, decode_dramatiq
-from actors.store import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
-#: The journal or the broker is unreachable: retry later, never crash the worker.
-OUTAGES: tuple[type[BaseException], ...] = (*UNAVAILABLE, AmqpError)
-#: ...and this worker's own lease, until it is renewed.
-_RETRY_IN_PLACE: tuple[type[BaseException], ...] = (*OUTAGES, Lapsed)
+#: The mailbox cannot go on now: an outage, or this worker's own lease until it is renewed.
+NOT_NOW: tuple[type[BaseException], ...] = (*OUTAGES, Lapsed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +62,7 @@ async def settle(
             return REQUEUE
         except Escalate as escalation:  # settled: the event itself is finished (dead)
             return Verdict(ack=escalation.settled, escalation=escalation)
-        except _RETRY_IN_PLACE as error:
+        except NOT_NOW as error:
             failures += 1  # the journal is unreachable: keep the message, try again
             log.warning("mailbox %s cannot go on now (%s); retrying", mailbox.client_id, error)
             if not accepting():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 import uuid
@@ -21,9 +20,11 @@ from actors import metrics, tracing
 from actors.amqp import AmqpChannel, AmqpConnection, AmqpError, Delivery
 from actors.backoff import Backoff
 from actors.broker import BrokerLink
-from actors.delivery import OUTAGES, settle
+from actors.delivery import NOT_NOW, settle
 from actors.handlers import HandlerRegistry
-from actors.mailbox import Escalate, Fenced, Lapsed, Mailbox, RunPolicy, Stopped
+from actors.lifecycle import Hosted, Stage
+from actors.mailbox import Escalate, Fenced, Mailbox, RunPolicy, Stopped
+from actors.outages import OUTAGES, UNAVAILABLE
 from actors.policy import RestartIntensity
 from actors.protocol import (
     Control,
@@ -33,7 +34,7 @@ from actors.protocol import (
     StartMailbox,
 )
 from actors.settings import Settings
-from actors.store import UNAVAILABLE
+from actors.states import MailboxState
 from actors.store.roles import HostJournal
 from actors.threads import HandlerThreads
 from actors.watchdog import Watchdog
@@ -41,19 +42,6 @@ from actors.watchdog import Watchdog
 log = logging.getLogger(__name__)
 
 RECONCILE_INTERVAL = 5.0
-#: A catch-up that fails so is tried again by reconcile().
-_CATCH_UP_LATER: tuple[type[BaseException], ...] = (*OUTAGES, Lapsed)
-
-
-@dataclasses.dataclass
-class _Active:
-    mailbox: Mailbox
-    consumer_tag: str | None = None
-    channel: AmqpChannel | None = None
-    passivating: bool = False
-    subscribing: bool = False
-    inflight: int = 0
-    catch_up_due: bool = False  # the journal has events the queue may not: take them from it
 
 
 class MailboxHost:
@@ -83,7 +71,7 @@ class MailboxHost:
             backoff=Backoff(settings.backoff_min, settings.backoff_max),
             intensity=RestartIntensity(settings.restart_intensity, settings.restart_period),
         )
-        self._active: dict[uuid.UUID, _Active] = {}
+        self._active: dict[uuid.UUID, Hosted] = {}
         self._escalated: set[uuid.UUID] = set()
         self._starting: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -117,7 +105,7 @@ class MailboxHost:
                 if entry.mailbox.client_id not in placed and await self._moved(entry):
                     await self._lose(entry, "while this worker was disconnected")
         for entry in list(self._active.values()):
-            entry.consumer_tag = None
+            entry.unsubscribed()  # its consumer went with the old channel
             self._spawn(self._subscribe(entry))  # one slow queue must not hold up the rest
 
     async def reconcile(self) -> None:
@@ -134,19 +122,19 @@ class MailboxHost:
             if client in placed:
                 entry.mailbox.adopt(placed[client])
                 self._resubscribe_or_catch_up(entry)
-            elif not entry.passivating and await self._moved(entry):
+            elif entry.stage.takes_deliveries and await self._moved(entry):
                 await self._lose(entry, "by the journal's latest placement")
 
-    def _resubscribe_or_catch_up(self, entry: _Active) -> None:
+    def _resubscribe_or_catch_up(self, entry: Hosted) -> None:
         """Retry what failed earlier: a subscription, or a catch-up from the journal."""
-        if not self._accepting or entry.subscribing or entry.passivating:
+        if not self._accepting:
             return
-        if entry.consumer_tag is None:
+        if entry.stage is Stage.STARTING:
             self._spawn(self._subscribe(entry))
-        elif entry.catch_up_due and not entry.inflight:
+        elif entry.stage is Stage.CONSUMING and entry.catch_up_due and not entry.inflight:
             self._spawn(self._catch_up(entry))
 
-    async def _moved(self, entry: _Active) -> bool:
+    async def _moved(self, entry: Hosted) -> bool:
         """Whether the mailbox is no longer under the placement this worker runs it with
         (read anew: a list read earlier may predate a placement made since)."""
         if entry.mailbox.epoch is None:
@@ -156,7 +144,7 @@ class MailboxHost:
             position.placed(entry.mailbox.epoch) and position.host == self.worker_id
         )
 
-    async def _lose(self, entry: _Active, why: str) -> None:
+    async def _lose(self, entry: Hosted, why: str) -> None:
         """The mailbox was placed elsewhere (or ended): stop its loops, stop consuming it.
         What it has in flight ends at its next step (Stopped, Fenced) and is requeued, for
         the new owner; a handler call that cannot be stopped is waited for (it holds the
@@ -167,13 +155,17 @@ class MailboxHost:
         entry.mailbox.stop()
         await self._let_go(entry)
 
-    async def _let_go(self, entry: _Active) -> None:
+    async def _let_go(self, entry: Hosted) -> None:
         """Stop consuming a mailbox and forget it; deliveries already here are requeued."""
-        entry.passivating = True
+        entry.leave()
         with contextlib.suppress(AmqpError):
             if entry.channel is not None and entry.consumer_tag is not None:
                 await entry.channel.cancel(entry.consumer_tag)
         entry.consumer_tag = None
+        self._forget(entry)
+
+    def _forget(self, entry: Hosted) -> None:
+        entry.forget()
         if self._active.get(entry.mailbox.client_id) is entry:
             del self._active[entry.mailbox.client_id]
 
@@ -216,9 +208,9 @@ class MailboxHost:
         entry = self._active.get(client_id)
         if entry is not None:
             entry.mailbox.adopt(epoch)
-        if entry is not None and not entry.passivating and entry.consumer_tag is not None:
+        if entry is not None and entry.stage is Stage.CONSUMING:
             return
-        if entry is None or entry.passivating:
+        if entry is None or not entry.stage.takes_deliveries:  # on its way out: a new one
             queue = self._settings.mailbox_queue(str(client_id))
             mailbox = Mailbox(
                 client_id,
@@ -231,10 +223,10 @@ class MailboxHost:
                 threads=self.threads,
                 watchdog=self._watchdog,
             )
-            entry = _Active(mailbox)
+            entry = Hosted(mailbox)
             self._active[client_id] = entry
         await self._subscribe(entry)
-        if entry.consumer_tag is not None:
+        if entry.stage is Stage.CONSUMING:
             metrics.ACTIVATIONS.inc()
         log.info("mailbox %s active on %s", client_id, self.worker_id)
 
@@ -245,18 +237,21 @@ class MailboxHost:
         except UNAVAILABLE as error:  # reconcile() starts it once the journal answers
             log.warning("cannot read the placement of mailbox %s: %s", client_id, error)
             return None
-        if position is None or position.state != "active" or position.host != self.worker_id:
+        if (
+            position is None
+            or position.state is not MailboxState.ACTIVE
+            or position.host != self.worker_id
+        ):
             log.info("mailbox %s is not placed on %s; not starting it", client_id, self.worker_id)
             return None
         return position.epoch
 
-    async def _subscribe(self, entry: _Active) -> None:
+    async def _subscribe(self, entry: Hosted) -> None:
         channel = self._channel
         if channel is None or not channel.is_open:
             return
-        if entry.consumer_tag is not None or entry.subscribing:
+        if not entry.subscribing():  # consuming, subscribing already, or on its way out
             return
-        entry.subscribing = True
         client = entry.mailbox.client_id
         queue = self._settings.mailbox_queue(str(client))
         publisher = self._link.publisher
@@ -265,16 +260,21 @@ class MailboxHost:
                 raise AmqpError("no broker connection")
             counts = await publisher.declare_mailbox(str(client), fresh=True)
             entry.channel = channel
-            entry.consumer_tag = await channel.consume(
+            tag = await channel.consume(
                 queue,
                 lambda delivery: self._on_delivery(entry, channel, delivery),
                 on_cancel=lambda: self._consumer_cancelled(entry),
             )
         except AmqpError as error:
             log.warning("cannot consume mailbox %s: %s", client, error)
+            if entry.stage is Stage.SUBSCRIBING:
+                entry.move(Stage.STARTING)  # reconcile() subscribes it again
             return
-        finally:
-            entry.subscribing = False
+        if entry.stage is not Stage.SUBSCRIBING:  # let go (or drained) meanwhile
+            with contextlib.suppress(AmqpError):
+                await channel.cancel(tag)
+            return
+        entry.consuming(channel, tag)
         if counts is not None and counts.messages == 0 and counts.consumers == 0:
             # Nothing queued and no other consumer: whatever the journal still has unfinished
             # was lost by the broker or never published, or is held by a previous owner that
@@ -284,17 +284,17 @@ class MailboxHost:
             entry.catch_up_due = True
             self._spawn(self._catch_up(entry))
 
-    def _consumer_cancelled(self, entry: _Active) -> None:
+    def _consumer_cancelled(self, entry: Hosted) -> None:
         """The broker cancelled our consumer: the queue was deleted. Declare it again and
         take what the journal says is unfinished from the journal."""
         log.warning(
             "mailbox %s: its queue was deleted; declaring it again", entry.mailbox.client_id
         )
-        entry.consumer_tag = None
-        if self._accepting and not entry.passivating:
-            self._spawn(self._subscribe(entry))
+        entry.unsubscribed()
+        if self._accepting:
+            self._spawn(self._subscribe(entry))  # only if it is STARTING now
 
-    async def _catch_up(self, entry: _Active) -> None:
+    async def _catch_up(self, entry: Hosted) -> None:
         entry.inflight += 1
         try:
             caught_up = await entry.mailbox.catch_up()
@@ -311,9 +311,9 @@ class MailboxHost:
             return
         except Escalate as escalation:
             entry.catch_up_due = False
-            entry.passivating = True
+            entry.leave()
             await self._escalate(entry, escalation)
-        except _CATCH_UP_LATER as error:
+        except NOT_NOW as error:  # reconcile() tries it again
             log.warning(
                 "mailbox %s could not catch up from the journal (%s); retrying later",
                 entry.mailbox.client_id,
@@ -325,15 +325,15 @@ class MailboxHost:
 
     # --- processing ------------------------------------------------------------------------
 
-    def _on_delivery(self, entry: _Active, channel: AmqpChannel, delivery: Delivery) -> None:
-        if entry.passivating or not self._accepting:
+    def _on_delivery(self, entry: Hosted, channel: AmqpChannel, delivery: Delivery) -> None:
+        if not entry.stage.takes_deliveries or not self._accepting:
             channel.nack(delivery.delivery_tag, requeue=True)
             return
         entry.mailbox.last_active = time.monotonic()
         entry.inflight += 1
         self._spawn(self._handle(entry, channel, delivery))
 
-    async def _handle(self, entry: _Active, channel: AmqpChannel, delivery: Delivery) -> None:
+    async def _handle(self, entry: Hosted, channel: AmqpChannel, delivery: Delivery) -> None:
         try:
             await self._settle(entry, channel, delivery)
         except asyncio.CancelledError:  # past the drain deadline: back to the queue...
@@ -350,12 +350,12 @@ class MailboxHost:
             entry.inflight -= 1
             entry.mailbox.last_active = time.monotonic()
 
-    async def _settle(self, entry: _Active, channel: AmqpChannel, delivery: Delivery) -> None:
+    async def _settle(self, entry: Hosted, channel: AmqpChannel, delivery: Delivery) -> None:
         verdict = await settle(entry.mailbox, delivery.body, lambda: self._accepting, self._retry)
         if verdict.lost:  # consume no more, so that the requeued message goes to the new owner
             await self._let_go(entry)
         if verdict.escalation is not None:
-            entry.passivating = True  # no more deliveries for this mailbox here
+            entry.leave()  # no more deliveries for this mailbox here
         if verdict.ack:
             channel.ack(delivery.delivery_tag)
         else:
@@ -382,18 +382,18 @@ class MailboxHost:
             cutoff = time.monotonic() - self._settings.idle_timeout
             for entry in list(self._active.values()):
                 idle = not entry.mailbox.busy and entry.mailbox.last_active < cutoff
-                if idle and not entry.passivating and entry.consumer_tag is not None:
+                if idle and entry.stage is Stage.CONSUMING:
                     await self._passivate(entry)
 
-    async def _passivate(self, entry: _Active) -> None:
+    async def _passivate(self, entry: Hosted) -> None:
         """Stop consuming an idle mailbox and hand it back; resume it if that fails."""
         client = entry.mailbox.client_id
         with tracing.supervising("passivate", client, entry.mailbox.last_traceparent) as span:
             span.set_attribute("seriatim.worker_id", self.worker_id)
             await self._passivate_now(entry, client)
 
-    async def _passivate_now(self, entry: _Active, client: uuid.UUID) -> None:
-        entry.passivating = True
+    async def _passivate_now(self, entry: Hosted, client: uuid.UUID) -> None:
+        entry.move(Stage.PASSIVATING)
         try:
             if entry.channel is not None and entry.consumer_tag is not None:
                 await entry.channel.cancel(entry.consumer_tag)
@@ -406,18 +406,14 @@ class MailboxHost:
             log.warning("passivating mailbox %s failed (%s); it stays active", client, error)
             await self._resume(entry)
             return
-        if self._active.get(client) is entry:
-            del self._active[client]
+        if entry.stage is Stage.PASSIVATING:  # not let go meanwhile: that forgets it itself
+            self._forget(entry)
         metrics.PASSIVATIONS.inc()
         log.info("mailbox %s passivated", client)
-        publisher = self._link.publisher
-        try:
-            if publisher is not None:
-                await publisher.tell_supervisor(MailboxPassivated(client, self.worker_id))
-        except AmqpError as error:  # the supervisor's sweep finds any backlog left behind
-            log.warning("supervisor not told of passivating %s: %s", client, error)
+        # Not told: the supervisor's sweep finds any backlog left behind.
+        await self._link.tell_supervisor(MailboxPassivated(client, self.worker_id))
 
-    async def _escalate(self, entry: _Active, escalation: Escalate) -> None:
+    async def _escalate(self, entry: Hosted, escalation: Escalate) -> None:
         """Stop the mailbox here and ask the supervisor to suspend it."""
         client, reason = entry.mailbox.client_id, escalation.reason
         log.warning("mailbox %s escalates to the supervisor: %s", client, reason)
@@ -431,19 +427,16 @@ class MailboxHost:
             entry.mailbox.last_traceparent,
             entry.mailbox.epoch,
         )
-        publisher = self._link.publisher
-        try:
-            if publisher is None:
-                raise AmqpError("no broker connection")
-            await publisher.tell_supervisor(failed, persistent=True)
-        except AmqpError as error:  # the journal must not go on saying it is active here
-            log.warning(
-                "supervisor unreachable (%s): suspending mailbox %s directly", error, client
-            )
+        if not await self._link.tell_supervisor(failed, persistent=True):
+            # The journal must not go on saying it is active here.
+            log.warning("supervisor unreachable: suspending mailbox %s directly", client)
             await self._journal.suspend_mailbox(client, reason, epoch=entry.mailbox.epoch)
 
-    async def _resume(self, entry: _Active) -> None:
-        entry.passivating = False
+    async def _resume(self, entry: Hosted) -> None:
+        """Take deliveries again after a passivation that did not complete."""
+        if entry.stage is not Stage.PASSIVATING:  # let go or drained meanwhile: stays so
+            return
+        entry.move(Stage.STARTING)
         entry.consumer_tag = None
         await self._subscribe(entry)
 
@@ -485,5 +478,6 @@ class MailboxHost:
             if late:
                 await asyncio.wait(late, timeout=5)
         unended = self.executing()
-        self._active.clear()
+        for entry in list(self._active.values()):
+            self._forget(entry)
         return unended

@@ -21,6 +21,7 @@ from actors.handlers import Event, HandlerRegistry
 from actors.middleware import AttemptHooks
 from actors.policy import RestartIntensity
 from actors.protocol import EventMessage
+from actors.states import DeadEventPolicy, EventStatus, SuspensionCause
 from actors.store.roles import MailboxJournal
 from actors.store.rows import Position
 from actors.threads import HandlerThreads
@@ -79,9 +80,9 @@ class Escalate(Exception):
     `settled` tells whether the delivered message is finished with (ack it) or not (requeue).
     """
 
-    def __init__(self, cause: str, reason: str, *, settled: bool) -> None:
+    def __init__(self, cause: SuspensionCause, reason: str, *, settled: bool) -> None:
         super().__init__(reason)
-        self.cause = cause  # "restart_intensity" or "halt"
+        self.cause = cause
         self.reason = reason
         self.settled = settled
 
@@ -269,19 +270,19 @@ class Mailbox:
                 return True  # terminal already: somebody else finished it
             metrics.RESTARTS.inc()
             if too_many:
-                raise Escalate("restart_intensity", reason, settled=False)
+                raise Escalate(SuspensionCause.RESTART_INTENSITY, reason, settled=False)
             return False
         attempts = min(attempt, self._policy.max_attempts)
         if not await self._record(message, outcome, attempts):
             return True
-        if position is not None and position.policy == "halt":
+        if position is not None and position.policy is DeadEventPolicy.HALT:
             raise Escalate(
-                "halt",
+                SuspensionCause.HALT,
                 f"event seq {message.seq} is dead and the client's dead-event policy is halt",
                 settled=True,
             )
         if too_many:
-            raise Escalate("restart_intensity", reason, settled=True)
+            raise Escalate(SuspensionCause.RESTART_INTENSITY, reason, settled=True)
         return True
 
     async def _attempt(
@@ -305,7 +306,7 @@ class Mailbox:
 
     async def _record(self, message: EventMessage, outcome: Outcome, attempts: int) -> bool:
         """Record the outcome; False when the fence refused it (another process had it)."""
-        status = "succeeded" if outcome.ok else "dead"
+        status = EventStatus.SUCCEEDED if outcome.ok else EventStatus.DEAD
         recorded = await self._journal.record_outcome(
             message.event_id,
             message.client_id,

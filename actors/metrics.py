@@ -20,6 +20,7 @@ from prometheus_client import (
 from prometheus_client.openmetrics import exposition as openmetrics
 
 from actors import tracing
+from actors.states import EventStatus, MailboxState, SuspensionCause
 
 log = logging.getLogger(__name__)
 
@@ -165,13 +166,13 @@ BROKER_CONNECTS = Counter(
     "seriatim_broker_connections_opened", "RabbitMQ connections opened (1 + reconnects)."
 )
 
-for outcome in ("succeeded", "dead"):
+for outcome in (EventStatus.SUCCEEDED, EventStatus.DEAD):
     EVENTS_PROCESSED.labels(outcome)
 for result in ("ok", "failed"):
     ATTEMPTS.labels(result)
-for cause in ("restart_intensity", "halt"):
+for cause in SuspensionCause:
     SUSPENSIONS.labels(cause)
-for state in ("idle", "active", "backing_off", "suspended"):
+for state in MailboxState:
     MAILBOXES.labels(state)
 for reason in sorted(set(REJECTION_REASONS.values())):
     EVENTS_REJECTED.labels(reason)
@@ -208,10 +209,10 @@ def exposition(accept: str | None) -> tuple[bytes, str]:
 def set_journal_gauges(row: Any) -> None:
     """Set the journal-wide gauges from one row of the `observability_gauges` query."""
     backing_off = row["backing_off"]
-    MAILBOXES.labels("idle").set(row["idle"])
-    MAILBOXES.labels("active").set(row["active"] - backing_off)
-    MAILBOXES.labels("backing_off").set(backing_off)
-    MAILBOXES.labels("suspended").set(row["suspended"])
+    MAILBOXES.labels(MailboxState.IDLE).set(row["idle"])
+    MAILBOXES.labels(MailboxState.ACTIVE).set(row["active"] - backing_off)
+    MAILBOXES.labels(MailboxState.BACKING_OFF).set(backing_off)
+    MAILBOXES.labels(MailboxState.SUSPENDED).set(row["suspended"])
     BACKLOG.set(row["backlog"])
     OLDEST_QUEUED.set(row["oldest_age"] or 0.0)
     RELAY_LAG.set(row["relay_lag"] or 0.0)

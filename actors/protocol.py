@@ -161,7 +161,7 @@ class MailboxFailed(Control):
     kind: ClassVar[str] = "mailbox_failed"
     client_id: uuid.UUID
     worker_id: str
-    cause: str  # "restart_intensity" or "halt"
+    cause: str  # a SuspensionCause (actors/states.py); a str on the wire
     reason: str
     traceparent: str = ""  # of the event that failed last
     epoch: int | None = None  # the placement that failed: a stale one is ignored

@@ -8,6 +8,8 @@ import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from actors.bounds import MAX_RESTARTS, RATE_BURST, RATE_PER_SECOND, RESTART_WITHIN, Bounds
+
 _NAMESPACE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -85,8 +87,8 @@ class Settings:
         _at_least("SERIATIM_HTTP_PORT", self.http_port, 0, 65535)
         _at_least("SERIATIM_TOKEN_TTL", self.token_ttl, 60, 86400)
         _at_least("SERIATIM_MAX_ATTEMPTS", self.max_attempts, 1, 1000)
-        _at_least("SERIATIM_RESTART_INTENSITY", self.restart_intensity, 1, 100000)
-        _at_least("SERIATIM_RESTART_PERIOD", self.restart_period, 0.1, 86400)
+        _within("SERIATIM_RESTART_INTENSITY", self.restart_intensity, MAX_RESTARTS)
+        _within("SERIATIM_RESTART_PERIOD", self.restart_period, RESTART_WITHIN)
         _at_least("SERIATIM_IDLE_TIMEOUT", self.idle_timeout, 0.1, 86400)
         _at_least("SERIATIM_HANDLER_TIMEOUT", self.handler_timeout, 0.01, 3600)
         _at_least("SERIATIM_HANDLER_THREADS", self.handler_threads, 1, 1024)
@@ -97,8 +99,8 @@ class Settings:
         _at_least("SERIATIM_RELAY_AFTER", self.relay_after, 0.1, 3600)
         _at_least("SERIATIM_HEADER_TIMEOUT", self.header_timeout, 0.1, 600)
         _at_least("SERIATIM_BODY_TIMEOUT", self.body_timeout, 0.1, 3600)
-        _at_least("SERIATIM_RATE_PER_SECOND", self.rate_per_second, 0.001, 1_000_000)
-        _at_least("SERIATIM_RATE_BURST", self.rate_burst, 1, 1_000_000)
+        _within("SERIATIM_RATE_PER_SECOND", self.rate_per_second, RATE_PER_SECOND)
+        _within("SERIATIM_RATE_BURST", self.rate_burst, RATE_BURST)
         _at_least("SERIATIM_MAX_BACKLOG", self.max_backlog, 1, 2**53)
         _at_least("SERIATIM_MAX_CONCURRENT_REQUESTS", self.max_concurrent_requests, 1, 100_000)
         _at_least("SERIATIM_MAX_PREAUTH_REQUESTS", self.max_preauth_requests, 1, 100_000)
@@ -158,6 +160,10 @@ def _check_url(variable: str, value: str) -> None:
         valid = False
     if not valid:
         raise SettingsError(f"{variable} is not a URL with a host: {_redact(value)}")
+
+
+def _within(variable: str, value: float, bounds: Bounds) -> None:
+    _at_least(variable, value, bounds.low, bounds.high)
 
 
 def _at_least(variable: str, value: float, low: float, high: float) -> None:

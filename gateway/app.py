@@ -17,8 +17,9 @@ from starlette.routing import Route
 from actors.broker import BrokerLink
 from actors.handlers import load_handlers
 from actors.heap import freeze_startup_objects
+from actors.outages import UNAVAILABLE
 from actors.settings import Settings
-from actors.store import UNAVAILABLE, Journal
+from actors.store import Journal
 from gateway import clients, events, health, hooks, mailboxes, openapi
 from gateway.admission import Admission
 from gateway.auth import jwks_endpoint, rotate_signing_key, token_endpoint

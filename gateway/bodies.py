@@ -8,6 +8,7 @@ from starlette.responses import JSONResponse, Response
 
 from actors import tracing
 from actors.policy import RestartIntensity
+from actors.states import EventStatus, MailboxState
 from actors.store import EventRow, MailboxRow
 from gateway.accepting import AcceptedEvent
 
@@ -40,7 +41,7 @@ def accepted_json(row: EventRow) -> dict[str, Any]:
         "client_id": str(row.client_id),
         "seq": row.seq,
         "type": row.type,
-        "status": "queued",
+        "status": EventStatus.QUEUED,
         "accepted_at": rfc3339(row.accepted_at),
     }
     if row.redrive_of is not None:
@@ -64,8 +65,8 @@ def rfc3339(value: Any) -> str | None:
 
 def mailbox_json(row: MailboxRow, defaults: RestartIntensity) -> dict[str, Any]:
     state = row.state
-    if state == "active" and row.head_status == "retrying":
-        state = "backing_off"
+    if state is MailboxState.ACTIVE and row.head_status is EventStatus.RETRYING:
+        state = MailboxState.BACKING_OFF
     return {
         "client_id": str(row.client_id),
         "state": state,

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from actors import credentials
+from actors.bounds import RATE_BURST, RATE_PER_SECOND
 from actors.store import ClientSettings
 from gateway import intake
 from gateway.auth import principal
@@ -145,8 +146,10 @@ def _rate(value: Any) -> tuple[float, int] | None:
     per_second, burst = value["per_second"], value["burst"]
     if isinstance(per_second, bool) or not isinstance(per_second, int | float):
         raise _invalid("'per_second' must be a number")
-    if not 0.001 <= per_second <= 1_000_000 or not _integer(burst, 1, 1_000_000):
-        raise _invalid("'per_second' must be 0.001-1000000 and 'burst' an integer 1-1000000")
+    if not RATE_PER_SECOND.holds(per_second) or not RATE_BURST.holds(burst):
+        raise _invalid(
+            f"'per_second' must be {RATE_PER_SECOND} and 'burst' an integer {RATE_BURST}"
+        )
     return float(per_second), int(burst)
 
 
@@ -172,12 +175,8 @@ async def add_webhook_secret(request: Request) -> Response:
         if not isinstance(value, dict) or set(value) - {"previous_valid_for"}:
             raise _invalid('the body may only hold {"previous_valid_for": <seconds>}')
         grace = value.get("previous_valid_for", DEFAULT_GRACE)
-        if (
-            isinstance(grace, bool)
-            or not isinstance(grace, int | float)
-            or not 0 <= grace <= 2592000
-        ):
-            raise _invalid("'previous_valid_for' must be 0-2592000 seconds")
+        if not intake.PREVIOUS_VALID_FOR.holds(grace):
+            raise _invalid(f"'previous_valid_for' must be {intake.PREVIOUS_VALID_FOR} seconds")
     text, key = new_secret()
     stored = await services.tenancy.add_webhook_secret(client_id, key, float(grace))
     if stored is None:

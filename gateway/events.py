@@ -8,6 +8,7 @@ import uuid
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from actors.states import EventStatus
 from gateway import intake
 from gateway.auth import principal
 from gateway.bodies import accepted_answer, event_json
@@ -48,9 +49,9 @@ async def list_events(request: Request) -> Response:
     caller = await principal(request, "events:read")
     params = request.query_params
     intake.only_params(params, ("status", "after_seq", "limit"))
-    status = intake.query_choice(params, "status", intake.STATUSES)
-    after = intake.query_int(params, "after_seq", 0, 0, 2**62)
-    limit = intake.query_int(params, "limit", 100, 1, 1000)
+    status = intake.query_choice(params, "status", tuple(EventStatus))
+    after = intake.query_int(params, "after_seq", 0, intake.AFTER_SEQ)
+    limit = intake.query_int(params, "limit", 100, intake.PAGE_LIMIT)
     rows = await services_of(request).journal.events(
         caller.client_id, after_seq=after, status=status, limit=limit
     )
@@ -65,7 +66,7 @@ async def redrive_event(request: Request) -> Response:
     row = await services.journal.event(caller.client_id, _event_id(request))
     if row is None:
         raise Problem(404, "not-found", "no such event")
-    if row.status != "dead":
+    if row.status is not EventStatus.DEAD:
         raise Problem(
             409, "event-not-dead", f"only dead events can be redriven; this one is {row.status}"
         )

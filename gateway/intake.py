@@ -12,15 +12,20 @@ from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 
+from actors.bounds import MAX_RESTARTS, RESTART_WITHIN, Bounds
 from actors.handlers import TYPE_PATTERN
 from actors.settings import Settings
+from actors.states import DeadEventPolicy
 from actors.store import dump_json
 from gateway.problems import Problem
 
 MAX_DEPTH = 64
 MAX_LENGTH_DIGITS = 20
-STATUSES = ("queued", "processing", "retrying", "succeeded", "dead")
-MAILBOX_STATES = ("idle", "active", "backing_off", "suspended")
+#: A page of a list: `limit`, and where it starts after.
+PAGE_LIMIT = Bounds(1, 1000, integer=True)
+AFTER_SEQ = Bounds(0, 2**62, integer=True)
+#: Seconds the previous webhook secrets stay valid after a rotation.
+PREVIOUS_VALID_FOR = Bounds(0, 2592000)
 _KEY = re.compile(r"[\x20-\x7e]{1,255}")
 
 
@@ -186,9 +191,10 @@ def policy_body(value: Any) -> dict[str, Any]:
         raise Problem(422, "invalid-policy", f"unknown field(s): {', '.join(unknown)}")
     changes: dict[str, Any] = {}
     if "policy" in value:
-        if value["policy"] not in ("skip", "halt"):
-            raise Problem(422, "invalid-policy", '\'policy\' must be "skip" or "halt"')
-        changes["policy"] = value["policy"]
+        if value["policy"] not in tuple(DeadEventPolicy):
+            choices = " or ".join(f'"{policy}"' for policy in DeadEventPolicy)
+            raise Problem(422, "invalid-policy", f"'policy' must be {choices}")
+        changes["policy"] = DeadEventPolicy(value["policy"])
     if "restart_intensity" in value:
         intensity = value["restart_intensity"]
         if intensity is None:
@@ -204,17 +210,15 @@ def _intensity(value: Any) -> dict[str, Any]:
             422,
             "invalid-policy",
             "'restart_intensity' must be null or "
-            '{"max_restarts": <1-100000>, "within": <seconds, 0.1-86400>}',
+            f'{{"max_restarts": <{MAX_RESTARTS}>, "within": <seconds, {RESTART_WITHIN}>}}',
         )
     restarts, within = value["max_restarts"], value["within"]
-    if not isinstance(restarts, int) or isinstance(restarts, bool) or not 1 <= restarts <= 100000:
-        raise Problem(422, "invalid-policy", "'max_restarts' must be an integer 1-100000")
-    if (
-        not isinstance(within, int | float)
-        or isinstance(within, bool)
-        or not 0.1 <= within <= 86400
-    ):
-        raise Problem(422, "invalid-policy", "'within' must be a number of seconds, 0.1-86400")
+    if not MAX_RESTARTS.holds(restarts):
+        raise Problem(422, "invalid-policy", f"'max_restarts' must be an integer {MAX_RESTARTS}")
+    if not RESTART_WITHIN.holds(within):
+        raise Problem(
+            422, "invalid-policy", f"'within' must be a number of seconds, {RESTART_WITHIN}"
+        )
     return {"max_restarts": restarts, "restart_period": float(within)}
 
 
@@ -238,7 +242,7 @@ def request_hash(type_: str, payload: Any) -> bytes:
     return hashlib.sha256(canonical.encode("utf-8")).digest()
 
 
-def query_int(params: Any, name: str, default: int, low: int, high: int) -> int:
+def query_int(params: Any, name: str, default: int, bounds: Bounds) -> int:
     raw = params.get(name)
     if raw is None:
         return default
@@ -246,8 +250,10 @@ def query_int(params: Any, name: str, default: int, low: int, high: int) -> int:
         value = int(raw)
     except ValueError:
         raise Problem(400, "invalid-query", f"'{name}' must be an integer") from None
-    if not low <= value <= high:
-        raise Problem(400, "invalid-query", f"'{name}' must be between {low} and {high}")
+    if not bounds.holds(value):
+        raise Problem(
+            400, "invalid-query", f"'{name}' must be between {bounds.low} and {bounds.high}"
+        )
     return value
 
 

@@ -8,8 +8,8 @@ import uuid
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from actors.amqp import PublishFailed
 from actors.protocol import MailboxWanted
+from actors.states import MailboxState
 from gateway import intake
 from gateway.auth import principal
 from gateway.bodies import mailbox_json
@@ -34,12 +34,7 @@ async def _resume(request: Request, client_id: uuid.UUID) -> Response:
     if not await services.journal.resume_mailbox(client_id):
         raise Problem(409, "mailbox-not-suspended", "the mailbox is not suspended")
     log.info("mailbox %s resumed", client_id)
-    publisher = services.link.publisher
-    if publisher is not None:
-        try:
-            await publisher.tell_supervisor(MailboxWanted(client_id))
-        except PublishFailed:
-            log.warning("supervisor not told of the resume; its next sweep will see it")
+    await services.link.tell_supervisor(MailboxWanted(client_id))  # else the sweep sees it
     return await _mailbox(request, client_id)
 
 
@@ -74,15 +69,15 @@ async def list_mailboxes(request: Request) -> Response:
     await principal(request, ADMIN_SCOPE)
     params = request.query_params
     intake.only_params(params, ("state", "after", "limit"))
-    state = intake.query_choice(params, "state", intake.MAILBOX_STATES)
-    limit = intake.query_int(params, "limit", 100, 1, 1000)
+    state = intake.query_choice(params, "state", tuple(MailboxState))
+    limit = intake.query_int(params, "limit", 100, intake.PAGE_LIMIT)
     after = None
     if params.get("after") is not None:
         try:
             after = uuid.UUID(params["after"])
         except ValueError:
             raise Problem(400, "invalid-query", "'after' must be a client id") from None
-    stored_state = "active" if state == "backing_off" else state
+    stored_state = MailboxState.ACTIVE if state == MailboxState.BACKING_OFF else state
     rows = await services_of(request).journal.mailboxes(stored_state, after, limit)
     items = [mailbox_json(row, services_of(request).intensity) for row in rows]
     if state is not None:

@@ -7,8 +7,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from actors.states import DeadEventPolicy, EventStatus, MailboxState
+from gateway.intake import AFTER_SEQ, PAGE_LIMIT, PREVIOUS_VALID_FOR
 from gateway.problems import MEDIA_TYPE
-from gateway.schemas import RATE, SCHEMAS, STATUSES, UUID, object_of, ref
+from gateway.schemas import RATE, RESTART_INTENSITY, SCHEMAS, UUID, object_of, one_of, ref
 from gateway.services import services_of
 
 JSON = "application/json"
@@ -79,16 +81,8 @@ POLICY_BODY = {
     "additionalProperties": False,
     "minProperties": 1,
     "properties": {
-        "policy": {"enum": ["skip", "halt"]},
-        "restart_intensity": {
-            "type": ["object", "null"],
-            "additionalProperties": False,
-            "required": ["max_restarts", "within"],
-            "properties": {
-                "max_restarts": {"type": "integer", "minimum": 1, "maximum": 100000},
-                "within": {"type": "number", "minimum": 0.1, "maximum": 86400},
-            },
-        },
+        "policy": one_of(DeadEventPolicy),
+        "restart_intensity": RESTART_INTENSITY,
     },
 }
 
@@ -138,9 +132,9 @@ def _paths(types: list[str]) -> dict[str, Any]:
                 "the caller's events in seq order",
                 _answer(200, "EventList", "a page of events"),
                 parameters=[
-                    _query("status", {"enum": STATUSES}),
-                    _query("after_seq", {"type": "integer", "minimum": 0, "maximum": 2**62}),
-                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                    _query("status", one_of(EventStatus)),
+                    _query("after_seq", AFTER_SEQ.schema()),
+                    _query("limit", PAGE_LIMIT.schema()),
                 ],
             ),
             "post": _operation(
@@ -237,13 +231,7 @@ def _paths(types: list[str]) -> dict[str, Any]:
                     {
                         "type": "object",
                         "additionalProperties": False,
-                        "properties": {
-                            "previous_valid_for": {
-                                "type": "number",
-                                "minimum": 0,
-                                "maximum": 2592000,
-                            }
-                        },
+                        "properties": {"previous_valid_for": PREVIOUS_VALID_FOR.schema()},
                     },
                     required=False,
                 ),
@@ -254,9 +242,9 @@ def _paths(types: list[str]) -> dict[str, Any]:
                 "every mailbox",
                 _answer(200, "MailboxList", "a page of mailboxes"),
                 parameters=[
-                    _query("state", {"enum": ["idle", "active", "backing_off", "suspended"]}),
+                    _query("state", one_of(MailboxState)),
                     _query("after", UUID),
-                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                    _query("limit", PAGE_LIMIT.schema()),
                 ],
             )
         },

@@ -10,8 +10,9 @@ import uuid
 
 from actors.amqp import PublishFailed
 from actors.broker import BrokerLink
+from actors.outages import UNAVAILABLE
 from actors.protocol import EventMessage, MailboxWanted
-from actors.store import UNAVAILABLE, Journal
+from actors.store import Journal
 
 log = logging.getLogger(__name__)
 

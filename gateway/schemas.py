@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Any
+
+from actors.bounds import MAX_RESTARTS, RATE_BURST, RATE_PER_SECOND, RESTART_WITHIN
+from actors.states import DeadEventPolicy, EventStatus, MailboxState
 
 UUID = {"type": "string", "format": "uuid"}
 TIME = {"type": ["string", "null"], "format": "date-time"}
@@ -17,15 +21,22 @@ def object_of(required: list[str], **properties: Any) -> dict[str, Any]:
     return {"type": "object", "required": required, "properties": properties}
 
 
-STATUSES = ["queued", "processing", "retrying", "succeeded", "dead"]
+def one_of(kind: type[enum.StrEnum]) -> dict[str, list[str]]:
+    """The schema of a value of `kind`: one of its values, in their order."""
+    return {"enum": [member.value for member in kind]}
+
+
 RATE = {
     "type": ["object", "null"],
     "additionalProperties": False,
     "required": ["per_second", "burst"],
-    "properties": {
-        "per_second": {"type": "number", "minimum": 0.001, "maximum": 1000000},
-        "burst": {"type": "integer", "minimum": 1, "maximum": 1000000},
-    },
+    "properties": {"per_second": RATE_PER_SECOND.schema(), "burst": RATE_BURST.schema()},
+}
+RESTART_INTENSITY = {
+    "type": ["object", "null"],
+    "additionalProperties": False,
+    "required": ["max_restarts", "within"],
+    "properties": {"max_restarts": MAX_RESTARTS.schema(), "within": RESTART_WITHIN.schema()},
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -46,7 +57,7 @@ SCHEMAS: dict[str, Any] = {
         client_id=UUID,
         seq={"type": "integer"},
         type={"type": "string"},
-        status={"const": "queued"},
+        status={"const": EventStatus.QUEUED.value},
         accepted_at=TIME,
         redrive_of=UUID,
     ),
@@ -57,7 +68,7 @@ SCHEMAS: dict[str, Any] = {
         seq={"type": "integer"},
         type={"type": "string"},
         payload={"type": "object"},
-        status={"enum": STATUSES},
+        status=one_of(EventStatus),
         attempts={"type": "integer"},
         accepted_at=TIME,
         started_at=TIME,
@@ -74,14 +85,14 @@ SCHEMAS: dict[str, Any] = {
     "Mailbox": object_of(
         ["client_id", "state", "last_seq", "done_seq", "backlog", "policy"],
         client_id=UUID,
-        state={"enum": ["idle", "active", "backing_off", "suspended"]},
+        state=one_of(MailboxState),
         last_seq={"type": "integer"},
         done_seq={"type": "integer"},
         backlog={"type": "integer"},
         in_flight_seq={"type": ["integer", "null"]},
         restarts={"type": "integer"},
         host={"type": ["string", "null"]},
-        policy={"enum": ["skip", "halt"]},
+        policy=one_of(DeadEventPolicy),
     ),
     "MailboxList": object_of(
         ["items", "next_after"],

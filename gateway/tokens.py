@@ -20,8 +20,9 @@ from joserfc import jwk, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet
 
+from actors.outages import UNAVAILABLE
 from actors.settings import Settings
-from actors.store import UNAVAILABLE, Journal
+from actors.store import Journal
 from gateway.problems import Problem
 
 log = logging.getLogger(__name__)

@@ -16,16 +16,16 @@ from typing import Any, NoReturn
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-from actors.amqp import PublishFailed
 from actors.broker import BrokerLink
 from actors.handlers import load_handlers
 from actors.heap import freeze_startup_objects
 from actors.host import MailboxHost
 from actors.metrics import refresh_journal_gauges, serve_metrics
 from actors.middleware import load_middleware
+from actors.outages import UNAVAILABLE
 from actors.protocol import MAILBOX_ACTOR, WorkerStopped
 from actors.settings import Settings
-from actors.store import UNAVAILABLE, Journal
+from actors.store import Journal
 from actors.store.lease import Lease
 from actors.watchdog import Watchdog, tick
 from supervision.supervisor import WORKER_ALIVE_WITHIN, Supervisor
@@ -184,10 +184,7 @@ async def _leave(journal: Journal, link: BrokerLink, worker_id: str) -> None:
         await journal.forget_worker(worker_id)
     except UNAVAILABLE as error:
         log.warning("could not release this worker's mailboxes: %s", error)
-    publisher = link.publisher
-    if publisher is not None:
-        with contextlib.suppress(PublishFailed):
-            await publisher.tell_supervisor(WorkerStopped(worker_id))
+    await link.tell_supervisor(WorkerStopped(worker_id))
 
 
 async def _first(awaitable: Any, stopping: asyncio.Event) -> None:

@@ -16,6 +16,7 @@ import uuid
 from actors import metrics, tracing
 from actors.amqp import AmqpChannel, AmqpConnection, AmqpError, Delivery, PublishFailed
 from actors.broker import BrokerLink, Publisher, supervisor_arguments
+from actors.outages import OUTAGES
 from actors.protocol import (
     Control,
     MailboxFailed,
@@ -27,15 +28,12 @@ from actors.protocol import (
     WorkerStopped,
 )
 from actors.settings import Settings
-from actors.store import UNAVAILABLE
+from actors.states import MailboxState
 from actors.store.roles import SupervisorJournal
 from supervision.placement import plan
 from supervision.relay import Relay
 
 log = logging.getLogger(__name__)
-
-#: The journal or the broker is unreachable: retry later, never crash the worker.
-OUTAGES: tuple[type[BaseException], ...] = (*UNAVAILABLE, AmqpError)
 
 SWEEP_INTERVAL = 1.0
 #: A worker whose heartbeat is older is dead, even if its lease's lock is still held (a
@@ -126,10 +124,8 @@ class Supervisor:
         while not stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), SWEEP_INTERVAL)
-            publisher = self._link.publisher
-            if publisher is not None and not stopping.is_set():
-                with contextlib.suppress(PublishFailed):
-                    await publisher.tell_supervisor(Tick())
+            if not stopping.is_set():
+                await self._link.tell_supervisor(Tick())
 
     async def _handle(self, batch: list[tuple[AmqpChannel, Delivery]]) -> None:
         if not self.active:  # only the single active consumer ever receives anything
@@ -232,8 +228,8 @@ class Supervisor:
             [
                 row.client_id
                 for row in rows
-                if row.state != "suspended"
-                and not (row.state == "active" and row.host_alive)
+                if row.state is not MailboxState.SUSPENDED
+                and not (row.state is MailboxState.ACTIVE and row.host_alive)
                 and (row.has_backlog or not wanted[row.client_id])
             ]
         )

@@ -2,7 +2,6 @@
 
 from actors.store.journal import Journal
 from actors.store.rows import (
-    UNAVAILABLE,
     Accepted,
     BacklogFull,
     Credentials,
@@ -14,7 +13,6 @@ from actors.store.rows import (
 from actors.store.tenancy import ClientSettings, Tenancy
 
 __all__ = [
-    "UNAVAILABLE",
     "Accepted",
     "BacklogFull",
     "ClientSettings",

@@ -12,11 +12,11 @@ from typing import Any, NamedTuple
 import asyncpg
 
 from actors import metrics
+from actors.outages import UNAVAILABLE
 from actors.store import durability
 from actors.store.group_commit import GroupCommit
 from actors.store.queries import QUERIES
 from actors.store.rows import (
-    UNAVAILABLE,
     Accepted,
     BacklogFull,
     Credentials,
@@ -292,7 +292,7 @@ class Journal:
 
     async def position(self, client_id: uuid.UUID) -> Position | None:
         row = await self.pool.fetchrow(QUERIES["client_position"], client_id)
-        return Position(**dict(row)) if row else None
+        return Position.of(row) if row else None
 
     async def mark_attempt(self, event_id: uuid.UUID, *, epoch: int | None) -> int | None:
         """Count a new attempt under the placement `epoch`; its number, or None when the event
@@ -426,7 +426,7 @@ class Journal:
         rows = await self.pool.fetch(
             QUERIES["mailboxes_wanted"], list(client_ids), alive_within, by_lock
         )
-        return [Wanted(**dict(row)) for row in rows]
+        return [Wanted.of(row) for row in rows]
 
     async def stranded_mailboxes(
         self, alive_within: float, by_lock: bool, limit: int

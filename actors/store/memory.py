@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from actors.states import DeadEventPolicy, EventStatus, MailboxState
 from actors.store.rows import (
     Accepted,
     BacklogFull,
@@ -187,8 +188,8 @@ class MemoryJournal:
         return Position(
             c.done_seq,
             c.last_seq,
-            c.state,
-            c.policy,
+            MailboxState(c.state),
+            DeadEventPolicy(c.policy),
             c.max_restarts,
             c.restart_period,
             c.host,
@@ -222,18 +223,18 @@ class MemoryJournal:
         head = self._by_seq.get((client_id, c.done_seq + 1))
         return MailboxRow(
             c.id,
-            c.state,
+            MailboxState(c.state),
             c.last_seq,
             c.done_seq,
             c.host,
             c.restarts,
-            c.policy,
+            DeadEventPolicy(c.policy),
             c.max_restarts,
             c.restart_period,
             c.suspended_reason,
             c.suspended_at,
             min(in_flight, default=None),
-            None if head is None else head.status,
+            None if head is None else EventStatus(head.status),
         )
 
     # --- the outbox ----------------------------------------------------------------------
@@ -336,7 +337,10 @@ class MemoryJournal:
     ) -> list[Wanted]:
         live = self._live(alive_within, by_lock)
         clients = [self._clients[c] for c in dict.fromkeys(client_ids) if c in self._clients]
-        return [Wanted(c.id, c.state, c.last_seq > c.done_seq, c.host in live) for c in clients]
+        return [
+            Wanted(c.id, MailboxState(c.state), c.last_seq > c.done_seq, c.host in live)
+            for c in clients
+        ]
 
     async def stranded_mailboxes(
         self, alive_within: float, by_lock: bool, limit: int

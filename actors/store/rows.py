@@ -1,5 +1,5 @@
-"""The journal's rows and errors: frozen row types, what intake refuses, what "unreachable"
-means, and the JSON encoding for jsonb columns."""
+"""The journal's rows and errors: frozen row types, what intake refuses, and the JSON encoding
+for jsonb columns (what "unreachable" means is actors/outages.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import uuid
 from typing import Any
 
 import asyncpg
+
+from actors.states import DeadEventPolicy, EventStatus, MailboxState
 
 Json = Any
 _NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # an escaped NUL, not an escaped backslash
@@ -54,20 +56,6 @@ def _storable_text(text: str) -> str:
     return text.replace("\x00", "\ufffd")
 
 
-#: Errors that mean "the journal is unreachable right now", not "this request is wrong".
-UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.InsufficientResourcesError,
-    asyncpg.InterfaceError,
-    # A query that lands on a session PostgreSQL is terminating ("cannot switch to state N;
-    # another operation is in progress", MagicStack/asyncpg#1069), as in a fast restart.
-    asyncpg.InternalClientError,
-)
-
-
 class KeyTaken(Exception):
     """The client already has an event with this idempotency key."""
 
@@ -87,7 +75,7 @@ class EventRow:
     seq: int
     type: str
     payload: Json
-    status: str
+    status: EventStatus
     attempts: int
     accepted_at: datetime.datetime
     started_at: datetime.datetime | None
@@ -99,7 +87,8 @@ class EventRow:
 
     @classmethod
     def of(cls, record: asyncpg.Record) -> EventRow:
-        return cls(**{field.name: record[field.name] for field in dataclasses.fields(cls)})
+        values = {field.name: record[field.name] for field in dataclasses.fields(cls)}
+        return cls(**{**values, "status": EventStatus(values["status"])})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -118,43 +107,68 @@ class Credentials:
 @dataclasses.dataclass(frozen=True, slots=True)
 class MailboxRow:
     client_id: uuid.UUID
-    state: str
+    state: MailboxState
     last_seq: int
     done_seq: int
     host: str | None
     restarts: int
-    policy: str
+    policy: DeadEventPolicy
     max_restarts: int | None
     restart_period: float | None
     suspended_reason: str | None
     suspended_at: datetime.datetime | None
     in_flight_seq: int | None
-    head_status: str | None
+    head_status: EventStatus | None
 
     @classmethod
     def of(cls, record: asyncpg.Record) -> MailboxRow:
-        return cls(**{field.name: record[field.name] for field in dataclasses.fields(cls)})
+        values = {field.name: record[field.name] for field in dataclasses.fields(cls)}
+        head = values["head_status"]
+        return cls(
+            **{
+                **values,
+                "state": MailboxState(values["state"]),
+                "policy": DeadEventPolicy(values["policy"]),
+                "head_status": None if head is None else EventStatus(head),
+            }
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Position:
     done_seq: int
     last_seq: int
-    state: str
-    policy: str
+    state: MailboxState
+    policy: DeadEventPolicy
     max_restarts: int | None
     restart_period: float | None
     host: str | None = None
     epoch: int = 0
 
+    @classmethod
+    def of(cls, record: asyncpg.Record) -> Position:
+        values = dict(record)
+        return cls(
+            **{
+                **values,
+                "state": MailboxState(values["state"]),
+                "policy": DeadEventPolicy(values["policy"]),
+            }
+        )
+
     def placed(self, epoch: int) -> bool:
         """Whether the mailbox is still under the placement `epoch`."""
-        return self.state == "active" and self.epoch == epoch
+        return self.state is MailboxState.ACTIVE and self.epoch == epoch
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Wanted:
     client_id: uuid.UUID
-    state: str
+    state: MailboxState
     has_backlog: bool
     host_alive: bool
+
+    @classmethod
+    def of(cls, record: asyncpg.Record) -> Wanted:
+        values = dict(record)
+        return cls(**{**values, "state": MailboxState(values["state"])})

@@ -20,7 +20,8 @@ import asyncpg
 import httpx
 import pytest
 
-from actors.store import UNAVAILABLE, Journal
+from actors.outages import UNAVAILABLE
+from actors.store import Journal
 from tests.fault.load import Load
 from tests.fault.nodes import PostgresCluster
 from tests.fault.oracle import all_terminal, check, install_audit

@@ -11,7 +11,8 @@ import asyncpg
 import httpx
 import pytest
 
-from actors.store import UNAVAILABLE, Accepted, BacklogFull, Journal, KeyTaken
+from actors.outages import UNAVAILABLE
+from actors.store import Accepted, BacklogFull, Journal, KeyTaken
 from tests import harness
 from tests.cutoff import Cutoff, cutoff
 

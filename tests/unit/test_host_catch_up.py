@@ -21,6 +21,7 @@ from actors.amqp import QueueCounts
 from actors.handlers import HandlerRegistry
 from actors.host import MailboxHost
 from actors.settings import Settings
+from actors.states import DeadEventPolicy, MailboxState
 from actors.store.rows import Position
 
 CLIENT = uuid.UUID("6f1c2e2a-0000-4000-8000-000000000001")
@@ -34,7 +35,7 @@ class Journal:
         self.reads = 0
 
     async def position(self, client_id: uuid.UUID) -> Position:
-        return Position(0, 1, "active", "skip", None, None, WORKER, 1)
+        return Position(0, 1, MailboxState.ACTIVE, DeadEventPolicy.SKIP, None, None, WORKER, 1)
 
     async def events_between(self, client_id: uuid.UUID, low: int, high: int) -> list[Any]:
         self.reads += 1

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from starlette.datastructures import QueryParams
 
+from actors.states import EventStatus
 from gateway import intake
 from gateway.problems import Problem
 
@@ -221,29 +222,29 @@ def test_the_request_hash_differs_when_the_request_differs(
 
 
 def test_a_missing_integer_parameter_takes_its_default() -> None:
-    assert intake.query_int(QueryParams(""), "limit", 100, 1, 1000) == 100
+    assert intake.query_int(QueryParams(""), "limit", 100, intake.PAGE_LIMIT) == 100
 
 
 @pytest.mark.parametrize(("raw", "value"), [("1", 1), ("1000", 1000), ("250", 250)])
 def test_an_integer_parameter_within_bounds_is_accepted(raw: str, value: int) -> None:
-    assert intake.query_int(QueryParams({"limit": raw}), "limit", 100, 1, 1000) == value
+    assert intake.query_int(QueryParams({"limit": raw}), "limit", 100, intake.PAGE_LIMIT) == value
 
 
 @pytest.mark.parametrize("raw", ["0", "1001", "-1", "abc", "", "1.5", "1e3", "9" * 30])
 def test_an_integer_parameter_out_of_bounds_or_not_a_number_is_a_400(raw: str) -> None:
-    error = problem(intake.query_int, QueryParams({"limit": raw}), "limit", 100, 1, 1000)
+    error = problem(intake.query_int, QueryParams({"limit": raw}), "limit", 100, intake.PAGE_LIMIT)
 
     assert (error.status, error.slug) == (400, "invalid-query")
 
 
 def test_a_choice_parameter_is_one_of_its_choices_or_absent() -> None:
-    assert intake.query_choice(QueryParams("status=dead"), "status", intake.STATUSES) == "dead"
-    assert intake.query_choice(QueryParams(""), "status", intake.STATUSES) is None
+    assert intake.query_choice(QueryParams("status=dead"), "status", tuple(EventStatus)) == "dead"
+    assert intake.query_choice(QueryParams(""), "status", tuple(EventStatus)) is None
 
 
 @pytest.mark.parametrize("raw", ["bogus", "", "DEAD", "dead "])
 def test_a_choice_parameter_outside_its_choices_is_a_400(raw: str) -> None:
-    error = problem(intake.query_choice, QueryParams({"status": raw}), "status", intake.STATUSES)
+    error = problem(intake.query_choice, QueryParams({"status": raw}), "status", tuple(EventStatus))
 
     assert error.status == 400
 
