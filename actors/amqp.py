@@ -49,6 +49,10 @@ class PublishFailed(AmqpError):
     """The broker nacked, returned (unroutable) or lost a published message."""
 
 
+class Unroutable(PublishFailed):
+    """The broker returned the message: no queue took it, so nobody ever received it."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Delivery:
     """One message handed to a consumer; settle it with the channel's ack or nack."""
@@ -329,7 +333,7 @@ class AmqpChannel:
             if not acked:
                 future.set_exception(PublishFailed("broker nacked the message"))
             elif tag in self._returned:
-                future.set_exception(PublishFailed("message unroutable: no such queue"))
+                future.set_exception(Unroutable("message unroutable: no such queue"))
             else:
                 future.set_result(None)
             self._returned.discard(tag)

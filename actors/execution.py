@@ -79,7 +79,7 @@ class Execution:
         fn = self._handlers.get(event.type)
         if fn is None:
             return failure("UnknownEventType", f"no handler is registered for {event.type!r}")
-        if inspect.iscoroutinefunction(fn):
+        if _is_async(fn):
             return await self._coroutine(fn, event)
         return await self._plain(fn, event)
 
@@ -88,7 +88,9 @@ class Execution:
         try:
             with self._watchdog.executing():
                 async with asyncio.timeout(self._timeout) as deadline:
-                    result = await fn(event)
+                    result = fn(event)
+                    if inspect.isawaitable(result):  # not so behind some decorators
+                        result = await result
         except TimeoutError:
             return self._timed_out()
         except (Exception, KeyboardInterrupt, SystemExit) as error:  # data, never a crash
@@ -103,7 +105,7 @@ class Execution:
         ended = await self._threads.start(fn, event)  # waiting for a slot is not running
         self._thread_call = ended
         self._watchdog.executions += 1
-        ended.add_done_callback(lambda _: self._ended())
+        ended.add_done_callback(self._ended)
         started = time.monotonic()
         done, _ = await asyncio.wait({ended}, timeout=self._timeout)
         if not done:
@@ -126,19 +128,42 @@ class Execution:
         try:
             result = ended.result()
             if inspect.isawaitable(result):  # a plain function that returned a coroutine
-                async with asyncio.timeout(max(0.0, self._timeout - (time.monotonic() - started))):
-                    result = await result
+                result = await self._awaited(result, self._timeout - (time.monotonic() - started))
         except TimeoutError:
             return self._timed_out()
         except Exception as error:
             return failure(type(error).__name__, str(error), error)
         return _stored(result)
 
-    def _ended(self) -> None:
+    async def _awaited(self, awaitable: Any, seconds: float) -> Any:
+        """Await what a plain handler returned, as a coroutine handler is run: counted by the
+        watchdog, and waited for past its timeout if it ignores the cancellation."""
+        self._running = True
+        try:
+            with self._watchdog.executing():
+                async with asyncio.timeout(max(0.0, seconds)) as deadline:
+                    result = await awaitable
+        finally:
+            self._running = False
+        if deadline.expired():
+            raise TimeoutError
+        return result
+
+    def _ended(self, ended: asyncio.Future[Any]) -> None:
         self._watchdog.executions -= 1
+        if not ended.cancelled():
+            ended.exception()  # retrieved: a call whose awaiter is gone is not logged by asyncio
 
     def _timed_out(self) -> Outcome:
         return failure("HandlerTimeout", f"handler ran longer than {self._timeout:g} s")
+
+
+def _is_async(fn: Handler) -> bool:
+    """A coroutine function, also behind a `functools.wraps` decorator or as an object
+    with an `async def __call__` (which `inspect.iscoroutinefunction` misses on 3.11)."""
+    return inspect.iscoroutinefunction(inspect.unwrap(fn)) or inspect.iscoroutinefunction(
+        type(fn).__call__  # a handler is callable: its type has __call__
+    )
 
 
 def _stored(result: Any) -> Outcome:

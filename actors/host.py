@@ -72,7 +72,9 @@ class MailboxHost:
             intensity=RestartIntensity(settings.restart_intensity, settings.restart_period),
         )
         self._active: dict[uuid.UUID, Hosted] = {}
-        self._escalated: set[uuid.UUID] = set()
+        #: Mailboxes that escalated here: client -> (reason, epoch), until the journal shows
+        #: them suspended (or placed elsewhere); reconcile() retries a suspension that failed.
+        self._escalated: dict[uuid.UUID, tuple[str, int | None]] = {}
         self._starting: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._channel: AmqpChannel | None = None
@@ -102,7 +104,13 @@ class MailboxHost:
             except UNAVAILABLE:  # keep them all; reconcile() lets go of the others later
                 placed = set(self._active)
             for entry in list(self._active.values()):
-                if entry.mailbox.client_id not in placed and await self._moved(entry):
+                if entry.mailbox.client_id in placed:
+                    continue
+                try:
+                    moved = await self._moved(entry)
+                except UNAVAILABLE:  # reconcile() looks again once the journal answers
+                    moved = False
+                if moved:
                     await self._lose(entry, "while this worker was disconnected")
         for entry in list(self._active.values()):
             entry.unsubscribed()  # its consumer went with the old channel
@@ -112,8 +120,12 @@ class MailboxHost:
         """Let go of idle mailboxes the journal now places elsewhere (after this worker was
         taken for dead, say), so that one worker consumes each mailbox."""
         placed = await self._journal.mailboxes_placed_on(self.worker_id)
-        self._escalated &= set(placed)  # suspended (or moved) by now: nothing to guard any more
-        for client in set(placed) - set(self._active) - self._escalated:
+        for client in set(self._escalated) - set(placed):  # suspended or moved by now
+            del self._escalated[client]
+        for client, (reason, epoch) in list(self._escalated.items()):
+            log.warning("mailbox %s escalated but is still active here; suspending it", client)
+            await self._journal.suspend_mailbox(client, reason, epoch=epoch)
+        for client in set(placed) - set(self._active) - set(self._escalated):
             if self._accepting:  # placed here, but the StartMailbox never arrived
                 log.warning("mailbox %s is placed here but was not started; starting it", client)
                 self._spawn(self.start(client, placed[client]))
@@ -147,12 +159,15 @@ class MailboxHost:
     async def _lose(self, entry: Hosted, why: str) -> None:
         """The mailbox was placed elsewhere (or ended): stop its loops, stop consuming it.
         What it has in flight ends at its next step (Stopped, Fenced) and is requeued, for
-        the new owner; a handler call that cannot be stopped is waited for (it holds the
-        mailbox's lock, and the watchdog ends this process if its lease lapses meanwhile)."""
-        log.warning(
-            "mailbox %s was placed elsewhere %s; stopping it here", entry.mailbox.client_id, why
-        )
+        the new owner. A handler call still running cannot be stopped, and letting go would
+        let the new owner run the client beside it (a single-active-consumer queue hands the
+        next message to the next consumer): the process ends instead, as the watchdog does
+        when a lease lapses under a running handler (placement should never get here first)."""
+        client = entry.mailbox.client_id
+        log.warning("mailbox %s was placed elsewhere %s; stopping it here", client, why)
         entry.mailbox.stop()
+        if entry.mailbox.executing and self._watchdog is not None:
+            self._watchdog.end(f"mailbox {client} was placed elsewhere while its handler runs")
         await self._let_go(entry)
 
     async def _let_go(self, entry: Hosted) -> None:
@@ -417,7 +432,7 @@ class MailboxHost:
         """Stop the mailbox here and ask the supervisor to suspend it."""
         client, reason = entry.mailbox.client_id, escalation.reason
         log.warning("mailbox %s escalates to the supervisor: %s", client, reason)
-        self._escalated.add(client)  # until the journal says it is suspended
+        self._escalated[client] = (reason, entry.mailbox.epoch)  # until the journal shows it
         await self._let_go(entry)
         failed = MailboxFailed(
             client,

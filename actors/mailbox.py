@@ -136,6 +136,8 @@ class Mailbox:
 
     def adopt(self, epoch: int | None) -> None:
         """Run under a newer placement of this mailbox on this worker."""
+        if self.busy:  # an attempt's writes all carry one epoch; the next reconcile adopts it
+            return
         if epoch is not None and (self.epoch is None or epoch > self.epoch):
             self.epoch = epoch
 
@@ -297,7 +299,6 @@ class Mailbox:
             attempt,
             self.epoch or 0,
         )
-        self._check_lease()
         with tracing.attempting(event.type, attempt) as span:
             outcome = await self._hooks.around(envelope, lambda: self._execution.run(event))
             if not outcome.ok:

@@ -62,14 +62,23 @@ class HandlerThreads:
         metrics.HANDLER_SLOT_WAIT.observe(time.monotonic() - waited)
         loop = asyncio.get_running_loop()
         ended: asyncio.Future[Any] = loop.create_future()
+        try:
+            self._ensure_thread()
+        except BaseException:  # no thread to run it (a pids limit, say): nothing started
+            self._slots.release()
+            raise
         self.running += 1
         context = contextvars.copy_context()
         self._work.put(lambda: self._call(loop, ended, context.run, fn, arg))
-        if len(self._threads) < self.running:
-            thread = threading.Thread(target=self._serve, name="seriatim-handler", daemon=True)
-            self._threads.append(thread)
-            thread.start()
         return ended
+
+    def _ensure_thread(self) -> None:
+        """A thread for one more call: every running call holds one."""
+        if len(self._threads) > self.running:
+            return
+        thread = threading.Thread(target=self._serve, name="seriatim-handler", daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
     def mark_overdue(self, ended: asyncio.Future[Any]) -> None:
         """Count a call as past its deadline until it ends."""

@@ -40,8 +40,12 @@ def _kill_self(reason: str) -> None:
 class Watchdog:
     """Counts running handler executions and ends the process if its lease may lapse."""
 
-    def __init__(self, deadline: float, *, kill: Callable[[str], None] = _kill_self) -> None:
+    def __init__(
+        self, deadline: float, *, margin: float = 0.0, kill: Callable[[str], None] = _kill_self
+    ) -> None:
         self.deadline = deadline
+        #: How much fresher than the deadline a lease must be for an attempt to start.
+        self.margin = margin
         self.executions = 0  # changed on the loop only; read by the thread
         self._kill = kill
         self._renewed_at: float | None = None  # when the last successful renewal was sent
@@ -71,10 +75,15 @@ class Watchdog:
         if self.executions:
             self._kill(f"its lease is lost ({why}) while {self.executions} handler(s) run")
 
+    def end(self, why: str) -> None:
+        """End the process now: a handler runs that must not outlive what `why` says."""
+        self._kill(why)
+
     def fresh(self) -> bool:
-        """Whether an attempt may start: the lease was renewed within the deadline."""
+        """Whether an attempt may start: the lease was renewed well within the deadline (a
+        margin (`margin`, a heartbeat interval) before the watchdog would end the process)."""
         renewed = self._renewed_at
-        return renewed is not None and time.monotonic() - renewed < self.deadline
+        return renewed is not None and time.monotonic() - renewed < self.deadline - self.margin
 
     def tick(self) -> None:
         """The loop is turning (called by a task every PERIOD)."""

@@ -98,7 +98,7 @@ async def run_worker(
         await journal.check_durability()
         link_stopping = asyncio.Event()
         link = BrokerLink(settings, f"seriatim-worker-{worker_id}")
-        watchdog = Watchdog(WATCHDOG_DEADLINE)
+        watchdog = Watchdog(WATCHDOG_DEADLINE, margin=HEARTBEAT_INTERVAL)
         host = MailboxHost(settings, journal, handlers, broker, worker_id, link, watchdog)
         supervisor = Supervisor(settings, journal, link, worker_id)
         link.on_connect(host.attach)

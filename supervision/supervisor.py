@@ -14,7 +14,7 @@ import time
 import uuid
 
 from actors import metrics, tracing
-from actors.amqp import AmqpChannel, AmqpConnection, AmqpError, Delivery, PublishFailed
+from actors.amqp import AmqpChannel, AmqpConnection, AmqpError, Delivery, PublishFailed, Unroutable
 from actors.broker import BrokerLink, Publisher, supervisor_arguments
 from actors.outages import OUTAGES
 from actors.protocol import (
@@ -242,10 +242,11 @@ class Supervisor:
     async def _place(self, clients: list[uuid.UUID]) -> None:
         """Spread mailboxes over the least-loaded live workers and tell each its share.
 
-        A mailbox whose worker cannot be told is released from it at once (the worker never
-        heard of it, and a placement never moves a mailbox off a live worker) and placed
-        elsewhere; one that no worker could be told about stays released, so that the next
-        sweep places it again.
+        A mailbox whose StartMailbox no queue took (the worker is gone from the broker, so it
+        never heard of it) is released from that placement at once and placed elsewhere; one
+        that no worker could be told about stays released, so that the next sweep places it
+        again. Any other failed tell may still have reached the worker: the placement stays
+        (the worker starts what is placed on it; a dead worker's mailboxes move at the sweep).
         """
         if not clients:
             return
@@ -268,11 +269,20 @@ class Supervisor:
             )
             clients = []
             for (client, worker), result in zip(told, results, strict=True):
-                if isinstance(result, PublishFailed):
+                if isinstance(result, Unroutable):  # no queue took it: the worker never knew
                     log.warning("worker %s is gone; placing its mailboxes elsewhere", worker)
                     self._workers.pop(worker, None)
-                    await self._journal.release_mailbox(client, worker)
+                    await self._journal.release_mailbox(client, worker, epoch=placed[client])
                     clients.append(client)
+                elif isinstance(result, PublishFailed):  # it may have got there: leave it
+                    log.warning(
+                        "worker %s may not have been told of mailbox %s (%s); it starts what "
+                        "is placed on it, and a dead worker's mailboxes move at the sweep",
+                        worker,
+                        client,
+                        result,
+                    )
+                    self._workers.pop(worker, None)
                 elif isinstance(result, BaseException):
                     raise result
                 else:

@@ -379,8 +379,12 @@ class Journal:
         )
         return {row["id"]: row["epoch"] for row in rows}
 
-    async def release_mailbox(self, client_id: uuid.UUID, worker_id: str) -> None:
-        await self.pool.execute(QUERIES["release_mailbox"], client_id, worker_id)
+    async def release_mailbox(
+        self, client_id: uuid.UUID, worker_id: str, *, epoch: int | None = None
+    ) -> None:
+        """The mailbox, if active on this worker (under placement `epoch`, when given),
+        becomes idle under a new epoch."""
+        await self.pool.execute(QUERIES["release_mailbox"], client_id, worker_id, epoch)
 
     async def suspend_mailbox(
         self, client_id: uuid.UUID, reason: str, *, epoch: int | None = None

@@ -366,9 +366,13 @@ class MemoryJournal:
             placed[client_id] = c.epoch
         return placed
 
-    async def release_mailbox(self, client_id: uuid.UUID, worker_id: str) -> None:
+    async def release_mailbox(
+        self, client_id: uuid.UUID, worker_id: str, *, epoch: int | None = None
+    ) -> None:
         c = self._clients.get(client_id)
-        if c is not None and c.host == worker_id and c.state == "active":
+        if c is None or c.host != worker_id or c.state != "active":
+            return
+        if epoch is None or c.epoch == epoch:
             c.replace("idle", None)
 
     async def suspend_mailbox(

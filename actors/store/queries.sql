@@ -226,8 +226,9 @@ WHERE c.id = locked.id AND c.state <> 'suspended'
 RETURNING c.id, c.epoch;
 
 -- name: release_mailbox
+-- $3: only that placement (NULL: whichever placement the worker has).
 UPDATE clients SET state = 'idle', host = NULL, epoch = epoch + 1
-WHERE id = $1 AND host = $2 AND state = 'active'
+WHERE id = $1 AND host = $2 AND state = 'active' AND ($3::bigint IS NULL OR epoch = $3)
 RETURNING last_seq > done_seq AS has_backlog;
 
 -- name: release_worker_mailboxes

@@ -57,8 +57,11 @@ class HostJournal(MailboxJournal, Protocol):
         """The clients placed on this worker, each with its placement's epoch."""
         ...
 
-    async def release_mailbox(self, client_id: uuid.UUID, worker_id: str) -> None:
-        """Passivate: the mailbox, if active on this worker, becomes idle (a new epoch)."""
+    async def release_mailbox(
+        self, client_id: uuid.UUID, worker_id: str, *, epoch: int | None = None
+    ) -> None:
+        """Passivate: the mailbox, if active on this worker (under placement `epoch`, when
+        given), becomes idle (a new epoch)."""
         ...
 
     async def suspend_mailbox(
@@ -106,7 +109,9 @@ class SupervisorJournal(RelayJournal, Protocol):
         suspended one, never one active on a live worker)."""
         ...
 
-    async def release_mailbox(self, client_id: uuid.UUID, worker_id: str) -> None: ...
+    async def release_mailbox(
+        self, client_id: uuid.UUID, worker_id: str, *, epoch: int | None = None
+    ) -> None: ...
 
     async def suspend_mailbox(
         self, client_id: uuid.UUID, reason: str, *, epoch: int | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import itertools
 import threading
 import time
@@ -232,3 +233,36 @@ def test_the_watchdog_names_a_blocked_loop() -> None:
     with watchdog.executing():
         time.sleep(0.1)
         assert "event loop has been blocked" in str(watchdog.expired())
+
+
+class AsyncCallable:
+    def __init__(self, watchdog: Watchdog) -> None:
+        self.watchdog = watchdog
+
+    async def __call__(self, event: Event) -> Any:
+        return (threading.current_thread() is threading.main_thread(), self.watchdog.executions)
+
+
+def plain_decorator(fn: Any) -> Any:
+    @functools.wraps(fn)
+    def wrapper(event: Event) -> Any:
+        return fn(event)
+
+    return wrapper
+
+
+async def test_async_handlers_the_inspect_module_misses_run_on_the_loop_watched() -> None:
+    """An object with `async def __call__`, and a coroutine function behind a plain
+    decorator: both run on the loop and count as running for the watchdog. Planted: routing
+    them by `inspect.iscoroutinefunction` alone, and awaiting a coroutine a "plain" handler
+    returns without counting it (as before issue 12's review) → `(True, 0) == (True, 1)`."""
+    watchdog = Watchdog(60, kill=lambda _: None)
+
+    @plain_decorator
+    async def wrapped(event: Event) -> Any:
+        return (threading.current_thread() is threading.main_thread(), watchdog.executions)
+
+    for handler in (AsyncCallable(watchdog), wrapped):
+        outcome = await execution(handler, watchdog=watchdog).run(event())
+
+        assert outcome.value == (True, 1)

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from actors.amqp import PublishFailed
+from actors.amqp import PublishFailed, Unroutable
 from actors.protocol import (
     Control,
     EventMessage,
@@ -28,15 +28,19 @@ from supervision.supervisor import Supervisor
 
 
 class Publisher:
-    """Records what the supervisor tells; workers in `gone` cannot be told."""
+    """Records what the supervisor tells; workers in `gone` have no queue, and tells to
+    workers in `unconfirmed` fail without saying whether they arrived."""
 
     def __init__(self) -> None:
         self.started: dict[uuid.UUID, tuple[str, int | None]] = {}
         self.gone: set[str] = set()
+        self.unconfirmed: set[str] = set()
 
     async def tell_worker(self, worker_id: str, control: Control) -> None:
         if worker_id in self.gone:
-            raise PublishFailed(f"no queue for worker {worker_id}")
+            raise Unroutable(f"no queue for worker {worker_id}")
+        if worker_id in self.unconfirmed:
+            raise PublishFailed("the broker did not confirm the message within 10 s")
         assert isinstance(control, StartMailbox)
         self.started[control.client_id] = (worker_id, control.epoch)
 
@@ -145,6 +149,21 @@ async def test_a_worker_that_cannot_be_told_loses_the_mailbox_to_another(
 
     assert link.publisher.started == {wanted: ("w2", 3)}  # placed, released, placed again
     assert await placement(journal, wanted) == ("active", "w2", 3)
+
+
+async def test_a_tell_that_may_have_arrived_leaves_the_placement(
+    journal: MemoryJournal, link: Link, supervisor: Supervisor
+) -> None:
+    """A StartMailbox whose confirm never came may have reached w1, which may be running the
+    mailbox: it must not be released and placed on w2 (planted: releasing on any
+    PublishFailed, as before issue 12's review → the mailbox ends on w2)."""
+    wanted = await client(journal)
+    link.publisher.unconfirmed.add("w1")
+
+    await supervisor._dispatch([MailboxWanted(wanted)])
+
+    assert await placement(journal, wanted) == ("active", "w1", 1)
+    assert link.publisher.started == {}
 
 
 async def test_without_a_live_worker_nothing_is_placed(
