@@ -58,6 +58,9 @@ class Settings:
     credential_checks: int = 1
     token_rate_per_peer: float = 20.0
     token_rate_per_client: float = 5.0
+    read_rate_per_second: float = 100.0
+    read_rate_burst: int = 200
+    page_max_bytes: int = 1024 * 1024
 
     def __post_init__(self) -> None:
         for name in ("database_url", "amqp_url"):
@@ -108,6 +111,9 @@ class Settings:
         _at_least("SERIATIM_CREDENTIAL_CHECKS", self.credential_checks, 1, 64)
         _at_least("SERIATIM_TOKEN_RATE_PER_PEER", self.token_rate_per_peer, 0.001, 1_000_000)
         _at_least("SERIATIM_TOKEN_RATE_PER_CLIENT", self.token_rate_per_client, 0.001, 1_000_000)
+        _within("SERIATIM_READ_RATE_PER_SECOND", self.read_rate_per_second, RATE_PER_SECOND)
+        _within("SERIATIM_READ_RATE_BURST", self.read_rate_burst, RATE_BURST)
+        _at_least("SERIATIM_PAGE_MAX_BYTES", self.page_max_bytes, 4096, 64 * 1024 * 1024)
 
     @property
     def demo(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from starlette.responses import JSONResponse, Response
@@ -9,29 +10,55 @@ from starlette.responses import JSONResponse, Response
 from actors import tracing
 from actors.policy import RestartIntensity
 from actors.states import EventStatus, MailboxState
-from actors.store import EventRow, MailboxRow
+from actors.store import EventPage, EventRow, ListedEvent, MailboxRow
 from gateway.accepting import AcceptedEvent
 
+#: Bytes a page counts for an item's fields other than its type, payload, result and error
+#: (ids, timestamps, trace id and keys take about 350), and for its envelope.
+ITEM_BYTES = 512
+PAGE_ENVELOPE_BYTES = 64
 
-def event_json(row: EventRow) -> dict[str, Any]:
+
+def _event_fields(row: EventRow | ListedEvent) -> dict[str, Any]:
+    """An event's fields other than its payload, result and error."""
     body: dict[str, Any] = {
         "id": str(row.id),
         "client_id": str(row.client_id),
         "seq": row.seq,
         "type": row.type,
-        "payload": row.payload,
         "status": row.status,
         "attempts": row.attempts,
         "accepted_at": rfc3339(row.accepted_at),
         "started_at": rfc3339(row.started_at),
         "finished_at": rfc3339(row.finished_at),
-        "result": row.result,
-        "error": row.error,
         "trace_id": tracing.trace_id_of(row.traceparent),
     }
     if row.redrive_of is not None:
         body["redrive_of"] = str(row.redrive_of)
     return body
+
+
+def event_json(row: EventRow) -> dict[str, Any]:
+    return {**_event_fields(row), "payload": row.payload, "result": row.result, "error": row.error}
+
+
+def _listed_json(row: ListedEvent) -> str:
+    """One item of a page as JSON text, its payload, result and error spliced in as the
+    journal sent them (valid JSON: PostgreSQL's text of a jsonb value)."""
+    fields = json.dumps(_event_fields(row), ensure_ascii=False, separators=(",", ":"))
+    return (
+        f'{fields[:-1]},"payload":{row.payload},"result":{row.result or "null"},'
+        f'"error":{row.error or "null"}}}'
+    )
+
+
+def page_answer(page: EventPage) -> Response:
+    """200 `{"items": [...], "next_after_seq": n | null}`, built as text: the page's JSON
+    values are never decoded into Python objects."""
+    following = page.events[-1].seq if page.more and page.events else None
+    items = ",".join(_listed_json(row) for row in page.events)
+    body = f'{{"items":[{items}],"next_after_seq":{json.dumps(following)}}}'
+    return Response(body.encode(), media_type="application/json")
 
 
 def accepted_json(row: EventRow) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from actors.states import EventStatus
 from gateway import intake
 from gateway.auth import principal
-from gateway.bodies import accepted_answer, event_json
+from gateway.bodies import ITEM_BYTES, PAGE_ENVELOPE_BYTES, accepted_answer, event_json, page_answer
 from gateway.problems import Problem
 from gateway.services import services_of
 
@@ -39,7 +39,9 @@ async def post_event(request: Request) -> Response:
 
 async def get_event(request: Request) -> Response:
     caller = await principal(request, "events:read")
-    row = await services_of(request).journal.event(caller.client_id, _event_id(request))
+    services = services_of(request)
+    services.limits.admit_read(caller.client_id)
+    row = await services.journal.event(caller.client_id, _event_id(request))
     if row is None:
         raise Problem(404, "not-found", "no such event")
     return JSONResponse(event_json(row))
@@ -47,16 +49,22 @@ async def get_event(request: Request) -> Response:
 
 async def list_events(request: Request) -> Response:
     caller = await principal(request, "events:read")
+    services = services_of(request)
+    services.limits.admit_read(caller.client_id)
     params = request.query_params
     intake.only_params(params, ("status", "after_seq", "limit"))
     status = intake.query_choice(params, "status", tuple(EventStatus))
     after = intake.query_int(params, "after_seq", 0, intake.AFTER_SEQ)
     limit = intake.query_int(params, "limit", 100, intake.PAGE_LIMIT)
-    rows = await services_of(request).journal.events(
-        caller.client_id, after_seq=after, status=status, limit=limit
+    page = await services.journal.event_page(
+        caller.client_id,
+        after_seq=after,
+        status=status,
+        limit=limit,
+        max_bytes=services.settings.page_max_bytes - PAGE_ENVELOPE_BYTES,
+        item_bytes=ITEM_BYTES,
     )
-    following = rows[-1].seq if len(rows) == limit else None
-    return JSONResponse({"items": [event_json(row) for row in rows], "next_after_seq": following})
+    return page_answer(page)
 
 
 async def redrive_event(request: Request) -> Response:

@@ -64,6 +64,8 @@ class ClientLimits:
         self._tenancy = tenancy
         self._cache: dict[uuid.UUID, tuple[float, Limits]] = {}
         self.limiter = RateLimiter()
+        self._reads = RateLimiter()
+        self._read_rate = Rate(settings.read_rate_per_second, settings.read_rate_burst)
 
     async def of(self, client_id: uuid.UUID) -> Limits:
         now = time.monotonic()
@@ -99,6 +101,18 @@ class ClientLimits:
                 wait,
             )
         return limits
+
+    def admit_read(self, client_id: uuid.UUID) -> None:
+        """Count one read of this client (a bucket of its own, apart from its writes); raises
+        Problem 429 when it is over the deployment's read rate."""
+        rate = self._read_rate
+        wait = self._reads.wait(client_id, rate)
+        if wait > 0:
+            raise rate_limited(
+                f"this client may read {rate.per_second:g} times per second "
+                f"(bursts of {rate.burst}); retry later",
+                wait,
+            )
 
 
 def rate_limited(detail: str, wait: float) -> Problem:

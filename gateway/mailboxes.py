@@ -47,6 +47,7 @@ def _client_id(request: Request) -> uuid.UUID:
 
 async def get_own_mailbox(request: Request) -> Response:
     caller = await principal(request, "events:read")
+    services_of(request).limits.admit_read(caller.client_id)
     return await _mailbox(request, caller.client_id)
 
 

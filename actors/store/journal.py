@@ -20,9 +20,11 @@ from actors.store.rows import (
     Accepted,
     BacklogFull,
     Credentials,
+    EventPage,
     EventRow,
     Json,
     KeyTaken,
+    ListedEvent,
     MailboxRow,
     Position,
     Wanted,
@@ -275,6 +277,25 @@ class Journal:
     ) -> list[EventRow]:
         rows = await self.pool.fetch(QUERIES["list_events"], client_id, after_seq, status, limit)
         return [EventRow.of(row) for row in rows]
+
+    async def event_page(
+        self,
+        client_id: uuid.UUID,
+        *,
+        after_seq: int,
+        status: str | None,
+        limit: int,
+        max_bytes: int,
+        item_bytes: int,
+    ) -> EventPage:
+        """At most `limit` events after `after_seq` and, past the first, at most `max_bytes` of
+        JSON text (counting `item_bytes` per event for its other fields); the page's payloads,
+        results and errors are never decoded."""
+        rows = await self.pool.fetch(
+            QUERIES["event_page"], client_id, after_seq, status, limit, max_bytes, item_bytes
+        )
+        events = tuple(ListedEvent.of(row) for row in rows if row["fits"])
+        return EventPage(events, more=len(events) < len(rows) or len(events) == limit)
 
     async def events_between(self, client_id: uuid.UUID, low: int, high: int) -> list[EventRow]:
         """Events with low < seq < high, in order."""

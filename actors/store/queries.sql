@@ -95,6 +95,38 @@ WHERE client_id = $1 AND seq > $2 AND ($3::text IS NULL OR status = $3)
 ORDER BY seq
 LIMIT $4;
 
+-- name: event_page
+-- A page of a client's events: at most $4 rows and, past its first row, at most $5 bytes of
+-- JSON text, measured before anything decodes it: payload, result, error and type, plus $6 per
+-- row for the other fields. Payload, result and error come as text, never decoded. `fits` is
+-- false on the one row after a page cut short by bytes: its JSON is not sent, it says there
+-- is more.
+WITH listed AS (
+    SELECT id, client_id, seq, type, status, attempts, accepted_at, started_at, finished_at,
+           redrive_of, traceparent, payload::text AS payload, result::text AS result,
+           error::text AS error
+    FROM events
+    WHERE client_id = $1 AND seq > $2 AND ($3::text IS NULL OR status = $3)
+    ORDER BY seq
+    LIMIT $4
+), sized AS (
+    SELECT *, octet_length(payload) + coalesce(octet_length(result), 0)
+              + coalesce(octet_length(error), 0) + octet_length(type) + $6::int AS bytes
+    FROM listed
+), measured AS (
+    SELECT *, sum(bytes) OVER (ORDER BY seq ROWS UNBOUNDED PRECEDING) AS running,
+           row_number() OVER (ORDER BY seq) AS n
+    FROM sized
+)
+SELECT id, client_id, seq, type, status, attempts, accepted_at, started_at, finished_at,
+       redrive_of, traceparent, fits,
+       CASE WHEN fits THEN payload END AS payload,
+       CASE WHEN fits THEN result END AS result,
+       CASE WHEN fits THEN error END AS error
+FROM (SELECT *, n = 1 OR running <= $5::bigint AS fits FROM measured) AS judged
+WHERE n <= 2 OR running - bytes <= $5::bigint
+ORDER BY seq;
+
 -- name: events_between
 -- The journal's copy of a client's events after done_seq, to fill a gap in delivery.
 SELECT id, client_id, seq, type, payload, status, attempts, accepted_at, started_at,

@@ -92,6 +92,41 @@ class EventRow:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class ListedEvent:
+    """An event as a page lists it: payload, result and error are the JSON text PostgreSQL
+    sent (`jsonb::text`), never decoded, so that a page costs its size in bytes and no more."""
+
+    id: uuid.UUID
+    client_id: uuid.UUID
+    seq: int
+    type: str
+    payload: str
+    status: EventStatus
+    attempts: int
+    accepted_at: datetime.datetime
+    started_at: datetime.datetime | None
+    finished_at: datetime.datetime | None
+    result: str | None
+    error: str | None
+    redrive_of: uuid.UUID | None
+    traceparent: str | None
+
+    @classmethod
+    def of(cls, record: asyncpg.Record) -> ListedEvent:
+        values = {field.name: record[field.name] for field in dataclasses.fields(cls)}
+        return cls(**{**values, "status": EventStatus(values["status"])})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EventPage:
+    """A page of a client's events, cut at a count or at a size in bytes; `more` when it was
+    cut (a page cut at its count may still be the last one)."""
+
+    events: tuple[ListedEvent, ...]
+    more: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Accepted:
     event: EventRow
     caught_up: bool  # the mailbox had nothing unfinished before this event: it may be idle
