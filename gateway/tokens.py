@@ -134,6 +134,7 @@ class TokenService:
             if decoded.header.get("typ") != TOKEN_TYPE:
                 raise invalid_token("the token is not a seriatim access token")
             self._registry.validate(decoded.claims)
+            self._check_lifetime(decoded.claims)
             scope = decoded.claims.get("scope", "")
             if not isinstance(scope, str):
                 raise invalid_token("the token's scope claim is malformed")
@@ -141,6 +142,24 @@ class TokenService:
             return caller, float(decoded.claims["exp"])
         except (JoseError, ValueError, TypeError, KeyError, RecursionError) as error:
             raise invalid_token(f"the access token is invalid: {_reason(error)}") from None
+
+    def _check_lifetime(self, claims: dict[str, Any]) -> None:
+        """Refuse a token meant to live longer than this deployment issues them, or issued
+        in the future: a leaked signing key must not mint tokens valid for decades."""
+        issued, expires = _time(claims.get("iat")), _time(claims.get("exp"))
+        if issued is None or expires is None:
+            raise invalid_token("the access token is invalid: 'iat' and 'exp' must be numbers")
+        if issued > time.time() + LEEWAY:
+            raise invalid_token("the access token is invalid: it was issued in the future")
+        if expires - issued > self._settings.token_ttl + LEEWAY:
+            raise invalid_token("the access token lives longer than this gateway issues them")
+
+
+def _time(value: Any) -> float | None:
+    """A NumericDate claim's value; None when it is missing or not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
 
 
 def _kid_of(token: str) -> str | None:
