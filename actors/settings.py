@@ -58,6 +58,7 @@ class Settings:
     credential_checks: int = 1
     token_rate_per_peer: float = 20.0
     token_rate_per_client: float = 5.0
+    client_recheck: float = 5.0
 
     def __post_init__(self) -> None:
         for name in ("database_url", "amqp_url"):
@@ -108,6 +109,7 @@ class Settings:
         _at_least("SERIATIM_CREDENTIAL_CHECKS", self.credential_checks, 1, 64)
         _at_least("SERIATIM_TOKEN_RATE_PER_PEER", self.token_rate_per_peer, 0.001, 1_000_000)
         _at_least("SERIATIM_TOKEN_RATE_PER_CLIENT", self.token_rate_per_client, 0.001, 1_000_000)
+        _at_least("SERIATIM_CLIENT_RECHECK", self.client_recheck, 0.1, 300)
 
     @property
     def demo(self) -> bool:

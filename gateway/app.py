@@ -74,6 +74,7 @@ def routes() -> list[Route]:
             by_method(GET=clients.get_client, PATCH=clients.patch_client),
             methods=["GET", "PATCH"],
         ),
+        Route("/v1/admin/clients/{client_id}/secret", clients.rotate_secret, methods=["POST"]),
         Route(
             "/v1/admin/clients/{client_id}/webhook-secrets",
             by_method(GET=clients.list_webhook_secrets, POST=clients.add_webhook_secret),

@@ -61,6 +61,7 @@ async def principal(request: Request, scope: str) -> Principal:
     if not isinstance(caller, Principal):
         caller = await _verified_caller(request)
     logs.bind(client_id=caller.client_id)
+    await services_of(request).revocations.check(caller)
     if scope not in caller.scopes:
         raise Problem(
             403,
@@ -133,13 +134,17 @@ async def token_endpoint(request: Request) -> Response:
     if not valid or stored is None:
         checks.failed(client_id)
         raise _invalid_client()
+    if stored.disabled:
+        raise oauth_error(400, "unauthorized_client", "this client is disabled")
     allowed = [*ORDINARY_SCOPES, ADMIN_SCOPE] if stored.admin else list(ORDINARY_SCOPES)
     requested = fields.get("scope", "").split() or allowed
     if not set(requested) <= set(allowed):
         raise oauth_error(
             400, "invalid_scope", f"this client may only request: {' '.join(allowed)}"
         )
-    grant = services.tokens.issue(stored.id, [s for s in allowed if s in requested])
+    grant = services.tokens.issue(
+        stored.id, [s for s in allowed if s in requested], stored.tokens_valid_after
+    )
     return JSONResponse(grant, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
 

@@ -113,11 +113,15 @@ SCHEMAS: dict[str, Any] = {
         name={"type": "string"},
         admin={"type": "boolean"},
     ),
+    "ClientSecret": object_of(
+        ["client_id", "client_secret"], client_id=UUID, client_secret={"type": "string"}
+    ),
     "ClientSettings": object_of(
         ["client_id", "name", "webhook_type_pointer", "rate_limit", "max_backlog"],
         client_id=UUID,
         name={"type": "string"},
         admin={"type": "boolean"},
+        disabled={"type": "boolean"},
         webhook_type_pointer={"type": "string"},
         rate_limit={"type": "object"},
         max_backlog={"type": "object"},

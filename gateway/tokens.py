@@ -10,6 +10,7 @@ import datetime
 import itertools
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Sequence
@@ -52,6 +53,7 @@ class Principal:
 
     client_id: uuid.UUID
     scopes: frozenset[str]
+    issued_at: float = 0.0  # the token's `iat`
 
     @property
     def admin(self) -> bool:
@@ -94,8 +96,17 @@ class TokenService:
     def jwks(self) -> dict[str, Any]:
         return dict(self._keys.as_dict(private=False))
 
-    def issue(self, client_id: uuid.UUID, scopes: list[str]) -> dict[str, Any]:
+    def issue(
+        self,
+        client_id: uuid.UUID,
+        scopes: list[str],
+        not_before: datetime.datetime | None = None,
+    ) -> dict[str, Any]:
+        """A token for the client; its `iat` is no earlier than `not_before` (the client's
+        tokens issued before that are revoked), which lies at most a second ahead."""
         now = int(time.time())
+        if not_before is not None:
+            now = max(now, math.ceil(not_before.timestamp()))
         claims = {
             "iss": self._settings.jwt_issuer,
             "sub": str(client_id),
@@ -138,7 +149,11 @@ class TokenService:
             scope = decoded.claims.get("scope", "")
             if not isinstance(scope, str):
                 raise invalid_token("the token's scope claim is malformed")
-            caller = Principal(uuid.UUID(decoded.claims["sub"]), frozenset(scope.split()))
+            caller = Principal(
+                uuid.UUID(decoded.claims["sub"]),
+                frozenset(scope.split()),
+                float(decoded.claims["iat"]),
+            )
             return caller, float(decoded.claims["exp"])
         except (JoseError, ValueError, TypeError, KeyError, RecursionError) as error:
             raise invalid_token(f"the access token is invalid: {_reason(error)}") from None

@@ -10,7 +10,7 @@ from actors.store.rows import (
     MailboxRow,
     dump_json,
 )
-from actors.store.tenancy import ClientSettings, Tenancy
+from actors.store.tenancy import ClientSettings, Standing, Tenancy
 
 __all__ = [
     "Accepted",
@@ -21,6 +21,7 @@ __all__ = [
     "Journal",
     "KeyTaken",
     "MailboxRow",
+    "Standing",
     "Tenancy",
     "dump_json",
 ]

@@ -182,7 +182,7 @@ class Journal:
 
     async def credentials(self, client_id: uuid.UUID) -> Credentials | None:
         row = await self.pool.fetchrow(QUERIES["client_credentials"], client_id)
-        return Credentials(row["id"], row["secret_hash"], row["admin"]) if row else None
+        return Credentials(**dict(row)) if row else None
 
     # --- intake ------------------------------------------------------------------------
 

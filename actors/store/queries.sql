@@ -5,7 +5,31 @@ INSERT INTO clients (name, secret_hash, admin) VALUES ($1, $2, $3)
 RETURNING id, name, admin;
 
 -- name: client_credentials
-SELECT id, secret_hash, admin FROM clients WHERE id = $1;
+SELECT id, secret_hash, admin, disabled, tokens_valid_after FROM clients WHERE id = $1;
+
+-- name: client_standing
+-- What a client's tokens are checked against on use; no row: no client.
+SELECT disabled, tokens_valid_after FROM clients WHERE id = $1;
+
+-- name: set_client_standing
+-- Absent fields ($2, $3 NULL) keep their value. Disabling a client or taking its admin right
+-- away refuses every token issued until now: valid again from the next whole second.
+UPDATE clients
+SET disabled = coalesce($2, disabled),
+    admin = coalesce($3, admin),
+    tokens_valid_after = CASE
+        WHEN ($2 AND NOT disabled) OR (NOT $3 AND admin)
+        THEN to_timestamp(ceil(extract(epoch FROM clock_timestamp())))
+        ELSE tokens_valid_after END
+WHERE id = $1
+RETURNING id;
+
+-- name: set_client_secret
+-- A new secret hash; every token issued until now is refused from the next whole second.
+UPDATE clients
+SET secret_hash = $2, tokens_valid_after = to_timestamp(ceil(extract(epoch FROM clock_timestamp())))
+WHERE id = $1
+RETURNING id;
 
 -- name: accept_event
 -- One statement, so one atomic step: bump the client's counter under its row lock and insert
@@ -367,8 +391,8 @@ SELECT
 FROM states;
 
 -- name: client_settings
-SELECT id, name, admin, webhook_type_pointer, rate_per_second, rate_burst, max_backlog,
-       last_seq - done_seq AS backlog
+SELECT id, name, admin, disabled, webhook_type_pointer, rate_per_second, rate_burst,
+       max_backlog, last_seq - done_seq AS backlog
 FROM clients WHERE id = $1;
 
 -- name: set_client_settings
@@ -389,7 +413,7 @@ SELECT c.webhook_type_pointer,
 FROM clients c
 LEFT JOIN webhook_secrets s
        ON s.client_id = c.id AND (s.expires_at IS NULL OR s.expires_at > now())
-WHERE c.id = $1
+WHERE c.id = $1 AND NOT c.disabled
 GROUP BY c.id;
 
 -- name: add_webhook_secret
