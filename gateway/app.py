@@ -71,8 +71,10 @@ def routes() -> list[Route]:
         Route("/v1/admin/signing-keys", rotate_signing_key, methods=["POST"]),
         Route(
             "/v1/admin/clients/{client_id}",
-            by_method(GET=clients.get_client, PATCH=clients.patch_client),
-            methods=["GET", "PATCH"],
+            by_method(
+                GET=clients.get_client, PATCH=clients.patch_client, DELETE=clients.delete_client
+            ),
+            methods=["GET", "PATCH", "DELETE"],
         ),
         Route("/v1/admin/clients/{client_id}/secret", clients.rotate_secret, methods=["POST"]),
         Route(

@@ -191,6 +191,29 @@ async def rotate_secret(request: Request) -> Response:
     )
 
 
+async def delete_client(request: Request) -> Response:
+    """DELETE /v1/admin/clients/{id}: the client is gone from the API, its tokens and webhook
+    secrets stop working; its events stay in the journal. Refused (409) while any of its
+    events is unfinished, so that nothing is dropped."""
+    await principal(request, ADMIN_SCOPE)
+    services = services_of(request)
+    client_id = _client_id(request)
+    deleted = await services.tenancy.delete_client(client_id)
+    if deleted is None:
+        raise Problem(404, "not-found", "no such client")
+    if not deleted:
+        raise Problem(
+            409,
+            "client-busy",
+            "the client has unfinished events: disable it, and delete it once they are "
+            "finished (a suspended mailbox must be resumed, or its events end as dead)",
+        )
+    services.revocations.forget(client_id)
+    services.limits.forget(client_id)
+    log.info("client %s deleted", client_id)
+    return Response(status_code=204)
+
+
 async def add_webhook_secret(request: Request) -> Response:
     """POST /v1/admin/clients/{id}/webhook-secrets: a new secret, shown only in this answer;
     the previous ones stay valid `previous_valid_for` seconds (default a day)."""

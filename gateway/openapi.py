@@ -218,6 +218,11 @@ def _paths(types: list[str]) -> dict[str, Any]:
                     }
                 ),
             ),
+            "delete": _operation(
+                "delete a client with no unfinished events (its events are kept)",
+                _answer(204, None, "deleted"),
+                parameters=[CLIENT_ID],
+            ),
         },
         "/v1/admin/clients/{client_id}/secret": {
             "post": _operation(

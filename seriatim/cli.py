@@ -66,13 +66,14 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
-#: `seriatim client <action> <id>`; each but `rotate-secret` is a standing change (cli.py).
+#: `seriatim client <action> <id>`; each but `rotate-secret` and `delete` is a standing change.
 CLIENT_ACTIONS = {
     "disable": "refuse the client's tokens and give it no new ones",
     "enable": "let a disabled client get tokens again (its old tokens stay refused)",
     "grant-admin": "grant the admin scope (to tokens issued from now on)",
     "revoke-admin": "take the admin scope away, refusing the client's tokens issued until now",
     "rotate-secret": "print a new secret; the old one and the client's tokens stop working",
+    "delete": "delete a client with no unfinished events (its events are kept)",
 }
 STANDING_CHANGES: dict[str, dict[str, bool]] = {
     "disable": {"disabled": True},
@@ -215,6 +216,11 @@ async def _change_client(
             if not await tenancy.set_secret(client_id, hash_secret(secret)):
                 return None
             return {"client_id": str(client_id), "client_secret": secret}
+        if action == "delete":
+            deleted = await tenancy.delete_client(client_id)
+            if deleted is False:
+                raise RuntimeError("the client has unfinished events; it was not deleted")
+            return None if deleted is None else {"client_id": str(client_id), "deleted": True}
         if not await tenancy.set_standing(client_id, **STANDING_CHANGES[action]):
             return None
         row = await tenancy.settings(client_id)

@@ -5,11 +5,12 @@ INSERT INTO clients (name, secret_hash, admin) VALUES ($1, $2, $3)
 RETURNING id, name, admin;
 
 -- name: client_credentials
-SELECT id, secret_hash, admin, disabled, tokens_valid_after FROM clients WHERE id = $1;
+SELECT id, secret_hash, admin, disabled, tokens_valid_after FROM clients
+WHERE id = $1 AND deleted_at IS NULL;
 
 -- name: client_standing
 -- What a client's tokens are checked against on use; no row: no client.
-SELECT disabled, tokens_valid_after FROM clients WHERE id = $1;
+SELECT disabled, tokens_valid_after FROM clients WHERE id = $1 AND deleted_at IS NULL;
 
 -- name: set_client_standing
 -- Absent fields ($2, $3 NULL) keep their value. Disabling a client or taking its admin right
@@ -21,15 +22,35 @@ SET disabled = coalesce($2, disabled),
         WHEN ($2 AND NOT disabled) OR (NOT $3 AND admin)
         THEN to_timestamp(ceil(extract(epoch FROM clock_timestamp())))
         ELSE tokens_valid_after END
-WHERE id = $1
+WHERE id = $1 AND deleted_at IS NULL
 RETURNING id;
 
 -- name: set_client_secret
 -- A new secret hash; every token issued until now is refused from the next whole second.
 UPDATE clients
 SET secret_hash = $2, tokens_valid_after = to_timestamp(ceil(extract(epoch FROM clock_timestamp())))
-WHERE id = $1
+WHERE id = $1 AND deleted_at IS NULL
 RETURNING id;
+
+-- name: delete_client
+-- Only a client with nothing unfinished (no event accepted and not yet terminal): its row is
+-- locked, so no event can be accepted between the check and the mark. The row and its events
+-- are kept; its tokens and webhook secrets stop working. `deleted` NULL: no such client.
+WITH target AS (
+    SELECT id, done_seq = last_seq AS settled FROM clients
+    WHERE id = $1 AND deleted_at IS NULL
+    FOR UPDATE
+), marked AS (
+    UPDATE clients c
+    SET deleted_at = now(), disabled = true,
+        tokens_valid_after = to_timestamp(ceil(extract(epoch FROM clock_timestamp())))
+    FROM target WHERE c.id = target.id AND target.settled
+    RETURNING c.id
+), retired AS (
+    UPDATE webhook_secrets SET expires_at = now()
+    WHERE client_id IN (SELECT id FROM marked) AND (expires_at IS NULL OR expires_at > now())
+)
+SELECT (SELECT settled FROM target) AS deleted;
 
 -- name: accept_event
 -- One statement, so one atomic step: bump the client's counter under its row lock and insert
@@ -393,7 +414,7 @@ FROM states;
 -- name: client_settings
 SELECT id, name, admin, disabled, webhook_type_pointer, rate_per_second, rate_burst,
        max_backlog, last_seq - done_seq AS backlog
-FROM clients WHERE id = $1;
+FROM clients WHERE id = $1 AND deleted_at IS NULL;
 
 -- name: set_client_settings
 -- Absent fields keep their value ($3/$4 only with $5, $6 only with $7); NULL is the default.
@@ -402,7 +423,7 @@ SET webhook_type_pointer = coalesce($2, webhook_type_pointer),
     rate_per_second = CASE WHEN $5 THEN $3 ELSE rate_per_second END,
     rate_burst = CASE WHEN $5 THEN $4 ELSE rate_burst END,
     max_backlog = CASE WHEN $7 THEN $6 ELSE max_backlog END
-WHERE id = $1
+WHERE id = $1 AND deleted_at IS NULL
 RETURNING id;
 
 -- name: webhook_verifiers
@@ -424,7 +445,7 @@ WITH retire AS (
     WHERE client_id = $1 AND (expires_at IS NULL OR expires_at > now())
 )
 INSERT INTO webhook_secrets (client_id, secret)
-SELECT id, $2 FROM clients WHERE id = $1
+SELECT id, $2 FROM clients WHERE id = $1 AND deleted_at IS NULL
 RETURNING id, created_at;
 
 -- name: webhook_secrets

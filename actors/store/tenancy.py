@@ -103,6 +103,12 @@ class Tenancy:
         row = await self.pool.fetchrow(QUERIES["set_client_secret"], client_id, secret_hash)
         return row is not None
 
+    async def delete_client(self, client_id: uuid.UUID) -> bool | None:
+        """Mark the client deleted, keeping its row and events: True; False (nothing done)
+        while it has unfinished events; None when there is no such client."""
+        deleted: bool | None = await self.pool.fetchval(QUERIES["delete_client"], client_id)
+        return deleted
+
     async def verifiers(self, client_id: uuid.UUID) -> Verifiers | None:
         """None when the client does not exist or is disabled."""
         row = await self.pool.fetchrow(QUERIES["webhook_verifiers"], client_id)

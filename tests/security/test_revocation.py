@@ -87,8 +87,9 @@ RECHECK = "0.2"  # SERIATIM_CLIENT_RECHECK of `quick`: changes made elsewhere ar
 
 @pytest.fixture(scope="module")
 def quick(services: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    """A gateway (and one worker) that re-reads a client's standing every 0.2 s."""
-    env = {"SERIATIM_CLIENT_RECHECK": RECHECK}
+    """A gateway (and one worker) that re-reads a client's standing every 0.2 s; the worker
+    does not wait for a long demo.sleep when it stops."""
+    env = {"SERIATIM_CLIENT_RECHECK": RECHECK, "SERIATIM_DRAIN_TIMEOUT": "1"}
     with running_system(tmp_path_factory.mktemp("quick"), 1, env) as running:
         yield running
 
@@ -234,3 +235,50 @@ def test_bad_revocation_requests_are_refused_and_change_nothing(
     )
     assert_problem(tenant, 403)
     assert grant(quick, client).status_code == 200  # the secret was not changed
+
+
+def test_a_client_is_deleted_only_once_its_events_are_finished_and_its_journal_is_kept(
+    quick: System, admin: httpx.Client
+) -> None:
+    """Before: there was no way to delete a client (405 on DELETE)."""
+    # Given a client whose event is still running
+    busy = new_client(admin, "busy")
+    quick.post_event(quick.token(busy), "demo.sleep", {"ms": 20_000})
+    # Then it cannot be deleted: its event would be lost
+    problem = assert_problem(admin.delete(f"/v1/admin/clients/{busy['client_id']}"), 409)
+    assert problem["type"].endswith("client-busy")
+    assert admin.get(f"/v1/admin/clients/{busy['client_id']}").status_code == 200
+    # Given a client whose events are all finished, with a token and webhooks
+    done = new_client(admin, "done")
+    token = quick.token(done)
+    quick.post_event(token, "demo.echo", {"n": 1})
+    added = admin.post(f"/v1/admin/clients/{done['client_id']}/webhook-secrets")
+    hooks = Sender(quick, done["client_id"], added.json()["secret"])
+
+    def settled() -> bool:
+        [row] = quick.sql(
+            "SELECT done_seq = last_seq AS settled FROM clients WHERE id = $1::uuid",
+            done["client_id"],
+        )
+        return bool(row["settled"])
+
+    wait_for(settled, 30, "the client's event to finish")
+    # When it is deleted
+    url = f"/v1/admin/clients/{done['client_id']}"
+    assert admin.delete(url).status_code == 204
+    # Then it is gone from the API, its credentials, token and webhooks are refused
+    assert_problem(admin.get(url), 404)
+    assert_problem(admin.patch(url, json={"disabled": False}), 404)
+    assert_problem(admin.post(f"{url}/secret"), 404)
+    assert_problem(admin.delete(url), 404)
+    assert grant(quick, done).json()["error"] == "invalid_client"
+    assert_problem(events_with(quick, token), 401)
+    assert_problem(hooks.deliver(b'{"type": "demo.echo"}'), 401)
+    # And its events are kept in the journal
+    [row] = quick.sql("SELECT count(*) FROM events WHERE client_id = $1::uuid", done["client_id"])
+    assert row[0] == 1
+    # And the CLI deletes a settled client too (and refuses an unknown one)
+    idle = new_client(admin, "idle")
+    assert json.loads(cli(quick, "client", "delete", idle["client_id"]))["deleted"] is True
+    with pytest.raises(subprocess.CalledProcessError):
+        cli(quick, "client", "delete", idle["client_id"])
