@@ -125,5 +125,7 @@ ALTER TABLE clients ADD COLUMN IF NOT EXISTS epoch bigint NOT NULL DEFAULT 0;
 -- right away and rotating its secret move it to the next whole second (`iat` is in seconds).
 ALTER TABLE clients ADD COLUMN IF NOT EXISTS disabled boolean NOT NULL DEFAULT false;
 ALTER TABLE clients ADD COLUMN IF NOT EXISTS tokens_valid_after timestamptz;
+-- A revoked signing key verifies nothing from then on (whatever it signed is refused).
+ALTER TABLE signing_keys ADD COLUMN IF NOT EXISTS revoked_at timestamptz;
 -- A deleted client is gone from the API but its row and events stay: the journal is kept.
 ALTER TABLE clients ADD COLUMN IF NOT EXISTS deleted_at timestamptz;

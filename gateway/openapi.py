@@ -283,6 +283,15 @@ def _paths(types: list[str]) -> dict[str, Any]:
                 "rotate the token signing key", _answer(201, "SigningKey", "the new kid")
             )
         },
+        "/v1/admin/signing-keys/{kid}": {
+            "delete": _operation(
+                "revoke a signing key at once (a new key signs from now on)",
+                _answer(200, "RevokedKey", "the revoked kid and the new one"),
+                parameters=[
+                    {"name": "kid", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+            )
+        },
         "/v1/hooks/{client_id}": {
             "post": _operation(
                 "a Standard Webhooks delivery",

@@ -143,5 +143,11 @@ SCHEMAS: dict[str, Any] = {
         },
     ),
     "SigningKey": object_of(["kid", "jwks"], kid={"type": "string"}, jwks={"type": "object"}),
+    "RevokedKey": object_of(
+        ["revoked", "kid", "jwks"],
+        revoked={"type": "string"},
+        kid={"type": "string"},
+        jwks={"type": "object"},
+    ),
     "Status": object_of(["status"], status={"type": "string"}),
 }

@@ -13,7 +13,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -225,9 +225,9 @@ async def load_tokens(settings: Settings, journal: Journal) -> TokenService:
 
 async def journal_keys(settings: Settings, journal: Journal) -> list[Any]:
     """The journal's signing keys still in use, oldest first (a P-256 key made if none)."""
-    rows = await journal.ensure_signing_key(_new_key)
+    rows, revoked = await journal.ensure_signing_key(_new_key)
     keep_for = datetime.timedelta(seconds=settings.token_ttl + LEEWAY)
-    return [jwk.import_key(private) for private in keys_in_use(rows, keep_for)]
+    return [jwk.import_key(private) for private in keys_in_use(rows, keep_for, revoked)]
 
 
 class KeyRefresh:
@@ -265,15 +265,18 @@ class KeyRefresh:
 
 
 def keys_in_use(
-    rows: Sequence[tuple[str, dict[str, Any], datetime.datetime]], keep_for: datetime.timedelta
+    rows: Sequence[tuple[str, dict[str, Any], datetime.datetime]],
+    keep_for: datetime.timedelta,
+    revoked: Collection[str] = (),
 ) -> list[dict[str, Any]]:
     """The newest key, and each older one that may have signed a token still valid: a key
-    stopped signing when its successor was made, so it retires `keep_for` after that."""
+    stopped signing when its successor was made, so it retires `keep_for` after that. A key
+    in `revoked` is left out at once (the newest is never revoked)."""
     now = datetime.datetime.now(datetime.UTC)
     older = [
         private
-        for (_, private, _), (_, _, successor_made) in itertools.pairwise(rows)
-        if now - successor_made < keep_for
+        for (kid, private, _), (_, _, successor_made) in itertools.pairwise(rows)
+        if now - successor_made < keep_for and kid not in revoked
     ]
     return [*older, rows[-1][1]]
 

@@ -358,7 +358,12 @@ SELECT id, epoch FROM clients WHERE host = $1 AND state = 'active';
 SELECT pg_advisory_xact_lock(7215002);
 
 -- name: signing_keys
-SELECT kid, private_jwk, created_at FROM signing_keys ORDER BY created_at, kid;
+SELECT kid, private_jwk, created_at, revoked_at IS NOT NULL AS revoked
+FROM signing_keys ORDER BY created_at, kid;
+
+-- name: revoke_signing_key
+-- No row: no such key, or it was revoked already.
+UPDATE signing_keys SET revoked_at = now() WHERE kid = $1 AND revoked_at IS NULL RETURNING kid;
 
 -- name: insert_signing_key
 INSERT INTO signing_keys (kid, private_jwk) VALUES ($1, $2::jsonb) ON CONFLICT DO NOTHING;

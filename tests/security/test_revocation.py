@@ -282,3 +282,43 @@ def test_a_client_is_deleted_only_once_its_events_are_finished_and_its_journal_i
     assert json.loads(cli(quick, "client", "delete", idle["client_id"]))["deleted"] is True
     with pytest.raises(subprocess.CalledProcessError):
         cli(quick, "client", "delete", idle["client_id"])
+
+
+def test_a_revoked_signing_key_verifies_nothing_at_once(system: System) -> None:
+    """Before: a signing key could only be rotated, and kept verifying for the token TTL
+    (DELETE /v1/admin/signing-keys/{kid} was a 404)."""
+    # Given tokens signed by the current key, verified (and cached) by the gateway
+    root = system.create_client("key-revoker", admin=True)
+    tenant = system.create_client("key-holder")
+    token, admin_token = system.token(tenant), system.token(root)
+    assert events_with(system, token).status_code == 200
+    old = signing_key(system).kid
+    # Then a client without the admin scope cannot revoke it
+    url = f"{system.base_url}/v1/admin/signing-keys/{old}"
+    assert_problem(httpx.delete(url, headers={"Authorization": f"Bearer {token}"}), 403)
+    # When an admin revokes it
+    revoked = httpx.delete(url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=10)
+    assert revoked.status_code == 200, revoked.text
+    assert revoked.json()["revoked"] == old
+    # Then every token it signed is refused at once, the admin's own included
+    assert_problem(events_with(system, token), 401)
+    assert_problem(
+        events_with(system, minted(signing_key_by(system, old), tenant["client_id"])), 401
+    )
+    jwks = httpx.get(f"{system.base_url}/.well-known/jwks.json").json()
+    assert old not in {key["kid"] for key in jwks["keys"]}
+    # And new tokens are signed by the new key and work
+    fresh = system.token(root)
+    assert events_with(system, fresh).status_code == 200
+    again = httpx.delete(url, headers={"Authorization": f"Bearer {fresh}"}, timeout=10)
+    assert_problem(again, 404)
+    unknown = f"{system.base_url}/v1/admin/signing-keys/no-such-kid"
+    assert_problem(httpx.delete(unknown, headers={"Authorization": f"Bearer {fresh}"}), 404)
+
+
+def signing_key_by(system: System, kid: str) -> ECKey:
+    [row] = system.sql("SELECT private_jwk FROM signing_keys WHERE kid = $1", kid)
+    private = row["private_jwk"]
+    key = jwk.import_key(json.loads(private) if isinstance(private, str) else private)
+    assert isinstance(key, ECKey)
+    return key
