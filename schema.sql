@@ -119,3 +119,13 @@ CREATE INDEX IF NOT EXISTS webhook_secrets_client ON webhook_secrets (client_id,
 -- attempt write (start, retry, outcome) and a write with another epoch is refused, so a
 -- worker that lost the mailbox (frozen, slow, cut off) can neither start nor record anything.
 ALTER TABLE clients ADD COLUMN IF NOT EXISTS epoch bigint NOT NULL DEFAULT 0;
+
+-- Revocation: a disabled client gets no tokens, its tokens and webhooks are refused. Tokens
+-- issued (`iat`) before tokens_valid_after are refused: disabling a client, taking its admin
+-- right away and rotating its secret move it to the next whole second (`iat` is in seconds).
+ALTER TABLE clients ADD COLUMN IF NOT EXISTS disabled boolean NOT NULL DEFAULT false;
+ALTER TABLE clients ADD COLUMN IF NOT EXISTS tokens_valid_after timestamptz;
+-- A revoked signing key verifies nothing from then on (whatever it signed is refused).
+ALTER TABLE signing_keys ADD COLUMN IF NOT EXISTS revoked_at timestamptz;
+-- A deleted client is gone from the API but its row and events stay: the journal is kept.
+ALTER TABLE clients ADD COLUMN IF NOT EXISTS deleted_at timestamptz;

@@ -61,6 +61,7 @@ class Settings:
     read_rate_per_second: float = 100.0
     read_rate_burst: int = 200
     page_max_bytes: int = 1024 * 1024
+    client_recheck: float = 5.0
 
     def __post_init__(self) -> None:
         for name in ("database_url", "amqp_url"):
@@ -114,6 +115,7 @@ class Settings:
         _within("SERIATIM_READ_RATE_PER_SECOND", self.read_rate_per_second, RATE_PER_SECOND)
         _within("SERIATIM_READ_RATE_BURST", self.read_rate_burst, RATE_BURST)
         _at_least("SERIATIM_PAGE_MAX_BYTES", self.page_max_bytes, 4096, 64 * 1024 * 1024)
+        _at_least("SERIATIM_CLIENT_RECHECK", self.client_recheck, 0.1, 300)
 
     @property
     def demo(self) -> bool:

@@ -22,7 +22,7 @@ from actors.settings import Settings
 from actors.store import Journal
 from gateway import clients, events, health, hooks, mailboxes, openapi
 from gateway.admission import Admission
-from gateway.auth import jwks_endpoint, rotate_signing_key, token_endpoint
+from gateway.auth import jwks_endpoint, revoke_signing_key, rotate_signing_key, token_endpoint
 from gateway.problems import Problem, on_http_exception, on_problem, on_unexpected
 from gateway.services import Services
 from gateway.telemetry import Telemetry
@@ -69,11 +69,15 @@ def routes() -> list[Route]:
         ),
         Route("/v1/admin/mailboxes/{client_id}/resume", mailboxes.resume_mailbox, methods=["POST"]),
         Route("/v1/admin/signing-keys", rotate_signing_key, methods=["POST"]),
+        Route("/v1/admin/signing-keys/{kid}", revoke_signing_key, methods=["DELETE"]),
         Route(
             "/v1/admin/clients/{client_id}",
-            by_method(GET=clients.get_client, PATCH=clients.patch_client),
-            methods=["GET", "PATCH"],
+            by_method(
+                GET=clients.get_client, PATCH=clients.patch_client, DELETE=clients.delete_client
+            ),
+            methods=["GET", "PATCH", "DELETE"],
         ),
+        Route("/v1/admin/clients/{client_id}/secret", clients.rotate_secret, methods=["POST"]),
         Route(
             "/v1/admin/clients/{client_id}/webhook-secrets",
             by_method(GET=clients.list_webhook_secrets, POST=clients.add_webhook_secret),

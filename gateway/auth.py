@@ -61,6 +61,7 @@ async def principal(request: Request, scope: str) -> Principal:
     if not isinstance(caller, Principal):
         caller = await _verified_caller(request)
     logs.bind(client_id=caller.client_id)
+    await services_of(request).revocations.check(caller)
     if scope not in caller.scopes:
         raise Problem(
             403,
@@ -133,13 +134,17 @@ async def token_endpoint(request: Request) -> Response:
     if not valid or stored is None:
         checks.failed(client_id)
         raise _invalid_client()
+    if stored.disabled:
+        raise oauth_error(400, "unauthorized_client", "this client is disabled")
     allowed = [*ORDINARY_SCOPES, ADMIN_SCOPE] if stored.admin else list(ORDINARY_SCOPES)
     requested = fields.get("scope", "").split() or allowed
     if not set(requested) <= set(allowed):
         raise oauth_error(
             400, "invalid_scope", f"this client may only request: {' '.join(allowed)}"
         )
-    grant = services.tokens.issue(stored.id, [s for s in allowed if s in requested])
+    grant = services.tokens.issue(
+        stored.id, [s for s in allowed if s in requested], stored.tokens_valid_after
+    )
     return JSONResponse(grant, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
 
@@ -193,13 +198,33 @@ async def rotate_signing_key(request: Request) -> Response:
     await principal(request, ADMIN_SCOPE)
     services = services_of(request)
     if services.settings.jwt_key_file:
-        raise Problem(
-            409,
-            "keys-from-file",
-            "the signing key comes from SERIATIM_JWT_KEY_FILE; rotate it by replacing the file",
-        )
+        raise _keys_from_file()
     kid, private = new_signing_key()
     await services.journal.add_signing_key(kid, private)
     await services.keys.refresh(now=True)
     log.info("signing key rotated: new kid %s", kid)
     return JSONResponse({"kid": kid, "jwks": services.tokens.jwks()}, status_code=201)
+
+
+async def revoke_signing_key(request: Request) -> Response:
+    """DELETE /v1/admin/signing-keys/{kid}: the key verifies nothing from now on, so every
+    token it signed is refused; a new key signs from now on."""
+    await principal(request, ADMIN_SCOPE)
+    services = services_of(request)
+    if services.settings.jwt_key_file:
+        raise _keys_from_file()
+    kid = request.path_params["kid"]
+    successor = new_signing_key()
+    if not await services.journal.revoke_signing_key(kid, successor):
+        raise Problem(404, "not-found", "no such signing key, or it is revoked already")
+    await services.keys.refresh(now=True)
+    log.info("signing key %s revoked: new kid %s", kid, successor[0])
+    return JSONResponse({"revoked": kid, "kid": successor[0], "jwks": services.tokens.jwks()})
+
+
+def _keys_from_file() -> Problem:
+    return Problem(
+        409,
+        "keys-from-file",
+        "the signing key comes from SERIATIM_JWT_KEY_FILE; rotate it by replacing the file",
+    )

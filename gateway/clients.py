@@ -25,6 +25,7 @@ from gateway.tokens import ADMIN_SCOPE
 log = logging.getLogger(__name__)
 
 DEFAULT_GRACE = 86400.0  # seconds the previous secrets stay valid after a rotation
+STANDING = ("disabled", "admin")  # the fields of a PATCH that can revoke the client's tokens
 
 
 def _client_id(request: Request) -> uuid.UUID:
@@ -40,6 +41,7 @@ def _settings_json(row: ClientSettings, services: Services) -> dict[str, Any]:
         "client_id": str(row.id),
         "name": row.name,
         "admin": row.admin,
+        "disabled": row.disabled,
         "webhook_type_pointer": row.webhook_type_pointer,
         "rate_limit": {
             "per_second": row.rate_per_second or d.rate_per_second,
@@ -97,7 +99,8 @@ async def get_client(request: Request) -> Response:
 
 
 async def patch_client(request: Request) -> Response:
-    """PATCH /v1/admin/clients/{id}: `webhook_type_pointer`, `rate_limit`, `max_backlog`."""
+    """PATCH /v1/admin/clients/{id}: `webhook_type_pointer`, `rate_limit`, `max_backlog`,
+    `disabled` and `admin` (disabling or taking admin away revokes the client's tokens)."""
     await principal(request, ADMIN_SCOPE)
     services = services_of(request)
     client_id = _client_id(request)
@@ -105,20 +108,30 @@ async def patch_client(request: Request) -> Response:
     changes = _changes(
         intake.parse_json(await intake.read_body(request, services.settings, limit=4096))
     )
-    if not await services.tenancy.set_settings(client_id, **changes):
+    standing = {name: changes.pop(name) for name in STANDING if name in changes}
+    found = await services.tenancy.set_standing(client_id, **standing)
+    if found and changes:
+        found = await services.tenancy.set_settings(client_id, **changes)
+    if not found:
         raise Problem(404, "not-found", "no such client")
     services.limits.forget(client_id)
-    log.info("client %s settings changed: %s", client_id, ", ".join(sorted(changes)))
+    services.revocations.forget(client_id)
+    log.info("client %s settings changed: %s", client_id, ", ".join(sorted(changes | standing)))
     return await get_client(request)
 
 
 def _changes(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict) or not value:
         raise _invalid("the body must be a JSON object with the fields to change")
-    unknown = sorted(set(value) - {"webhook_type_pointer", "rate_limit", "max_backlog"})
+    unknown = sorted(set(value) - {"webhook_type_pointer", "rate_limit", "max_backlog", *STANDING})
     if unknown:
         raise _invalid(f"unknown field(s): {', '.join(unknown)}")
     changes: dict[str, Any] = {}
+    for name in STANDING:
+        if name in value and not isinstance(value[name], bool):
+            raise _invalid(f"{name!r} must be true or false")
+        if name in value:
+            changes[name] = value[name]
     if "webhook_type_pointer" in value:
         if not valid_pointer(value["webhook_type_pointer"]):
             raise _invalid("'webhook_type_pointer' must be a JSON pointer (RFC 6901) like /type")
@@ -159,6 +172,46 @@ def _integer(value: Any, low: int, high: int) -> bool:
 
 def _invalid(detail: str) -> Problem:
     return Problem(422, "invalid-client-settings", detail)
+
+
+async def rotate_secret(request: Request) -> Response:
+    """POST /v1/admin/clients/{id}/secret: a new client secret, shown only in this answer; the
+    old one stops working at once, and so do the client's tokens issued until now."""
+    await principal(request, ADMIN_SCOPE)
+    services = services_of(request)
+    client_id = _client_id(request)
+    secret = credentials.new_secret()
+    if not await services.tenancy.set_secret(client_id, credentials.hash_secret(secret)):
+        raise Problem(404, "not-found", "no such client")
+    services.revocations.forget(client_id)
+    log.info("client %s secret rotated", client_id)
+    return JSONResponse(
+        {"client_id": str(client_id), "client_secret": secret},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def delete_client(request: Request) -> Response:
+    """DELETE /v1/admin/clients/{id}: the client is gone from the API, its tokens and webhook
+    secrets stop working; its events stay in the journal. Refused (409) while any of its
+    events is unfinished, so that nothing is dropped."""
+    await principal(request, ADMIN_SCOPE)
+    services = services_of(request)
+    client_id = _client_id(request)
+    deleted = await services.tenancy.delete_client(client_id)
+    if deleted is None:
+        raise Problem(404, "not-found", "no such client")
+    if not deleted:
+        raise Problem(
+            409,
+            "client-busy",
+            "the client has unfinished events: disable it, and delete it once they are "
+            "finished (a suspended mailbox must be resumed, or its events end as dead)",
+        )
+    services.revocations.forget(client_id)
+    services.limits.forget(client_id)
+    log.info("client %s deleted", client_id)
+    return Response(status_code=204)
 
 
 async def add_webhook_secret(request: Request) -> Response:

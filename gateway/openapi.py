@@ -196,7 +196,7 @@ def _paths(types: list[str]) -> dict[str, Any]:
                 parameters=[CLIENT_ID],
             ),
             "patch": _operation(
-                "change a client's type pointer and limits",
+                "change a client's type pointer, limits, admin right; disable or enable it",
                 _answer(200, "ClientSettings", "the settings now"),
                 parameters=[CLIENT_ID],
                 body=_json_body(
@@ -212,9 +212,23 @@ def _paths(types: list[str]) -> dict[str, Any]:
                             },
                             "rate_limit": RATE,
                             "max_backlog": {"type": ["integer", "null"], "minimum": 1},
+                            "disabled": {"type": "boolean"},
+                            "admin": {"type": "boolean"},
                         },
                     }
                 ),
+            ),
+            "delete": _operation(
+                "delete a client with no unfinished events (its events are kept)",
+                _answer(204, None, "deleted"),
+                parameters=[CLIENT_ID],
+            ),
+        },
+        "/v1/admin/clients/{client_id}/secret": {
+            "post": _operation(
+                "a new client secret (rotation); the old one and the client's tokens stop working",
+                _answer(200, "ClientSecret", "the secret, shown only here"),
+                parameters=[CLIENT_ID],
             ),
         },
         "/v1/admin/clients/{client_id}/webhook-secrets": {
@@ -267,6 +281,15 @@ def _paths(types: list[str]) -> dict[str, Any]:
         "/v1/admin/signing-keys": {
             "post": _operation(
                 "rotate the token signing key", _answer(201, "SigningKey", "the new kid")
+            )
+        },
+        "/v1/admin/signing-keys/{kid}": {
+            "delete": _operation(
+                "revoke a signing key at once (a new key signs from now on)",
+                _answer(200, "RevokedKey", "the revoked kid and the new one"),
+                parameters=[
+                    {"name": "kid", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
             )
         },
         "/v1/hooks/{client_id}": {

@@ -113,11 +113,15 @@ SCHEMAS: dict[str, Any] = {
         name={"type": "string"},
         admin={"type": "boolean"},
     ),
+    "ClientSecret": object_of(
+        ["client_id", "client_secret"], client_id=UUID, client_secret={"type": "string"}
+    ),
     "ClientSettings": object_of(
         ["client_id", "name", "webhook_type_pointer", "rate_limit", "max_backlog"],
         client_id=UUID,
         name={"type": "string"},
         admin={"type": "boolean"},
+        disabled={"type": "boolean"},
         webhook_type_pointer={"type": "string"},
         rate_limit={"type": "object"},
         max_backlog={"type": "object"},
@@ -139,5 +143,11 @@ SCHEMAS: dict[str, Any] = {
         },
     ),
     "SigningKey": object_of(["kid", "jwks"], kid={"type": "string"}, jwks={"type": "object"}),
+    "RevokedKey": object_of(
+        ["revoked", "kid", "jwks"],
+        revoked={"type": "string"},
+        kid={"type": "string"},
+        jwks={"type": "object"},
+    ),
     "Status": object_of(["status"], status={"type": "string"}),
 }

@@ -16,6 +16,7 @@ from gateway.accepting import Acceptor
 from gateway.guesses import CredentialChecks
 from gateway.limits import ClientLimits
 from gateway.publishing import Publishing
+from gateway.revocations import Revocations
 from gateway.tokens import KeyRefresh, TokenService
 
 
@@ -34,6 +35,7 @@ class Services:
     tenancy: Tenancy
     limits: ClientLimits
     credential_checks: CredentialChecks
+    revocations: Revocations
     intensity: RestartIntensity
 
     @classmethod
@@ -60,6 +62,7 @@ class Services:
             tenancy=tenancy,
             limits=limits,
             credential_checks=CredentialChecks(settings),
+            revocations=Revocations(settings, tenancy),
             intensity=RestartIntensity(settings.restart_intensity, settings.restart_period),
         )
 

@@ -10,9 +10,10 @@ import datetime
 import itertools
 import json
 import logging
+import math
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ class Principal:
 
     client_id: uuid.UUID
     scopes: frozenset[str]
+    issued_at: float = 0.0  # the token's `iat`
 
     @property
     def admin(self) -> bool:
@@ -94,8 +96,17 @@ class TokenService:
     def jwks(self) -> dict[str, Any]:
         return dict(self._keys.as_dict(private=False))
 
-    def issue(self, client_id: uuid.UUID, scopes: list[str]) -> dict[str, Any]:
+    def issue(
+        self,
+        client_id: uuid.UUID,
+        scopes: list[str],
+        not_before: datetime.datetime | None = None,
+    ) -> dict[str, Any]:
+        """A token for the client; its `iat` is no earlier than `not_before` (the client's
+        tokens issued before that are revoked), which lies at most a second ahead."""
         now = int(time.time())
+        if not_before is not None:
+            now = max(now, math.ceil(not_before.timestamp()))
         claims = {
             "iss": self._settings.jwt_issuer,
             "sub": str(client_id),
@@ -134,13 +145,36 @@ class TokenService:
             if decoded.header.get("typ") != TOKEN_TYPE:
                 raise invalid_token("the token is not a seriatim access token")
             self._registry.validate(decoded.claims)
+            self._check_lifetime(decoded.claims)
             scope = decoded.claims.get("scope", "")
             if not isinstance(scope, str):
                 raise invalid_token("the token's scope claim is malformed")
-            caller = Principal(uuid.UUID(decoded.claims["sub"]), frozenset(scope.split()))
+            caller = Principal(
+                uuid.UUID(decoded.claims["sub"]),
+                frozenset(scope.split()),
+                float(decoded.claims["iat"]),
+            )
             return caller, float(decoded.claims["exp"])
         except (JoseError, ValueError, TypeError, KeyError, RecursionError) as error:
             raise invalid_token(f"the access token is invalid: {_reason(error)}") from None
+
+    def _check_lifetime(self, claims: dict[str, Any]) -> None:
+        """Refuse a token meant to live longer than this deployment issues them, or issued
+        in the future: a leaked signing key must not mint tokens valid for decades."""
+        issued, expires = _time(claims.get("iat")), _time(claims.get("exp"))
+        if issued is None or expires is None:
+            raise invalid_token("the access token is invalid: 'iat' and 'exp' must be numbers")
+        if issued > time.time() + LEEWAY:
+            raise invalid_token("the access token is invalid: it was issued in the future")
+        if expires - issued > self._settings.token_ttl + LEEWAY:
+            raise invalid_token("the access token lives longer than this gateway issues them")
+
+
+def _time(value: Any) -> float | None:
+    """A NumericDate claim's value; None when it is missing or not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
 
 
 def _kid_of(token: str) -> str | None:
@@ -191,9 +225,9 @@ async def load_tokens(settings: Settings, journal: Journal) -> TokenService:
 
 async def journal_keys(settings: Settings, journal: Journal) -> list[Any]:
     """The journal's signing keys still in use, oldest first (a P-256 key made if none)."""
-    rows = await journal.ensure_signing_key(_new_key)
+    rows, revoked = await journal.ensure_signing_key(_new_key)
     keep_for = datetime.timedelta(seconds=settings.token_ttl + LEEWAY)
-    return [jwk.import_key(private) for private in keys_in_use(rows, keep_for)]
+    return [jwk.import_key(private) for private in keys_in_use(rows, keep_for, revoked)]
 
 
 class KeyRefresh:
@@ -231,15 +265,18 @@ class KeyRefresh:
 
 
 def keys_in_use(
-    rows: Sequence[tuple[str, dict[str, Any], datetime.datetime]], keep_for: datetime.timedelta
+    rows: Sequence[tuple[str, dict[str, Any], datetime.datetime]],
+    keep_for: datetime.timedelta,
+    revoked: Collection[str] = (),
 ) -> list[dict[str, Any]]:
     """The newest key, and each older one that may have signed a token still valid: a key
-    stopped signing when its successor was made, so it retires `keep_for` after that."""
+    stopped signing when its successor was made, so it retires `keep_for` after that. A key
+    in `revoked` is left out at once (the newest is never revoked)."""
     now = datetime.datetime.now(datetime.UTC)
     older = [
         private
-        for (_, private, _), (_, _, successor_made) in itertools.pairwise(rows)
-        if now - successor_made < keep_for
+        for (kid, private, _), (_, _, successor_made) in itertools.pairwise(rows)
+        if now - successor_made < keep_for and kid not in revoked
     ]
     return [*older, rows[-1][1]]
 

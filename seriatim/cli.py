@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import sys
+import uuid
 from collections.abc import Callable, Sequence
 
 import asyncpg
@@ -18,7 +19,7 @@ import asyncpg
 from actors import logs, tracing
 from actors.credentials import hash_secret, new_secret
 from actors.settings import Settings, SettingsError
-from actors.store import Journal
+from actors.store import Journal, Tenancy
 from actors.store.migrate import migrate
 
 log = logging.getLogger("seriatim")
@@ -59,7 +60,27 @@ def parser() -> argparse.ArgumentParser:
     create = client_commands.add_parser("create", help="create a client and print its secret")
     create.add_argument("--name", required=True, type=_name, help="a label for the client")
     create.add_argument("--admin", action="store_true", help="grant the admin scope")
+    for action, text in CLIENT_ACTIONS.items():
+        command = client_commands.add_parser(action, help=text)
+        command.add_argument("client_id", type=_client_id, help="the client's id")
     return root
+
+
+#: `seriatim client <action> <id>`; each but `rotate-secret` and `delete` is a standing change.
+CLIENT_ACTIONS = {
+    "disable": "refuse the client's tokens and give it no new ones",
+    "enable": "let a disabled client get tokens again (its old tokens stay refused)",
+    "grant-admin": "grant the admin scope (to tokens issued from now on)",
+    "revoke-admin": "take the admin scope away, refusing the client's tokens issued until now",
+    "rotate-secret": "print a new secret; the old one and the client's tokens stop working",
+    "delete": "delete a client with no unfinished events (its events are kept)",
+}
+STANDING_CHANGES: dict[str, dict[str, bool]] = {
+    "disable": {"disabled": True},
+    "enable": {"disabled": False},
+    "grant-admin": {"admin": True},
+    "revoke-admin": {"admin": False},
+}
 
 
 def _count(text: str) -> int:
@@ -87,6 +108,13 @@ def _worker_id(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}", text):
         raise argparse.ArgumentTypeError("must be 1-100 letters, digits, '-' or '_'")
     return text
+
+
+def _client_id(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a client id (a UUID)") from None
 
 
 def _name(text: str) -> str:
@@ -135,8 +163,15 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "migrate":
         asyncio.run(migrate(settings.database_url))
         return 0
-    if args.command == "client":
+    if args.command == "client" and args.client_command == "create":
         print(json.dumps(asyncio.run(_create_client(settings, args.name, args.admin))))
+        return 0
+    if args.command == "client":
+        answer = asyncio.run(_change_client(settings, args.client_command, args.client_id))
+        if answer is None:
+            print(f"seriatim client: no client {args.client_id}", file=sys.stderr)
+            return 1
+        print(json.dumps(answer))
         return 0
     if args.command == "gateway":
         from gateway.server import serve_gateway
@@ -166,6 +201,34 @@ async def _create_client(settings: Settings, name: str, admin: bool) -> dict[str
     finally:
         await journal.close()
     return {"client_id": str(client_id), "client_secret": secret, "name": name, "admin": admin}
+
+
+async def _change_client(
+    settings: Settings, action: str, client_id: uuid.UUID
+) -> dict[str, object] | None:
+    """Apply a `seriatim client <action>`; None when there is no such client. Gateways see
+    the change within SERIATIM_CLIENT_RECHECK seconds."""
+    journal = await Journal.connect(settings.database_url, min_size=1, max_size=1)
+    tenancy = Tenancy(journal.pool)
+    try:
+        if action == "rotate-secret":
+            secret = new_secret()
+            if not await tenancy.set_secret(client_id, hash_secret(secret)):
+                return None
+            return {"client_id": str(client_id), "client_secret": secret}
+        if action == "delete":
+            deleted = await tenancy.delete_client(client_id)
+            if deleted is False:
+                raise RuntimeError("the client has unfinished events; it was not deleted")
+            return None if deleted is None else {"client_id": str(client_id), "deleted": True}
+        if not await tenancy.set_standing(client_id, **STANDING_CHANGES[action]):
+            return None
+        row = await tenancy.settings(client_id)
+    finally:
+        await journal.close()
+    if row is None:
+        return None
+    return {"client_id": str(client_id), "admin": row.admin, "disabled": row.disabled}
 
 
 async def _until_signalled(main: object) -> None:

@@ -12,7 +12,7 @@ from actors.store.rows import (
     MailboxRow,
     dump_json,
 )
-from actors.store.tenancy import ClientSettings, Tenancy
+from actors.store.tenancy import ClientSettings, Standing, Tenancy
 
 __all__ = [
     "Accepted",
@@ -25,6 +25,7 @@ __all__ = [
     "KeyTaken",
     "ListedEvent",
     "MailboxRow",
+    "Standing",
     "Tenancy",
     "dump_json",
 ]

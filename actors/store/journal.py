@@ -184,7 +184,7 @@ class Journal:
 
     async def credentials(self, client_id: uuid.UUID) -> Credentials | None:
         row = await self.pool.fetchrow(QUERIES["client_credentials"], client_id)
-        return Credentials(row["id"], row["secret_hash"], row["admin"]) if row else None
+        return Credentials(**dict(row)) if row else None
 
     # --- intake ------------------------------------------------------------------------
 
@@ -486,9 +486,10 @@ class Journal:
 
     async def ensure_signing_key(
         self, generate: Callable[[], tuple[str, dict[str, Any]]]
-    ) -> list[tuple[str, dict[str, Any], datetime.datetime]]:
-        """All signing keys as (kid, private JWK, created_at), oldest first; the first caller
-        ever stores one from `generate`."""
+    ) -> tuple[list[tuple[str, dict[str, Any], datetime.datetime]], frozenset[str]]:
+        """All signing keys as (kid, private JWK, created_at), oldest first, and the kids of
+        the revoked ones (never the newest); the first caller ever stores one from
+        `generate`."""
         async with self.pool.acquire() as connection, connection.transaction():
             await connection.execute(QUERIES["lock_signing_keys"])
             rows = await connection.fetch(QUERIES["signing_keys"])
@@ -496,7 +497,21 @@ class Journal:
                 kid, private_jwk = generate()
                 await connection.execute(QUERIES["insert_signing_key"], kid, dump_json(private_jwk))
                 rows = await connection.fetch(QUERIES["signing_keys"])
-        return [(row["kid"], row["private_jwk"], row["created_at"]) for row in rows]
+        keys = [(row["kid"], row["private_jwk"], row["created_at"]) for row in rows]
+        return keys, frozenset(row["kid"] for row in rows if row["revoked"])
+
+    async def revoke_signing_key(self, kid: str, successor: tuple[str, dict[str, Any]]) -> bool:
+        """Revoke the key `kid` and store `successor` (kid, private JWK), which signs from now
+        on, so that the newest key is never a revoked one; False (nothing stored) when there
+        is no such key or it was revoked already."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            await connection.execute(QUERIES["lock_signing_keys"])
+            if await connection.fetchval(QUERIES["revoke_signing_key"], kid) is None:
+                return False
+            await connection.execute(
+                QUERIES["insert_signing_key"], successor[0], dump_json(successor[1])
+            )
+        return True
 
     async def add_signing_key(self, kid: str, private_jwk: dict[str, Any]) -> None:
         """Store a new signing key; it signs from now on (the newest key signs)."""

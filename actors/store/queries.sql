@@ -5,7 +5,52 @@ INSERT INTO clients (name, secret_hash, admin) VALUES ($1, $2, $3)
 RETURNING id, name, admin;
 
 -- name: client_credentials
-SELECT id, secret_hash, admin FROM clients WHERE id = $1;
+SELECT id, secret_hash, admin, disabled, tokens_valid_after FROM clients
+WHERE id = $1 AND deleted_at IS NULL;
+
+-- name: client_standing
+-- What a client's tokens are checked against on use; no row: no client.
+SELECT disabled, tokens_valid_after FROM clients WHERE id = $1 AND deleted_at IS NULL;
+
+-- name: set_client_standing
+-- Absent fields ($2, $3 NULL) keep their value. Disabling a client or taking its admin right
+-- away refuses every token issued until now: valid again from the next whole second.
+UPDATE clients
+SET disabled = coalesce($2, disabled),
+    admin = coalesce($3, admin),
+    tokens_valid_after = CASE
+        WHEN ($2 AND NOT disabled) OR (NOT $3 AND admin)
+        THEN to_timestamp(ceil(extract(epoch FROM clock_timestamp())))
+        ELSE tokens_valid_after END
+WHERE id = $1 AND deleted_at IS NULL
+RETURNING id;
+
+-- name: set_client_secret
+-- A new secret hash; every token issued until now is refused from the next whole second.
+UPDATE clients
+SET secret_hash = $2, tokens_valid_after = to_timestamp(ceil(extract(epoch FROM clock_timestamp())))
+WHERE id = $1 AND deleted_at IS NULL
+RETURNING id;
+
+-- name: delete_client
+-- Only a client with nothing unfinished (no event accepted and not yet terminal): its row is
+-- locked, so no event can be accepted between the check and the mark. The row and its events
+-- are kept; its tokens and webhook secrets stop working. `deleted` NULL: no such client.
+WITH target AS (
+    SELECT id, done_seq = last_seq AS settled FROM clients
+    WHERE id = $1 AND deleted_at IS NULL
+    FOR UPDATE
+), marked AS (
+    UPDATE clients c
+    SET deleted_at = now(), disabled = true,
+        tokens_valid_after = to_timestamp(ceil(extract(epoch FROM clock_timestamp())))
+    FROM target WHERE c.id = target.id AND target.settled
+    RETURNING c.id
+), retired AS (
+    UPDATE webhook_secrets SET expires_at = now()
+    WHERE client_id IN (SELECT id FROM marked) AND (expires_at IS NULL OR expires_at > now())
+)
+SELECT (SELECT settled FROM target) AS deleted;
 
 -- name: accept_event
 -- One statement, so one atomic step: bump the client's counter under its row lock and insert
@@ -345,7 +390,12 @@ SELECT id, epoch FROM clients WHERE host = $1 AND state = 'active';
 SELECT pg_advisory_xact_lock(7215002);
 
 -- name: signing_keys
-SELECT kid, private_jwk, created_at FROM signing_keys ORDER BY created_at, kid;
+SELECT kid, private_jwk, created_at, revoked_at IS NOT NULL AS revoked
+FROM signing_keys ORDER BY created_at, kid;
+
+-- name: revoke_signing_key
+-- No row: no such key, or it was revoked already.
+UPDATE signing_keys SET revoked_at = now() WHERE kid = $1 AND revoked_at IS NULL RETURNING kid;
 
 -- name: insert_signing_key
 INSERT INTO signing_keys (kid, private_jwk) VALUES ($1, $2::jsonb) ON CONFLICT DO NOTHING;
@@ -399,9 +449,9 @@ SELECT
 FROM states;
 
 -- name: client_settings
-SELECT id, name, admin, webhook_type_pointer, rate_per_second, rate_burst, max_backlog,
-       last_seq - done_seq AS backlog
-FROM clients WHERE id = $1;
+SELECT id, name, admin, disabled, webhook_type_pointer, rate_per_second, rate_burst,
+       max_backlog, last_seq - done_seq AS backlog
+FROM clients WHERE id = $1 AND deleted_at IS NULL;
 
 -- name: set_client_settings
 -- Absent fields keep their value ($3/$4 only with $5, $6 only with $7); NULL is the default.
@@ -410,7 +460,7 @@ SET webhook_type_pointer = coalesce($2, webhook_type_pointer),
     rate_per_second = CASE WHEN $5 THEN $3 ELSE rate_per_second END,
     rate_burst = CASE WHEN $5 THEN $4 ELSE rate_burst END,
     max_backlog = CASE WHEN $7 THEN $6 ELSE max_backlog END
-WHERE id = $1
+WHERE id = $1 AND deleted_at IS NULL
 RETURNING id;
 
 -- name: webhook_verifiers
@@ -421,7 +471,7 @@ SELECT c.webhook_type_pointer,
 FROM clients c
 LEFT JOIN webhook_secrets s
        ON s.client_id = c.id AND (s.expires_at IS NULL OR s.expires_at > now())
-WHERE c.id = $1
+WHERE c.id = $1 AND NOT c.disabled
 GROUP BY c.id;
 
 -- name: add_webhook_secret
@@ -432,7 +482,7 @@ WITH retire AS (
     WHERE client_id = $1 AND (expires_at IS NULL OR expires_at > now())
 )
 INSERT INTO webhook_secrets (client_id, secret)
-SELECT id, $2 FROM clients WHERE id = $1
+SELECT id, $2 FROM clients WHERE id = $1 AND deleted_at IS NULL
 RETURNING id, created_at;
 
 -- name: webhook_secrets

@@ -137,6 +137,9 @@ class Credentials:
     id: uuid.UUID
     secret_hash: str
     admin: bool
+    disabled: bool = False
+    #: Tokens issued before this are refused (None: none are).
+    tokens_valid_after: datetime.datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

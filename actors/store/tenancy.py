@@ -19,11 +19,21 @@ class ClientSettings:
     id: uuid.UUID
     name: str
     admin: bool
+    disabled: bool
     webhook_type_pointer: str
     rate_per_second: float | None
     rate_burst: int | None
     max_backlog: int | None
     backlog: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Standing:
+    """What a client's tokens are checked against on use."""
+
+    disabled: bool
+    #: Tokens issued before this are refused (None: none are).
+    tokens_valid_after: datetime.datetime | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -74,7 +84,33 @@ class Tenancy:
         )
         return row is not None
 
+    async def standing(self, client_id: uuid.UUID) -> Standing | None:
+        """None when the client does not exist."""
+        row = await self.pool.fetchrow(QUERIES["client_standing"], client_id)
+        return Standing(**dict(row)) if row else None
+
+    async def set_standing(
+        self, client_id: uuid.UUID, *, disabled: bool | None = None, admin: bool | None = None
+    ) -> bool:
+        """Change what is given (None: keep); disabling or taking the admin right away also
+        refuses the client's tokens issued until now. False when the client does not exist."""
+        row = await self.pool.fetchrow(QUERIES["set_client_standing"], client_id, disabled, admin)
+        return row is not None
+
+    async def set_secret(self, client_id: uuid.UUID, secret_hash: str) -> bool:
+        """Replace the client's secret and refuse its tokens issued until now; False when the
+        client does not exist."""
+        row = await self.pool.fetchrow(QUERIES["set_client_secret"], client_id, secret_hash)
+        return row is not None
+
+    async def delete_client(self, client_id: uuid.UUID) -> bool | None:
+        """Mark the client deleted, keeping its row and events: True; False (nothing done)
+        while it has unfinished events; None when there is no such client."""
+        deleted: bool | None = await self.pool.fetchval(QUERIES["delete_client"], client_id)
+        return deleted
+
     async def verifiers(self, client_id: uuid.UUID) -> Verifiers | None:
+        """None when the client does not exist or is disabled."""
         row = await self.pool.fetchrow(QUERIES["webhook_verifiers"], client_id)
         if row is None:
             return None
