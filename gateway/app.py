@@ -77,6 +77,9 @@ def routes() -> list[Route]:
             ),
             methods=["GET", "PATCH", "DELETE"],
         ),
+        Route(
+            "/v1/admin/clients/{client_id}/rotate-secret", clients.rotate_secret, methods=["POST"]
+        ),
         Route("/v1/admin/clients/{client_id}/secret", clients.rotate_secret, methods=["POST"]),
         Route(
             "/v1/admin/clients/{client_id}/webhook-secrets",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import uuid
 from urllib.parse import parse_qs, unquote_plus
 
@@ -24,6 +25,9 @@ from gateway.tokens import (
 )
 
 log = logging.getLogger(__name__)
+
+#: What a key id can be: printable ASCII without spaces.
+KID = re.compile(r"[\x21-\x7e]{1,255}")
 
 
 #: Where `Admission` leaves what it found of a request's bearer token (a Principal, or the
@@ -214,6 +218,8 @@ async def revoke_signing_key(request: Request) -> Response:
     if services.settings.jwt_key_file:
         raise _keys_from_file()
     kid = request.path_params["kid"]
+    if not KID.fullmatch(kid):  # a NUL byte, say, would reach PostgreSQL and fail there
+        raise Problem(404, "not-found", "no such signing key, or it is revoked already")
     successor = new_signing_key()
     if not await services.journal.revoke_signing_key(kid, successor):
         raise Problem(404, "not-found", "no such signing key, or it is revoked already")

@@ -219,14 +219,21 @@ def _paths(types: list[str]) -> dict[str, Any]:
                 ),
             ),
             "delete": _operation(
-                "delete a client with no unfinished events (its events are kept)",
+                "delete a client (its events are kept and unfinished ones still run)",
                 _answer(204, None, "deleted"),
+                parameters=[CLIENT_ID],
+            ),
+        },
+        "/v1/admin/clients/{client_id}/rotate-secret": {
+            "post": _operation(
+                "a new client secret (rotation); the old one and the client's tokens stop working",
+                _answer(200, "ClientSecret", "the secret, shown only here"),
                 parameters=[CLIENT_ID],
             ),
         },
         "/v1/admin/clients/{client_id}/secret": {
             "post": _operation(
-                "a new client secret (rotation); the old one and the client's tokens stop working",
+                "the same as rotate-secret, under its earlier name",
                 _answer(200, "ClientSecret", "the secret, shown only here"),
                 parameters=[CLIENT_ID],
             ),

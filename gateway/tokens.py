@@ -174,7 +174,11 @@ def _time(value: Any) -> float | None:
     """A NumericDate claim's value; None when it is missing or not a number."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:  # an integer past a float's range: no date at all
+        return None
+    return seconds if math.isfinite(seconds) else None
 
 
 def _kid_of(token: str) -> str | None:

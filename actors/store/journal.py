@@ -258,6 +258,8 @@ class Journal:
         except asyncpg.UniqueViolationError:
             raise KeyTaken(request.idempotency_key) from None
         if row is None:
+            if not await self.pool.fetchval(QUERIES["client_accepts"], request.client_id):
+                return None  # no such client, or disabled or deleted
             position = await self.position(request.client_id)
             if position is None:
                 return None

@@ -33,32 +33,33 @@ WHERE id = $1 AND deleted_at IS NULL
 RETURNING id;
 
 -- name: delete_client
--- Only a client with nothing unfinished (no event accepted and not yet terminal): its row is
--- locked, so no event can be accepted between the check and the mark. The row and its events
--- are kept; its tokens and webhook secrets stop working. `deleted` NULL: no such client.
+-- The row is locked (FOR NO KEY UPDATE, as every statement that locks clients), marked deleted
+-- and disabled; its tokens and webhook secrets stop working. The row and its events are kept,
+-- and events accepted before go on to their outcome (the mailbox drains as usual).
+-- `deleted` NULL: no such client.
 WITH target AS (
-    SELECT id, done_seq = last_seq AS settled FROM clients
-    WHERE id = $1 AND deleted_at IS NULL
-    FOR UPDATE
+    SELECT id FROM clients WHERE id = $1 AND deleted_at IS NULL FOR NO KEY UPDATE
 ), marked AS (
     UPDATE clients c
     SET deleted_at = now(), disabled = true,
         tokens_valid_after = to_timestamp(ceil(extract(epoch FROM clock_timestamp())))
-    FROM target WHERE c.id = target.id AND target.settled
+    FROM target WHERE c.id = target.id
     RETURNING c.id
 ), retired AS (
     UPDATE webhook_secrets SET expires_at = now()
     WHERE client_id IN (SELECT id FROM marked) AND (expires_at IS NULL OR expires_at > now())
 )
-SELECT (SELECT settled FROM target) AS deleted;
+SELECT (SELECT true FROM target) AS deleted;
 
 -- name: accept_event
 -- One statement, so one atomic step: bump the client's counter under its row lock and insert
 -- the event with that seq. A unique violation (idempotency key race) rolls back both.
--- A client whose backlog (accepted, unfinished) has reached $8 matches no row: nothing written.
+-- A client whose backlog (accepted, unfinished) has reached $8 matches no row: nothing written;
+-- nor does a disabled or deleted one (checked under the row lock: no event after the change).
 WITH counter AS (
     UPDATE clients SET last_seq = last_seq + 1
     WHERE id = $1 AND last_seq - done_seq < coalesce(max_backlog, $8)
+      AND NOT disabled AND deleted_at IS NULL
     RETURNING last_seq, done_seq
 )
 INSERT INTO events (client_id, seq, type, payload, idempotency_key, request_hash, redrive_of,
@@ -68,6 +69,10 @@ RETURNING id, client_id, seq, type, payload, status, attempts, accepted_at, star
           finished_at, result, error, redrive_of, traceparent,
           (SELECT done_seq FROM counter) AS done_seq;
 
+-- name: client_accepts
+-- Whether a client exists and may have events accepted (not disabled, not deleted).
+SELECT NOT disabled AND deleted_at IS NULL FROM clients WHERE id = $1;
+
 -- name: accept_events
 -- accept_event for every request waiting at one moment (group commit), one result row per
 -- request in the order given ($1..$8 are parallel arrays; $8 the deployment's backlog cap).
@@ -75,7 +80,9 @@ RETURNING id, client_id, seq, type, payload, status, attempts, accepted_at, star
 -- writes in the same order) cannot deadlock. The k-th request of a client gets seq
 -- last_seq + k while its backlog stays under the cap; the first refusal refuses the rest of
 -- that client's requests (bool_and), so the accepted ones are a prefix and seqs stay gapless.
--- A client that does not exist gets admitted = NULL. A unique violation (an idempotency key
+-- A client that does not exist, or is disabled or deleted (checked under the row lock, so no
+-- event is accepted after the change commits), gets admitted = NULL. A unique violation (an
+-- idempotency key
 -- already used) aborts the whole statement, nothing written: the caller then runs
 -- accept_event per request.
 WITH item AS MATERIALIZED (
@@ -87,7 +94,7 @@ WITH item AS MATERIALIZED (
 ),
 locked AS MATERIALIZED (
     SELECT id, last_seq, done_seq, max_backlog FROM clients
-    WHERE id = ANY($1::uuid[])
+    WHERE id = ANY($1::uuid[]) AND NOT disabled AND deleted_at IS NULL
     ORDER BY id
     FOR NO KEY UPDATE
 ),

@@ -104,8 +104,8 @@ class Tenancy:
         return row is not None
 
     async def delete_client(self, client_id: uuid.UUID) -> bool | None:
-        """Mark the client deleted, keeping its row and events: True; False (nothing done)
-        while it has unfinished events; None when there is no such client."""
+        """Mark the client deleted, keeping its row and events (those unfinished still run to
+        their outcome): True; None when there is no such client."""
         deleted: bool | None = await self.pool.fetchval(QUERIES["delete_client"], client_id)
         return deleted
 
