@@ -138,6 +138,10 @@ async def token_endpoint(request: Request) -> Response:
     if not valid or stored is None:
         checks.failed(client_id)
         raise _invalid_client()
+    # The check took a while: a rotation, a revocation or a disable committed meanwhile must
+    # not be outlived by a token issued from what was read before it.
+    if await services.journal.credentials(stored.id) != stored:
+        raise _invalid_client()
     if stored.disabled:
         raise oauth_error(400, "unauthorized_client", "this client is disabled")
     allowed = [*ORDINARY_SCOPES, ADMIN_SCOPE] if stored.admin else list(ORDINARY_SCOPES)
