@@ -19,6 +19,7 @@ zombie's one execution being the only run that overlaps them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import time
@@ -85,24 +86,37 @@ async def abandoned(system: System, name: str) -> None:
         witness.mark_killed(system.ledger, system.processes[name].pid)
 
 
+@dataclasses.dataclass(frozen=True)
+class Freeze:
+    """When a worker was paused and resumed: wall clock (comparable with the database's)
+    and monotonic (comparable with the witness ledger's), each taken on the safe side: the
+    frozen process can have run nothing between `frozen_at` and `resumed_mono`."""
+
+    paused_at: Any
+    resumed_at: Any  # just before SIGCONT
+    frozen_at: float  # just after SIGSTOP
+    resumed_mono: float  # just before SIGCONT
+
+
 async def frozen_until(
     system: System, name: str, done: Callable[[], Any], within: float, what: str, cut: str = ""
-) -> tuple[Any, Any, float]:
+) -> Freeze:
     """SIGSTOP a worker (and close its broker connection if `cut` names it) until `done`;
-    then SIGCONT it, whatever happened. Returns when it was paused and resumed, and the
-    monotonic time just after the pause."""
+    then SIGCONT it, whatever happened."""
     paused_at = pause(system, name)
     frozen_at = time.monotonic()  # after SIGSTOP: every run of it started before this
-    resumed_at = None
+    resumed = False
     try:
         if cut:
             await asyncio.to_thread(close_broker_connection, cut)
         await eventually(done, within, what)
-        resumed_at = resume(system, name)
+        resumed_at, resumed_mono = now(), time.monotonic()
+        resume(system, name)
+        resumed = True
     finally:
-        if resumed_at is None:
+        if not resumed:
             resume(system, name)
-    return paused_at, resumed_at, frozen_at
+    return Freeze(paused_at, resumed_at, frozen_at, resumed_mono)
 
 
 def without_frozen_runs(system: System, pid: int, frozen_at: float) -> Path:
@@ -159,7 +173,7 @@ async def test_a_paused_worker_s_late_outcome_is_refused_by_the_fence(system: Sy
     # When its worker is paused mid-event and the broker closes that worker's connection,
     # Then the other worker takes the mailbox over and finishes all three events; and when
     # the zombie resumes
-    paused_at, resumed_at, frozen_at = await frozen_until(
+    freeze = await frozen_until(
         system,
         zombie,
         lambda: all(event(system, e)["status"] == "succeeded" for e in [long_id, *behind]),
@@ -167,6 +181,7 @@ async def test_a_paused_worker_s_late_outcome_is_refused_by_the_fence(system: Sy
         "the survivor to finish the paused worker's event and those behind it",
         cut=ids[zombie] or "",
     )
+    paused_at, resumed_at = freeze.paused_at, freeze.resumed_at
 
     # Then it abandons what it ran
     await abandoned(system, zombie)
@@ -179,7 +194,7 @@ async def test_a_paused_worker_s_late_outcome_is_refused_by_the_fence(system: Sy
         load.answered,
         also=[long_id, *behind],
         may_fail=False,
-        ledger=without_frozen_runs(system, zombie_pid, frozen_at),
+        ledger=without_frozen_runs(system, zombie_pid, freeze.frozen_at),
     )
     assert report.ok, report
 
@@ -211,7 +226,7 @@ async def test_a_paused_worker_s_late_outcome_is_refused_by_the_fence(system: Sy
     runs = [run for run in witness.read(system.ledger) if run.client == client]
     haunting = [run for run in runs if run.pid == system.processes[zombie].pid]
     assert [(run.event, run.attempt) for run in haunting] == [(long_id, 1)]
-    assert (haunting[0].end or 0) > time.monotonic() - seconds(now(), resumed_at)
+    assert (haunting[0].end or 0) > freeze.resumed_mono
     survivors = [run for run in runs if run not in haunting]
     assert [(run.seq, run.attempt) for run in survivors] == [(1, 2), (2, 1), (3, 1)]
     for earlier, later in itertools.pairwise(survivors):
@@ -297,13 +312,15 @@ async def test_a_frozen_worker_whose_connection_stays_up_loses_its_mailbox_to_th
 
     # When that worker is frozen, its connection left as it is, Then the other worker
     # finishes all three events once RabbitMQ drops the frozen one
-    paused_at, _, _ = await frozen_until(
-        system,
-        frozen,
-        lambda: all(event(system, e)["status"] == "succeeded" for e in [long_id, *behind]),
-        60,
-        "the survivor to take the frozen worker's mailbox over",
-    )
+    paused_at = (
+        await frozen_until(
+            system,
+            frozen,
+            lambda: all(event(system, e)["status"] == "succeeded" for e in [long_id, *behind]),
+            60,
+            "the survivor to take the frozen worker's mailbox over",
+        )
+    ).paused_at
 
     # And the one outcome is the survivor's; the frozen worker's is refused when it wakes
     trail = writes(system, "event_id::text = $1", long_id)
