@@ -330,8 +330,10 @@ async def test_a_supervisor_that_loses_its_slot_while_placing_cannot_place_a_sec
     w2's supervisor takes over and tries to place the same mailbox. When the row is let go,
     both placements run, one after the other: the second must find the mailbox active on a
     live worker and leave it. Exactly one worker starts the mailbox, and the event runs once.
-    On main both placements went through and both workers started consuming the mailbox
-    (two "active on" lines), the precondition of a journal catch-up beside a live owner."""
+    Not a witness of the guard on its own: planted (the liveness condition taken out of
+    `place_mailboxes`), this still passed, since both supervisors can pick the same worker.
+    The guard is proven by tests/integration/test_fencing.py's stale-supervisor test (red
+    with that plant); this one shows the whole race on real processes ends with one owner."""
     token = rig.client_token("contested")
     ids = [rig.post(token, "hostile.sleep", {"ms": 10})]  # accepted while no worker runs
     (client,) = rig.answered
