@@ -41,29 +41,40 @@ from tests import harness  # noqa: E402
 
 BODY = json.dumps({"type": "demo.echo", "payload": {"n": 1}}).encode()
 GUESS_PEERS = [f"127.0.2.{n}" for n in range(1, 5)]
+# The gateway closes a keep-alive connection idle for its head deadline (10 s): a tenant's pooled
+# connection idle longer is dropped rather than reused, as an HTTP client's pool does.
+POOL_IDLE = 8.0
 REOPEN_AFTER = 0.2  # seconds a held head waits, once answered, before it is sent again
 
 
 async def tenants(base_url: str, tokens: list[str], rate: float, seconds: float) -> dict:
     """Open loop at `rate`: latencies of every request and the count of each status."""
-    idle = [await Connection.open(base_url) for _ in range(32)]
+    now = time.monotonic()
+    idle = [(await Connection.open(base_url), now) for _ in range(32)]
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
 
     async def one(n: int, due: float) -> None:
-        connection = idle.pop() if idle else await Connection.open(base_url)
+        connection = None
+        while idle and connection is None:
+            connection, used = idle.pop()
+            if time.monotonic() - used > POOL_IDLE:  # the gateway may have closed it by now
+                connection.close()
+                connection = None
+        if connection is None:
+            connection = await Connection.open(base_url)
         try:
             status, _ = await connection.post("/v1/events", BODY, tokens[n % len(tokens)])
         except (OSError, asyncio.IncompleteReadError):
             status = 0
             connection.close()
         else:
-            idle.append(connection)
+            idle.append((connection, time.monotonic()))
         latencies.append(time.perf_counter() - due)
         statuses[status] += 1
 
     await open_loop(rate, int(rate * seconds), one)
-    for connection in idle:
+    for connection, _ in idle:
         connection.close()
     return {"latency": summary(latencies), "statuses": statuses}
 
