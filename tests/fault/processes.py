@@ -19,7 +19,7 @@ import json
 import signal
 import subprocess
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -97,23 +97,25 @@ def _labelled(url: str, name: str) -> str:
     return urlunsplit(parts._replace(query=f"{query}application_name={name}"))
 
 
-def spawn_worker(system: System, name: str) -> subprocess.Popen[bytes]:
-    """Start a worker process whose journal connections carry `name` as application_name."""
+def spawn_worker(system: System, name: str, *args: str) -> subprocess.Popen[bytes]:
+    """Start a worker process whose journal connections carry `name` as application_name;
+    `args` go to `seriatim worker` (for example `--worker-id`)."""
     shared = system.env
     system.env = {
         **shared,
         "SERIATIM_DATABASE_URL": _labelled(shared["SERIATIM_DATABASE_URL"], name),
     }
     try:
-        return system.spawn(name, "worker")
+        return system.spawn(name, "worker", *args)
     finally:
         system.env = shared
 
 
-def start_workers(system: System, *names: str) -> None:
-    """Spawn labelled workers and wait until each has registered its heartbeat."""
+def start_workers(system: System, *names: str, ids: Mapping[str, str] | None = None) -> None:
+    """Spawn labelled workers and wait until each has registered its heartbeat; `ids` gives
+    some of them the worker id they register under."""
     for name in names:
-        spawn_worker(system, name)
+        spawn_worker(system, name, *(["--worker-id", ids[name]] if ids and name in ids else []))
     for name in names:
         wait_for(lambda name=name: worker_id(system, name), 30, f"{name} to register")
 

@@ -17,7 +17,7 @@ import dataclasses
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +86,8 @@ class Rig:
         )
         return self.statuses(ids)
 
-    def start_workers(self, *names: str) -> None:
-        start_workers(self.system, *names)
+    def start_workers(self, *names: str, ids: Mapping[str, str] | None = None) -> None:
+        start_workers(self.system, *names, ids=ids)
         for name in names:
             watch(self.system.ledger, self.system.processes[name])
 
@@ -330,10 +330,14 @@ async def test_a_supervisor_that_loses_its_slot_while_placing_cannot_place_a_sec
     w2's supervisor takes over and tries to place the same mailbox. When the row is let go,
     both placements run, one after the other: the second must find the mailbox active on a
     live worker and leave it. Exactly one worker starts the mailbox, and the event runs once.
+    The two supervisors pick different workers: w1's chose while it was the only worker, and
+    w2's breaks the tie between two idle workers by the lower worker id, which is w2's here.
     Not a witness of the guard on its own: planted (the liveness condition taken out of
-    `place_mailboxes`), this still passed, since both supervisors can pick the same worker.
-    The guard is proven by tests/integration/test_fencing.py's stale-supervisor test (red
-    with that plant); this one shows the whole race on real processes ends with one owner."""
+    `place_mailboxes`), this still passes, because w1's placement commits first and its
+    StartMailbox cannot be sent on the cut connection, so w2's later placement wins before w1
+    starts anything. The guard is proven by tests/integration/test_fencing.py's
+    stale-supervisor test (red with that plant); this one shows the whole race on real
+    processes, with the two placements aimed at different workers, ends with one owner."""
     token = rig.client_token("contested")
     ids = [rig.post(token, "hostile.sleep", {"ms": 10})]  # accepted while no worker runs
     (client,) = rig.answered
@@ -342,9 +346,9 @@ async def test_a_supervisor_that_loses_its_slot_while_placing_cannot_place_a_sec
         transaction = holder.transaction()
         await transaction.start()
         await holder.execute("SELECT 1 FROM clients WHERE id = $1::uuid FOR SHARE", client)
-        rig.start_workers("w1")
+        rig.start_workers("w1", ids={"w1": "placement-w1-first"})
         await eventually(lambda: _waiting_for_a_lock(rig.system, "w1"), 30, "w1 to place")
-        rig.start_workers("w2")
+        rig.start_workers("w2", ids={"w2": "placement-a-w2-second"})
         w1 = worker_id(rig.system, "w1")
         assert w1 is not None
         await asyncio.to_thread(close_broker_connection, w1)
