@@ -1,5 +1,5 @@
 """Per-client intake settings in the journal: webhook secrets, the webhook type pointer and
-the client's limits (rate and backlog)."""
+the client's limits (rate, backlog and quota)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,11 @@ class ClientSettings:
     rate_burst: int | None
     max_backlog: int | None
     backlog: int
+    max_stored_events: int | None
+    max_stored_bytes: int | None
+    #: What the client has stored now (its quota counts these).
+    stored_events: int
+    stored_bytes: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -68,6 +73,8 @@ class Tenancy:
         type_pointer: str | None = None,
         rate: tuple[float, int] | bool | None = False,
         max_backlog: int | bool | None = False,
+        max_stored_events: int | bool | None = False,
+        max_stored_bytes: int | bool | None = False,
     ) -> bool:
         """Change what is given (`False`: keep; `None`: back to the default); False when
         the client does not exist."""
@@ -81,6 +88,10 @@ class Tenancy:
             rate is not False,
             None if isinstance(max_backlog, bool) else max_backlog,
             max_backlog is not False,
+            None if isinstance(max_stored_events, bool) else max_stored_events,
+            max_stored_events is not False,
+            None if isinstance(max_stored_bytes, bool) else max_stored_bytes,
+            max_stored_bytes is not False,
         )
         return row is not None
 
