@@ -68,6 +68,8 @@ class Settings:
     retention_batch: int = 500
     retention_pause: float = 0.1
     retention_interval: float = 60.0
+    max_webhook_secrets: int = 3
+    metrics_exemplars: str = "off"
 
     def __post_init__(self) -> None:
         for name in ("database_url", "amqp_url"):
@@ -89,6 +91,10 @@ class Settings:
             raise SettingsError(
                 "SERIATIM_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, "
                 f"not {self.log_level!r}"
+            )
+        if self.metrics_exemplars not in ("on", "off"):
+            raise SettingsError(
+                f"SERIATIM_METRICS_EXEMPLARS must be on or off, not {self.metrics_exemplars!r}"
             )
         if self.log_format not in ("json", "console"):
             raise SettingsError(
@@ -129,6 +135,7 @@ class Settings:
         _at_least("SERIATIM_RETENTION_BATCH", self.retention_batch, 1, 100_000)
         _at_least("SERIATIM_RETENTION_PAUSE", self.retention_pause, 0, 60)
         _at_least("SERIATIM_RETENTION_INTERVAL", self.retention_interval, 0.1, 86400)
+        _at_least("SERIATIM_MAX_WEBHOOK_SECRETS", self.max_webhook_secrets, 1, 100)
 
     @property
     def demo(self) -> bool:

@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from actors import credentials
 from actors.bounds import RATE_BURST, RATE_PER_SECOND
-from actors.store import ClientSettings
+from actors.store import ClientSettings, TooManySecrets
 from gateway import intake
 from gateway.auth import principal
 from gateway.bodies import rfc3339
@@ -237,7 +237,17 @@ async def add_webhook_secret(request: Request) -> Response:
         if not intake.PREVIOUS_VALID_FOR.holds(grace):
             raise _invalid(f"'previous_valid_for' must be {intake.PREVIOUS_VALID_FOR} seconds")
     text, key = new_secret()
-    stored = await services.tenancy.add_webhook_secret(client_id, key, float(grace))
+    cap = services.settings.max_webhook_secrets
+    try:
+        stored = await services.tenancy.add_webhook_secret(client_id, key, float(grace), cap=cap)
+    except TooManySecrets as full:
+        raise Problem(
+            409,
+            "too-many-webhook-secrets",
+            f"the client has {full.valid} valid webhook secrets and may have {cap} "
+            "(SERIATIM_MAX_WEBHOOK_SECRETS); add one with previous_valid_for 0, which retires "
+            "the others, or wait until older ones expire",
+        ) from None
     if stored is None:
         raise Problem(404, "not-found", "no such client")
     log.info("webhook secret %s added for client %s", stored.id, client_id)

@@ -14,7 +14,7 @@ from actors.store.rows import (
     QuotaFull,
     dump_json,
 )
-from actors.store.tenancy import ClientSettings, Standing, Tenancy
+from actors.store.tenancy import ClientSettings, Standing, Tenancy, TooManySecrets
 
 __all__ = [
     "Accepted",
@@ -31,5 +31,6 @@ __all__ = [
     "QuotaFull",
     "Standing",
     "Tenancy",
+    "TooManySecrets",
     "dump_json",
 ]

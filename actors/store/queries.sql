@@ -522,6 +522,15 @@ LEFT JOIN webhook_secrets s
 WHERE c.id = $1 AND NOT c.disabled
 GROUP BY c.id;
 
+-- name: lock_client
+-- The client's row, locked (FOR NO KEY UPDATE, as every statement on clients) until the end of
+-- the transaction; no row: no such client.
+SELECT id FROM clients WHERE id = $1 AND deleted_at IS NULL FOR NO KEY UPDATE;
+
+-- name: valid_webhook_secrets
+SELECT count(*) FROM webhook_secrets
+WHERE client_id = $1 AND (expires_at IS NULL OR expires_at > now());
+
 -- name: add_webhook_secret
 -- Secrets still valid expire $3 seconds from now (sooner if they already would).
 WITH retire AS (

@@ -49,6 +49,14 @@ class Verifiers:
     secrets: tuple[bytes, ...]
 
 
+class TooManySecrets(Exception):
+    """The client has as many valid webhook secrets as it may have."""
+
+    def __init__(self, valid: int) -> None:
+        super().__init__(f"{valid} valid webhook secrets")
+        self.valid = valid
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class SecretInfo:
     id: uuid.UUID
@@ -128,13 +136,22 @@ class Tenancy:
         return Verifiers(row["webhook_type_pointer"], tuple(bytes(s) for s in row["secrets"]))
 
     async def add_webhook_secret(
-        self, client_id: uuid.UUID, secret: bytes, previous_valid_for: float
+        self, client_id: uuid.UUID, secret: bytes, previous_valid_for: float, *, cap: int
     ) -> SecretInfo | None:
-        """Store a new secret; older ones stay valid `previous_valid_for` seconds more.
-        None when the client does not exist."""
-        row = await self.pool.fetchrow(
-            QUERIES["add_webhook_secret"], client_id, secret, previous_valid_for
-        )
+        """Store a new secret; older ones stay valid `previous_valid_for` seconds more (0:
+        they expire now). None when the client does not exist; raises TooManySecrets, and
+        stores nothing, when the client would then have more than `cap` valid secrets. The
+        client's row is locked while the secrets are counted, so concurrent additions cannot
+        both pass the cap."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            if await connection.fetchval(QUERIES["lock_client"], client_id) is None:
+                return None
+            valid = await connection.fetchval(QUERIES["valid_webhook_secrets"], client_id)
+            if (valid if previous_valid_for > 0 else 0) + 1 > cap:
+                raise TooManySecrets(valid)
+            row = await connection.fetchrow(
+                QUERIES["add_webhook_secret"], client_id, secret, previous_valid_for
+            )
         return SecretInfo(row["id"], row["created_at"]) if row else None
 
     async def webhook_secrets(self, client_id: uuid.UUID) -> list[SecretInfo]:

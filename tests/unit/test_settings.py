@@ -101,6 +101,10 @@ def test_demo_handlers_are_on_or_off_and_nothing_else(value: str) -> None:
         ("SERIATIM_RETENTION_BATCH", "0"),
         ("SERIATIM_RETENTION_PAUSE", "-1"),
         ("SERIATIM_RETENTION_INTERVAL", "0"),
+        ("SERIATIM_MAX_WEBHOOK_SECRETS", "0"),
+        ("SERIATIM_MAX_WEBHOOK_SECRETS", "101"),
+        ("SERIATIM_METRICS_EXEMPLARS", "yes"),
+        ("SERIATIM_METRICS_EXEMPLARS", "ON"),
     ],
 )
 def test_bad_value_raises_naming_the_variable(variable: str, value: str) -> None:
