@@ -129,3 +129,48 @@ ALTER TABLE clients ADD COLUMN IF NOT EXISTS tokens_valid_after timestamptz;
 ALTER TABLE signing_keys ADD COLUMN IF NOT EXISTS revoked_at timestamptz;
 -- A deleted client is gone from the API but its row and events stay: the journal is kept.
 ALTER TABLE clients ADD COLUMN IF NOT EXISTS deleted_at timestamptz;
+
+-- Quota: what each client has stored, kept by the accept (payload), the outcome (result and
+-- error) and retention (what it deletes), so that the accept checks it without counting rows.
+-- events.bytes is what the event counts for in stored_bytes: the JSON text of its payload,
+-- result and error. The columns are added, and filled from the rows already there, once.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'clients'
+                     AND column_name = 'stored_events') THEN
+        ALTER TABLE events ADD COLUMN bytes bigint NOT NULL DEFAULT 0;
+        UPDATE events SET bytes = octet_length(payload::text)
+                                  + coalesce(octet_length(result::text), 0)
+                                  + coalesce(octet_length(error::text), 0);
+        ALTER TABLE clients ADD COLUMN stored_events bigint NOT NULL DEFAULT 0,
+                            ADD COLUMN stored_bytes bigint NOT NULL DEFAULT 0;
+        UPDATE clients c SET stored_events = s.n, stored_bytes = s.bytes
+        FROM (SELECT client_id, count(*) AS n, sum(bytes) AS bytes FROM events
+              GROUP BY client_id) AS s
+        WHERE c.id = s.client_id;
+    END IF;
+END
+$$;
+-- Per-client quota (NULL: the deployment's default).
+ALTER TABLE clients ADD COLUMN IF NOT EXISTS max_stored_events bigint
+    CHECK (max_stored_events > 0);
+ALTER TABLE clients ADD COLUMN IF NOT EXISTS max_stored_bytes bigint
+    CHECK (max_stored_bytes > 0);
+
+-- Whether a client storing `events` more events of `bytes` bytes in all stays within its
+-- quota. The one rule every accept path applies (accept_event, accept_events, and a batch of
+-- any size): the client's row must be locked FOR NO KEY UPDATE by the caller, which then adds
+-- the same figures to stored_events and stored_bytes in the same statement.
+CREATE OR REPLACE FUNCTION within_quota(
+    stored_events bigint, stored_bytes bigint, max_events bigint, max_bytes bigint,
+    events bigint, bytes bigint
+) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+    SELECT stored_events + events <= max_events AND stored_bytes + bytes <= max_bytes
+$$;
+
+-- Retention: finished events by age, for the deleter; and what references an event through
+-- a redrive (so that deleting an event does not scan the table for referencing rows).
+CREATE INDEX IF NOT EXISTS events_finished ON events (finished_at)
+    WHERE status IN ('succeeded', 'dead');
+CREATE INDEX IF NOT EXISTS events_redrive_of ON events (redrive_of) WHERE redrive_of IS NOT NULL;

@@ -178,8 +178,20 @@ for reason in sorted(set(REJECTION_REASONS.values())):
     EVENTS_REJECTED.labels(reason)
 
 
+_exemplars = {"on": False}  # SERIATIM_METRICS_EXEMPLARS, set once per process by the CLI
+
+
+def use_exemplars(on: bool) -> None:
+    """Attach trace ids to observations from now on (or not). Off by default: `/metrics` is
+    not authenticated, and exemplars name other tenants' traces (docs/observability.md)."""
+    _exemplars["on"] = on
+
+
 def exemplar() -> dict[str, str] | None:
-    """The current trace id as an exemplar (shown in the OpenMetrics format only)."""
+    """The current trace id as an exemplar (shown in the OpenMetrics format only), when
+    exemplars are on; else None."""
+    if not _exemplars["on"]:
+        return None
     ids = tracing.current_ids()
     return {"trace_id": ids[0]} if ids else None
 

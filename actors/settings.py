@@ -62,6 +62,14 @@ class Settings:
     read_rate_burst: int = 200
     page_max_bytes: int = 1024 * 1024
     client_recheck: float = 5.0
+    max_stored_events: int = 10_000_000
+    max_stored_bytes: int = 10 * 1024**3
+    retention: float = 7 * 86400.0
+    retention_batch: int = 500
+    retention_pause: float = 0.1
+    retention_interval: float = 60.0
+    max_webhook_secrets: int = 3
+    metrics_exemplars: str = "off"
 
     def __post_init__(self) -> None:
         for name in ("database_url", "amqp_url"):
@@ -83,6 +91,10 @@ class Settings:
             raise SettingsError(
                 "SERIATIM_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, "
                 f"not {self.log_level!r}"
+            )
+        if self.metrics_exemplars not in ("on", "off"):
+            raise SettingsError(
+                f"SERIATIM_METRICS_EXEMPLARS must be on or off, not {self.metrics_exemplars!r}"
             )
         if self.log_format not in ("json", "console"):
             raise SettingsError(
@@ -116,6 +128,14 @@ class Settings:
         _within("SERIATIM_READ_RATE_BURST", self.read_rate_burst, RATE_BURST)
         _at_least("SERIATIM_PAGE_MAX_BYTES", self.page_max_bytes, 4096, 64 * 1024 * 1024)
         _at_least("SERIATIM_CLIENT_RECHECK", self.client_recheck, 0.1, 300)
+        _at_least("SERIATIM_MAX_STORED_EVENTS", self.max_stored_events, 1, 2**53)
+        _at_least("SERIATIM_MAX_STORED_BYTES", self.max_stored_bytes, 1, 2**53)
+        if self.retention != 0:  # 0: finished events are kept for ever
+            _at_least("SERIATIM_RETENTION", self.retention, 1, 100 * 365 * 86400)
+        _at_least("SERIATIM_RETENTION_BATCH", self.retention_batch, 1, 100_000)
+        _at_least("SERIATIM_RETENTION_PAUSE", self.retention_pause, 0, 60)
+        _at_least("SERIATIM_RETENTION_INTERVAL", self.retention_interval, 0.1, 86400)
+        _at_least("SERIATIM_MAX_WEBHOOK_SECRETS", self.max_webhook_secrets, 1, 100)
 
     @property
     def demo(self) -> bool:

@@ -26,13 +26,15 @@ from tests import harness  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 #: The system under measurement: mailboxes stay active, quiet logs, and no per-client rate
-#: limit or backlog cap (a benchmark's clients post as fast as they can by design).
+#: limit, backlog cap or quota (a benchmark's clients post as fast as they can by design).
 SYSTEM_ENV = {
     "SERIATIM_IDLE_TIMEOUT": "3600",
     "SERIATIM_LOG_LEVEL": "WARNING",
     "SERIATIM_RATE_PER_SECOND": "1000000",
     "SERIATIM_RATE_BURST": "1000000",
     "SERIATIM_MAX_BACKLOG": "1000000000",
+    "SERIATIM_MAX_STORED_EVENTS": str(2**53),
+    "SERIATIM_MAX_STORED_BYTES": str(2**53),
 }
 
 

@@ -12,9 +12,10 @@ from typing import Any
 
 from actors import metrics, tracing
 from actors.protocol import EventMessage
-from actors.store import BacklogFull, EventRow, Journal, KeyTaken
+from actors.settings import Settings
+from actors.store import BacklogFull, EventGone, EventRow, Journal, KeyTaken, QuotaFull
 from gateway import intake
-from gateway.limits import ClientLimits, backlog_full
+from gateway.limits import ClientLimits, backlog_full, quota_full
 from gateway.problems import Problem
 from gateway.publishing import Publishing
 from gateway.tokens import invalid_token
@@ -31,8 +32,11 @@ class AcceptedEvent:
 class Acceptor:
     """Accepts events: commit first (the promise), publish after."""
 
-    def __init__(self, journal: Journal, limits: ClientLimits, publishing: Publishing) -> None:
+    def __init__(
+        self, journal: Journal, limits: ClientLimits, publishing: Publishing, settings: Settings
+    ) -> None:
         self._journal = journal
+        self._settings = settings
         self._limits = limits
         self._publishing = publishing
         self._in_progress: set[tuple[uuid.UUID, str]] = set()  # (client, key) being accepted
@@ -47,7 +51,8 @@ class Acceptor:
         redrive_of: uuid.UUID | None = None,
     ) -> AcceptedEvent:
         """The event, committed. Under `key` the same request again gets the original event
-        (`replayed`). Raises Problem: 429 when the client's backlog is full, 409 while the key
+        (`replayed`). Raises Problem: 429 when the client's backlog is full or its quota of
+        stored events reached, 404 when the redriven event was retired, 409 while the key
         is in use by another request, 422 when the key was used with another body, 401 when
         the client no longer exists; nothing is written then."""
         if key is None:
@@ -104,7 +109,7 @@ class Acceptor:
         redrive_of: uuid.UUID | None = None,
     ) -> AcceptedEvent:
         """Commit, then publish soon; raises KeyTaken, or Problem 429 when the client's
-        backlog is full (nothing written either way)."""
+        backlog is full or its quota reached (nothing written either way)."""
         limits = await self._limits.of(client_id)
         try:
             accepted = await self._journal.accept(
@@ -115,10 +120,16 @@ class Acceptor:
                 request_hash=request_hash,
                 redrive_of=redrive_of,
                 max_backlog=limits.max_backlog,
+                max_stored_events=limits.max_stored_events,
+                max_stored_bytes=limits.max_stored_bytes,
                 traceparent=tracing.current_traceparent(),
             )
         except BacklogFull as full:
             raise backlog_full(full.backlog) from None
+        except QuotaFull:
+            raise quota_full(self._settings) from None
+        except EventGone:
+            raise Problem(404, "not-found", "no such event") from None
         if accepted is None:
             raise invalid_token("the token's client no longer exists")
         metrics.EVENTS_ACCEPTED.inc()

@@ -90,7 +90,11 @@ def rfc3339(value: Any) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
-def mailbox_json(row: MailboxRow, defaults: RestartIntensity) -> dict[str, Any]:
+def mailbox_json(
+    row: MailboxRow, defaults: RestartIntensity, *, show_host: bool = True
+) -> dict[str, Any]:
+    """A mailbox as the API shows it; `host` (the worker's name) is null unless `show_host`
+    (operators see where mailboxes run, tenants do not learn the cluster's host names)."""
     state = row.state
     if state is MailboxState.ACTIVE and row.head_status is EventStatus.RETRYING:
         state = MailboxState.BACKING_OFF
@@ -102,7 +106,7 @@ def mailbox_json(row: MailboxRow, defaults: RestartIntensity) -> dict[str, Any]:
         "backlog": row.last_seq - row.done_seq,
         "in_flight_seq": row.in_flight_seq,
         "restarts": row.restarts,
-        "host": row.host,
+        "host": row.host if show_host else None,
         "policy": row.policy,
         "restart_intensity": {
             "max_restarts": row.max_restarts or defaults.max_restarts,

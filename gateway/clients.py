@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from actors import credentials
 from actors.bounds import RATE_BURST, RATE_PER_SECOND
-from actors.store import ClientSettings
+from actors.store import ClientSettings, TooManySecrets
 from gateway import intake
 from gateway.auth import principal
 from gateway.bodies import rfc3339
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GRACE = 86400.0  # seconds the previous secrets stay valid after a rotation
 STANDING = ("disabled", "admin")  # the fields of a PATCH that can revoke the client's tokens
+QUOTAS = ("max_backlog", "max_stored_events", "max_stored_bytes")  # null: the default
 
 
 def _client_id(request: Request) -> uuid.UUID:
@@ -53,6 +54,15 @@ def _settings_json(row: ClientSettings, services: Services) -> dict[str, Any]:
             "default": row.max_backlog is None,
         },
         "backlog": row.backlog,
+        "max_stored_events": {
+            "value": row.max_stored_events or d.max_stored_events,
+            "default": row.max_stored_events is None,
+        },
+        "max_stored_bytes": {
+            "value": row.max_stored_bytes or d.max_stored_bytes,
+            "default": row.max_stored_bytes is None,
+        },
+        "stored": {"events": row.stored_events, "bytes": row.stored_bytes},
     }
 
 
@@ -100,7 +110,8 @@ async def get_client(request: Request) -> Response:
 
 async def patch_client(request: Request) -> Response:
     """PATCH /v1/admin/clients/{id}: `webhook_type_pointer`, `rate_limit`, `max_backlog`,
-    `disabled` and `admin` (disabling or taking admin away revokes the client's tokens)."""
+    `max_stored_events`, `max_stored_bytes`, `disabled` and `admin` (disabling or taking
+    admin away revokes the client's tokens)."""
     await principal(request, ADMIN_SCOPE)
     services = services_of(request)
     client_id = _client_id(request)
@@ -126,7 +137,7 @@ async def patch_client(request: Request) -> Response:
 def _changes(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict) or not value:
         raise _invalid("the body must be a JSON object with the fields to change")
-    unknown = sorted(set(value) - {"webhook_type_pointer", "rate_limit", "max_backlog", *STANDING})
+    unknown = sorted(set(value) - {"webhook_type_pointer", "rate_limit", *QUOTAS, *STANDING})
     if unknown:
         raise _invalid(f"unknown field(s): {', '.join(unknown)}")
     changes: dict[str, Any] = {}
@@ -146,11 +157,11 @@ def _changes(value: Any) -> dict[str, Any]:
         changes["type_pointer"] = value["webhook_type_pointer"]
     if "rate_limit" in value:
         changes["rate"] = _rate(value["rate_limit"])
-    if "max_backlog" in value:
-        backlog = value["max_backlog"]
-        if backlog is not None and not _integer(backlog, 1, 2**53):
-            raise _invalid("'max_backlog' must be null or an integer of at least 1")
-        changes["max_backlog"] = backlog
+    for name in QUOTAS:
+        if name in value:
+            if value[name] is not None and not _integer(value[name], 1, 2**53):
+                raise _invalid(f"{name!r} must be null or an integer from 1 to 2**53")
+            changes[name] = value[name]
     return changes
 
 
@@ -226,7 +237,17 @@ async def add_webhook_secret(request: Request) -> Response:
         if not intake.PREVIOUS_VALID_FOR.holds(grace):
             raise _invalid(f"'previous_valid_for' must be {intake.PREVIOUS_VALID_FOR} seconds")
     text, key = new_secret()
-    stored = await services.tenancy.add_webhook_secret(client_id, key, float(grace))
+    cap = services.settings.max_webhook_secrets
+    try:
+        stored = await services.tenancy.add_webhook_secret(client_id, key, float(grace), cap=cap)
+    except TooManySecrets as full:
+        raise Problem(
+            409,
+            "too-many-webhook-secrets",
+            f"the client has {full.valid} valid webhook secrets and may have {cap} "
+            "(SERIATIM_MAX_WEBHOOK_SECRETS); add one with previous_valid_for 0, which retires "
+            "the others, or wait until older ones expire",
+        ) from None
     if stored is None:
         raise Problem(404, "not-found", "no such client")
     log.info("webhook secret %s added for client %s", stored.id, client_id)

@@ -8,6 +8,7 @@ in constant time against every valid secret of the client (several during a rota
 from __future__ import annotations
 
 import re
+import secrets
 import time
 import uuid
 from collections.abc import Mapping
@@ -26,6 +27,9 @@ from gateway.signatures import verify
 TOLERANCE = 300  # seconds a webhook-timestamp may be off from now, either way
 KEY_PREFIX = "webhook\t"  # idempotency keys of webhooks; Idempotency-Key cannot hold a tab
 _ID = re.compile(r"[\x21-\x7e]{1,255}")
+#: Random, never stored or shown: checked in place of the secrets a client lacks, so that every
+#: delivery costs SERIATIM_MAX_WEBHOOK_SECRETS HMACs whichever client, known or not, it names.
+_PADDING = secrets.token_bytes(32)
 
 
 def delivery_headers(headers: Mapping[str, str]) -> tuple[str, str, str]:
@@ -72,8 +76,13 @@ async def receive(request: Request) -> Response:
     )
     verifiers = await services.tenancy.verifiers(client_id)
     keys = verifiers.secrets if verifiers else ()
+    matched = verify(keys, webhook_id, timestamp, signatures, body)
+    # The same work for an unknown client, one without secrets and one with: timing tells
+    # nobody which clients exist or have secrets
+    padding = (_PADDING,) * (services.settings.max_webhook_secrets - len(keys))
+    verify(padding, webhook_id, timestamp, signatures, body)
     # An unknown client and a wrong signature look alike: the endpoint tells nobody who exists
-    if not verify(keys, webhook_id, timestamp, signatures, body) or verifiers is None:
+    if not matched or verifiers is None:
         raise _unverified("no webhook-signature matches this endpoint's secrets")
     logs.bind(client_id=client_id)  # only now is it known who sends this
     await services.limits.admit(client_id)  # only verified senders spend the client's rate

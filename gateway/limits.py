@@ -1,5 +1,5 @@
-"""Per-client limits: a GCRA rate limit (per client, or per any key such as a peer's address)
-and the backlog cap's settings."""
+"""Per-client limits: a GCRA rate limit (per client, or per any key such as a peer's address),
+the backlog cap's and the quota's settings."""
 
 from __future__ import annotations
 
@@ -54,6 +54,8 @@ class RateLimiter:
 class Limits:
     rate: Rate
     max_backlog: int
+    max_stored_events: int
+    max_stored_bytes: int
 
 
 class ClientLimits:
@@ -80,6 +82,8 @@ class ClientLimits:
                 (row and row.rate_burst) or d.rate_burst,
             ),
             (row and row.max_backlog) or d.max_backlog,
+            (row and row.max_stored_events) or d.max_stored_events,
+            (row and row.max_stored_bytes) or d.max_stored_bytes,
         )
         if len(self._cache) > _PRUNE_AT:
             self._cache.clear()
@@ -129,4 +133,20 @@ def backlog_full(backlog: int) -> Problem:
         f"this client has {backlog} events accepted and not yet finished, as many as it may "
         "have; retry once some have finished",
         headers={"Retry-After": "5"},
+    )
+
+
+def quota_full(settings: Settings) -> Problem:
+    """The 429 of an accept that would take the client past its quota of stored events. With
+    retention on, room comes back as finished events age out: Retry-After is the deleter's
+    interval; with it off only an operator can make room, and no Retry-After is given."""
+    headers = {}
+    if settings.retention:
+        headers["Retry-After"] = str(max(1, math.ceil(settings.retention_interval)))
+    return Problem(
+        429,
+        "quota-exceeded",
+        "this client has stored as many events (or bytes of them) as its quota allows; "
+        "finished events are deleted after the deployment's retention period",
+        headers=headers,
     )

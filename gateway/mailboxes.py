@@ -20,14 +20,14 @@ from gateway.tokens import ADMIN_SCOPE
 log = logging.getLogger(__name__)
 
 
-async def _mailbox(request: Request, client_id: uuid.UUID) -> Response:
+async def _mailbox(request: Request, client_id: uuid.UUID, *, show_host: bool) -> Response:
     row = await services_of(request).journal.mailbox(client_id)
     if row is None:
         raise Problem(404, "not-found", "no such mailbox")
-    return JSONResponse(mailbox_json(row, services_of(request).intensity))
+    return JSONResponse(mailbox_json(row, services_of(request).intensity, show_host=show_host))
 
 
-async def _resume(request: Request, client_id: uuid.UUID) -> Response:
+async def _resume(request: Request, client_id: uuid.UUID, *, show_host: bool) -> Response:
     services = services_of(request)
     if await services.journal.mailbox(client_id) is None:
         raise Problem(404, "not-found", "no such mailbox")
@@ -35,7 +35,7 @@ async def _resume(request: Request, client_id: uuid.UUID) -> Response:
         raise Problem(409, "mailbox-not-suspended", "the mailbox is not suspended")
     log.info("mailbox %s resumed", client_id)
     await services.link.tell_supervisor(MailboxWanted(client_id))  # else the sweep sees it
-    return await _mailbox(request, client_id)
+    return await _mailbox(request, client_id, show_host=show_host)
 
 
 def _client_id(request: Request) -> uuid.UUID:
@@ -46,24 +46,27 @@ def _client_id(request: Request) -> uuid.UUID:
 
 
 async def get_own_mailbox(request: Request) -> Response:
+    """GET /v1/mailbox: the caller's mailbox; `host` is null unless the caller is an admin."""
     caller = await principal(request, "events:read")
     services_of(request).limits.admit_read(caller.client_id)
-    return await _mailbox(request, caller.client_id)
+    return await _mailbox(request, caller.client_id, show_host=caller.admin)
 
 
 async def resume_own_mailbox(request: Request) -> Response:
-    caller = await principal(request, "events:read")  # the contract's scope for mailbox routes
-    return await _resume(request, caller.client_id)
+    """POST /v1/mailbox/resume: resuming changes what runs, so it needs `events:write` (a
+    read-only token, a dashboard's, cannot restart a halted mailbox)."""
+    caller = await principal(request, "events:write")
+    return await _resume(request, caller.client_id, show_host=caller.admin)
 
 
 async def get_mailbox(request: Request) -> Response:
     await principal(request, ADMIN_SCOPE)
-    return await _mailbox(request, _client_id(request))
+    return await _mailbox(request, _client_id(request), show_host=True)
 
 
 async def resume_mailbox(request: Request) -> Response:
     await principal(request, ADMIN_SCOPE)
-    return await _resume(request, _client_id(request))
+    return await _resume(request, _client_id(request), show_host=True)
 
 
 async def list_mailboxes(request: Request) -> Response:
@@ -98,4 +101,4 @@ async def set_policy(request: Request) -> Response:
     if not await services.journal.set_mailbox_policy(client_id, **changes):
         raise Problem(404, "not-found", "no such mailbox")
     log.info("mailbox %s policy changed: %s", client_id, sorted(changes))
-    return await _mailbox(request, client_id)
+    return await _mailbox(request, client_id, show_host=True)

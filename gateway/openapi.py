@@ -212,6 +212,8 @@ def _paths(types: list[str]) -> dict[str, Any]:
                             },
                             "rate_limit": RATE,
                             "max_backlog": {"type": ["integer", "null"], "minimum": 1},
+                            "max_stored_events": {"type": ["integer", "null"], "minimum": 1},
+                            "max_stored_bytes": {"type": ["integer", "null"], "minimum": 1},
                             "disabled": {"type": "boolean"},
                             "admin": {"type": "boolean"},
                         },

@@ -126,6 +126,9 @@ SCHEMAS: dict[str, Any] = {
         rate_limit={"type": "object"},
         max_backlog={"type": "object"},
         backlog={"type": "integer"},
+        max_stored_events={"type": "object"},
+        max_stored_bytes={"type": "object"},
+        stored={"type": "object"},
     ),
     "WebhookSecret": object_of(
         ["id", "client_id", "secret", "created_at"],

@@ -58,7 +58,7 @@ class Services:
             handlers=handlers,
             link=link,
             publishing=publishing,
-            acceptor=Acceptor(journal, limits, publishing),
+            acceptor=Acceptor(journal, limits, publishing, settings),
             tenancy=tenancy,
             limits=limits,
             credential_checks=CredentialChecks(settings),

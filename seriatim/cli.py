@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 import asyncpg
 
-from actors import logs, tracing
+from actors import logs, metrics, tracing
 from actors.credentials import hash_secret, new_secret
 from actors.settings import Settings, SettingsError
 from actors.store import Journal, Tenancy
@@ -136,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(settings.log_level, args.command, settings.log_format)
     if args.command in ("gateway", "worker"):
         tracing.configure(f"seriatim-{args.command}")
+        metrics.use_exemplars(settings.metrics_exemplars == "on")
     try:
         return _run(args, settings)
     except KeyboardInterrupt:

@@ -28,6 +28,7 @@ from actors.settings import Settings
 from actors.store import Journal
 from actors.store.lease import Lease
 from actors.watchdog import Watchdog, tick
+from supervision.retention import retire_finished
 from supervision.supervisor import WORKER_ALIVE_WITHIN, Supervisor
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,7 @@ async def run_worker(
             tasks.create_task(supervisor.run(stopping))
             tasks.create_task(supervisor.tick(stopping))
             tasks.create_task(refresh_journal_gauges(journal, stopping))
+            tasks.create_task(retire_finished(journal, settings, stopping))
             if metrics_port is not None:
                 tasks.create_task(
                     serve_metrics(settings.http_host, metrics_port, stopping, unready=host.unready)

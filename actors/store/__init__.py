@@ -5,27 +5,32 @@ from actors.store.rows import (
     Accepted,
     BacklogFull,
     Credentials,
+    EventGone,
     EventPage,
     EventRow,
     KeyTaken,
     ListedEvent,
     MailboxRow,
+    QuotaFull,
     dump_json,
 )
-from actors.store.tenancy import ClientSettings, Standing, Tenancy
+from actors.store.tenancy import ClientSettings, Standing, Tenancy, TooManySecrets
 
 __all__ = [
     "Accepted",
     "BacklogFull",
     "ClientSettings",
     "Credentials",
+    "EventGone",
     "EventPage",
     "EventRow",
     "Journal",
     "KeyTaken",
     "ListedEvent",
     "MailboxRow",
+    "QuotaFull",
     "Standing",
     "Tenancy",
+    "TooManySecrets",
     "dump_json",
 ]

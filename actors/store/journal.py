@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -16,10 +17,12 @@ from actors.outages import UNAVAILABLE
 from actors.store import durability
 from actors.store.group_commit import GroupCommit
 from actors.store.queries import QUERIES
+from actors.store.retention import Retirer, sole_retirer
 from actors.store.rows import (
     Accepted,
     BacklogFull,
     Credentials,
+    EventGone,
     EventPage,
     EventRow,
     Json,
@@ -27,6 +30,7 @@ from actors.store.rows import (
     ListedEvent,
     MailboxRow,
     Position,
+    QuotaFull,
     Wanted,
     dump_error,
     dump_json,
@@ -36,7 +40,7 @@ from actors.store.traced import TracedPool
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class AcceptRequest:
-    """accept_event's parameters, in its order ($1..$8)."""
+    """accept_event's parameters, in its order ($1..$10)."""
 
     client_id: uuid.UUID
     type: str
@@ -46,6 +50,8 @@ class AcceptRequest:
     redrive_of: uuid.UUID | None
     traceparent: str | None
     max_backlog: int
+    max_stored_events: int
+    max_stored_bytes: int
 
     def params(self) -> tuple[Any, ...]:
         return (
@@ -57,11 +63,13 @@ class AcceptRequest:
             self.redrive_of,
             self.traceparent,
             self.max_backlog,
+            self.max_stored_events,
+            self.max_stored_bytes,
         )
 
 
 #: What one accept request gets from a batch: its event, None (no such client), or the
-#: exception it raises (KeyTaken, BacklogFull, a journal error).
+#: exception it raises (KeyTaken, BacklogFull, QuotaFull, EventGone, a journal error).
 AcceptOutcome = Accepted | None | Exception
 
 #: Accepts committed together at most, and batches in flight at once (see docs/decisions.md).
@@ -80,6 +88,8 @@ def _columns(requests: list[AcceptRequest]) -> list[list[Any]]:
 def _accept_outcome(row: asyncpg.Record) -> AcceptOutcome:
     if row["admitted"] is None:
         return None  # no such client
+    if not row["admitted"] and row["refusal"] == "quota":
+        return QuotaFull()
     if not row["admitted"]:
         return BacklogFull(row["backlog"])
     return Accepted(EventRow.of(row), caught_up=row["done_seq"] == row["seq"] - 1)
@@ -199,12 +209,17 @@ class Journal:
         redrive_of: uuid.UUID | None = None,
         traceparent: str | None = None,
         max_backlog: int = 2**62,
+        max_stored_events: int = 2**62,
+        max_stored_bytes: int = 2**62,
     ) -> Accepted | None:
         """Commit a new event at the tail of the client's mailbox; return once it committed.
 
         Returns None when the client does not exist; raises KeyTaken when the idempotency
         key is already used, BacklogFull when the client has `max_backlog` (or its own
-        `clients.max_backlog`) events unfinished. Nothing is written in any of these cases.
+        `clients.max_backlog`) events unfinished, QuotaFull when the event would take the
+        client's stored events past `max_stored_events` or `max_stored_bytes` (or its own
+        quota), EventGone when `redrive_of` was deleted by retention meanwhile. Nothing is
+        written in any of these cases.
         Accepts waiting at the same moment are committed together (group commit).
         """
         request = AcceptRequest(
@@ -216,6 +231,8 @@ class Journal:
             redrive_of,
             traceparent,
             max_backlog,
+            max_stored_events,
+            max_stored_bytes,
         )
         with self.pool.span(QUERIES["accept_event"]):  # this request's part of the batch
             return await self._accepts.submit(request)
@@ -257,13 +274,21 @@ class Journal:
             row = await self.pool.fetchrow(QUERIES["accept_event"], *request.params())
         except asyncpg.UniqueViolationError:
             raise KeyTaken(request.idempotency_key) from None
+        except asyncpg.ForeignKeyViolationError:  # retention deleted the redriven event
+            raise EventGone() from None
         if row is None:
-            if not await self.pool.fetchval(QUERIES["client_accepts"], request.client_id):
+            refusal = await self.pool.fetchrow(
+                QUERIES["accept_refusal"],
+                request.client_id,
+                request.max_backlog,
+                request.max_stored_events,
+                request.max_stored_bytes,
+            )
+            if refusal is None or not refusal["accepts"]:
                 return None  # no such client, or disabled or deleted
-            position = await self.position(request.client_id)
-            if position is None:
-                return None
-            raise BacklogFull(position.last_seq - position.done_seq)
+            if refusal["backlog_full"]:
+                raise BacklogFull(refusal["backlog"])
+            raise QuotaFull()
         return Accepted(EventRow.of(row), caught_up=row["done_seq"] == row["seq"] - 1)
 
     async def event_by_key(self, client_id: uuid.UUID, key: str) -> tuple[EventRow, bytes] | None:
@@ -483,6 +508,13 @@ class Journal:
         """Live worker ids with the number of mailboxes each holds."""
         rows = await self.pool.fetch(QUERIES["live_workers"], alive_within, by_lock)
         return {row["id"]: row["load"] for row in rows}
+
+    # --- retention ---------------------------------------------------------------------
+
+    def retirer(self) -> contextlib.AbstractAsyncContextManager[Retirer | None]:
+        """The sole deleter of finished events while inside, or None when another process
+        is it (actors/store/retention.py)."""
+        return sole_retirer(self.pool)
 
     # --- signing keys ------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from actors.store.rows import (
     KeyTaken,
     MailboxRow,
     Position,
+    QuotaFull,
     Wanted,
     dump_error,
     dump_json,
@@ -134,15 +135,24 @@ class MemoryJournal:
         redrive_of: uuid.UUID | None = None,
         traceparent: str | None = None,
         max_backlog: int = 2**62,
+        max_stored_events: int = 2**62,
+        max_stored_bytes: int = 2**62,
     ) -> Accepted | None:
         """As Journal.accept: the event at the tail of the mailbox, or None (no client);
-        raises KeyTaken, BacklogFull."""
+        raises KeyTaken, BacklogFull, QuotaFull (events stored, and their payloads' bytes)."""
         client = self._clients.get(client_id)
         if client is None:
             return None
         backlog = client.last_seq - client.done_seq
         if backlog >= (client.max_backlog or max_backlog):
             raise BacklogFull(backlog)
+        text = dump_json(payload)
+        stored = [e for e in self._events.values() if e.client_id == client_id]
+        stored_bytes = sum(len(dump_json(e.payload).encode()) for e in stored)
+        if len(stored) + 1 > max_stored_events or (
+            stored_bytes + len(text.encode()) > max_stored_bytes
+        ):
+            raise QuotaFull()
         if idempotency_key is not None and any(
             e.client_id == client_id and e.idempotency_key == idempotency_key
             for e in self._events.values()
@@ -154,7 +164,7 @@ class MemoryJournal:
             client_id,
             client.last_seq,
             type_,
-            _stored(dump_json(payload)),
+            _stored(text),
             idempotency_key,
             request_hash,
             redrive_of,

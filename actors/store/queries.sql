@@ -54,72 +54,103 @@ SELECT (SELECT true FROM target) AS deleted;
 -- name: accept_event
 -- One statement, so one atomic step: bump the client's counter under its row lock and insert
 -- the event with that seq. A unique violation (idempotency key race) rolls back both.
--- A client whose backlog (accepted, unfinished) has reached $8 matches no row: nothing written;
+-- A client whose backlog (accepted, unfinished) has reached $8, or whose stored events would
+-- pass its quota ($9 events, $10 bytes: within_quota), matches no row: nothing written;
 -- nor does a disabled or deleted one (checked under the row lock: no event after the change).
 WITH counter AS (
-    UPDATE clients SET last_seq = last_seq + 1
+    UPDATE clients SET last_seq = last_seq + 1, stored_events = stored_events + 1,
+                       stored_bytes = stored_bytes + octet_length($3)
     WHERE id = $1 AND last_seq - done_seq < coalesce(max_backlog, $8)
+      AND within_quota(stored_events, stored_bytes, coalesce(max_stored_events, $9),
+                       coalesce(max_stored_bytes, $10), 1, octet_length($3))
       AND NOT disabled AND deleted_at IS NULL
     RETURNING last_seq, done_seq
 )
 INSERT INTO events (client_id, seq, type, payload, idempotency_key, request_hash, redrive_of,
-                    traceparent)
-SELECT $1, counter.last_seq, $2, $3::jsonb, $4, $5, $6, $7 FROM counter
+                    traceparent, bytes)
+SELECT $1, counter.last_seq, $2, $3::jsonb, $4, $5, $6, $7, octet_length($3) FROM counter
 RETURNING id, client_id, seq, type, payload, status, attempts, accepted_at, started_at,
           finished_at, result, error, redrive_of, traceparent,
           (SELECT done_seq FROM counter) AS done_seq;
 
--- name: client_accepts
--- Whether a client exists and may have events accepted (not disabled, not deleted).
-SELECT NOT disabled AND deleted_at IS NULL FROM clients WHERE id = $1;
+-- name: accept_refusal
+-- Why accept_event wrote nothing for a client that exists ($2: the backlog cap, $3 and $4 the
+-- quota, as given to it; $5 the payload's bytes). No row: no such client.
+SELECT NOT disabled AND deleted_at IS NULL AS accepts, last_seq - done_seq AS backlog,
+       last_seq - done_seq >= coalesce(max_backlog, $2) AS backlog_full,
+       stored_events, stored_bytes,
+       coalesce(max_stored_events, $3) AS max_stored_events,
+       coalesce(max_stored_bytes, $4) AS max_stored_bytes
+FROM clients WHERE id = $1;
 
 -- name: accept_events
 -- accept_event for every request waiting at one moment (group commit), one result row per
--- request in the order given ($1..$8 are parallel arrays; $8 the deployment's backlog cap).
--- The clients' rows are locked in id order, so two batches (or a batch and the worker's
--- writes in the same order) cannot deadlock. The k-th request of a client gets seq
--- last_seq + k while its backlog stays under the cap; the first refusal refuses the rest of
--- that client's requests (bool_and), so the accepted ones are a prefix and seqs stay gapless.
+-- request in the order given ($1..$10 are parallel arrays; $8 the deployment's backlog cap,
+-- $9 and $10 its quota). The clients' rows are locked in id order, so two batches (or a batch
+-- and the worker's writes in the same order) cannot deadlock. The k-th request of a client
+-- gets seq last_seq + k while its backlog stays under the cap and its stored events within
+-- its quota (within_quota, with the k requests' count and bytes); the first refusal refuses
+-- the rest of that client's requests (bool_and), so the accepted ones are a prefix and seqs
+-- stay gapless. `refusal` says why: 'backlog' or 'quota'.
 -- A client that does not exist, or is disabled or deleted (checked under the row lock, so no
 -- event is accepted after the change commits), gets admitted = NULL. A unique violation (an
 -- idempotency key
 -- already used) aborts the whole statement, nothing written: the caller then runs
 -- accept_event per request.
 WITH item AS MATERIALIZED (
-    SELECT i.*, row_number() OVER (PARTITION BY i.client_id ORDER BY i.ord) AS k
+    SELECT i.*, row_number() OVER (PARTITION BY i.client_id ORDER BY i.ord) AS k,
+           sum(octet_length(i.payload)) OVER (PARTITION BY i.client_id ORDER BY i.ord)
+               AS running_bytes
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::uuid[],
-                $7::text[], $8::bigint[])
+                $7::text[], $8::bigint[], $9::bigint[], $10::bigint[])
          WITH ORDINALITY AS i (client_id, type, payload, idempotency_key, request_hash,
-                               redrive_of, traceparent, cap, ord)
+                               redrive_of, traceparent, cap, max_events, max_bytes, ord)
 ),
 locked AS MATERIALIZED (
-    SELECT id, last_seq, done_seq, max_backlog FROM clients
+    SELECT id, last_seq, done_seq, max_backlog, stored_events, stored_bytes, max_stored_events,
+           max_stored_bytes
+    FROM clients
     WHERE id = ANY($1::uuid[]) AND NOT disabled AND deleted_at IS NULL
     ORDER BY id
     FOR NO KEY UPDATE
 ),
-judged AS MATERIALIZED (
+checked AS MATERIALIZED (
     SELECT item.*, locked.last_seq + item.k AS seq, locked.last_seq, locked.done_seq,
            bool_and(locked.last_seq - locked.done_seq + item.k - 1
                     < coalesce(locked.max_backlog, item.cap))
-               OVER (PARTITION BY item.client_id ORDER BY item.ord) AS admitted
+               OVER (PARTITION BY item.client_id ORDER BY item.ord) AS backlog_ok,
+           bool_and(within_quota(locked.stored_events, locked.stored_bytes,
+                                 coalesce(locked.max_stored_events, item.max_events),
+                                 coalesce(locked.max_stored_bytes, item.max_bytes),
+                                 item.k, item.running_bytes))
+               OVER (PARTITION BY item.client_id ORDER BY item.ord) AS quota_ok
     FROM item JOIN locked ON locked.id = item.client_id
 ),
+judged AS MATERIALIZED (
+    SELECT checked.*, backlog_ok AND quota_ok AS admitted,
+           CASE WHEN NOT backlog_ok THEN 'backlog' WHEN NOT quota_ok THEN 'quota' END
+               AS refusal
+    FROM checked
+),
 counter AS (
-    UPDATE clients SET last_seq = top.seq
-    FROM (SELECT client_id, max(seq) AS seq FROM judged WHERE admitted GROUP BY client_id) AS top
+    UPDATE clients
+    SET last_seq = top.seq, stored_events = clients.stored_events + top.events,
+        stored_bytes = clients.stored_bytes + top.bytes
+    FROM (SELECT client_id, max(seq) AS seq, count(*) AS events,
+                 sum(octet_length(payload)) AS bytes
+          FROM judged WHERE admitted GROUP BY client_id) AS top
     WHERE clients.id = top.client_id
 ),
 inserted AS (
     INSERT INTO events (client_id, seq, type, payload, idempotency_key, request_hash,
-                        redrive_of, traceparent)
+                        redrive_of, traceparent, bytes)
     SELECT client_id, seq, type, payload::jsonb, idempotency_key, request_hash, redrive_of,
-           traceparent
+           traceparent, octet_length(payload)
     FROM judged WHERE admitted
     RETURNING id, client_id, seq, type, payload, status, attempts, accepted_at, started_at,
               finished_at, result, error, redrive_of, traceparent
 )
-SELECT judged.admitted, judged.done_seq,
+SELECT judged.admitted, judged.refusal, judged.done_seq,
        judged.last_seq - judged.done_seq
            + count(*) FILTER (WHERE judged.admitted) OVER (PARTITION BY judged.client_id)
            AS backlog,
@@ -243,6 +274,7 @@ RETURNING clients.id;
 -- a row is recorded only if its client's done_seq is still its seq - 1 and the mailbox is
 -- still under the caller's placement (epoch; NULL only in tests of the journal alone).
 -- Clients are locked in id order, then events in id order (as accept and mark_attempts do).
+-- The result's and the error's JSON text join the event's bytes and its client's stored_bytes.
 WITH input AS (
     SELECT *
     FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::int[], $6::jsonb[],
@@ -254,7 +286,10 @@ client_locks AS (
     ORDER BY id FOR NO KEY UPDATE
 ),
 fence AS (
-    UPDATE clients c SET done_seq = input.seq
+    UPDATE clients c
+    SET done_seq = input.seq,
+        stored_bytes = c.stored_bytes + coalesce(octet_length(input.result::text), 0)
+                       + coalesce(octet_length(input.error::text), 0)
     FROM client_locks JOIN input ON input.client_id = client_locks.id
     WHERE c.id = client_locks.id AND c.done_seq = input.seq - 1
       AND (input.epoch IS NULL OR (c.state = 'active' AND c.epoch = input.epoch))
@@ -266,7 +301,9 @@ event_locks AS (
 )
 UPDATE events e
 SET status = input.status, attempts = input.attempts, result = input.result,
-    error = input.error, finished_at = now(), started_at = coalesce(e.started_at, now())
+    error = input.error, finished_at = now(), started_at = coalesce(e.started_at, now()),
+    bytes = e.bytes + coalesce(octet_length(input.result::text), 0)
+            + coalesce(octet_length(input.error::text), 0)
 FROM event_locks JOIN input ON input.event_id = event_locks.id
 WHERE e.id = event_locks.id
 RETURNING e.id;
@@ -457,16 +494,20 @@ FROM states;
 
 -- name: client_settings
 SELECT id, name, admin, disabled, webhook_type_pointer, rate_per_second, rate_burst,
-       max_backlog, last_seq - done_seq AS backlog
+       max_backlog, last_seq - done_seq AS backlog, max_stored_events, max_stored_bytes,
+       stored_events, stored_bytes
 FROM clients WHERE id = $1 AND deleted_at IS NULL;
 
 -- name: set_client_settings
--- Absent fields keep their value ($3/$4 only with $5, $6 only with $7); NULL is the default.
+-- Absent fields keep their value ($3/$4 only with $5, $6 only with $7, $8 only with $9, $10
+-- only with $11); NULL is the default.
 UPDATE clients
 SET webhook_type_pointer = coalesce($2, webhook_type_pointer),
     rate_per_second = CASE WHEN $5 THEN $3 ELSE rate_per_second END,
     rate_burst = CASE WHEN $5 THEN $4 ELSE rate_burst END,
-    max_backlog = CASE WHEN $7 THEN $6 ELSE max_backlog END
+    max_backlog = CASE WHEN $7 THEN $6 ELSE max_backlog END,
+    max_stored_events = CASE WHEN $9 THEN $8 ELSE max_stored_events END,
+    max_stored_bytes = CASE WHEN $11 THEN $10 ELSE max_stored_bytes END
 WHERE id = $1 AND deleted_at IS NULL
 RETURNING id;
 
@@ -480,6 +521,15 @@ LEFT JOIN webhook_secrets s
        ON s.client_id = c.id AND (s.expires_at IS NULL OR s.expires_at > now())
 WHERE c.id = $1 AND NOT c.disabled
 GROUP BY c.id;
+
+-- name: lock_client
+-- The client's row, locked (FOR NO KEY UPDATE, as every statement on clients) until the end of
+-- the transaction; no row: no such client.
+SELECT id FROM clients WHERE id = $1 AND deleted_at IS NULL FOR NO KEY UPDATE;
+
+-- name: valid_webhook_secrets
+SELECT count(*) FROM webhook_secrets
+WHERE client_id = $1 AND (expires_at IS NULL OR expires_at > now());
 
 -- name: add_webhook_secret
 -- Secrets still valid expire $3 seconds from now (sooner if they already would).
@@ -496,3 +546,48 @@ RETURNING id, created_at;
 SELECT id, created_at, expires_at FROM webhook_secrets
 WHERE client_id = $1 AND (expires_at IS NULL OR expires_at > now())
 ORDER BY created_at;
+
+-- name: take_retention_lock
+-- Held by the session that deletes finished events, so one deleter runs at a time.
+SELECT pg_try_advisory_lock(7215011);
+
+-- name: give_retention_lock
+SELECT pg_advisory_unlock(7215011);
+
+-- name: retire_events
+-- One batch of retention: at most $2 finished events (succeeded or dead) finished more than
+-- $1 seconds ago, oldest first, that no event redrives (a redrive still needs its original;
+-- once the redrive itself is retired, the original goes in a later batch). Their clients'
+-- rows are locked first, in id order, as every statement that locks clients and then events
+-- does, so the deleter cannot deadlock with an accept or an outcome; their stored events and
+-- bytes go down by what the deleted rows counted. Their idempotency keys are free from then on.
+WITH candidate AS MATERIALIZED (
+    SELECT e.id, e.client_id FROM events e
+    WHERE e.status IN ('succeeded', 'dead')
+      AND e.finished_at < now() - make_interval(secs => $1)
+      AND NOT EXISTS (SELECT 1 FROM events r WHERE r.redrive_of = e.id)
+    ORDER BY e.finished_at
+    LIMIT $2
+),
+client_locks AS MATERIALIZED (
+    SELECT id FROM clients WHERE id IN (SELECT client_id FROM candidate)
+    ORDER BY id FOR NO KEY UPDATE
+),
+deleted AS (
+    DELETE FROM events e
+    USING candidate
+    WHERE e.id = candidate.id AND e.status IN ('succeeded', 'dead')
+      AND (SELECT count(*) FROM client_locks) >= 0
+      AND NOT EXISTS (SELECT 1 FROM events r WHERE r.redrive_of = e.id)
+    RETURNING e.client_id, e.bytes
+),
+per_client AS (
+    SELECT client_id, count(*) AS events, sum(bytes) AS bytes FROM deleted GROUP BY client_id
+),
+counted AS (
+    UPDATE clients c
+    SET stored_events = c.stored_events - per_client.events,
+        stored_bytes = c.stored_bytes - per_client.bytes
+    FROM per_client WHERE c.id = per_client.client_id
+)
+SELECT count(*) AS events FROM deleted;

@@ -68,6 +68,17 @@ class BacklogFull(Exception):
         self.backlog = backlog
 
 
+class QuotaFull(Exception):
+    """The event would take the client's stored events or bytes past its quota."""
+
+    def __init__(self) -> None:
+        super().__init__("the client's stored events are at its quota")
+
+
+class EventGone(Exception):
+    """The event a redrive names was deleted (by retention) before the redrive committed."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class EventRow:
     id: uuid.UUID

@@ -1,5 +1,5 @@
 """Per-client intake settings in the journal: webhook secrets, the webhook type pointer and
-the client's limits (rate and backlog)."""
+the client's limits (rate, backlog and quota)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,11 @@ class ClientSettings:
     rate_burst: int | None
     max_backlog: int | None
     backlog: int
+    max_stored_events: int | None
+    max_stored_bytes: int | None
+    #: What the client has stored now (its quota counts these).
+    stored_events: int
+    stored_bytes: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -42,6 +47,14 @@ class Verifiers:
 
     type_pointer: str
     secrets: tuple[bytes, ...]
+
+
+class TooManySecrets(Exception):
+    """The client has as many valid webhook secrets as it may have."""
+
+    def __init__(self, valid: int) -> None:
+        super().__init__(f"{valid} valid webhook secrets")
+        self.valid = valid
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -68,6 +81,8 @@ class Tenancy:
         type_pointer: str | None = None,
         rate: tuple[float, int] | bool | None = False,
         max_backlog: int | bool | None = False,
+        max_stored_events: int | bool | None = False,
+        max_stored_bytes: int | bool | None = False,
     ) -> bool:
         """Change what is given (`False`: keep; `None`: back to the default); False when
         the client does not exist."""
@@ -81,6 +96,10 @@ class Tenancy:
             rate is not False,
             None if isinstance(max_backlog, bool) else max_backlog,
             max_backlog is not False,
+            None if isinstance(max_stored_events, bool) else max_stored_events,
+            max_stored_events is not False,
+            None if isinstance(max_stored_bytes, bool) else max_stored_bytes,
+            max_stored_bytes is not False,
         )
         return row is not None
 
@@ -117,13 +136,22 @@ class Tenancy:
         return Verifiers(row["webhook_type_pointer"], tuple(bytes(s) for s in row["secrets"]))
 
     async def add_webhook_secret(
-        self, client_id: uuid.UUID, secret: bytes, previous_valid_for: float
+        self, client_id: uuid.UUID, secret: bytes, previous_valid_for: float, *, cap: int
     ) -> SecretInfo | None:
-        """Store a new secret; older ones stay valid `previous_valid_for` seconds more.
-        None when the client does not exist."""
-        row = await self.pool.fetchrow(
-            QUERIES["add_webhook_secret"], client_id, secret, previous_valid_for
-        )
+        """Store a new secret; older ones stay valid `previous_valid_for` seconds more (0:
+        they expire now). None when the client does not exist; raises TooManySecrets, and
+        stores nothing, when the client would then have more than `cap` valid secrets. The
+        client's row is locked while the secrets are counted, so concurrent additions cannot
+        both pass the cap."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            if await connection.fetchval(QUERIES["lock_client"], client_id) is None:
+                return None
+            valid = await connection.fetchval(QUERIES["valid_webhook_secrets"], client_id)
+            if (valid if previous_valid_for > 0 else 0) + 1 > cap:
+                raise TooManySecrets(valid)
+            row = await connection.fetchrow(
+                QUERIES["add_webhook_secret"], client_id, secret, previous_valid_for
+            )
         return SecretInfo(row["id"], row["created_at"]) if row else None
 
     async def webhook_secrets(self, client_id: uuid.UUID) -> list[SecretInfo]:

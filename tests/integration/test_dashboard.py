@@ -104,7 +104,8 @@ def observed(
 ) -> Iterator[tuple[System, list[int]]]:
     """A gateway and two workers serving metrics: (system, worker metrics ports)."""
     tmp = tmp_path_factory.mktemp("dashboard")
-    with harness.running_system(tmp, workers=0, amqp_url=rabbitmq[0]) as running:
+    env = {"SERIATIM_METRICS_EXEMPLARS": "on"}  # as compose.yaml runs it
+    with harness.running_system(tmp, workers=0, env=env, amqp_url=rabbitmq[0]) as running:
         ports = [free_port(), free_port()]
         for n, port in enumerate(ports, 1):
             running.spawn(f"worker-{n}", "worker", "--metrics-port", str(port))

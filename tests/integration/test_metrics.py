@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -51,7 +52,16 @@ def test_gateway_metrics_use_route_templates_and_name_rejections(system: System)
     )
 
 
-def test_the_gateway_answers_openmetrics_with_exemplars_when_asked(system: System) -> None:
+@pytest.fixture(scope="module")
+def exemplary(services: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    """A gateway (no workers) with SERIATIM_METRICS_EXEMPLARS=on (off by default)."""
+    env = {"SERIATIM_METRICS_EXEMPLARS": "on"}
+    with harness.running_system(tmp_path_factory.mktemp("ex"), workers=0, env=env) as running:
+        yield running
+
+
+def test_the_gateway_answers_openmetrics_with_exemplars_when_asked(exemplary: System) -> None:
+    system = exemplary
     token = system.token(system.admin_client("exemplars"))
     response = httpx.get(
         f"{system.base_url}/v1/mailbox", headers={"Authorization": f"Bearer {token}"}

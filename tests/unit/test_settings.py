@@ -93,6 +93,18 @@ def test_demo_handlers_are_on_or_off_and_nothing_else(value: str) -> None:
         ("SERIATIM_DATABASE_URL", "postgresql:///seriatim"),
         ("SERIATIM_DATABASE_URL", "not a url"),
         ("SERIATIM_AMQP_URL", "amqp:///%2F"),
+        ("SERIATIM_MAX_STORED_EVENTS", "0"),
+        ("SERIATIM_MAX_STORED_BYTES", "-5"),
+        ("SERIATIM_RETENTION", "-1"),
+        ("SERIATIM_RETENTION", "0.5"),
+        ("SERIATIM_RETENTION", "nan"),
+        ("SERIATIM_RETENTION_BATCH", "0"),
+        ("SERIATIM_RETENTION_PAUSE", "-1"),
+        ("SERIATIM_RETENTION_INTERVAL", "0"),
+        ("SERIATIM_MAX_WEBHOOK_SECRETS", "0"),
+        ("SERIATIM_MAX_WEBHOOK_SECRETS", "101"),
+        ("SERIATIM_METRICS_EXEMPLARS", "yes"),
+        ("SERIATIM_METRICS_EXEMPLARS", "ON"),
     ],
 )
 def test_bad_value_raises_naming_the_variable(variable: str, value: str) -> None:
@@ -133,3 +145,8 @@ def test_queue_names_carry_the_namespace_prefix() -> None:
     assert settings.supervisor_queue == "ns1.supervisor"
     assert settings.mailbox_queue("c-1") == "ns1.mailbox.c-1"
     assert settings.worker_queue("w-1") == "ns1.worker.w-1"
+
+
+def test_retention_is_a_week_by_default_and_0_turns_it_off() -> None:
+    assert Settings.from_env({}).retention == 7 * 86400
+    assert Settings.from_env({"SERIATIM_RETENTION": "0"}).retention == 0
