@@ -1,6 +1,6 @@
 """The PostgreSQL journal: schema, named queries and the store that runs them."""
 
-from actors.store.journal import Journal
+from actors.store.journal import BatchRequest, Journal
 from actors.store.rows import (
     Accepted,
     BacklogFull,
@@ -17,6 +17,7 @@ from actors.store.tenancy import ClientSettings, Standing, Tenancy
 __all__ = [
     "Accepted",
     "BacklogFull",
+    "BatchRequest",
     "ClientSettings",
     "Credentials",
     "EventPage",

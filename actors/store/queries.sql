@@ -69,6 +69,36 @@ RETURNING id, client_id, seq, type, payload, status, attempts, accepted_at, star
           finished_at, result, error, redrive_of, traceparent,
           (SELECT done_seq FROM counter) AS done_seq;
 
+-- name: accept_batch
+-- A batch of one client's events, all or nothing, in one statement: the counter moves by the
+-- batch's size under the client's row lock and the k-th item ($2..$5 are parallel arrays, in
+-- the order given) gets seq last_seq + k. No row when the client is disabled, deleted or
+-- missing, or when its backlog with the batch would pass its cap ($7): nothing written. A
+-- unique violation (an idempotency key used meanwhile) rolls back the whole statement.
+WITH counter AS (
+    UPDATE clients SET last_seq = last_seq + cardinality($2::text[])
+    WHERE id = $1
+      AND last_seq - done_seq + cardinality($2::text[]) <= coalesce(max_backlog, $7)
+      AND NOT disabled AND deleted_at IS NULL
+    RETURNING last_seq - cardinality($2::text[]) AS before, done_seq
+)
+INSERT INTO events (client_id, seq, type, payload, idempotency_key, request_hash, traceparent)
+SELECT $1, counter.before + item.ord, item.type, item.payload::jsonb, item.idempotency_key,
+       item.request_hash, $6
+FROM counter,
+     unnest($2::text[], $3::text[], $4::text[], $5::bytea[])
+         WITH ORDINALITY AS item (type, payload, idempotency_key, request_hash, ord)
+ORDER BY item.ord
+RETURNING id, client_id, seq, type, payload, status, attempts, accepted_at, started_at,
+          finished_at, result, error, redrive_of, traceparent,
+          (SELECT done_seq FROM counter) AS done_seq;
+
+-- name: events_by_keys
+-- The client's events under any of these idempotency keys, with their request hashes.
+SELECT id, client_id, seq, type, payload, status, attempts, accepted_at, started_at,
+       finished_at, result, error, redrive_of, traceparent, request_hash, idempotency_key
+FROM events WHERE client_id = $1 AND idempotency_key = ANY($2::text[]);
+
 -- name: client_accepts
 -- Whether a client exists and may have events accepted (not disabled, not deleted).
 SELECT NOT disabled AND deleted_at IS NULL FROM clients WHERE id = $1;
