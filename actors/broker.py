@@ -8,7 +8,7 @@ import contextlib
 import dataclasses
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from actors import metrics, tracing
@@ -116,6 +116,29 @@ class Publisher:
                 raise
             except AmqpError as error:
                 raise PublishFailed(str(error)) from error
+
+    async def publish_events(self, messages: Sequence[EventMessage]) -> list[PublishFailed | None]:
+        """Publish one client's events in the order given: the queue is declared first (once
+        per channel), then every basic.publish goes out before the next one's, and the
+        confirms are awaited together. One outcome per message: None or its PublishFailed."""
+        if not messages:
+            return []
+        try:
+            await self.declare_mailbox(str(messages[0].client_id))
+        except AmqpError as error:
+            return [PublishFailed(str(error))] * len(messages)
+        # Each task runs to its basic.publish before the next starts (the queue is declared,
+        # the channel open: nothing in between waits), so the broker gets them in this order.
+        outcomes = await asyncio.gather(
+            *(self.publish_event(message) for message in messages), return_exceptions=True
+        )
+        failures: list[PublishFailed | None] = []
+        for outcome in outcomes:
+            if isinstance(outcome, PublishFailed) or outcome is None:
+                failures.append(outcome)
+            else:
+                raise outcome
+        return failures
 
     async def tell_supervisor(self, control: Control, *, persistent: bool = False) -> None:
         """Send a fact to the active supervisor; `persistent` for facts the journal lacks."""

@@ -44,6 +44,8 @@ class Settings:
     backoff_min: float = 0.1
     backoff_max: float = 10.0
     max_body_bytes: int = 256 * 1024
+    max_batch: int = 1000
+    max_batch_bytes: int = 4 * 1024 * 1024
     relay_after: float = 5.0
     log_level: str = "INFO"
     log_format: str = "json"
@@ -112,6 +114,8 @@ class Settings:
         _at_least("SERIATIM_BACKOFF_MIN", self.backoff_min, 0.0, 600)
         _at_least("SERIATIM_BACKOFF_MAX", self.backoff_max, self.backoff_min, 600)
         _at_least("SERIATIM_MAX_BODY_BYTES", self.max_body_bytes, 64, 64 * 1024 * 1024)
+        _at_least("SERIATIM_MAX_BATCH", self.max_batch, 1, 100_000)
+        _at_least("SERIATIM_MAX_BATCH_BYTES", self.max_batch_bytes, 64, 256 * 1024 * 1024)
         _at_least("SERIATIM_RELAY_AFTER", self.relay_after, 0.1, 3600)
         _at_least("SERIATIM_HEADER_TIMEOUT", self.header_timeout, 0.1, 600)
         _at_least("SERIATIM_BODY_TIMEOUT", self.body_timeout, 0.1, 3600)

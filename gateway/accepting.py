@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from actors import metrics, tracing
 from actors.protocol import EventMessage
 from actors.settings import Settings
-from actors.store import BacklogFull, EventGone, EventRow, Journal, KeyTaken, QuotaFull
+from actors.store import Accepted, BacklogFull, EventGone, EventRow, Journal, KeyTaken, QuotaFull
 from gateway import intake
+from gateway.batches import BatchItem
 from gateway.limits import ClientLimits, backlog_full, quota_full
 from gateway.problems import Problem
 from gateway.publishing import Publishing
@@ -27,6 +29,10 @@ class AcceptedEvent:
 
     event: EventRow
     replayed: bool = False
+
+
+#: Times a batch is tried when another gateway commits one of its keys in between.
+BATCH_KEY_RACES = 2
 
 
 class Acceptor:
@@ -137,6 +143,100 @@ class Acceptor:
         tracing.annotate(client_id=str(row.client_id), event_id=str(row.id), seq=row.seq)
         self._publishing.soon(EventMessage.of(row), wake_supervisor=accepted.caught_up)
         return AcceptedEvent(row)
+
+    async def accept_batch(
+        self, client_id: uuid.UUID, items: Sequence[BatchItem]
+    ) -> list[AcceptedEvent]:
+        """The batch's events, one per item in the order given, all committed in one
+        transaction with consecutive seqs; an item whose key was seen before with the same
+        body (earlier, or by an earlier item of this batch) is that event, `replayed`.
+        Raises Problem as `accept` does (422 naming every item whose key was used with another
+        body); nothing is written then. The new events are published in seq order."""
+        keys = sorted({item.key for item in items if item.key is not None})
+        slots = {(client_id, key) for key in keys}
+        if slots & self._in_progress:
+            raise _key_in_use()
+        self._in_progress |= slots
+        try:
+            for _ in range(BATCH_KEY_RACES):
+                try:
+                    return await self._accept_batch_once(client_id, items, keys)
+                except KeyTaken:  # another gateway committed one of the keys: look again
+                    continue
+            raise _key_in_use()
+        finally:
+            self._in_progress -= slots
+
+    async def _accept_batch_once(
+        self, client_id: uuid.UUID, items: Sequence[BatchItem], keys: list[str]
+    ) -> list[AcceptedEvent]:
+        found = await self._journal.events_by_keys(client_id, keys)
+        reused = [
+            {
+                "index": index,
+                "detail": f"idempotency_key {item.key!r} was used with a different body",
+            }
+            for index, item in enumerate(items)
+            if item.key in found and found[item.key][1] != item.fingerprint
+        ]
+        if reused:
+            raise Problem(
+                422,
+                "idempotency-key-reused",
+                "an idempotency_key of this batch was used before with a different body; "
+                "none was accepted",
+                errors=reused,
+            )
+        fresh: list[int] = []  # the items that make new events, in order
+        first_of: dict[str, int] = {}
+        for index, item in enumerate(items):
+            if item.key is not None:
+                if item.key in found or item.key in first_of:
+                    continue
+                first_of[item.key] = index
+            fresh.append(index)
+        committed = await self._commit_batch(client_id, [items[i] for i in fresh])
+        made = dict(zip(fresh, committed, strict=True))
+        answers: list[AcceptedEvent] = []
+        for index, item in enumerate(items):
+            if index in made:
+                answers.append(AcceptedEvent(made[index].event))
+            elif item.key is not None and item.key in found:
+                answers.append(AcceptedEvent(found[item.key][0], replayed=True))
+            else:
+                assert item.key is not None
+                answers.append(AcceptedEvent(made[first_of[item.key]].event, replayed=True))
+        return answers
+
+    async def _commit_batch(self, client_id: uuid.UUID, items: list[BatchItem]) -> list[Accepted]:
+        """Commit the items (all or nothing), then publish them soon, in seq order; raises
+        KeyTaken, or Problem 429 when the client's backlog cannot take them all or its quota
+        cannot hold them."""
+        if not items:
+            return []
+        limits = await self._limits.of(client_id)
+        try:
+            accepted = await self._journal.accept_batch(
+                client_id,
+                [item.request() for item in items],
+                traceparent=tracing.current_traceparent(),
+                max_backlog=limits.max_backlog,
+                max_stored_events=limits.max_stored_events,
+                max_stored_bytes=limits.max_stored_bytes,
+            )
+        except BacklogFull as full:
+            raise backlog_full(full.backlog, len(items)) from None
+        except QuotaFull:
+            raise quota_full(self._settings) from None
+        if accepted is None:
+            raise invalid_token("the token's client no longer exists")
+        metrics.EVENTS_ACCEPTED.inc(len(accepted))
+        tracing.annotate(client_id=str(client_id), seq=accepted[0].event.seq, events=len(accepted))
+        self._publishing.soon_in_order(
+            [EventMessage.of(each.event) for each in accepted],
+            wake_supervisor=accepted[0].caught_up,
+        )
+        return accepted
 
 
 def _key_in_use() -> Problem:

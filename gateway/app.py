@@ -56,6 +56,7 @@ def routes() -> list[Route]:
             by_method(GET=events.list_events, POST=events.post_event),
             methods=["GET", "POST"],
         ),
+        Route("/v1/events/batch", events.post_batch, methods=["POST"]),
         Route("/v1/events/{event_id}", events.get_event, methods=["GET"]),
         Route("/v1/events/{event_id}/redrive", events.redrive_event, methods=["POST"]),
         Route("/v1/mailbox", mailboxes.get_own_mailbox, methods=["GET"]),

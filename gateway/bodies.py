@@ -86,6 +86,19 @@ def accepted_answer(accepted: AcceptedEvent) -> Response:
     return JSONResponse(accepted_json(row), status_code=status, headers=headers)
 
 
+def batch_answer(accepted: list[AcceptedEvent]) -> Response:
+    """202 `{"items": [...]}`, one accepted body per item in the order sent, a replay marked
+    `"replayed": true`; 200 when every item is a replay."""
+    items = []
+    for each in accepted:
+        body = accepted_json(each.event)
+        if each.replayed:
+            body["replayed"] = True
+        items.append(body)
+    status = 200 if all(each.replayed for each in accepted) else 202
+    return JSONResponse({"items": items}, status_code=status)
+
+
 def rfc3339(value: Any) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 

@@ -9,9 +9,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from actors.states import EventStatus
-from gateway import intake
+from gateway import batches, intake
 from gateway.auth import principal
-from gateway.bodies import ITEM_BYTES, PAGE_ENVELOPE_BYTES, accepted_answer, event_json, page_answer
+from gateway.bodies import (
+    ITEM_BYTES,
+    PAGE_ENVELOPE_BYTES,
+    accepted_answer,
+    batch_answer,
+    event_json,
+    page_answer,
+)
 from gateway.problems import Problem
 from gateway.services import services_of
 
@@ -35,6 +42,31 @@ async def post_event(request: Request) -> Response:
     type_, payload = intake.event_body(intake.parse_json(body), services.handlers)
     accepted = await services.acceptor.accept(caller.client_id, type_, payload, key=key)
     return accepted_answer(accepted)
+
+
+async def post_batch(request: Request) -> Response:
+    """Accept a batch of events, all or nothing; its rate-limit cost is its number of events."""
+    caller = await principal(request, "events:write")
+    services = services_of(request)
+    settings = services.settings
+    await services.limits.admit(caller.client_id, count=False)  # over its rate: not read
+    intake.require_json(request.headers.get("content-type"))
+    if "idempotency-key" in request.headers:
+        raise Problem(
+            400,
+            "invalid-idempotency-key",
+            "a batch takes no Idempotency-Key header; give each event its 'idempotency_key'",
+        )
+    body = await intake.read_body(request, settings, limit=settings.max_batch_bytes)
+    items = batches.batch_items(
+        intake.parse_json(body),
+        services.handlers,
+        max_items=settings.max_batch,
+        max_item_bytes=settings.max_body_bytes,
+    )
+    await services.limits.admit(caller.client_id, events=len(items))
+    accepted = await services.acceptor.accept_batch(caller.client_id, items)
+    return batch_answer(accepted)
 
 
 async def get_event(request: Request) -> Response:

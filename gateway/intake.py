@@ -26,7 +26,7 @@ PAGE_LIMIT = Bounds(1, 1000, integer=True)
 AFTER_SEQ = Bounds(0, 2**62, integer=True)
 #: Seconds the previous webhook secrets stay valid after a rotation.
 PREVIOUS_VALID_FOR = Bounds(0, 2592000)
-_KEY = re.compile(r"[\x20-\x7e]{1,255}")
+KEY = re.compile(r"[\x20-\x7e]{1,255}")
 
 
 async def read_body(
@@ -225,7 +225,7 @@ def _intensity(value: Any) -> dict[str, Any]:
 def idempotency_key(header: str | None) -> str | None:
     if header is None:
         return None
-    if not _KEY.fullmatch(header):
+    if not KEY.fullmatch(header):
         raise Problem(
             400,
             "invalid-idempotency-key",

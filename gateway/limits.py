@@ -35,16 +35,17 @@ class RateLimiter:
         self._clock = clock
         self._tat: dict[Hashable, float] = {}
 
-    def wait(self, key: Hashable, rate: Rate, *, count: bool = True) -> float:
-        """0 when the request may go ahead (and is counted, unless `count` is false), else the
-        seconds to wait."""
+    def wait(self, key: Hashable, rate: Rate, *, count: bool = True, cost: int = 1) -> float:
+        """0 when `cost` cells (a request, or a batch's events) may go ahead (and are counted,
+        unless `count` is false), else the seconds to wait. A cost over the burst never
+        conforms: the caller refuses it outright."""
         now = self._clock()
         interval = 1.0 / rate.per_second
         tat = max(self._tat.get(key, now), now)
-        ahead = tat - now - interval * (rate.burst - 1)
+        ahead = tat - now - interval * (rate.burst - cost)
         if ahead > 0 or not count:
             return max(ahead, 0.0)
-        self._tat[key] = tat + interval
+        self._tat[key] = tat + interval * cost
         if len(self._tat) > _PRUNE_AT:
             self._tat = {cid: t for cid, t in self._tat.items() if t > now}
         return 0.0
@@ -94,13 +95,22 @@ class ClientLimits:
         """Read this client's limits again on its next request (after an admin change)."""
         self._cache.pop(client_id, None)
 
-    async def admit(self, client_id: uuid.UUID) -> Limits:
-        """The client's limits; raises Problem 429 when it is over its rate."""
+    async def admit(self, client_id: uuid.UUID, *, events: int = 1, count: bool = True) -> Limits:
+        """The client's limits once `events` events are counted against its rate (only
+        checked, not counted, when `count` is false); raises Problem 429 when it is over its
+        rate, 422 when `events` is more than its burst (it would never conform)."""
         limits = await self.of(client_id)
-        wait = self.limiter.wait(client_id, limits.rate)
+        if events > limits.rate.burst:
+            raise Problem(
+                422,
+                "batch-over-burst",
+                f"a batch of {events} events is more than this client's rate limit lets "
+                f"through at once (bursts of {limits.rate.burst}); send smaller batches",
+            )
+        wait = self.limiter.wait(client_id, limits.rate, count=count, cost=events)
         if wait > 0:
             raise rate_limited(
-                f"this client may send {limits.rate.per_second:g} requests per second "
+                f"this client may send {limits.rate.per_second:g} events per second "
                 f"(bursts of {limits.rate.burst}); retry later",
                 wait,
             )
@@ -126,12 +136,13 @@ def rate_limited(detail: str, wait: float) -> Problem:
     )
 
 
-def backlog_full(backlog: int) -> Problem:
+def backlog_full(backlog: int, events: int = 1) -> Problem:
+    room = "as many as it may have" if events == 1 else f"too many to take {events} more"
     return Problem(
         429,
         "backlog-full",
-        f"this client has {backlog} events accepted and not yet finished, as many as it may "
-        "have; retry once some have finished",
+        f"this client has {backlog} events accepted and not yet finished, {room}; "
+        "retry once some have finished",
         headers={"Retry-After": "5"},
     )
 

@@ -76,6 +76,27 @@ def _event_body(types: list[str]) -> dict[str, Any]:
     )
 
 
+def _batch_body(types: list[str]) -> dict[str, Any]:
+    item = {
+        "type": "object",
+        "required": ["type", "payload"],
+        "additionalProperties": False,
+        "properties": {
+            "type": {"enum": types},
+            "payload": {"type": "object"},
+            "idempotency_key": {"type": "string", "pattern": "^[\\x20-\\x7e]{1,255}$"},
+        },
+    }
+    return _json_body(
+        {
+            "type": "object",
+            "required": ["events"],
+            "additionalProperties": False,
+            "properties": {"events": {"type": "array", "minItems": 1, "items": item}},
+        }
+    )
+
+
 POLICY_BODY = {
     "type": "object",
     "additionalProperties": False,
@@ -151,6 +172,14 @@ def _paths(types: list[str]) -> dict[str, Any]:
                     }
                 ],
             ),
+        },
+        "/v1/events/batch": {
+            "post": _operation(
+                "accept a batch of events, all or nothing, with consecutive seqs in order",
+                _answer(202, "BatchAccepted", "committed to the journal in one transaction"),
+                _answer(200, "BatchAccepted", "every item was an idempotent replay"),
+                body=_batch_body(types),
+            )
         },
         "/v1/events/{event_id}": {
             "get": _operation(

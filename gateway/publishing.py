@@ -9,7 +9,7 @@ import logging
 import uuid
 
 from actors.amqp import PublishFailed
-from actors.broker import BrokerLink
+from actors.broker import BrokerLink, Publisher
 from actors.outages import UNAVAILABLE
 from actors.protocol import EventMessage, MailboxWanted
 from actors.store import Journal
@@ -81,12 +81,28 @@ class Publishing:
         self._publishing.add(task)
         task.add_done_callback(self._publishing.discard)
 
+    def soon_in_order(self, messages: list[EventMessage], *, wake_supervisor: bool) -> None:
+        """Publish one client's consecutive events after answering, in seq order: the
+        publishes go out one after the other on one channel and their confirms are awaited
+        together. Left to the relay, all of them, when too many publishes are pending."""
+        if len(self._publishing) >= MAX_PUBLISHING:
+            log.warning(
+                "%d publishes pending; events seq %d-%d are left to the relay",
+                len(self._publishing),
+                messages[0].seq,
+                messages[-1].seq,
+            )
+            return
+        task = asyncio.create_task(self._publish_all(messages, wake_supervisor=wake_supervisor))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
     async def finish(self, deadline: float) -> None:
         """Wait up to `deadline` seconds for publishes still in flight (at shutdown)."""
         if self._publishing:
             await asyncio.wait(list(self._publishing), timeout=deadline)
 
-    async def _publish(self, message: EventMessage, *, wake_supervisor: bool) -> None:
+    def _publisher(self) -> Publisher | None:
         publisher = self.link.publisher
         if publisher is None:
             if not self._broker_down:
@@ -95,8 +111,37 @@ class Publishing:
                     "RabbitMQ is unreachable: accepted events are left to the relay "
                     "until it is back"
                 )
-            return
+            return None
         self._broker_down = False
+        return publisher
+
+    async def _publish_all(self, messages: list[EventMessage], *, wake_supervisor: bool) -> None:
+        publisher = self._publisher()
+        if publisher is None:
+            return
+        failures = await publisher.publish_events(messages)
+        published = 0
+        for message, failure in zip(messages, failures, strict=True):
+            if failure is not None:
+                log.warning(
+                    "publishing event seq %d failed (%s); it is left to the relay",
+                    message.seq,
+                    failure,
+                )
+                continue
+            self.marks.add(message.event_id)
+            published += 1
+        if wake_supervisor and published:
+            first = messages[0]
+            with contextlib.suppress(PublishFailed):
+                await publisher.tell_supervisor(
+                    MailboxWanted(first.client_id, first.traceparent or "")
+                )
+
+    async def _publish(self, message: EventMessage, *, wake_supervisor: bool) -> None:
+        publisher = self._publisher()
+        if publisher is None:
+            return
         try:
             if wake_supervisor:  # both on one channel: RabbitMQ routes them in this order
                 await asyncio.gather(

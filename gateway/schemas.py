@@ -60,7 +60,9 @@ SCHEMAS: dict[str, Any] = {
         status={"const": EventStatus.QUEUED.value},
         accepted_at=TIME,
         redrive_of=UUID,
+        replayed={"const": True},
     ),
+    "BatchAccepted": object_of(["items"], items={"type": "array", "items": ref("Accepted")}),
     "Event": object_of(
         ["id", "client_id", "seq", "type", "payload", "status", "attempts", "accepted_at"],
         id=UUID,

@@ -1,6 +1,6 @@
 """The PostgreSQL journal: schema, named queries and the store that runs them."""
 
-from actors.store.journal import Journal
+from actors.store.journal import BatchRequest, Journal
 from actors.store.rows import (
     Accepted,
     BacklogFull,
@@ -19,6 +19,7 @@ from actors.store.tenancy import ClientSettings, Standing, Tenancy, TooManySecre
 __all__ = [
     "Accepted",
     "BacklogFull",
+    "BatchRequest",
     "ClientSettings",
     "Credentials",
     "EventGone",

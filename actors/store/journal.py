@@ -68,6 +68,15 @@ class AcceptRequest:
         )
 
 
+class BatchRequest(NamedTuple):
+    """One item of accept_batch, in its arrays' order ($2..$5)."""
+
+    type: str
+    payload: str  # JSON text
+    idempotency_key: str | None
+    request_hash: bytes | None
+
+
 #: What one accept request gets from a batch: its event, None (no such client), or the
 #: exception it raises (KeyTaken, BacklogFull, QuotaFull, EventGone, a journal error).
 AcceptOutcome = Accepted | None | Exception
@@ -290,6 +299,73 @@ class Journal:
                 raise BacklogFull(refusal["backlog"])
             raise QuotaFull()
         return Accepted(EventRow.of(row), caught_up=row["done_seq"] == row["seq"] - 1)
+
+    async def accept_batch(
+        self,
+        client_id: uuid.UUID,
+        items: Sequence[BatchRequest],
+        *,
+        traceparent: str | None = None,
+        max_backlog: int = 2**62,
+        max_stored_events: int = 2**62,
+        max_stored_bytes: int = 2**62,
+    ) -> list[Accepted] | None:
+        """Commit a batch of one client's events, all or nothing, with consecutive seqs in
+        the order given; return them in that order once committed.
+
+        Returns None when the client does not exist (or is disabled or deleted); raises
+        KeyTaken when one of the idempotency keys is already used, BacklogFull when the
+        client's backlog with the whole batch would pass `max_backlog` (or its own
+        `clients.max_backlog`), QuotaFull when the batch would take its stored events past
+        its quota (as `accept` judges one event). Nothing is written in any of these cases.
+        One statement: the batch is its own group, it does not wait for the group commit of
+        single accepts.
+        """
+        columns = [list(column) for column in zip(*items, strict=True)] or [[], [], [], []]
+        try:
+            rows = await self.pool.fetch(
+                QUERIES["accept_batch"],
+                client_id,
+                *columns,
+                traceparent,
+                max_backlog,
+                max_stored_events,
+                max_stored_bytes,
+            )
+        except asyncpg.UniqueViolationError:
+            raise KeyTaken(None) from None
+        if not rows:
+            refusal = await self.pool.fetchrow(
+                QUERIES["accept_refusal"],
+                client_id,
+                max_backlog,
+                max_stored_events,
+                max_stored_bytes,
+            )
+            if refusal is None or not refusal["accepts"]:
+                return None  # no such client, or disabled or deleted
+            if refusal["backlog"] + len(items) > refusal["max_backlog"]:
+                raise BacklogFull(refusal["backlog"])
+            raise QuotaFull()
+        ordered = sorted(rows, key=lambda row: row["seq"])
+        done_seq = ordered[0]["done_seq"]
+        return [
+            Accepted(EventRow.of(row), caught_up=n == 0 and done_seq == row["seq"] - 1)
+            for n, row in enumerate(ordered)
+        ]
+
+    async def events_by_keys(
+        self, client_id: uuid.UUID, keys: Sequence[str]
+    ) -> dict[str, tuple[EventRow, bytes]]:
+        """The client's events under these idempotency keys, by key, with their request
+        hashes; one round trip whatever the number of keys."""
+        if not keys:
+            return {}
+        rows = await self.pool.fetch(QUERIES["events_by_keys"], client_id, list(keys))
+        return {
+            row["idempotency_key"]: (EventRow.of(row), bytes(row["request_hash"] or b""))
+            for row in rows
+        }
 
     async def event_by_key(self, client_id: uuid.UUID, key: str) -> tuple[EventRow, bytes] | None:
         row = await self.pool.fetchrow(QUERIES["event_by_key"], client_id, key)

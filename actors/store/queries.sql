@@ -74,14 +74,57 @@ RETURNING id, client_id, seq, type, payload, status, attempts, accepted_at, star
           (SELECT done_seq FROM counter) AS done_seq;
 
 -- name: accept_refusal
--- Why accept_event wrote nothing for a client that exists ($2: the backlog cap, $3 and $4 the
--- quota, as given to it; $5 the payload's bytes). No row: no such client.
+-- Why accept_event or accept_batch wrote nothing for a client that exists ($2: the backlog
+-- cap, $3 and $4 the quota, as given to it). No row: no such client.
 SELECT NOT disabled AND deleted_at IS NULL AS accepts, last_seq - done_seq AS backlog,
        last_seq - done_seq >= coalesce(max_backlog, $2) AS backlog_full,
+       coalesce(max_backlog, $2) AS max_backlog,
        stored_events, stored_bytes,
        coalesce(max_stored_events, $3) AS max_stored_events,
        coalesce(max_stored_bytes, $4) AS max_stored_bytes
 FROM clients WHERE id = $1;
+
+-- name: accept_batch
+-- A batch of one client's events, all or nothing, in one statement: the counter moves by the
+-- batch's size under the client's row lock and the k-th item ($2..$5 are parallel arrays, in
+-- the order given) gets seq last_seq + k. No row when the client is disabled, deleted or
+-- missing, when its backlog with the batch would pass its cap ($7), or when its stored events
+-- with the batch's would pass its quota ($8 events, $9 bytes: within_quota, as accept_event
+-- applies it): nothing written. A unique violation (an idempotency key used meanwhile) rolls
+-- back the whole statement.
+WITH size AS (
+    SELECT cardinality($2::text[]) AS events,
+           (SELECT coalesce(sum(octet_length(p)), 0) FROM unnest($3::text[]) AS p) AS bytes
+),
+counter AS (
+    UPDATE clients SET last_seq = last_seq + size.events,
+                       stored_events = stored_events + size.events,
+                       stored_bytes = stored_bytes + size.bytes
+    FROM size
+    WHERE id = $1
+      AND last_seq - done_seq + size.events <= coalesce(max_backlog, $7)
+      AND within_quota(stored_events, stored_bytes, coalesce(max_stored_events, $8),
+                       coalesce(max_stored_bytes, $9), size.events, size.bytes)
+      AND NOT disabled AND deleted_at IS NULL
+    RETURNING last_seq - size.events AS before, done_seq
+)
+INSERT INTO events (client_id, seq, type, payload, idempotency_key, request_hash, traceparent,
+                    bytes)
+SELECT $1, counter.before + item.ord, item.type, item.payload::jsonb, item.idempotency_key,
+       item.request_hash, $6, octet_length(item.payload)
+FROM counter,
+     unnest($2::text[], $3::text[], $4::text[], $5::bytea[])
+         WITH ORDINALITY AS item (type, payload, idempotency_key, request_hash, ord)
+ORDER BY item.ord
+RETURNING id, client_id, seq, type, payload, status, attempts, accepted_at, started_at,
+          finished_at, result, error, redrive_of, traceparent,
+          (SELECT done_seq FROM counter) AS done_seq;
+
+-- name: events_by_keys
+-- The client's events under any of these idempotency keys, with their request hashes.
+SELECT id, client_id, seq, type, payload, status, attempts, accepted_at, started_at,
+       finished_at, result, error, redrive_of, traceparent, request_hash, idempotency_key
+FROM events WHERE client_id = $1 AND idempotency_key = ANY($2::text[]);
 
 -- name: accept_events
 -- accept_event for every request waiting at one moment (group commit), one result row per

@@ -22,6 +22,7 @@ def test_defaults_match_the_contract() -> None:
     assert settings.handlers == ()
     assert settings.middleware == ()
     assert settings.demo
+    assert (settings.max_batch, settings.max_batch_bytes) == (1000, 4 * 1024 * 1024)
 
 
 def test_variables_outside_the_seriatim_prefix_are_ignored() -> None:
@@ -105,6 +106,11 @@ def test_demo_handlers_are_on_or_off_and_nothing_else(value: str) -> None:
         ("SERIATIM_MAX_WEBHOOK_SECRETS", "101"),
         ("SERIATIM_METRICS_EXEMPLARS", "yes"),
         ("SERIATIM_METRICS_EXEMPLARS", "ON"),
+        ("SERIATIM_MAX_BATCH", "0"),
+        ("SERIATIM_MAX_BATCH", "many"),
+        ("SERIATIM_MAX_BATCH", "100001"),
+        ("SERIATIM_MAX_BATCH_BYTES", "10"),
+        ("SERIATIM_MAX_BATCH_BYTES", "1e12"),
     ],
 )
 def test_bad_value_raises_naming_the_variable(variable: str, value: str) -> None:
