@@ -129,3 +129,17 @@ ALTER TABLE clients ADD COLUMN IF NOT EXISTS tokens_valid_after timestamptz;
 ALTER TABLE signing_keys ADD COLUMN IF NOT EXISTS revoked_at timestamptz;
 -- A deleted client is gone from the API but its row and events stay: the journal is kept.
 ALTER TABLE clients ADD COLUMN IF NOT EXISTS deleted_at timestamptz;
+
+-- The audit log: every operator action (admin API, console, command line), written in the
+-- same transaction as the action where it can be. `actor` is the operator's client id;
+-- `detail` is a small JSON object that never holds a secret (actors/store/audit.py).
+CREATE TABLE IF NOT EXISTS audit_log (
+    id        bigserial PRIMARY KEY,
+    at        timestamptz NOT NULL DEFAULT now(),
+    actor     uuid NOT NULL,
+    action    text NOT NULL,
+    client_id uuid,
+    event_id  uuid,
+    detail    jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(detail) = 'object')
+);
+CREATE INDEX IF NOT EXISTS audit_log_client ON audit_log (client_id, id) WHERE client_id IS NOT NULL;

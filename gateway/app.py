@@ -68,6 +68,9 @@ def routes() -> list[Route]:
             methods=["GET", "PATCH"],
         ),
         Route("/v1/admin/mailboxes/{client_id}/resume", mailboxes.resume_mailbox, methods=["POST"]),
+        Route(
+            "/v1/admin/mailboxes/{client_id}/suspend", mailboxes.suspend_mailbox, methods=["POST"]
+        ),
         Route("/v1/admin/signing-keys", rotate_signing_key, methods=["POST"]),
         Route("/v1/admin/signing-keys/{kid}", revoke_signing_key, methods=["DELETE"]),
         Route(

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from actors import logs
-from gateway import intake
+from gateway import intake, operations
 from gateway.problems import Problem
 from gateway.services import services_of
 from gateway.tokens import (
@@ -21,7 +21,6 @@ from gateway.tokens import (
     Principal,
     TokenService,
     invalid_token,
-    new_signing_key,
 )
 
 log = logging.getLogger(__name__)
@@ -203,33 +202,26 @@ async def jwks_endpoint(request: Request) -> Response:
 async def rotate_signing_key(request: Request) -> Response:
     """POST /v1/admin/signing-keys: a new key signs from now on; older keys keep verifying
     until every token they signed has expired."""
-    await principal(request, ADMIN_SCOPE)
+    caller = await principal(request, ADMIN_SCOPE)
     services = services_of(request)
     if services.settings.jwt_key_file:
         raise _keys_from_file()
-    kid, private = new_signing_key()
-    await services.journal.add_signing_key(kid, private)
-    await services.keys.refresh(now=True)
-    log.info("signing key rotated: new kid %s", kid)
+    kid = await operations.rotate_signing_key(services, caller.client_id)
     return JSONResponse({"kid": kid, "jwks": services.tokens.jwks()}, status_code=201)
 
 
 async def revoke_signing_key(request: Request) -> Response:
     """DELETE /v1/admin/signing-keys/{kid}: the key verifies nothing from now on, so every
     token it signed is refused; a new key signs from now on."""
-    await principal(request, ADMIN_SCOPE)
+    caller = await principal(request, ADMIN_SCOPE)
     services = services_of(request)
     if services.settings.jwt_key_file:
         raise _keys_from_file()
     kid = request.path_params["kid"]
     if not KID.fullmatch(kid):  # a NUL byte, say, would reach PostgreSQL and fail there
         raise Problem(404, "not-found", "no such signing key, or it is revoked already")
-    successor = new_signing_key()
-    if not await services.journal.revoke_signing_key(kid, successor):
-        raise Problem(404, "not-found", "no such signing key, or it is revoked already")
-    await services.keys.refresh(now=True)
-    log.info("signing key %s revoked: new kid %s", kid, successor[0])
-    return JSONResponse({"revoked": kid, "kid": successor[0], "jwks": services.tokens.jwks()})
+    successor = await operations.revoke_signing_key(services, caller.client_id, kid)
+    return JSONResponse({"revoked": kid, "kid": successor, "jwks": services.tokens.jwks()})
 
 
 def _keys_from_file() -> Problem:

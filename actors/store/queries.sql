@@ -496,3 +496,16 @@ RETURNING id, created_at;
 SELECT id, created_at, expires_at FROM webhook_secrets
 WHERE client_id = $1 AND (expires_at IS NULL OR expires_at > now())
 ORDER BY created_at;
+
+-- name: insert_audit_entry
+INSERT INTO audit_log (actor, action, client_id, event_id, detail)
+VALUES ($1, $2, $3, $4, $5::jsonb)
+RETURNING id, at;
+
+-- name: audit_entries
+-- Newest first, before id $1 (NULL: from the newest); $2: one client's only (NULL: all).
+SELECT id, at, actor, action, client_id, event_id, detail
+FROM audit_log
+WHERE ($1::bigint IS NULL OR id < $1) AND ($2::uuid IS NULL OR client_id = $2)
+ORDER BY id DESC
+LIMIT $3;

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import uuid
+from typing import Any
 
 import asyncpg
 
@@ -52,7 +53,8 @@ class SecretInfo:
 
 
 class Tenancy:
-    """One method per named query, on the journal's pool."""
+    """One method per named query, on the journal's pool; a write runs `via` a connection
+    when given (an audited action's transaction: actors/store/audit.py)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -68,11 +70,12 @@ class Tenancy:
         type_pointer: str | None = None,
         rate: tuple[float, int] | bool | None = False,
         max_backlog: int | bool | None = False,
+        via: Any = None,
     ) -> bool:
         """Change what is given (`False`: keep; `None`: back to the default); False when
         the client does not exist."""
         per_second, burst = rate if isinstance(rate, tuple) else (None, None)
-        row = await self.pool.fetchrow(
+        row = await (via or self.pool).fetchrow(
             QUERIES["set_client_settings"],
             client_id,
             type_pointer,
@@ -90,23 +93,34 @@ class Tenancy:
         return Standing(**dict(row)) if row else None
 
     async def set_standing(
-        self, client_id: uuid.UUID, *, disabled: bool | None = None, admin: bool | None = None
+        self,
+        client_id: uuid.UUID,
+        *,
+        disabled: bool | None = None,
+        admin: bool | None = None,
+        via: Any = None,
     ) -> bool:
         """Change what is given (None: keep); disabling or taking the admin right away also
         refuses the client's tokens issued until now. False when the client does not exist."""
-        row = await self.pool.fetchrow(QUERIES["set_client_standing"], client_id, disabled, admin)
+        row = await (via or self.pool).fetchrow(
+            QUERIES["set_client_standing"], client_id, disabled, admin
+        )
         return row is not None
 
-    async def set_secret(self, client_id: uuid.UUID, secret_hash: str) -> bool:
+    async def set_secret(self, client_id: uuid.UUID, secret_hash: str, *, via: Any = None) -> bool:
         """Replace the client's secret and refuse its tokens issued until now; False when the
         client does not exist."""
-        row = await self.pool.fetchrow(QUERIES["set_client_secret"], client_id, secret_hash)
+        row = await (via or self.pool).fetchrow(
+            QUERIES["set_client_secret"], client_id, secret_hash
+        )
         return row is not None
 
-    async def delete_client(self, client_id: uuid.UUID) -> bool | None:
+    async def delete_client(self, client_id: uuid.UUID, *, via: Any = None) -> bool | None:
         """Mark the client deleted, keeping its row and events (those unfinished still run to
         their outcome): True; None when there is no such client."""
-        deleted: bool | None = await self.pool.fetchval(QUERIES["delete_client"], client_id)
+        deleted: bool | None = await (via or self.pool).fetchval(
+            QUERIES["delete_client"], client_id
+        )
         return deleted
 
     async def verifiers(self, client_id: uuid.UUID) -> Verifiers | None:
@@ -117,11 +131,11 @@ class Tenancy:
         return Verifiers(row["webhook_type_pointer"], tuple(bytes(s) for s in row["secrets"]))
 
     async def add_webhook_secret(
-        self, client_id: uuid.UUID, secret: bytes, previous_valid_for: float
+        self, client_id: uuid.UUID, secret: bytes, previous_valid_for: float, *, via: Any = None
     ) -> SecretInfo | None:
         """Store a new secret; older ones stay valid `previous_valid_for` seconds more.
         None when the client does not exist."""
-        row = await self.pool.fetchrow(
+        row = await (via or self.pool).fetchrow(
             QUERIES["add_webhook_secret"], client_id, secret, previous_valid_for
         )
         return SecretInfo(row["id"], row["created_at"]) if row else None
