@@ -143,3 +143,12 @@ CREATE TABLE IF NOT EXISTS audit_log (
     detail    jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(detail) = 'object')
 );
 CREATE INDEX IF NOT EXISTS audit_log_client ON audit_log (client_id, id) WHERE client_id IS NOT NULL;
+
+-- The console's session-signing key, made by the first gateway that needs it and shared by
+-- every gateway, so that a session signed by one is good on all (gateway/console/sessions.py).
+CREATE TABLE IF NOT EXISTS console_keys (
+    id  integer PRIMARY KEY CHECK (id = 1),
+    key bytea NOT NULL CHECK (length(key) >= 32)
+);
+-- The console links a dead event to the events that redrove it.
+CREATE INDEX IF NOT EXISTS events_redrive_of ON events (redrive_of) WHERE redrive_of IS NOT NULL;

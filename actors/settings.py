@@ -62,6 +62,10 @@ class Settings:
     read_rate_burst: int = 200
     page_max_bytes: int = 1024 * 1024
     client_recheck: float = 5.0
+    console: str = "on"  # the operator console under /console (gateway/console/)
+    console_session_ttl: int = 28800
+    trace_url: str = "http://127.0.0.1:16686/trace/{trace_id}"
+    grafana_url: str = "http://127.0.0.1:3000/d/seriatim/seriatim?var-client={client_id}"
 
     def __post_init__(self) -> None:
         for name in ("database_url", "amqp_url"):
@@ -116,6 +120,13 @@ class Settings:
         _within("SERIATIM_READ_RATE_BURST", self.read_rate_burst, RATE_BURST)
         _at_least("SERIATIM_PAGE_MAX_BYTES", self.page_max_bytes, 4096, 64 * 1024 * 1024)
         _at_least("SERIATIM_CLIENT_RECHECK", self.client_recheck, 0.1, 300)
+        if self.console not in ("on", "off"):
+            raise SettingsError(f"SERIATIM_CONSOLE must be on or off, not {self.console!r}")
+        _at_least("SERIATIM_CONSOLE_SESSION_TTL", self.console_session_ttl, 5, 7 * 86400)
+        for name, field in (("TRACE_URL", "trace_url"), ("GRAFANA_URL", "grafana_url")):
+            url = getattr(self, field)
+            if url and urlsplit(url).scheme not in ("http", "https"):
+                raise SettingsError(f"SERIATIM_{name} must be an http(s) URL or empty, not {url!r}")
 
     @property
     def demo(self) -> bool:

@@ -12,9 +12,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from actors import logs
+from actors.store import Credentials
 from gateway import intake, operations
 from gateway.problems import Problem
-from gateway.services import services_of
+from gateway.services import Services, services_of
 from gateway.tokens import (
     ADMIN_SCOPE,
     ORDINARY_SCOPES,
@@ -128,9 +129,31 @@ async def token_endpoint(request: Request) -> Response:
     credentials = client_credentials(request.headers.get("authorization"), fields)
     if credentials is None:
         raise _invalid_client()
-    client_id, secret = credentials
+    stored = await checked_client(services, _peer(request), *credentials)
+    allowed = [*ORDINARY_SCOPES, ADMIN_SCOPE] if stored.admin else list(ORDINARY_SCOPES)
+    requested = fields.get("scope", "").split() or allowed
+    if not set(requested) <= set(allowed):
+        raise oauth_error(
+            400, "invalid_scope", f"this client may only request: {' '.join(allowed)}"
+        )
+    grant = services.tokens.issue(
+        stored.id, [s for s in allowed if s in requested], stored.tokens_valid_after
+    )
+    return JSONResponse(grant, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+
+def _peer(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def checked_client(
+    services: Services, peer: str, client_id: uuid.UUID | None, secret: str
+) -> Credentials:
+    """The client whose id and secret these are, rate-limited per peer and per client id like
+    every credential check; raises Problem 401 (`invalid_client`), 400 for a disabled client,
+    429 past a rate, 503 when the checks' pool is full."""
     checks = services.credential_checks
-    checks.admit(request.client.host if request.client else "unknown", client_id)
+    checks.admit(peer, client_id)
     with checks.reserved():
         stored = await services.journal.credentials(client_id) if client_id else None
         valid = await checks.verify(stored.secret_hash if stored else None, secret)
@@ -143,16 +166,7 @@ async def token_endpoint(request: Request) -> Response:
         raise _invalid_client()
     if stored.disabled:
         raise oauth_error(400, "unauthorized_client", "this client is disabled")
-    allowed = [*ORDINARY_SCOPES, ADMIN_SCOPE] if stored.admin else list(ORDINARY_SCOPES)
-    requested = fields.get("scope", "").split() or allowed
-    if not set(requested) <= set(allowed):
-        raise oauth_error(
-            400, "invalid_scope", f"this client may only request: {' '.join(allowed)}"
-        )
-    grant = services.tokens.issue(
-        stored.id, [s for s in allowed if s in requested], stored.tokens_valid_after
-    )
-    return JSONResponse(grant, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+    return stored
 
 
 def token_form(body: bytes) -> dict[str, str]:
