@@ -4,14 +4,18 @@ one transaction with its audit-log entry (actors/store/audit.py), and raises Pro
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from actors import credentials
 from actors.protocol import MailboxWanted
 from actors.states import EventStatus
 from actors.store.audit import AuditAction
+from actors.store.console import ConsoleReads
 from actors.store.tenancy import SecretInfo
 from gateway.accepting import AcceptedEvent
 from gateway.problems import Problem
@@ -170,6 +174,48 @@ async def redrive(
         detail={"new_event_id": str(accepted.event.id), "new_seq": accepted.event.seq},
     )
     return accepted
+
+
+MAX_REDRIVE = 10_000  # dead events one redrive by filter takes at most
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeadFilter:
+    """Which dead events a redrive by filter takes: one client's or all, died in a window."""
+
+    client_id: uuid.UUID | None = None
+    since: datetime.datetime | None = None
+    until: datetime.datetime | None = None
+
+
+async def dead_matching(services: Services, which: DeadFilter) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """The preview of a redrive by filter: (client, event) pairs, in `seq` order per client;
+    dead events already redriven are left out, so a redrive by filter can be run again."""
+    return await ConsoleReads(services.journal.pool).dead_events(
+        client_id=which.client_id, since=which.since, until=which.until, limit=MAX_REDRIVE
+    )
+
+
+async def redrive_matching(
+    services: Services,
+    actor: uuid.UUID,
+    events: list[tuple[uuid.UUID, uuid.UUID]],
+    progress: Callable[[int], None] = lambda done: None,
+) -> int:
+    """Redrive each of `events` (from `dead_matching`) in the order given, so each client's go
+    to its tail in `seq` order; `progress(done)` after each. An event redriven meanwhile by
+    someone else (no longer dead) is passed over. Returns how many were redriven."""
+    done = 0
+    for client_id, event_id in events:
+        try:
+            await redrive(services, actor, client_id, event_id)
+        except Problem as refused:
+            if refused.status not in (404, 409):
+                raise
+        else:
+            done += 1
+        progress(done)
+    return done
 
 
 async def rotate_signing_key(services: Services, actor: uuid.UUID) -> str:

@@ -114,3 +114,18 @@ class ConsoleReads:
     ) -> EventDetail | None:
         row = await self.pool.fetchrow(QUERIES["console_event"], client_id, event_id, max_chars)
         return _row(EventDetail, row) if row else None
+
+    async def dead_events(
+        self,
+        *,
+        client_id: uuid.UUID | None,
+        since: datetime.datetime | None,
+        until: datetime.datetime | None,
+        limit: int,
+    ) -> list[tuple[uuid.UUID, uuid.UUID]]:
+        """(client id, event id) of the dead events not redriven yet that match, in `seq`
+        order per client."""
+        rows = await self.pool.fetch(
+            QUERIES["dead_events_matching"], client_id, since, until, limit
+        )
+        return [(row["client_id"], row["id"]) for row in rows]

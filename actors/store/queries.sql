@@ -569,3 +569,17 @@ SELECT e.id, e.client_id, e.seq, e.type, e.status, e.attempts, e.accepted_at, e.
            AS redriven_by
 FROM events e
 WHERE e.client_id = $1 AND e.id = $2;
+
+-- name: dead_events_matching
+-- Dead events not yet redriven, by client ($1, NULL: all) and time of death ($2 <= t < $3,
+-- NULL: open), in seq order per client; at most $4.
+SELECT e.client_id, e.id, e.seq
+FROM events e
+JOIN clients c ON c.id = e.client_id AND c.deleted_at IS NULL
+WHERE e.status = 'dead'
+  AND ($1::uuid IS NULL OR e.client_id = $1)
+  AND ($2::timestamptz IS NULL OR e.finished_at >= $2)
+  AND ($3::timestamptz IS NULL OR e.finished_at < $3)
+  AND NOT EXISTS (SELECT 1 FROM events r WHERE r.redrive_of = e.id)
+ORDER BY e.client_id, e.seq
+LIMIT $4;

@@ -10,6 +10,7 @@ from starlette.staticfiles import StaticFiles
 from actors.settings import Settings
 from gateway.console.guard import Console
 from gateway.console.operator import operator_routes
+from gateway.console.redrives import redrive_routes
 from gateway.console.tenant import tenant_routes
 
 
@@ -27,6 +28,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
                 Route("/signout", console.signout, methods=["POST"]),
                 Mount("/static", StaticFiles(packages=[("gateway.console", "static")])),
                 *operator_routes(console),
+                *redrive_routes(console),
                 *tenant_routes(console),
             ],
         )

@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import screenshot, sign_in
-from tests.harness import System
+from tests.harness import System, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -92,3 +92,53 @@ def test_an_operator_unblocks_a_poisoned_client(system: System, page: Any, tmp_p
         expect(row).to_have_count(1)
         expect(row).to_contain_text(operator["client_id"])
     screenshot(page, "audit")
+
+
+def test_an_operator_redrives_by_filter_after_a_preview(
+    system: System, page: Any, tmp_path: Path
+) -> None:
+    """A preview count, then a job whose progress the page shows, then the dead events at the
+    tail in their old seq order, each audited; a second preview finds nothing left."""
+    operator = system.create_client("ops-redrive", admin=True)
+    tenant = system.create_client("bulk-tenant")
+    token = system.token(tenant)
+    switch = tmp_path / "poisoned"
+    switch.touch()
+    dead = [
+        system.post_event(token, "console.poison", {"switch": str(switch), "n": n})
+        for n in range(3)
+    ]
+
+    def all_dead() -> bool:
+        rows = system.sql(
+            "SELECT count(*) FROM events WHERE client_id = $1::uuid AND status = 'dead'",
+            tenant["client_id"],
+        )
+        return rows[0][0] == 3
+
+    wait_for(all_dead, 90, "the three poison events to end dead")
+    switch.unlink()
+    sign_in(page, system.base_url, operator)
+    page.goto(f"{system.base_url}/console/redrive")
+    page.fill("input[name=client_id]", tenant["client_id"])
+    page.click("#preview")
+    expect(page.locator("#preview-count")).to_contain_text("3 dead events match")
+    page.click("#run-redrive")
+    expect(page.locator("#redrive-finished")).to_be_visible(timeout=60_000)
+    expect(page.locator("#redrive-progress")).to_have_text("3 of 3 redriven")
+
+    rows = system.sql(
+        "SELECT seq, redrive_of::text FROM events WHERE client_id = $1::uuid "
+        "AND redrive_of IS NOT NULL ORDER BY seq",
+        tenant["client_id"],
+    )
+    assert [r["redrive_of"] for r in rows] == [e["id"] for e in dead]
+    assert [r["seq"] for r in rows] == [4, 5, 6]
+    audited = system.sql(
+        "SELECT event_id::text FROM audit_log WHERE action = 'event.redrive' "
+        "AND actor = $1::uuid ORDER BY id",
+        operator["client_id"],
+    )
+    assert [a["event_id"] for a in audited] == [e["id"] for e in dead]
+    page.goto(f"{system.base_url}/console/redrive?client_id={tenant['client_id']}&preview=1")
+    expect(page.locator("#preview-count")).to_contain_text("0 dead events match")

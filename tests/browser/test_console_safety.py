@@ -82,6 +82,8 @@ def operator_pages(world: Fixture) -> list[str]:
         f"/console/clients/{other}",
         f"/console/clients/{other}/events/{event}",
         "/console/audit",
+        "/console/redrive",
+        f"/console/redrive?client_id={other}&preview=1",
     ]
 
 
@@ -94,6 +96,7 @@ def operator_actions(world: Fixture) -> list[tuple[str, dict[str, str]]]:
         (f"/console/clients/{other}/limits", {"per_second": "1", "burst": "1"}),
         (f"/console/clients/{other}/webhook-secret", {}),
         (f"/console/clients/{other}/events/{event}/redrive", {}),
+        ("/console/redrive", {"client_id": other}),
     ]
 
 
