@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test lint format unit services prometheus clean
+.PHONY: install up test lint format unit services prometheus browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ services:  ## start PostgreSQL and RabbitMQ if they are installed but down
 prometheus:  ## a Prometheus binary for the dashboard test (Debian's package)
 	scripts/prometheus
 
+browser:  ## Debian's chromium for the console's browser tests (Playwright drives it)
+	scripts/browser
+
 up: install services  ## the whole system on this machine (Ctrl-C stops it)
 	$(BIN)/seriatim up
 
@@ -29,7 +32,7 @@ lint: install  ## format check, lint, types and import layers
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: install services prometheus lint  ## everything CI runs: the suite, then again on quorum queues
+test: install services prometheus browser lint  ## everything CI runs: the suite, then again on quorum queues
 	$(BIN)/pytest
 	SERIATIM_QUEUE_TYPE=quorum $(BIN)/pytest tests/integration tests/fault
 

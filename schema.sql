@@ -173,4 +173,26 @@ $$;
 -- a redrive (so that deleting an event does not scan the table for referencing rows).
 CREATE INDEX IF NOT EXISTS events_finished ON events (finished_at)
     WHERE status IN ('succeeded', 'dead');
+
+-- The audit log: every operator action (admin API, console, command line), written in the
+-- same transaction as the action where it can be. `actor` is the operator's client id;
+-- `detail` is a small JSON object that never holds a secret (actors/store/audit.py).
+CREATE TABLE IF NOT EXISTS audit_log (
+    id        bigserial PRIMARY KEY,
+    at        timestamptz NOT NULL DEFAULT now(),
+    actor     uuid NOT NULL,
+    action    text NOT NULL,
+    client_id uuid,
+    event_id  uuid,
+    detail    jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(detail) = 'object')
+);
+CREATE INDEX IF NOT EXISTS audit_log_client ON audit_log (client_id, id) WHERE client_id IS NOT NULL;
+
+-- The console's session-signing key, made by the first gateway that needs it and shared by
+-- every gateway, so that a session signed by one is good on all (gateway/console/sessions.py).
+CREATE TABLE IF NOT EXISTS console_keys (
+    id  integer PRIMARY KEY CHECK (id = 1),
+    key bytea NOT NULL CHECK (length(key) >= 32)
+);
+-- The console links a dead event to the events that redrove it.
 CREATE INDEX IF NOT EXISTS events_redrive_of ON events (redrive_of) WHERE redrive_of IS NOT NULL;

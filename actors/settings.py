@@ -72,6 +72,10 @@ class Settings:
     retention_interval: float = 60.0
     max_webhook_secrets: int = 3
     metrics_exemplars: str = "off"
+    console: str = "on"  # the operator console under /console (gateway/console/)
+    console_session_ttl: int = 28800
+    trace_url: str = "http://127.0.0.1:16686/trace/{trace_id}"
+    grafana_url: str = "http://127.0.0.1:3000/d/seriatim/seriatim?var-client={client_id}"
 
     def __post_init__(self) -> None:
         for name in ("database_url", "amqp_url"):
@@ -140,6 +144,13 @@ class Settings:
         _at_least("SERIATIM_RETENTION_PAUSE", self.retention_pause, 0, 60)
         _at_least("SERIATIM_RETENTION_INTERVAL", self.retention_interval, 0.1, 86400)
         _at_least("SERIATIM_MAX_WEBHOOK_SECRETS", self.max_webhook_secrets, 1, 100)
+        if self.console not in ("on", "off"):
+            raise SettingsError(f"SERIATIM_CONSOLE must be on or off, not {self.console!r}")
+        _at_least("SERIATIM_CONSOLE_SESSION_TTL", self.console_session_ttl, 5, 7 * 86400)
+        for name, field in (("TRACE_URL", "trace_url"), ("GRAFANA_URL", "grafana_url")):
+            url = getattr(self, field)
+            if url and urlsplit(url).scheme not in ("http", "https"):
+                raise SettingsError(f"SERIATIM_{name} must be an http(s) URL or empty, not {url!r}")
 
     @property
     def demo(self) -> bool:

@@ -20,7 +20,7 @@ from actors.heap import freeze_startup_objects
 from actors.outages import UNAVAILABLE
 from actors.settings import Settings
 from actors.store import Journal
-from gateway import clients, events, health, hooks, mailboxes, openapi
+from gateway import clients, console, events, health, hooks, mailboxes, openapi
 from gateway.admission import Admission
 from gateway.auth import jwks_endpoint, revoke_signing_key, rotate_signing_key, token_endpoint
 from gateway.problems import Problem, on_http_exception, on_problem, on_unexpected
@@ -69,6 +69,9 @@ def routes() -> list[Route]:
             methods=["GET", "PATCH"],
         ),
         Route("/v1/admin/mailboxes/{client_id}/resume", mailboxes.resume_mailbox, methods=["POST"]),
+        Route(
+            "/v1/admin/mailboxes/{client_id}/suspend", mailboxes.suspend_mailbox, methods=["POST"]
+        ),
         Route("/v1/admin/signing-keys", rotate_signing_key, methods=["POST"]),
         Route("/v1/admin/signing-keys/{kid}", revoke_signing_key, methods=["DELETE"]),
         Route(
@@ -139,7 +142,7 @@ def create_app(settings: Settings) -> Starlette:
             await journal.close()
 
     return Starlette(
-        routes=routes(),
+        routes=[*routes(), *console.routes(settings)],
         lifespan=lifespan,
         middleware=[
             Middleware(Telemetry),

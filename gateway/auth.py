@@ -12,16 +12,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from actors import logs
-from gateway import intake
+from actors.store import Credentials
+from gateway import intake, operations
 from gateway.problems import Problem
-from gateway.services import services_of
+from gateway.services import Services, services_of
 from gateway.tokens import (
     ADMIN_SCOPE,
     ORDINARY_SCOPES,
     Principal,
     TokenService,
     invalid_token,
-    new_signing_key,
 )
 
 log = logging.getLogger(__name__)
@@ -129,9 +129,31 @@ async def token_endpoint(request: Request) -> Response:
     credentials = client_credentials(request.headers.get("authorization"), fields)
     if credentials is None:
         raise _invalid_client()
-    client_id, secret = credentials
+    stored = await checked_client(services, _peer(request), *credentials)
+    allowed = [*ORDINARY_SCOPES, ADMIN_SCOPE] if stored.admin else list(ORDINARY_SCOPES)
+    requested = fields.get("scope", "").split() or allowed
+    if not set(requested) <= set(allowed):
+        raise oauth_error(
+            400, "invalid_scope", f"this client may only request: {' '.join(allowed)}"
+        )
+    grant = services.tokens.issue(
+        stored.id, [s for s in allowed if s in requested], stored.tokens_valid_after
+    )
+    return JSONResponse(grant, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+
+def _peer(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def checked_client(
+    services: Services, peer: str, client_id: uuid.UUID | None, secret: str
+) -> Credentials:
+    """The client whose id and secret these are, rate-limited per peer and per client id like
+    every credential check; raises Problem 401 (`invalid_client`), 400 for a disabled client,
+    429 past a rate, 503 when the checks' pool is full."""
     checks = services.credential_checks
-    checks.admit(request.client.host if request.client else "unknown", client_id)
+    checks.admit(peer, client_id)
     with checks.reserved():
         stored = await services.journal.credentials(client_id) if client_id else None
         valid = await checks.verify(stored.secret_hash if stored else None, secret)
@@ -144,16 +166,7 @@ async def token_endpoint(request: Request) -> Response:
         raise _invalid_client()
     if stored.disabled:
         raise oauth_error(400, "unauthorized_client", "this client is disabled")
-    allowed = [*ORDINARY_SCOPES, ADMIN_SCOPE] if stored.admin else list(ORDINARY_SCOPES)
-    requested = fields.get("scope", "").split() or allowed
-    if not set(requested) <= set(allowed):
-        raise oauth_error(
-            400, "invalid_scope", f"this client may only request: {' '.join(allowed)}"
-        )
-    grant = services.tokens.issue(
-        stored.id, [s for s in allowed if s in requested], stored.tokens_valid_after
-    )
-    return JSONResponse(grant, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+    return stored
 
 
 def token_form(body: bytes) -> dict[str, str]:
@@ -203,33 +216,26 @@ async def jwks_endpoint(request: Request) -> Response:
 async def rotate_signing_key(request: Request) -> Response:
     """POST /v1/admin/signing-keys: a new key signs from now on; older keys keep verifying
     until every token they signed has expired."""
-    await principal(request, ADMIN_SCOPE)
+    caller = await principal(request, ADMIN_SCOPE)
     services = services_of(request)
     if services.settings.jwt_key_file:
         raise _keys_from_file()
-    kid, private = new_signing_key()
-    await services.journal.add_signing_key(kid, private)
-    await services.keys.refresh(now=True)
-    log.info("signing key rotated: new kid %s", kid)
+    kid = await operations.rotate_signing_key(services, caller.client_id)
     return JSONResponse({"kid": kid, "jwks": services.tokens.jwks()}, status_code=201)
 
 
 async def revoke_signing_key(request: Request) -> Response:
     """DELETE /v1/admin/signing-keys/{kid}: the key verifies nothing from now on, so every
     token it signed is refused; a new key signs from now on."""
-    await principal(request, ADMIN_SCOPE)
+    caller = await principal(request, ADMIN_SCOPE)
     services = services_of(request)
     if services.settings.jwt_key_file:
         raise _keys_from_file()
     kid = request.path_params["kid"]
     if not KID.fullmatch(kid):  # a NUL byte, say, would reach PostgreSQL and fail there
         raise Problem(404, "not-found", "no such signing key, or it is revoked already")
-    successor = new_signing_key()
-    if not await services.journal.revoke_signing_key(kid, successor):
-        raise Problem(404, "not-found", "no such signing key, or it is revoked already")
-    await services.keys.refresh(now=True)
-    log.info("signing key %s revoked: new kid %s", kid, successor[0])
-    return JSONResponse({"revoked": kid, "kid": successor[0], "jwks": services.tokens.jwks()})
+    successor = await operations.revoke_signing_key(services, caller.client_id, kid)
+    return JSONResponse({"revoked": kid, "kid": successor, "jwks": services.tokens.jwks()})
 
 
 def _keys_from_file() -> Problem:

@@ -10,22 +10,20 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from actors import credentials
 from actors.bounds import RATE_BURST, RATE_PER_SECOND
-from actors.store import ClientSettings, TooManySecrets
-from gateway import intake
+from actors.store import ClientSettings
+from gateway import intake, operations
 from gateway.auth import principal
 from gateway.bodies import rfc3339
+from gateway.operations import STANDING
 from gateway.pointers import has_unicode_digits, valid_pointer
 from gateway.problems import Problem
 from gateway.services import Services, services_of
-from gateway.signatures import new_secret
 from gateway.tokens import ADMIN_SCOPE
 
 log = logging.getLogger(__name__)
 
 DEFAULT_GRACE = 86400.0  # seconds the previous secrets stay valid after a rotation
-STANDING = ("disabled", "admin")  # the fields of a PATCH that can revoke the client's tokens
 QUOTAS = ("max_backlog", "max_stored_events", "max_stored_bytes")  # null: the default
 
 
@@ -68,7 +66,7 @@ def _settings_json(row: ClientSettings, services: Services) -> dict[str, Any]:
 
 async def create_client(request: Request) -> Response:
     """POST /v1/admin/clients: a new client; its secret is shown only in this answer."""
-    await principal(request, ADMIN_SCOPE)
+    caller = await principal(request, ADMIN_SCOPE)
     services = services_of(request)
     intake.require_json(request.headers.get("content-type"))
     body = intake.parse_json(await intake.read_body(request, services.settings))
@@ -82,11 +80,9 @@ async def create_client(request: Request) -> Response:
         raise Problem(422, "invalid-client", "'name' must be a string of 1-200 characters")
     if not isinstance(admin, bool):
         raise Problem(422, "invalid-client", "'admin' must be true or false")
-    secret = credentials.new_secret()
-    client_id = await services.journal.create_client(
-        name.strip(), credentials.hash_secret(secret), admin
+    client_id, secret = await operations.create_client(
+        services, caller.client_id, name.strip(), admin
     )
-    log.info("client %s created (admin=%s)", client_id, admin)
     return JSONResponse(
         {
             "client_id": str(client_id),
@@ -112,22 +108,14 @@ async def patch_client(request: Request) -> Response:
     """PATCH /v1/admin/clients/{id}: `webhook_type_pointer`, `rate_limit`, `max_backlog`,
     `max_stored_events`, `max_stored_bytes`, `disabled` and `admin` (disabling or taking
     admin away revokes the client's tokens)."""
-    await principal(request, ADMIN_SCOPE)
+    caller = await principal(request, ADMIN_SCOPE)
     services = services_of(request)
     client_id = _client_id(request)
     intake.require_json(request.headers.get("content-type"))
     changes = _changes(
         intake.parse_json(await intake.read_body(request, services.settings, limit=4096))
     )
-    standing = {name: changes.pop(name) for name in STANDING if name in changes}
-    found = await services.tenancy.set_standing(client_id, **standing)
-    if found and changes:
-        found = await services.tenancy.set_settings(client_id, **changes)
-    if not found:
-        raise Problem(404, "not-found", "no such client")
-    services.limits.forget(client_id)
-    services.revocations.forget(client_id)
-    log.info("client %s settings changed: %s", client_id, ", ".join(sorted(changes | standing)))
+    await operations.change_client(services, caller.client_id, client_id, changes)
     row = await services.tenancy.settings(client_id)  # not get_client: an admin may have
     if row is None:  # just revoked itself, and its answer is still due
         raise Problem(404, "not-found", "no such client")
@@ -191,14 +179,9 @@ def _invalid(detail: str) -> Problem:
 async def rotate_secret(request: Request) -> Response:
     """POST /v1/admin/clients/{id}/secret: a new client secret, shown only in this answer; the
     old one stops working at once, and so do the client's tokens issued until now."""
-    await principal(request, ADMIN_SCOPE)
-    services = services_of(request)
+    caller = await principal(request, ADMIN_SCOPE)
     client_id = _client_id(request)
-    secret = credentials.new_secret()
-    if not await services.tenancy.set_secret(client_id, credentials.hash_secret(secret)):
-        raise Problem(404, "not-found", "no such client")
-    services.revocations.forget(client_id)
-    log.info("client %s secret rotated", client_id)
+    secret = await operations.rotate_secret(services_of(request), caller.client_id, client_id)
     return JSONResponse(
         {"client_id": str(client_id), "client_secret": secret},
         headers={"Cache-Control": "no-store"},
@@ -209,21 +192,15 @@ async def delete_client(request: Request) -> Response:
     """DELETE /v1/admin/clients/{id}: the client is gone from the API, its tokens and webhook
     secrets stop working; its events stay in the journal, and those not yet finished still run
     to their outcome (nothing is dropped)."""
-    await principal(request, ADMIN_SCOPE)
-    services = services_of(request)
-    client_id = _client_id(request)
-    if await services.tenancy.delete_client(client_id) is None:
-        raise Problem(404, "not-found", "no such client")
-    services.revocations.forget(client_id)
-    services.limits.forget(client_id)
-    log.info("client %s deleted", client_id)
+    caller = await principal(request, ADMIN_SCOPE)
+    await operations.delete_client(services_of(request), caller.client_id, _client_id(request))
     return Response(status_code=204)
 
 
 async def add_webhook_secret(request: Request) -> Response:
     """POST /v1/admin/clients/{id}/webhook-secrets: a new secret, shown only in this answer;
     the previous ones stay valid `previous_valid_for` seconds (default a day)."""
-    await principal(request, ADMIN_SCOPE)
+    caller = await principal(request, ADMIN_SCOPE)
     services = services_of(request)
     client_id = _client_id(request)
     grace = DEFAULT_GRACE
@@ -236,21 +213,9 @@ async def add_webhook_secret(request: Request) -> Response:
         grace = value.get("previous_valid_for", DEFAULT_GRACE)
         if not intake.PREVIOUS_VALID_FOR.holds(grace):
             raise _invalid(f"'previous_valid_for' must be {intake.PREVIOUS_VALID_FOR} seconds")
-    text, key = new_secret()
-    cap = services.settings.max_webhook_secrets
-    try:
-        stored = await services.tenancy.add_webhook_secret(client_id, key, float(grace), cap=cap)
-    except TooManySecrets as full:
-        raise Problem(
-            409,
-            "too-many-webhook-secrets",
-            f"the client has {full.valid} valid webhook secrets and may have {cap} "
-            "(SERIATIM_MAX_WEBHOOK_SECRETS); add one with previous_valid_for 0, which retires "
-            "the others, or wait until older ones expire",
-        ) from None
-    if stored is None:
-        raise Problem(404, "not-found", "no such client")
-    log.info("webhook secret %s added for client %s", stored.id, client_id)
+    stored, text = await operations.add_webhook_secret(
+        services, caller.client_id, client_id, float(grace)
+    )
     return JSONResponse(
         {
             "id": str(stored.id),

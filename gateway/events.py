@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from actors.states import EventStatus
-from gateway import batches, intake
+from gateway import batches, intake, operations
 from gateway.auth import principal
 from gateway.bodies import (
     ITEM_BYTES,
@@ -103,14 +103,7 @@ async def redrive_event(request: Request) -> Response:
     caller = await principal(request, "events:write")
     services = services_of(request)
     await services.limits.admit(caller.client_id)
-    row = await services.journal.event(caller.client_id, _event_id(request))
-    if row is None:
-        raise Problem(404, "not-found", "no such event")
-    if row.status is not EventStatus.DEAD:
-        raise Problem(
-            409, "event-not-dead", f"only dead events can be redriven; this one is {row.status}"
-        )
-    accepted = await services.acceptor.accept(
-        caller.client_id, row.type, row.payload, redrive_of=row.id
+    accepted = await operations.redrive(
+        services, caller.client_id, caller.client_id, _event_id(request)
     )
     return accepted_answer(accepted)

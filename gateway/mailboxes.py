@@ -8,9 +8,8 @@ import uuid
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from actors.protocol import MailboxWanted
 from actors.states import MailboxState
-from gateway import intake
+from gateway import intake, operations
 from gateway.auth import principal
 from gateway.bodies import mailbox_json
 from gateway.problems import Problem
@@ -27,14 +26,10 @@ async def _mailbox(request: Request, client_id: uuid.UUID, *, show_host: bool) -
     return JSONResponse(mailbox_json(row, services_of(request).intensity, show_host=show_host))
 
 
-async def _resume(request: Request, client_id: uuid.UUID, *, show_host: bool) -> Response:
-    services = services_of(request)
-    if await services.journal.mailbox(client_id) is None:
-        raise Problem(404, "not-found", "no such mailbox")
-    if not await services.journal.resume_mailbox(client_id):
-        raise Problem(409, "mailbox-not-suspended", "the mailbox is not suspended")
-    log.info("mailbox %s resumed", client_id)
-    await services.link.tell_supervisor(MailboxWanted(client_id))  # else the sweep sees it
+async def _resume(
+    request: Request, actor: uuid.UUID, client_id: uuid.UUID, *, show_host: bool
+) -> Response:
+    await operations.resume_mailbox(services_of(request), actor, client_id)
     return await _mailbox(request, client_id, show_host=show_host)
 
 
@@ -56,7 +51,7 @@ async def resume_own_mailbox(request: Request) -> Response:
     """POST /v1/mailbox/resume: resuming changes what runs, so it needs `events:write` (a
     read-only token, a dashboard's, cannot restart a halted mailbox)."""
     caller = await principal(request, "events:write")
-    return await _resume(request, caller.client_id, show_host=caller.admin)
+    return await _resume(request, caller.client_id, caller.client_id, show_host=caller.admin)
 
 
 async def get_mailbox(request: Request) -> Response:
@@ -65,8 +60,21 @@ async def get_mailbox(request: Request) -> Response:
 
 
 async def resume_mailbox(request: Request) -> Response:
-    await principal(request, ADMIN_SCOPE)
-    return await _resume(request, _client_id(request), show_host=True)
+    caller = await principal(request, ADMIN_SCOPE)
+    return await _resume(request, caller.client_id, _client_id(request), show_host=True)
+
+
+async def suspend_mailbox(request: Request) -> Response:
+    """POST /v1/admin/mailboxes/{client_id}/suspend: body `{"reason": "..."}`."""
+    caller = await principal(request, ADMIN_SCOPE)
+    services = services_of(request)
+    intake.require_json(request.headers.get("content-type"))
+    body = intake.parse_json(await intake.read_body(request, services.settings, limit=4096))
+    if not isinstance(body, dict) or set(body) != {"reason"} or not isinstance(body["reason"], str):
+        raise Problem(422, "invalid-reason", 'the body must be {"reason": "<why>"}')
+    client_id = _client_id(request)
+    await operations.suspend_mailbox(services, caller.client_id, client_id, body["reason"])
+    return await _mailbox(request, client_id, show_host=True)
 
 
 async def list_mailboxes(request: Request) -> Response:
@@ -92,13 +100,11 @@ async def list_mailboxes(request: Request) -> Response:
 
 async def set_policy(request: Request) -> Response:
     """PATCH /v1/admin/mailboxes/{client_id}: the client's dead-event policy and intensity."""
-    await principal(request, ADMIN_SCOPE)
+    caller = await principal(request, ADMIN_SCOPE)
     services = services_of(request)
     client_id = _client_id(request)
     intake.require_json(request.headers.get("content-type"))
     body = intake.parse_json(await intake.read_body(request, services.settings))
     changes = intake.policy_body(body)
-    if not await services.journal.set_mailbox_policy(client_id, **changes):
-        raise Problem(404, "not-found", "no such mailbox")
-    log.info("mailbox %s policy changed: %s", client_id, sorted(changes))
+    await operations.set_policy(services, caller.client_id, client_id, changes)
     return await _mailbox(request, client_id, show_host=True)

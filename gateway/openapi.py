@@ -316,6 +316,21 @@ def _paths(types: list[str]) -> dict[str, Any]:
                 parameters=[CLIENT_ID],
             )
         },
+        "/v1/admin/mailboxes/{client_id}/suspend": {
+            "post": _operation(
+                "suspend a mailbox by hand, with a reason",
+                _answer(200, "Mailbox", "suspended"),
+                parameters=[CLIENT_ID],
+                body=_json_body(
+                    {
+                        "type": "object",
+                        "required": ["reason"],
+                        "additionalProperties": False,
+                        "properties": {"reason": {"type": "string", "minLength": 1}},
+                    }
+                ),
+            )
+        },
         "/v1/admin/signing-keys": {
             "post": _operation(
                 "rotate the token signing key", _answer(201, "SigningKey", "the new kid")

@@ -12,6 +12,7 @@ from actors.handlers import HandlerRegistry
 from actors.policy import RestartIntensity
 from actors.settings import Settings
 from actors.store import Journal, Tenancy
+from actors.store.audit import AuditLog
 from gateway.accepting import Acceptor
 from gateway.guesses import CredentialChecks
 from gateway.limits import ClientLimits
@@ -33,6 +34,7 @@ class Services:
     publishing: Publishing
     acceptor: Acceptor
     tenancy: Tenancy
+    audit: AuditLog
     limits: ClientLimits
     credential_checks: CredentialChecks
     revocations: Revocations
@@ -60,6 +62,7 @@ class Services:
             publishing=publishing,
             acceptor=Acceptor(journal, limits, publishing, settings),
             tenancy=tenancy,
+            audit=AuditLog(journal.pool),
             limits=limits,
             credential_checks=CredentialChecks(settings),
             revocations=Revocations(settings, tenancy),

@@ -7,7 +7,7 @@ import dataclasses
 import datetime
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -185,6 +185,16 @@ class Journal:
     async def close(self) -> None:
         await self.pool.close()
 
+    @contextlib.asynccontextmanager
+    async def _transaction(self, via: Any) -> AsyncIterator[Any]:
+        """A transaction of its own, or a savepoint in `via`'s (an audited action's)."""
+        if via is not None:
+            async with via.transaction():
+                yield via
+            return
+        async with self.pool.acquire() as connection, connection.transaction():
+            yield connection
+
     async def ping(self) -> None:
         """Raise unless PostgreSQL answers."""
         await self.pool.fetchval(QUERIES["ping"])
@@ -197,8 +207,10 @@ class Journal:
 
     # --- clients and credentials -------------------------------------------------------
 
-    async def create_client(self, name: str, secret_hash: str, admin: bool) -> uuid.UUID:
-        row = await self.pool.fetchrow(QUERIES["insert_client"], name, secret_hash, admin)
+    async def create_client(
+        self, name: str, secret_hash: str, admin: bool, *, via: Any = None
+    ) -> uuid.UUID:
+        row = await (via or self.pool).fetchrow(QUERIES["insert_client"], name, secret_hash, admin)
         return row["id"]  # type: ignore[no-any-return]
 
     async def credentials(self, client_id: uuid.UUID) -> Credentials | None:
@@ -511,11 +523,13 @@ class Journal:
         await self.pool.execute(QUERIES["release_mailbox"], client_id, worker_id, epoch)
 
     async def suspend_mailbox(
-        self, client_id: uuid.UUID, reason: str, *, epoch: int | None = None
+        self, client_id: uuid.UUID, reason: str, *, epoch: int | None = None, via: Any = None
     ) -> bool:
         """Suspend a mailbox; False when it was suspended already, or when `epoch` (the
         placement of the mailbox asking for it) is no longer current."""
-        row = await self.pool.fetchrow(QUERIES["suspend_mailbox"], client_id, reason[:500], epoch)
+        row = await (via or self.pool).fetchrow(
+            QUERIES["suspend_mailbox"], client_id, reason[:500], epoch
+        )
         return row is not None
 
     async def set_mailbox_policy(
@@ -526,9 +540,10 @@ class Journal:
         max_restarts: int | None = None,
         restart_period: float | None = None,
         default_intensity: bool = False,
+        via: Any = None,
     ) -> bool:
         """Change a client's supervision policy; False when there is no such client."""
-        row = await self.pool.fetchrow(
+        row = await (via or self.pool).fetchrow(
             QUERIES["set_mailbox_policy"],
             client_id,
             policy,
@@ -538,9 +553,10 @@ class Journal:
         )
         return row is not None
 
-    async def resume_mailbox(self, client_id: uuid.UUID) -> bool:
+    async def resume_mailbox(self, client_id: uuid.UUID, *, via: Any = None) -> bool:
         """Take a suspended mailbox out of suspension; False when it was not suspended."""
-        return await self.pool.fetchrow(QUERIES["resume_mailbox"], client_id) is not None
+        row = await (via or self.pool).fetchrow(QUERIES["resume_mailbox"], client_id)
+        return row is not None
 
     async def release_worker(self, worker_id: str) -> None:
         await _retry_conflicts(self.pool.fetch, QUERIES["release_worker_mailboxes"], worker_id)
@@ -610,11 +626,13 @@ class Journal:
         keys = [(row["kid"], row["private_jwk"], row["created_at"]) for row in rows]
         return keys, frozenset(row["kid"] for row in rows if row["revoked"])
 
-    async def revoke_signing_key(self, kid: str, successor: tuple[str, dict[str, Any]]) -> bool:
+    async def revoke_signing_key(
+        self, kid: str, successor: tuple[str, dict[str, Any]], *, via: Any = None
+    ) -> bool:
         """Revoke the key `kid` and store `successor` (kid, private JWK), which signs from now
         on, so that the newest key is never a revoked one; False (nothing stored) when there
         is no such key or it was revoked already."""
-        async with self.pool.acquire() as connection, connection.transaction():
+        async with self._transaction(via) as connection:
             await connection.execute(QUERIES["lock_signing_keys"])
             if await connection.fetchval(QUERIES["revoke_signing_key"], kid) is None:
                 return False
@@ -623,8 +641,10 @@ class Journal:
             )
         return True
 
-    async def add_signing_key(self, kid: str, private_jwk: dict[str, Any]) -> None:
+    async def add_signing_key(
+        self, kid: str, private_jwk: dict[str, Any], *, via: Any = None
+    ) -> None:
         """Store a new signing key; it signs from now on (the newest key signs)."""
-        async with self.pool.acquire() as connection, connection.transaction():
+        async with self._transaction(via) as connection:
             await connection.execute(QUERIES["lock_signing_keys"])
             await connection.execute(QUERIES["insert_signing_key"], kid, dump_json(private_jwk))

@@ -634,3 +634,90 @@ counted AS (
     FROM per_client WHERE c.id = per_client.client_id
 )
 SELECT count(*) AS events FROM deleted;
+
+-- name: insert_audit_entry
+INSERT INTO audit_log (actor, action, client_id, event_id, detail)
+VALUES ($1, $2, $3, $4, $5::jsonb)
+RETURNING id, at;
+
+-- name: audit_entries
+-- Newest first, before id $1 (NULL: from the newest); $2: one client's only (NULL: all).
+SELECT id, at, actor, action, client_id, event_id, detail
+FROM audit_log
+WHERE ($1::bigint IS NULL OR id < $1) AND ($2::uuid IS NULL OR client_id = $2)
+ORDER BY id DESC
+LIMIT $3;
+
+-- name: console_key
+-- The console's session key; $1 is stored when there is none yet.
+WITH made AS (
+    INSERT INTO console_keys (id, key) VALUES (1, $1) ON CONFLICT (id) DO NOTHING RETURNING key
+)
+SELECT key FROM made
+UNION ALL
+SELECT key FROM console_keys WHERE id = 1
+LIMIT 1;
+
+-- name: console_clients
+-- The console's list of clients, ordered by a sort key then id, from the cursor ($5, $6) on.
+-- $1 stored state or NULL; $2 a LIKE pattern on the name or NULL; $3 hide idle ones (idle
+-- with nothing to do); $4 'backlog' (largest first) or 'age' (oldest unfinished first).
+WITH listed AS (
+    SELECT c.id, c.name, c.admin, c.disabled, c.state, c.host, c.restarts,
+           c.last_seq - c.done_seq AS backlog, c.done_seq, c.last_seq, c.suspended_reason,
+           head.accepted_at AS oldest_unfinished, head.status AS head_status,
+           coalesce(head.error, (SELECT d.error FROM events d
+                                 WHERE d.client_id = c.id AND d.status = 'dead'
+                                 ORDER BY d.seq DESC LIMIT 1))::text AS last_error
+    FROM clients c
+    LEFT JOIN events head ON head.client_id = c.id AND head.seq = c.done_seq + 1
+    WHERE c.deleted_at IS NULL
+      AND ($1::text IS NULL OR c.state = $1)
+      AND ($2::text IS NULL OR c.name ILIKE $2)
+      AND (NOT $3 OR c.state <> 'idle' OR c.done_seq < c.last_seq)
+),
+keyed AS (
+    SELECT *, CASE WHEN $4 = 'age'
+                   THEN coalesce(extract(epoch FROM oldest_unfinished), 'infinity')::float8
+                   ELSE -backlog::float8 END AS sort_key
+    FROM listed
+)
+SELECT * FROM keyed
+WHERE $5::float8 IS NULL OR (sort_key, id) > ($5::float8, $6::uuid)
+ORDER BY sort_key, id
+LIMIT $7;
+
+-- name: console_tape
+-- A client's events from seq $2 to $3, with the ids of the events that redrove each.
+SELECT e.id, e.seq, e.type, e.status, e.attempts, e.accepted_at, e.started_at, e.finished_at,
+       e.error::text AS error, e.redrive_of,
+       (SELECT array_agg(r.id ORDER BY r.seq) FROM events r WHERE r.redrive_of = e.id)
+           AS redriven_by
+FROM events e
+WHERE e.client_id = $1 AND e.seq BETWEEN $2 AND $3
+ORDER BY e.seq;
+
+-- name: console_event
+-- One event of a client, its payload cut to $3 characters of JSON text.
+SELECT e.id, e.client_id, e.seq, e.type, e.status, e.attempts, e.accepted_at, e.published_at,
+       e.started_at, e.finished_at, e.redrive_of, e.traceparent,
+       left(e.payload::text, $3) AS payload, length(e.payload::text) AS payload_length,
+       left(e.result::text, $3) AS result, e.error::text AS error,
+       (SELECT array_agg(r.id ORDER BY r.seq) FROM events r WHERE r.redrive_of = e.id)
+           AS redriven_by
+FROM events e
+WHERE e.client_id = $1 AND e.id = $2;
+
+-- name: dead_events_matching
+-- Dead events not yet redriven, by client ($1, NULL: all) and time of death ($2 <= t < $3,
+-- NULL: open), in seq order per client; at most $4.
+SELECT e.client_id, e.id, e.seq
+FROM events e
+JOIN clients c ON c.id = e.client_id AND c.deleted_at IS NULL
+WHERE e.status = 'dead'
+  AND ($1::uuid IS NULL OR e.client_id = $1)
+  AND ($2::timestamptz IS NULL OR e.finished_at >= $2)
+  AND ($3::timestamptz IS NULL OR e.finished_at < $3)
+  AND NOT EXISTS (SELECT 1 FROM events r WHERE r.redrive_of = e.id)
+ORDER BY e.client_id, e.seq
+LIMIT $4;

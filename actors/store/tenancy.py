@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import uuid
+from typing import Any
 
 import asyncpg
 
@@ -65,7 +66,8 @@ class SecretInfo:
 
 
 class Tenancy:
-    """One method per named query, on the journal's pool."""
+    """One method per named query, on the journal's pool; a write runs `via` a connection
+    when given (an audited action's transaction: actors/store/audit.py)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -83,11 +85,12 @@ class Tenancy:
         max_backlog: int | bool | None = False,
         max_stored_events: int | bool | None = False,
         max_stored_bytes: int | bool | None = False,
+        via: Any = None,
     ) -> bool:
         """Change what is given (`False`: keep; `None`: back to the default); False when
         the client does not exist."""
         per_second, burst = rate if isinstance(rate, tuple) else (None, None)
-        row = await self.pool.fetchrow(
+        row = await (via or self.pool).fetchrow(
             QUERIES["set_client_settings"],
             client_id,
             type_pointer,
@@ -109,23 +112,34 @@ class Tenancy:
         return Standing(**dict(row)) if row else None
 
     async def set_standing(
-        self, client_id: uuid.UUID, *, disabled: bool | None = None, admin: bool | None = None
+        self,
+        client_id: uuid.UUID,
+        *,
+        disabled: bool | None = None,
+        admin: bool | None = None,
+        via: Any = None,
     ) -> bool:
         """Change what is given (None: keep); disabling or taking the admin right away also
         refuses the client's tokens issued until now. False when the client does not exist."""
-        row = await self.pool.fetchrow(QUERIES["set_client_standing"], client_id, disabled, admin)
+        row = await (via or self.pool).fetchrow(
+            QUERIES["set_client_standing"], client_id, disabled, admin
+        )
         return row is not None
 
-    async def set_secret(self, client_id: uuid.UUID, secret_hash: str) -> bool:
+    async def set_secret(self, client_id: uuid.UUID, secret_hash: str, *, via: Any = None) -> bool:
         """Replace the client's secret and refuse its tokens issued until now; False when the
         client does not exist."""
-        row = await self.pool.fetchrow(QUERIES["set_client_secret"], client_id, secret_hash)
+        row = await (via or self.pool).fetchrow(
+            QUERIES["set_client_secret"], client_id, secret_hash
+        )
         return row is not None
 
-    async def delete_client(self, client_id: uuid.UUID) -> bool | None:
+    async def delete_client(self, client_id: uuid.UUID, *, via: Any = None) -> bool | None:
         """Mark the client deleted, keeping its row and events (those unfinished still run to
         their outcome): True; None when there is no such client."""
-        deleted: bool | None = await self.pool.fetchval(QUERIES["delete_client"], client_id)
+        deleted: bool | None = await (via or self.pool).fetchval(
+            QUERIES["delete_client"], client_id
+        )
         return deleted
 
     async def verifiers(self, client_id: uuid.UUID) -> Verifiers | None:
@@ -136,22 +150,35 @@ class Tenancy:
         return Verifiers(row["webhook_type_pointer"], tuple(bytes(s) for s in row["secrets"]))
 
     async def add_webhook_secret(
-        self, client_id: uuid.UUID, secret: bytes, previous_valid_for: float, *, cap: int
+        self,
+        client_id: uuid.UUID,
+        secret: bytes,
+        previous_valid_for: float,
+        *,
+        cap: int,
+        via: Any = None,
     ) -> SecretInfo | None:
         """Store a new secret; older ones stay valid `previous_valid_for` seconds more (0:
         they expire now). None when the client does not exist; raises TooManySecrets, and
         stores nothing, when the client would then have more than `cap` valid secrets. The
         client's row is locked while the secrets are counted, so concurrent additions cannot
-        both pass the cap."""
+        both pass the cap. `via`: a connection in the caller's transaction (the audit's)."""
+        if via is not None:
+            return await self._add_webhook_secret(via, client_id, secret, previous_valid_for, cap)
         async with self.pool.acquire() as connection, connection.transaction():
-            if await connection.fetchval(QUERIES["lock_client"], client_id) is None:
-                return None
-            valid = await connection.fetchval(QUERIES["valid_webhook_secrets"], client_id)
-            if (valid if previous_valid_for > 0 else 0) + 1 > cap:
-                raise TooManySecrets(valid)
-            row = await connection.fetchrow(
-                QUERIES["add_webhook_secret"], client_id, secret, previous_valid_for
+            return await self._add_webhook_secret(
+                connection, client_id, secret, previous_valid_for, cap
             )
+
+    async def _add_webhook_secret(
+        self, connection: Any, client_id: uuid.UUID, secret: bytes, grace: float, cap: int
+    ) -> SecretInfo | None:
+        if await connection.fetchval(QUERIES["lock_client"], client_id) is None:
+            return None
+        valid = await connection.fetchval(QUERIES["valid_webhook_secrets"], client_id)
+        if (valid if grace > 0 else 0) + 1 > cap:
+            raise TooManySecrets(valid)
+        row = await connection.fetchrow(QUERIES["add_webhook_secret"], client_id, secret, grace)
         return SecretInfo(row["id"], row["created_at"]) if row else None
 
     async def webhook_secrets(self, client_id: uuid.UUID) -> list[SecretInfo]:
