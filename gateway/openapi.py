@@ -316,6 +316,17 @@ def _paths(types: list[str]) -> dict[str, Any]:
                         }
                         for name in ("webhook-id", "webhook-timestamp", "webhook-signature")
                     ),
+                    *(
+                        {
+                            "name": name,
+                            "in": "header",
+                            "required": False,
+                            "description": f"Svix's name for webhook-{name.removeprefix('svix-')}"
+                            " (either brand; both present must agree)",
+                            "schema": {"type": "string"},
+                        }
+                        for name in ("svix-id", "svix-timestamp", "svix-signature")
+                    ),
                 ],
                 body=_json_body({"type": "object"}),
             )
