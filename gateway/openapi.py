@@ -103,6 +103,13 @@ def _paths(types: list[str]) -> dict[str, Any]:
                 "public signing keys", {"200": {"description": "a JWK set"}}, secured=False
             )
         },
+        "/.well-known/oauth-authorization-server": {
+            "get": _operation(
+                "RFC 8414 authorization server metadata",
+                {"200": {"description": "issuer, token endpoint, jwks_uri, grants, methods"}},
+                secured=False,
+            )
+        },
         "/v1/token": {
             "post": _operation(
                 "OAuth 2.0 client-credentials grant",
