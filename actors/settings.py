@@ -46,7 +46,7 @@ class Settings:
     max_body_bytes: int = 256 * 1024
     relay_after: float = 5.0
     log_level: str = "INFO"
-    log_format: str = "json"
+    log_format: str = "auto"  # console on a terminal, else json (actors/logs.py)
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     rate_per_second: float = 1000.0
@@ -84,9 +84,9 @@ class Settings:
                 "SERIATIM_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, "
                 f"not {self.log_level!r}"
             )
-        if self.log_format not in ("json", "console"):
+        if self.log_format not in ("auto", "json", "console"):
             raise SettingsError(
-                f"SERIATIM_LOG_FORMAT must be json or console, not {self.log_format!r}"
+                f"SERIATIM_LOG_FORMAT must be auto, json or console, not {self.log_format!r}"
             )
         _at_least("SERIATIM_HTTP_PORT", self.http_port, 0, 65535)
         _at_least("SERIATIM_TOKEN_TTL", self.token_ttl, 60, 86400)
