@@ -1,5 +1,7 @@
 """Log configuration shared by every seriatim process: one line per record on stdout, as
-JSON (the default, for log pipelines) or as readable text (`SERIATIM_LOG_FORMAT=console`).
+readable text when stdout is a terminal and as JSON (for log pipelines) when it is not;
+`SERIATIM_LOG_FORMAT=json` or `console` forces one. The level is coloured only on a terminal,
+and never when `NO_COLOR` is set (https://no-color.org).
 
 Each record carries the current trace and span ids, and the client and event it concerns
 where the code knows them (`bound(...)`), so a log line leads to its trace in Jaeger.
@@ -12,13 +14,22 @@ import contextvars
 import datetime
 import json
 import logging
+import os
 import sys
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, TextIO
 
 from actors import tracing
 
-FORMATS = ("json", "console")
+FORMATS = ("auto", "json", "console")
+#: ANSI colours of the level names, as uvicorn's console logs have them.
+LEVEL_COLOURS = {
+    "DEBUG": "36",
+    "INFO": "32",
+    "WARNING": "33",
+    "ERROR": "31",
+    "CRITICAL": "1;31",
+}
 
 _CONTEXT: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.ContextVar(
     "seriatim_log_context", default=()
@@ -81,10 +92,24 @@ class JsonFormatter(logging.Formatter):
 
 
 class ConsoleFormatter(logging.Formatter):
-    """`time level role[pid] logger: message  client=… event=… trace=…` for people."""
+    """`time level role[pid] logger: message  client=… event=… trace=…` for people; the level
+    in colour when `colour` is true."""
 
-    def __init__(self, role: str) -> None:
-        super().__init__(f"%(asctime)s %(levelname)-7s {role}[%(process)d] %(name)s: %(message)s")
+    def __init__(self, role: str, colour: bool = False) -> None:
+        super().__init__(
+            f"%(asctime)s.%(msecs)03d %(levelname)s {role}[%(process)d] %(name)s: %(message)s",
+            datefmt="%Y-%m-%d %H:%M:%S",
+        )
+        self._colour = colour
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        level = record.levelname
+        padded = f"{level:<7}"
+        if self._colour and level in LEVEL_COLOURS:
+            padded = f"\x1b[{LEVEL_COLOURS[level]}m{level}\x1b[0m{padded[len(level) :]}"
+        return super().formatMessage(
+            logging.makeLogRecord({**record.__dict__, "levelname": padded})
+        )
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
@@ -97,10 +122,26 @@ class ConsoleFormatter(logging.Formatter):
         return f"{head}  {suffix}{newline}{rest}"
 
 
-def configure(level: str = "INFO", role: str = "seriatim", fmt: str = "json") -> None:
-    """Send log records to stdout in the format `fmt` (json or console)."""
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(ConsoleFormatter(role) if fmt == "console" else JsonFormatter(role))
+def readable(fmt: str, stream: TextIO) -> bool:
+    """Whether lines to `stream` are console text: `console`, or `auto` on a terminal."""
+    return fmt == "console" or (fmt == "auto" and stream.isatty())
+
+
+def coloured(stream: TextIO, environ: Mapping[str, str] = os.environ) -> bool:
+    """Colour only on a terminal, and never when NO_COLOR is set to anything but ''."""
+    return stream.isatty() and not environ.get("NO_COLOR")
+
+
+def configure(
+    level: str = "INFO", role: str = "seriatim", fmt: str = "auto", stream: TextIO | None = None
+) -> None:
+    """Send log records to `stream` (stdout) in the format `fmt` (auto, json or console)."""
+    out = stream or sys.stdout
+    handler = logging.StreamHandler(out)
+    if readable(fmt, out):
+        handler.setFormatter(ConsoleFormatter(role, colour=coloured(out)))
+    else:
+        handler.setFormatter(JsonFormatter(role))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -113,6 +113,11 @@ def track_handler_threads(threads: _Threads) -> None:
     HANDLER_THREADS.labels("waiting").set_function(lambda: threads.waiting)
 
 
+SUPERVISOR_ACTIVE = Gauge(
+    "seriatim_supervisor_active",
+    "1 while the supervisor in this process is the active one (of all workers, one should be).",
+)
+
 # --- mailbox lifecycle -----------------------------------------------------------------------
 ACTIVE_MAILBOXES = Gauge("seriatim_mailboxes_active", "Mailboxes active in this process.")
 ACTIVATIONS = Counter("seriatim_mailbox_activations", "Mailboxes this process started consuming.")

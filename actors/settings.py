@@ -48,7 +48,7 @@ class Settings:
     max_batch_bytes: int = 4 * 1024 * 1024
     relay_after: float = 5.0
     log_level: str = "INFO"
-    log_format: str = "json"
+    log_format: str = "auto"  # console on a terminal, else json (actors/logs.py)
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     rate_per_second: float = 1000.0
@@ -102,9 +102,9 @@ class Settings:
             raise SettingsError(
                 f"SERIATIM_METRICS_EXEMPLARS must be on or off, not {self.metrics_exemplars!r}"
             )
-        if self.log_format not in ("json", "console"):
+        if self.log_format not in ("auto", "json", "console"):
             raise SettingsError(
-                f"SERIATIM_LOG_FORMAT must be json or console, not {self.log_format!r}"
+                f"SERIATIM_LOG_FORMAT must be auto, json or console, not {self.log_format!r}"
             )
         _at_least("SERIATIM_HTTP_PORT", self.http_port, 0, 65535)
         _at_least("SERIATIM_TOKEN_TTL", self.token_ttl, 60, 86400)

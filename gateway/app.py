@@ -20,7 +20,7 @@ from actors.heap import freeze_startup_objects
 from actors.outages import UNAVAILABLE
 from actors.settings import Settings
 from actors.store import Journal
-from gateway import clients, console, events, health, hooks, mailboxes, openapi
+from gateway import clients, console, discovery, events, health, hooks, mailboxes, openapi
 from gateway.admission import Admission
 from gateway.auth import jwks_endpoint, revoke_signing_key, rotate_signing_key, token_endpoint
 from gateway.problems import Problem, on_http_exception, on_problem, on_unexpected
@@ -50,6 +50,7 @@ def routes() -> list[Route]:
         Route("/metrics", health.metrics, methods=["GET"]),
         Route("/openapi.json", openapi.openapi, methods=["GET"]),
         Route("/.well-known/jwks.json", jwks_endpoint, methods=["GET"]),
+        Route(discovery.PATH, discovery.authorization_server, methods=["GET"]),
         Route("/v1/token", token_endpoint, methods=["POST"]),
         Route(
             "/v1/events",

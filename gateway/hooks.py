@@ -3,6 +3,8 @@
 The signature (`v1,<base64 HMAC-SHA256 of id.timestamp.body>`) is checked over the raw bytes
 in constant time against every valid secret of the client (several during a rotation); the
 `webhook-id` is the idempotency key; the event type is read with the client's JSON pointer.
+Svix's `svix-id`, `svix-timestamp` and `svix-signature` are the same three headers under another
+brand: each is read from either prefix, and one given under both must carry the same value.
 """
 
 from __future__ import annotations
@@ -32,17 +34,21 @@ _ID = re.compile(r"[\x21-\x7e]{1,255}")
 _PADDING = secrets.token_bytes(32)
 
 
+BRANDS = ("webhook-", "svix-")  # Standard Webhooks' own prefix, and Svix's default one
+NAMES = ("id", "timestamp", "signature")
+
+
 def delivery_headers(headers: Mapping[str, str]) -> tuple[str, str, str]:
-    """(webhook-id, webhook-timestamp, webhook-signature); Problem 400 when one is missing or
-    malformed, 401 when the timestamp is outside the tolerance."""
-    webhook_id = headers.get("webhook-id")
-    timestamp = headers.get("webhook-timestamp")
-    signatures = headers.get("webhook-signature")
+    """(id, timestamp, signature) from the `webhook-*` or `svix-*` headers; Problem 400 when one
+    is missing, malformed or given twice with different values, 401 when the timestamp is
+    outside the tolerance."""
+    webhook_id, timestamp, signatures = (_branded(headers, name) for name in NAMES)
     if webhook_id is None or timestamp is None or signatures is None:
         raise Problem(
             400,
             "invalid-webhook",
-            "webhook-id, webhook-timestamp and webhook-signature headers are required",
+            "webhook-id, webhook-timestamp and webhook-signature headers are required"
+            " (or svix-id, svix-timestamp and svix-signature)",
         )
     if not _ID.fullmatch(webhook_id):
         raise Problem(400, "invalid-webhook", "webhook-id must be 1-255 printable ASCII characters")
@@ -51,6 +57,19 @@ def delivery_headers(headers: Mapping[str, str]) -> tuple[str, str, str]:
     if abs(time.time() - int(timestamp)) > TOLERANCE:
         raise _unverified("webhook-timestamp is more than 5 minutes from now")
     return webhook_id, timestamp, signatures
+
+
+def _branded(headers: Mapping[str, str], name: str) -> str | None:
+    """The header `name` under either brand; both present must agree, so the idempotency key and
+    the signed content never depend on which brand a reader prefers."""
+    values = {value for brand in BRANDS if (value := headers.get(brand + name)) is not None}
+    if len(values) > 1:
+        raise Problem(
+            400,
+            "invalid-webhook",
+            f"webhook-{name} and svix-{name} are both given, with different values",
+        )
+    return values.pop() if values else None
 
 
 def _unverified(detail: str) -> Problem:

@@ -124,6 +124,13 @@ def _paths(types: list[str]) -> dict[str, Any]:
                 "public signing keys", {"200": {"description": "a JWK set"}}, secured=False
             )
         },
+        "/.well-known/oauth-authorization-server": {
+            "get": _operation(
+                "RFC 8414 authorization server metadata",
+                {"200": {"description": "issuer, token endpoint, jwks_uri, grants, methods"}},
+                secured=False,
+            )
+        },
         "/v1/token": {
             "post": _operation(
                 "OAuth 2.0 client-credentials grant",
@@ -361,6 +368,17 @@ def _paths(types: list[str]) -> dict[str, Any]:
                             "schema": {"type": "string"},
                         }
                         for name in ("webhook-id", "webhook-timestamp", "webhook-signature")
+                    ),
+                    *(
+                        {
+                            "name": name,
+                            "in": "header",
+                            "required": False,
+                            "description": f"Svix's name for webhook-{name.removeprefix('svix-')}"
+                            " (either brand; both present must agree)",
+                            "schema": {"type": "string"},
+                        }
+                        for name in ("svix-id", "svix-timestamp", "svix-signature")
                     ),
                 ],
                 body=_json_body({"type": "object"}),

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import logging
-import os
 import re
 import signal
 import sys
@@ -130,9 +128,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"seriatim: {error}", file=sys.stderr)
         return 2
-    if args.command == "up" and _on_a_terminal():  # readable lines for whoever watches
-        os.environ["SERIATIM_LOG_FORMAT"] = "console"  # for the child processes too
-        settings = dataclasses.replace(settings, log_format="console")
     logs.configure(settings.log_level, args.command, settings.log_format)
     if args.command in ("gateway", "worker"):
         tracing.configure(f"seriatim-{args.command}")
@@ -153,11 +148,6 @@ def _fast_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
     except ImportError:
         return None
     return uvloop.new_event_loop
-
-
-def _on_a_terminal() -> bool:
-    """stdout is a terminal and SERIATIM_LOG_FORMAT leaves the choice to us."""
-    return sys.stdout.isatty() and not os.environ.get("SERIATIM_LOG_FORMAT", "").strip()
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:

@@ -100,6 +100,7 @@ class Supervisor:
         if self.active:
             log.info("supervisor on worker %s resigned", self.worker_id)
         self.active = False
+        metrics.SUPERVISOR_ACTIVE.set(0)
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Handle messages in arrival order, in batches of what has arrived, until stopped."""
@@ -130,6 +131,7 @@ class Supervisor:
     async def _handle(self, batch: list[tuple[AmqpChannel, Delivery]]) -> None:
         if not self.active:  # only the single active consumer ever receives anything
             self.active = True
+            metrics.SUPERVISOR_ACTIVE.set(1)
             log.info("supervisor active on worker %s", self.worker_id)
         messages = []
         for _, delivery in batch:
