@@ -7,11 +7,13 @@ import collections
 import contextlib
 import dataclasses
 import logging
+import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from actors import metrics, tracing
+from actors.addresses import NodeRing
 from actors.amqp import AmqpChannel, AmqpConnection, AmqpError, PublishFailed, QueueCounts
 from actors.backoff import Backoff
 from actors.protocol import Control, EventMessage
@@ -184,6 +186,7 @@ class BrokerLink:
         self.publisher: Publisher | None = None
         self.connected = asyncio.Event()
         self._backoff = Backoff(min=0.2, max=2.0, jitter=0.3)  # a refused connect is cheap
+        self.nodes = NodeRing(settings.amqp_urls)
         metrics.BROKER_CONNECTED.set_function(lambda: float(self.connected.is_set()))
 
     async def tell_supervisor(self, fact: Control, *, persistent: bool = False) -> bool:
@@ -206,24 +209,35 @@ class BrokerLink:
         self._on_connect.append(callback)
 
     async def run(self, stopping: asyncio.Event) -> None:
+        """Connect to a live node of SERIATIM_AMQP_URL and serve until `stopping`.
+
+        A node that refuses the connection, or whose connection is lost, is left for the next
+        one in the ring at once; the link backs off only once every node has failed in a row.
+        """
         failures = 0
         while not stopping.is_set():
+            url = self.nodes.current
             try:
-                connection = await AmqpConnection.open(self._settings.amqp_url, self._name)
+                connection = await AmqpConnection.open(url, self._name)
             except AmqpError as error:
                 failures += 1
+                self.nodes.advance()
                 if failures == 1 or failures % 20 == 0:
-                    log.warning("RabbitMQ unreachable (%s); retrying", error)
-                await _wait(stopping, self._backoff.delay(min(failures, 10)))
+                    log.warning(
+                        "RabbitMQ unreachable at %s (%s); trying the next node", _where(url), error
+                    )
+                if failures % len(self.nodes) == 0:  # every node failed: back off
+                    await _wait(stopping, self._backoff.delay(min(failures // len(self.nodes), 10)))
                 continue
-            if await self._serve(connection, stopping):
+            if await self._serve(connection, url, stopping):
                 failures = 0
             else:  # a broker that accepts connections but fails our set-up: back off too
                 failures += 1
             if not stopping.is_set():
+                self.nodes.advance()  # its node may be gone: the next one is likelier to serve
                 await _wait(stopping, self._backoff.delay(max(1, min(failures, 10))))
 
-    async def _serve(self, connection: AmqpConnection, stopping: asyncio.Event) -> bool:
+    async def _serve(self, connection: AmqpConnection, url: str, stopping: asyncio.Event) -> bool:
         """Set up and serve one connection until it is lost or `stopping`; False when the
         set-up itself failed."""
         self.publisher = Publisher(self._settings, connection)
@@ -234,7 +248,7 @@ class BrokerLink:
             set_up = True
             self.connected.set()
             metrics.BROKER_CONNECTS.inc()
-            log.info("connected to RabbitMQ")
+            log.info("connected to RabbitMQ at %s", _where(url))
             stop: asyncio.Future[Any] = asyncio.ensure_future(stopping.wait())
             await asyncio.wait([stop, connection.closed], return_when=asyncio.FIRST_COMPLETED)
             stop.cancel()
@@ -251,6 +265,12 @@ class BrokerLink:
                 with contextlib.suppress(Exception):
                     await connection.close()
         return set_up
+
+
+def _where(url: str) -> str:
+    """host:port of a node's URL, for logs (never its credentials)."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.hostname}:{parts.port or (5671 if parts.scheme == 'amqps' else 5672)}"
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:

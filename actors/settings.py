@@ -6,8 +6,8 @@ import dataclasses
 import os
 import re
 from collections.abc import Mapping
-from urllib.parse import urlsplit
 
+from actors.addresses import AddressError, amqp_urls, check_database_url
 from actors.bounds import MAX_RESTARTS, RATE_BURST, RATE_PER_SECOND, RESTART_WITHIN, Bounds
 
 _NAMESPACE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -78,8 +78,14 @@ class Settings:
     grafana_url: str = "http://127.0.0.1:3000/d/seriatim/seriatim?var-client={client_id}"
 
     def __post_init__(self) -> None:
-        for name in ("database_url", "amqp_url"):
-            _check_url(f"SERIATIM_{name.upper()}", getattr(self, name))
+        try:
+            check_database_url(self.database_url)
+        except AddressError as error:
+            raise SettingsError(f"SERIATIM_DATABASE_URL: {error}") from None
+        try:
+            amqp_urls(self.amqp_url)
+        except AddressError as error:
+            raise SettingsError(f"SERIATIM_AMQP_URL: {error}") from None
         if not _NAMESPACE.fullmatch(self.namespace):
             raise SettingsError(
                 "SERIATIM_NAMESPACE must be 1-63 characters of a-z, 0-9, '_' and '-', "
@@ -158,6 +164,11 @@ class Settings:
         return self.demo_handlers == "on"
 
     @property
+    def amqp_urls(self) -> tuple[str, ...]:
+        """The broker nodes SERIATIM_AMQP_URL lists (one, or a cluster's several)."""
+        return amqp_urls(self.amqp_url)
+
+    @property
     def supervisor_queue(self) -> str:
         return f"{self.namespace}.supervisor"
 
@@ -194,17 +205,6 @@ def _parse(name: str, kind: str, raw: str) -> object:
     return raw
 
 
-def _check_url(variable: str, value: str) -> None:
-    try:
-        parts = urlsplit(value)
-        valid = bool(parts.scheme and parts.hostname)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError:
-        valid = False
-    if not valid:
-        raise SettingsError(f"{variable} is not a URL with a host: {_redact(value)}")
-
-
 def _within(variable: str, value: float, bounds: Bounds) -> None:
     _at_least(variable, value, bounds.low, bounds.high)
 
@@ -212,8 +212,3 @@ def _within(variable: str, value: float, bounds: Bounds) -> None:
 def _at_least(variable: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
         raise SettingsError(f"{variable} must be between {low:g} and {high:g}, not {value:g}")
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for error messages."""
-    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
@@ -120,7 +121,7 @@ def create_app(settings: Settings) -> Starlette:
         try:
             await journal.check_durability()
             tokens = await load_tokens(settings, journal)
-            link = BrokerLink(settings, "seriatim-gateway")
+            link = BrokerLink(settings, f"seriatim-gateway-{os.getpid()}")
             services = Services.create(settings, journal, tokens, handlers, link)
             stopping = asyncio.Event()
             background = [

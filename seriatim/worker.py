@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
+from actors.addresses import NodeRing
 from actors.broker import BrokerLink
 from actors.handlers import load_handlers
 from actors.heap import freeze_startup_objects
@@ -60,10 +61,13 @@ def dramatiq_broker(settings: Settings) -> dramatiq.Broker:
     (actors/middleware.py): mailboxes run their hooks around each attempt. Raises ImportError
     or SettingsError naming a bad one.
 
-    Nothing connects here: the host consumes mailboxes itself (see docs/decisions.md).
+    Nothing connects here: the host consumes mailboxes itself (see docs/decisions.md). Were
+    it to connect, pika tries the cluster's nodes in order, from this process's own offset.
     """
     middleware = load_middleware(settings.middleware)
-    broker = RabbitmqBroker(url=settings.amqp_url, confirm_delivery=True, middleware=middleware)
+    broker = RabbitmqBroker(
+        url=NodeRing(settings.amqp_urls).order(), confirm_delivery=True, middleware=middleware
+    )
 
     def mailbox(**_: Any) -> None:
         raise RuntimeError("mailbox messages are processed by the seriatim mailbox host")

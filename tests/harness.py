@@ -122,7 +122,9 @@ def delete_namespace(
 
     queues = [f"{namespace}.supervisor"]
     queues += [f"{namespace}.mailbox.{cid}" for cid in asyncio.run(client_ids())]
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    # a cluster's comma-separated nodes: pika tries each in turn
+    nodes = [pika.URLParameters(url.strip()) for url in amqp_url.split(",")]
+    connection = pika.BlockingConnection(nodes)
     try:
         channel = connection.channel()
         for queue in queues:

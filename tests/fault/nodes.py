@@ -15,7 +15,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -49,6 +49,17 @@ def _run(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = 
 def _stale(owner: int) -> bool:
     """Left behind by a pytest session that is gone (or by an earlier one with our pid)."""
     return owner == os.getpid() or not _alive(owner)
+
+
+#: What this process has swept already: a second sweep would take this session's own nodes
+#: (owned by our pid) for an earlier session's, and remove them under a running test.
+_swept: set[str] = set()
+
+
+def _sweep_once(kind: str, sweep: Callable[[], None]) -> None:
+    if kind not in _swept:
+        sweep()
+        _swept.add(kind)
 
 
 def _alive(pid: int) -> bool:
@@ -208,13 +219,20 @@ def private_rabbitmq() -> Iterator[RabbitNode]:
     if bin_dir is None or not (bin_dir / "rabbitmqctl").exists():
         unavailable("rabbitmq-server is not installed: broker outage scenarios need it")
     assert bin_dir is not None
-    _remove_stale_rabbitmq()
+    _sweep_once("rabbitmq", _remove_stale_rabbitmq)
     node = RabbitNode(Path(tempfile.mkdtemp(prefix=f"{RABBIT_PREFIX}{os.getpid()}-")), bin_dir)
     try:
         node.start()
         yield node
     finally:
         node.remove()
+
+
+@contextlib.contextmanager
+def private_rabbitmq_nodes(count: int) -> Iterator[list[RabbitNode]]:
+    """`count` started private nodes, not clustered, each shut down and deleted on exit."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(private_rabbitmq()) for _ in range(count)]
 
 
 def _remove_stale_rabbitmq() -> None:
@@ -335,7 +353,7 @@ def _postgres_version() -> str:
     if os.geteuid() != 0:
         unavailable("pg_createcluster needs root to create a private PostgreSQL cluster")
     assert version is not None
-    _remove_stale_postgres()
+    _sweep_once("postgres", _remove_stale_postgres)
     return version
 
 
