@@ -6,6 +6,7 @@ import dataclasses
 import os
 import re
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 from actors.addresses import AddressError, amqp_urls, check_database_url
 from actors.bounds import MAX_RESTARTS, RATE_BURST, RATE_PER_SECOND, RESTART_WITHIN, Bounds
