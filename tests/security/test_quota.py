@@ -113,6 +113,41 @@ def test_the_quota_holds_for_concurrent_accepts_committed_together(
     hoarder.http.close()
 
 
+def test_a_batch_is_taken_whole_within_the_quota_or_refused_whole(
+    system: System, admin: httpx.Client
+) -> None:
+    """POST /v1/events/batch counts every item against the quota, in the same statement as
+    its accept: a batch that would pass it stores nothing, one that fits stores all."""
+    hoarder = Tenant(system, "batch-hoarder")
+    limit(admin, hoarder, max_stored_events=5)
+    assert [hoarder.http.post("/v1/events", json=ECHO).status_code for _ in range(3)] == [202] * 3
+    before = hoarder.journal()
+
+    refused = hoarder.http.post("/v1/events/batch", json={"events": [ECHO] * 3})
+
+    assert assert_refused(hoarder, before, refused, 429)["type"] == QUOTA
+    assert stored(system, hoarder)[0] == 3
+    taken = hoarder.http.post("/v1/events/batch", json={"events": [ECHO] * 2})
+    assert taken.status_code == 202, taken.text
+    assert [item["seq"] for item in taken.json()["items"]] == [4, 5]
+    assert stored(system, hoarder)[0] == 5
+    # and the bytes of a batch count as the bytes of its events one by one do
+    byter, single = Tenant(system, "batch-byte-hoarder"), Tenant(system, "one-by-one")
+    item = {"type": "demo.echo", "payload": {"pad": "x" * 30}}
+    for _ in range(3):
+        assert single.http.post("/v1/events", json=item).status_code == 202
+    single.journal()
+    _, three = stored(system, single)  # payloads and their echoed results
+    limit(admin, byter, max_stored_bytes=three)
+    assert byter.http.post("/v1/events/batch", json={"events": [item] * 3}).status_code == 202
+    before = byter.journal()
+    assert stored(system, byter) == (3, three)
+    refused = byter.http.post("/v1/events/batch", json={"events": [item]})
+    assert assert_refused(byter, before, refused, 429)["type"] == QUOTA
+    for tenant in (hoarder, byter, single):
+        tenant.http.close()
+
+
 @pytest.mark.parametrize(
     "body",
     [
