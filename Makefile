@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: install up test lint format unit services prometheus browser clean
 
 $(STAMP): pyproject.toml
+	scripts/python-venv $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip>=25.1"
 	$(BIN)/pip install --quiet --editable . --group dev
@@ -14,7 +15,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## a virtualenv with seriatim and its dev tools
 
-services:  ## start PostgreSQL and RabbitMQ if they are installed but down
+services:  ## PostgreSQL and RabbitMQ running: Debian's packages installed if missing, then started
 	scripts/services
 
 prometheus:  ## a Prometheus binary for the dashboard test (Debian's package)

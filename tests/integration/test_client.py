@@ -255,3 +255,40 @@ def test_send_batch_accepts_all_in_order_and_a_retry_replays_them(system: System
     assert [item["seq"] for item in first] == [1, 2, 3]
     assert [item["id"] for item in again] == [item["id"] for item in first]
     assert all(item.get("replayed") for item in again)
+
+
+def test_a_refused_token_is_fetched_again_once(system: System) -> None:
+    """The client's token is revoked (disable, enable: tokens held before stay refused); its
+    next read gets a 401, fetches a new token and succeeds. Without the refetch on 401 the
+    read raises AuthenticationError."""
+    credentials = system.admin_client("client-refetch")
+    admin = system.token(system.create_client("client-refetch-admin", admin=True))
+    url = f"{system.base_url}/v1/admin/clients/{credentials['client_id']}"
+    tokens: list[str] = []
+
+    def record(request: httpx.Request) -> None:
+        if request.url.path == "/v1/token":
+            tokens.append(request.url.path)
+
+    http = httpx.Client(base_url=system.base_url, timeout=10, event_hooks={"request": [record]})
+    with connect(system, credentials, http=http) as client:
+        client.mailbox()
+        for disabled in (True, False):
+            patched = httpx.patch(
+                url,
+                json={"disabled": disabled},
+                headers={"Authorization": f"Bearer {admin}"},
+                timeout=10,
+            )
+            assert patched.status_code == 200, patched.text
+        mailbox = wait_for(lambda: _refused_then_served(client), 30, "the old token refused")
+
+    assert mailbox["client_id"] == credentials["client_id"]
+    assert len(tokens) == 2
+
+
+def _refused_then_served(client: Client) -> dict[str, Any] | None:
+    """The mailbox once the client had to fetch a second token for it."""
+    before = client._token
+    mailbox = client.mailbox()
+    return mailbox if client._token is not before else None
