@@ -38,10 +38,6 @@ def _event_fields(row: EventRow | ListedEvent) -> dict[str, Any]:
     return body
 
 
-def event_json(row: EventRow) -> dict[str, Any]:
-    return {**_event_fields(row), "payload": row.payload, "result": row.result, "error": row.error}
-
-
 def _listed_json(row: ListedEvent) -> str:
     """One item of a page as JSON text, its payload, result and error spliced in as the
     journal sent them (valid JSON: PostgreSQL's text of a jsonb value)."""
@@ -50,6 +46,11 @@ def _listed_json(row: ListedEvent) -> str:
         f'{fields[:-1]},"payload":{row.payload},"result":{row.result or "null"},'
         f'"error":{row.error or "null"}}}'
     )
+
+
+def event_answer(row: ListedEvent) -> Response:
+    """200 with the event object, built as text like a page's items (nothing decoded)."""
+    return Response(_listed_json(row).encode(), media_type="application/json")
 
 
 def page_answer(page: EventPage) -> Response:

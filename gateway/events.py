@@ -6,7 +6,7 @@ import logging
 import uuid
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from actors.states import EventStatus
 from gateway import batches, intake, operations
@@ -16,7 +16,7 @@ from gateway.bodies import (
     PAGE_ENVELOPE_BYTES,
     accepted_answer,
     batch_answer,
-    event_json,
+    event_answer,
     page_answer,
 )
 from gateway.problems import Problem
@@ -73,10 +73,10 @@ async def get_event(request: Request) -> Response:
     caller = await principal(request, "events:read")
     services = services_of(request)
     services.limits.admit_read(caller.client_id)
-    row = await services.journal.event(caller.client_id, _event_id(request))
+    row = await services.journal.event_text(caller.client_id, _event_id(request))
     if row is None:
         raise Problem(404, "not-found", "no such event")
-    return JSONResponse(event_json(row))
+    return event_answer(row)
 
 
 async def list_events(request: Request) -> Response:

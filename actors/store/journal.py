@@ -387,6 +387,12 @@ class Journal:
         row = await self.pool.fetchrow(QUERIES["event_by_id"], event_id, client_id)
         return EventRow.of(row) if row else None
 
+    async def event_text(self, client_id: uuid.UUID, event_id: uuid.UUID) -> ListedEvent | None:
+        """The event with its payload, result and error as the JSON text PostgreSQL sends,
+        never decoded (a read then costs its size in bytes, whatever the JSON's shape)."""
+        row = await self.pool.fetchrow(QUERIES["event_text_by_id"], event_id, client_id)
+        return ListedEvent.of(row) if row else None
+
     async def events(
         self, client_id: uuid.UUID, *, after_seq: int, status: str | None, limit: int
     ) -> list[EventRow]:

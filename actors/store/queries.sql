@@ -213,6 +213,13 @@ SELECT id, client_id, seq, type, payload, status, attempts, accepted_at, started
        finished_at, result, error, redrive_of, traceparent
 FROM events WHERE id = $1 AND client_id = $2;
 
+-- name: event_text_by_id
+-- As event_by_id, with payload, result and error as JSON text, never decoded.
+SELECT id, client_id, seq, type, payload::text AS payload, status, attempts, accepted_at,
+       started_at, finished_at, result::text AS result, error::text AS error, redrive_of,
+       traceparent
+FROM events WHERE id = $1 AND client_id = $2;
+
 -- name: list_events
 SELECT id, client_id, seq, type, payload, status, attempts, accepted_at, started_at,
        finished_at, result, error, redrive_of, traceparent
@@ -227,14 +234,34 @@ LIMIT $4;
 -- row for the other fields. Payload, result and error come as text, never decoded. `fits` is
 -- false on the one row after a page cut short by bytes: its JSON is not sent, it says there
 -- is more.
-WITH listed AS (
-    SELECT id, client_id, seq, type, status, attempts, accepted_at, started_at, finished_at,
-           redrive_of, traceparent, payload::text AS payload, result::text AS result,
-           error::text AS error
-    FROM events
-    WHERE client_id = $1 AND seq > $2 AND ($3::text IS NULL OR status = $3)
-    ORDER BY seq
-    LIMIT $4
+-- The JSON text is built only for the rows within the budget: `candidate` first cuts the page
+-- by each event's stored size (`events.bytes`: its payload as sent, compact, and its result
+-- and error as text), read from the row without detoasting its JSON; only those rows, and
+-- the one after them, are turned into text and measured exactly. PostgreSQL's text of a jsonb
+-- value is at least as long as the compact JSON the gateway stored (it adds spaces), so the
+-- first cut keeps every row the exact one would (where it is shorter, a `-0.0` written `0.0`,
+-- the page is cut a little early); a row past the first cut says only "there is more".
+WITH candidate AS (
+    SELECT id, seq, within
+    FROM (
+        SELECT id, seq, estimate,
+               sum(estimate) OVER (ORDER BY seq ROWS UNBOUNDED PRECEDING) AS running,
+               row_number() OVER (ORDER BY seq) AS n
+        FROM (
+            SELECT id, seq, bytes + octet_length(type) + $6::int AS estimate
+            FROM events
+            WHERE client_id = $1 AND seq > $2 AND ($3::text IS NULL OR status = $3)
+            ORDER BY seq
+            LIMIT $4
+        ) AS listed_ids
+    ) AS estimated,
+    LATERAL (SELECT n = 1 OR running <= $5::bigint AS within) AS w
+    WHERE n <= 2 OR running - estimate <= $5::bigint
+), listed AS MATERIALIZED (  -- each row's JSON turned into text once
+    SELECT e.id, e.client_id, e.seq, e.type, e.status, e.attempts, e.accepted_at, e.started_at,
+           e.finished_at, e.redrive_of, e.traceparent, e.payload::text AS payload,
+           e.result::text AS result, e.error::text AS error, candidate.within
+    FROM candidate JOIN events e ON e.id = candidate.id
 ), sized AS (
     SELECT *, octet_length(payload) + coalesce(octet_length(result), 0)
               + coalesce(octet_length(error), 0) + octet_length(type) + $6::int AS bytes
@@ -249,7 +276,7 @@ SELECT id, client_id, seq, type, status, attempts, accepted_at, started_at, fini
        CASE WHEN fits THEN payload END AS payload,
        CASE WHEN fits THEN result END AS result,
        CASE WHEN fits THEN error END AS error
-FROM (SELECT *, n = 1 OR running <= $5::bigint AS fits FROM measured) AS judged
+FROM (SELECT *, within AND (n = 1 OR running <= $5::bigint) AS fits FROM measured) AS judged
 WHERE n <= 2 OR running - bytes <= $5::bigint
 ORDER BY seq;
 

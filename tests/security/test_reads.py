@@ -129,3 +129,26 @@ def test_a_read_flood_gets_429_while_the_tenants_writes_and_other_tenants_reads_
     assert calm.http.get("/v1/events").status_code == 200
     flooder.http.close()
     calm.http.close()
+
+
+def test_reading_one_event_passes_its_stored_json_text_through(reads: System) -> None:
+    """The payload and result come as PostgreSQL's text of the stored jsonb (`[{}, {}]`, with
+    its spaces), spliced into the body, never decoded into Python objects. Before: decoded and
+    encoded again, compact (`[{},{}]`)."""
+    tenant = Tenant(reads, "one-read")
+    post_echoes(tenant, [empties(1000, "one")])
+    [row] = reads.sql(
+        "SELECT id, payload::text AS payload, result::text AS result FROM events "
+        "WHERE client_id = $1::uuid",
+        tenant.id,
+    )
+
+    answer = tenant.http.get(f"/v1/events/{row['id']}")
+
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "application/json"
+    assert f'"payload":{row["payload"]},'.encode() in answer.content
+    assert f'"result":{row["result"]},'.encode() in answer.content
+    assert answer.json()["payload"] == empties(1000, "one")
+    assert answer.json()["status"] == "succeeded"
+    tenant.http.close()
