@@ -129,3 +129,8 @@ class ConsoleReads:
             QUERIES["dead_events_matching"], client_id, since, until, limit
         )
         return [(row["client_id"], row["id"]) for row in rows]
+
+    async def event_owner(self, event_id: uuid.UUID) -> uuid.UUID | None:
+        """The client of an event; None when there is no such event."""
+        owner: uuid.UUID | None = await self.pool.fetchval(QUERIES["event_owner"], event_id)
+        return owner

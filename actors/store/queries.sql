@@ -583,3 +583,6 @@ WHERE e.status = 'dead'
   AND NOT EXISTS (SELECT 1 FROM events r WHERE r.redrive_of = e.id)
 ORDER BY e.client_id, e.seq
 LIMIT $4;
+
+-- name: event_owner
+SELECT client_id FROM events WHERE id = $1;
