@@ -25,6 +25,7 @@ from gateway import operations
 from gateway.problems import Problem
 from seriatim.commands import add_commands, command_of
 from seriatim.commands import run as run_command
+from seriatim.first_run import announce, first_admin
 from seriatim.operator import CLI_ACTOR, operator_services
 
 log = logging.getLogger("seriatim")
@@ -209,6 +210,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from seriatim.process import run_up
 
     asyncio.run(migrate(settings.database_url))
+    admin = asyncio.run(first_admin(settings))
+    if admin is not None:
+        announce(settings, admin)
     return asyncio.run(run_up(settings, args.workers, args.metrics_port or None))
 
 

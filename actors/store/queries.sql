@@ -586,3 +586,9 @@ LIMIT $4;
 
 -- name: event_owner
 SELECT client_id FROM events WHERE id = $1;
+
+-- name: insert_first_admin
+-- An admin client, only when the journal has no client at all (its first start).
+INSERT INTO clients (name, secret_hash, admin)
+SELECT $1, $2, true WHERE NOT EXISTS (SELECT 1 FROM clients)
+RETURNING id;
