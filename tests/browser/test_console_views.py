@@ -86,3 +86,37 @@ def test_the_console_can_be_worked_with_the_keyboard(system: System, page: Any) 
             )
         )
     assert {"Clients", "Audit log", "Sign out", "name", "Pause updates"} <= reached
+
+
+def test_the_clients_list_filters_sorts_and_pages_by_cursor(system: System) -> None:
+    """Sixty idle clients and one with a backlog: the name filter, hide-idle, both sorts and
+    the cursor walk them all exactly once; a bad query parameter is a 400 page."""
+    from tests.browser.test_console_safety import session
+
+    system.execute(
+        "INSERT INTO clients (name, secret_hash) "
+        "SELECT 'paged-' || n, 'x' FROM generate_series(1, 60) AS n;"
+        "INSERT INTO clients (name, secret_hash, last_seq, done_seq, state) "
+        "VALUES ('paged-busy', 'x', 9, 2, 'active');"
+    )
+    http, _ = session(system, system.create_client("ops-pages", admin=True))
+    try:
+        names: list[str] = []
+        url = "/console/clients?name=paged-&sort=backlog"
+        while url:
+            page = http.get(url)
+            assert page.status_code == 200
+            names += re.findall(
+                r'<a href="/console/clients/[0-9a-f-]{36}">(paged-[^<]*)</a>', page.text
+            )
+            following = re.search(r'href="(/console/clients\?[^"]+)" rel="next"', page.text)
+            url = following.group(1).replace("&amp;", "&") if following else ""
+        assert names[0] == "paged-busy"  # the largest backlog first
+        assert sorted(names) == sorted(["paged-busy", *(f"paged-{n}" for n in range(1, 61))])
+        busy_only = http.get("/console/clients?name=paged-&hide_idle=1").text
+        assert re.findall(r">(paged-[^<]*)</a>", busy_only) == ["paged-busy"]
+        assert http.get("/console/clients?name=paged-&sort=age").status_code == 200
+        assert http.get("/console/clients?state=bogus").status_code == 400
+        assert http.get("/console/clients?after=not-a-cursor").status_code == 400
+    finally:
+        http.close()
