@@ -17,8 +17,14 @@ import asyncpg
 from actors import logs, metrics, tracing
 from actors.credentials import hash_secret, new_secret
 from actors.settings import Settings, SettingsError
-from actors.store import Journal, Tenancy
+from actors.store import Journal
 from actors.store.migrate import migrate
+from gateway import operations
+from gateway.problems import Problem
+from seriatim.commands import add_commands, command_of
+from seriatim.commands import run as run_command
+from seriatim.first_run import announce, first_admin
+from seriatim.operator import CLI_ACTOR, operator_services
 
 log = logging.getLogger("seriatim")
 
@@ -61,6 +67,7 @@ def parser() -> argparse.ArgumentParser:
     for action, text in CLIENT_ACTIONS.items():
         command = client_commands.add_parser(action, help=text)
         command.add_argument("client_id", type=_client_id, help="the client's id")
+    add_commands(commands, client_commands)
     return root
 
 
@@ -129,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"seriatim: {error}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, args.command, settings.log_format)
+    if args.command not in ("up", "gateway", "worker", "migrate"):
+        _quiet()  # an operator command's stdout is its answer (JSON or a table)
     if args.command in ("gateway", "worker"):
         tracing.configure(f"seriatim-{args.command}")
         metrics.use_exemplars(settings.metrics_exemplars == "on")
@@ -139,6 +148,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, asyncpg.PostgresError, ValueError, ImportError, RuntimeError) as error:
         print(f"seriatim {args.command}: {error}", file=sys.stderr)
         return 1
+
+
+def _quiet() -> None:
+    """Only warnings and errors are logged, to stderr."""
+    root = logging.getLogger()
+    root.setLevel(logging.WARNING)
+    for handler in root.handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(sys.stderr)
 
 
 def _fast_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -157,6 +175,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "client" and args.client_command == "create":
         print(json.dumps(asyncio.run(_create_client(settings, args.name, args.admin))))
         return 0
+    if command_of(args) is not None:
+        return asyncio.run(run_command(settings, args))
     if args.command == "client":
         answer = asyncio.run(_change_client(settings, args.client_command, args.client_id))
         if answer is None:
@@ -181,6 +201,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from seriatim.process import run_up
 
     asyncio.run(migrate(settings.database_url))
+    admin = asyncio.run(first_admin(settings))
+    if admin is not None:
+        announce(settings, admin)
     return asyncio.run(run_up(settings, args.workers, args.metrics_port or None))
 
 
@@ -197,26 +220,25 @@ async def _create_client(settings: Settings, name: str, admin: bool) -> dict[str
 async def _change_client(
     settings: Settings, action: str, client_id: uuid.UUID
 ) -> dict[str, object] | None:
-    """Apply a `seriatim client <action>`; None when there is no such client. Gateways see
-    the change within SERIATIM_CLIENT_RECHECK seconds."""
-    journal = await Journal.connect(settings.database_url, min_size=1, max_size=1)
-    tenancy = Tenancy(journal.pool)
-    try:
-        if action == "rotate-secret":
-            secret = new_secret()
-            if not await tenancy.set_secret(client_id, hash_secret(secret)):
+    """Apply a `seriatim client <action>` through the gateway's operations (so it is audited,
+    as the command line); None when there is no such client. Gateways see the change within
+    SERIATIM_CLIENT_RECHECK seconds."""
+    async with operator_services(settings) as services:
+        try:
+            if action == "rotate-secret":
+                secret = await operations.rotate_secret(services, CLI_ACTOR, client_id)
+                return {"client_id": str(client_id), "client_secret": secret}
+            if action == "delete":
+                await operations.delete_client(services, CLI_ACTOR, client_id)
+                return {"client_id": str(client_id), "deleted": True}
+            await operations.change_client(
+                services, CLI_ACTOR, client_id, dict(STANDING_CHANGES[action])
+            )
+        except Problem as refused:
+            if refused.status == 404:
                 return None
-            return {"client_id": str(client_id), "client_secret": secret}
-        if action == "delete":
-            deleted = await tenancy.delete_client(client_id)
-            if deleted is False:
-                raise RuntimeError("the client has unfinished events; it was not deleted")
-            return None if deleted is None else {"client_id": str(client_id), "deleted": True}
-        if not await tenancy.set_standing(client_id, **STANDING_CHANGES[action]):
-            return None
-        row = await tenancy.settings(client_id)
-    finally:
-        await journal.close()
+            raise RuntimeError(refused.detail) from None
+        row = await services.tenancy.settings(client_id)
     if row is None:
         return None
     return {"client_id": str(client_id), "admin": row.admin, "disabled": row.disabled}

@@ -85,8 +85,10 @@ def _keys(value: Any) -> list[str]:
 class AuditLog:
     """Writes and reads the audit log on the journal's pool."""
 
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: Any, origin: dict[str, Any] | None = None) -> None:
         self.pool = pool
+        #: Added to every entry's detail (the command line says it wrote the entry).
+        self.origin = dict(origin or {})
 
     @contextlib.asynccontextmanager
     async def record(
@@ -110,7 +112,7 @@ class AuditLog:
                 str(action),
                 recording.client_id,
                 recording.event_id,
-                checked_detail(recording.detail),
+                checked_detail({**recording.detail, **self.origin}),
             )
 
     async def write(
@@ -130,7 +132,7 @@ class AuditLog:
             str(action),
             client_id,
             event_id,
-            checked_detail(detail or {}),
+            checked_detail({**(detail or {}), **self.origin}),
         )
 
     async def entries(

@@ -129,3 +129,15 @@ class ConsoleReads:
             QUERIES["dead_events_matching"], client_id, since, until, limit
         )
         return [(row["client_id"], row["id"]) for row in rows]
+
+    async def event_owner(self, event_id: uuid.UUID) -> uuid.UUID | None:
+        """The client of an event; None when there is no such event."""
+        owner: uuid.UUID | None = await self.pool.fetchval(QUERIES["event_owner"], event_id)
+        return owner
+
+    async def minutes(
+        self, client_id: uuid.UUID | None, minutes: int
+    ) -> dict[datetime.datetime, tuple[int, int]]:
+        """Minute -> (succeeded, dead) of the events that ended in the last `minutes`."""
+        rows = await self.pool.fetch(QUERIES["console_minutes"], client_id, minutes)
+        return {row["minute"]: (row["succeeded"], row["dead"]) for row in rows}

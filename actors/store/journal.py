@@ -213,6 +213,13 @@ class Journal:
         row = await (via or self.pool).fetchrow(QUERIES["insert_client"], name, secret_hash, admin)
         return row["id"]  # type: ignore[no-any-return]
 
+    async def create_first_admin(self, name: str, secret_hash: str) -> uuid.UUID | None:
+        """An admin client when there is no client yet (a first start); else None."""
+        created: uuid.UUID | None = await self.pool.fetchval(
+            QUERIES["insert_first_admin"], name, secret_hash
+        )
+        return created
+
     async def credentials(self, client_id: uuid.UUID) -> Credentials | None:
         row = await self.pool.fetchrow(QUERIES["client_credentials"], client_id)
         return Credentials(**dict(row)) if row else None

@@ -748,3 +748,24 @@ WHERE e.status = 'dead'
   AND NOT EXISTS (SELECT 1 FROM events r WHERE r.redrive_of = e.id)
 ORDER BY e.client_id, e.seq
 LIMIT $4;
+
+-- name: event_owner
+SELECT client_id FROM events WHERE id = $1;
+
+-- name: insert_first_admin
+-- An admin client, only when the journal has no client at all (its first start).
+INSERT INTO clients (name, secret_hash, admin)
+SELECT $1, $2, true WHERE NOT EXISTS (SELECT 1 FROM clients)
+RETURNING id;
+
+-- name: console_minutes
+-- Events that ended in each of the last $2 minutes, succeeded and dead, of one client ($1)
+-- or of all.
+SELECT date_trunc('minute', finished_at) AS minute,
+       count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE status = 'dead') AS dead
+FROM events
+WHERE finished_at > date_trunc('minute', now()) - make_interval(mins => $2 - 1)
+  AND ($1::uuid IS NULL OR client_id = $1)
+GROUP BY 1
+ORDER BY 1;

@@ -67,7 +67,10 @@ class Console:
         return self.pages.render("signin.html", session=None, error=None, path=request.url.path)
 
     async def signin(self, request: Request) -> Response:
-        fields = await form(request)
+        try:
+            fields = await form(request)
+        except Problem as refused:
+            return self.refusal(request, refused.status, refused.detail, None)
         services = services_of(request)
         try:
             client_id: uuid.UUID | None = uuid.UUID(fields.get("client_id", "").strip())
@@ -98,7 +101,10 @@ class Console:
         return response
 
     async def signout(self, request: Request) -> Response:
-        fields = await form(request)
+        try:
+            fields = await form(request)
+        except Problem as refused:
+            return self.refusal(request, refused.status, refused.detail, None)
         session = await sessions.session_of(request, await self.key(request))
         if session is not None and not sessions.csrf_ok(session, fields.get("csrf")):
             return self.refusal(request, 403, "This form has expired; reload the page.", session)

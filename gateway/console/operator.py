@@ -15,6 +15,7 @@ from gateway import intake, operations
 from gateway.bodies import mailbox_json
 from gateway.clients import DEFAULT_GRACE
 from gateway.clients import _changes as client_changes  # the PATCH body's validation
+from gateway.console.charts import MINUTES, chart
 from gateway.console.guard import Console
 from gateway.console.sessions import Session
 from gateway.console.tape import parse_id, tape_of, trace_id, window
@@ -62,8 +63,16 @@ def operator_routes(console: Console) -> list[BaseRoute]:
         if more:
             following = urlencode({**query, "after": f"{rows[-1].sort_key!r}~{rows[-1].id}"})
         template = "clients_live.html" if params.get("fragment") else "clients.html"
+        minutes = await console.reads(request).minutes(None, MINUTES)
         return console.render(
-            request, template, session, rows=rows, query=query, following=following, states=STATES
+            request,
+            template,
+            session,
+            rows=rows,
+            query=query,
+            following=following,
+            states=STATES,
+            chart=chart(minutes),
         )
 
     async def client(request: Request, session: Session) -> Response:
@@ -78,6 +87,7 @@ def operator_routes(console: Console) -> list[BaseRoute]:
         shown = mailbox_json(row, services.intensity)
         tape = tape_of(row, events, str(shown["state"]))
         template = "client_live.html" if request.query_params.get("fragment") else "client.html"
+        minutes = await console.reads(request).minutes(client_id, MINUTES)
         return console.render(
             request,
             template,
@@ -89,6 +99,7 @@ def operator_routes(console: Console) -> list[BaseRoute]:
             policies=list(DeadEventPolicy),
             done=request.query_params.get("done", "")[:200],
             grafana=_grafana(console, client_id),
+            chart=chart(minutes),
         )
 
     async def event(request: Request, session: Session) -> Response:

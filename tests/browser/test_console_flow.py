@@ -52,6 +52,7 @@ def test_an_operator_unblocks_a_poisoned_client(system: System, page: Any, tmp_p
         f"2 events blocked behind seq {poison['seq']}"
     )
     assert page.evaluate("performance.timeOrigin") == loaded
+    expect(page.locator("figure.chart")).to_contain_text("1 dead in the last hour")
     assert page.evaluate("window.__pwned") is None
     screenshot(page, "tape")
 

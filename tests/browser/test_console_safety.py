@@ -188,3 +188,29 @@ def test_nothing_tenants_sent_executes_on_any_page(
         assert page.locator("main img, main script").count() == 0, path
         assert page.evaluate("window.__pwned") is None, path
     assert uuid.UUID(other)
+
+
+def test_a_form_sent_from_another_site_is_refused_even_with_its_token(
+    system: System, world: Fixture, operator_http: tuple[httpx.Client, str]
+) -> None:
+    """Without the Origin check in `views.form`, the suspend below is done (303)."""
+    http, csrf = operator_http
+    target = world.tenant["client_id"]
+    before = audit_count(system)
+    evil = {"Origin": "https://evil.example"}
+    response = http.post(
+        f"/console/clients/{target}/suspend", data={"reason": "x", "csrf": csrf}, headers=evil
+    )
+    assert response.status_code == 403
+    assert audit_count(system) == before
+    with httpx.Client(base_url=system.base_url, timeout=30) as stranger:
+        signin = stranger.post(
+            "/console/signin",
+            data={
+                "client_id": world.operator["client_id"],
+                "client_secret": world.operator["client_secret"],
+            },
+            headers=evil,
+        )
+        assert signin.status_code == 403
+        assert "set-cookie" not in signin.headers
