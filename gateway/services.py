@@ -13,6 +13,7 @@ from actors.policy import RestartIntensity
 from actors.settings import Settings
 from actors.store import Journal, Tenancy
 from gateway.accepting import Acceptor
+from gateway.client_reads import ClientReads
 from gateway.guesses import CredentialChecks
 from gateway.limits import ClientLimits
 from gateway.publishing import Publishing
@@ -48,7 +49,8 @@ class Services:
         link: BrokerLink,
     ) -> Services:
         tenancy = Tenancy(journal.pool)
-        limits = ClientLimits(settings, tenancy)
+        reads = ClientReads(tenancy)
+        limits = ClientLimits(settings, reads)
         publishing = Publishing(link, journal)
         return cls(
             settings=settings,
@@ -62,7 +64,7 @@ class Services:
             tenancy=tenancy,
             limits=limits,
             credential_checks=CredentialChecks(settings),
-            revocations=Revocations(settings, tenancy),
+            revocations=Revocations(settings, reads),
             intensity=RestartIntensity(settings.restart_intensity, settings.restart_period),
         )
 

@@ -12,7 +12,7 @@ from actors.store.rows import (
     MailboxRow,
     dump_json,
 )
-from actors.store.tenancy import ClientSettings, Standing, Tenancy
+from actors.store.tenancy import ClientSettings, IntakeRow, Standing, Tenancy
 
 __all__ = [
     "Accepted",
@@ -22,6 +22,7 @@ __all__ = [
     "Credentials",
     "EventPage",
     "EventRow",
+    "IntakeRow",
     "Journal",
     "KeyTaken",
     "ListedEvent",
