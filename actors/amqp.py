@@ -20,6 +20,8 @@ from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 from pika.spec import Basic, BasicProperties
 
+from actors import metrics
+
 log = logging.getLogger(__name__)
 
 #: How long a channel operation (declare, consume, cancel, qos) may wait for the broker. A
@@ -39,6 +41,23 @@ CONFIRM_TIMEOUT = 10.0
 HEARTBEAT = 5
 #: Frames waiting for the end of the loop's turn are handed to the socket at once past this.
 COALESCE_BYTES = 256 * 1024
+
+
+_METHODS = {
+    method: metrics.AMQP_METHODS.labels(method)
+    for method in (
+        "queue_declare",
+        "queue_declare_wait",
+        "queue_delete_wait",
+        "basic_qos_wait",
+        "confirm_select_wait",
+        "basic_publish",
+        "basic_consume_wait",
+        "basic_cancel_wait",
+        "basic_ack",
+        "basic_nack",
+    )
+}
 
 
 class AmqpError(Exception):
@@ -201,9 +220,10 @@ class AmqpChannel:
         self._rpcs.clear()
         self._confirms.clear()
 
-    async def _rpc(self, start: Callable[[Callable[[Any], None]], Any]) -> Any:
+    async def _rpc(self, method: str, start: Callable[[Callable[[Any], None]], Any]) -> Any:
         if not self._channel.is_open:
             raise AmqpError("channel is closed")
+        _METHODS[f"{method}_wait"].inc()
         future: asyncio.Future[Any] = self._loop.create_future()
         self._rpcs.add(future)
 
@@ -231,6 +251,7 @@ class AmqpChannel:
     ) -> QueueCounts:
         """Declare a queue; returns its ready messages and consumers."""
         frame = await self._rpc(
+            "queue_declare",
             lambda cb: self._channel.queue_declare(
                 name,
                 passive=passive,
@@ -239,7 +260,7 @@ class AmqpChannel:
                 auto_delete=auto_delete,
                 arguments=arguments,
                 callback=cb,
-            )
+            ),
         )
         return QueueCounts(int(frame.method.message_count), int(frame.method.consumer_count))
 
@@ -250,21 +271,26 @@ class AmqpChannel:
         the declare back behind the pending method and let the publish overtake it."""
         if not self._channel.is_open:
             raise AmqpError("channel is closed")
+        _METHODS["queue_declare"].inc()
         self._channel.queue_declare(name, durable=True, arguments=arguments)
 
     async def delete_queue(self, name: str) -> None:
-        await self._rpc(lambda cb: self._channel.queue_delete(name, callback=cb))
+        await self._rpc("queue_delete", lambda cb: self._channel.queue_delete(name, callback=cb))
 
     async def qos(self, prefetch_count: int) -> None:
         """Per-consumer prefetch (RabbitMQ's meaning of global_qos=False)."""
         await self._rpc(
+            "basic_qos",
             lambda cb: self._channel.basic_qos(
                 prefetch_count=prefetch_count, global_qos=False, callback=cb
-            )
+            ),
         )
 
     async def enable_confirms(self) -> None:
-        await self._rpc(lambda cb: self._channel.confirm_delivery(self._confirmed, callback=cb))
+        await self._rpc(
+            "confirm_select",
+            lambda cb: self._channel.confirm_delivery(self._confirmed, callback=cb),
+        )
         self._confirming = True
 
     async def publish(
@@ -291,6 +317,7 @@ class AmqpChannel:
             content_type="application/json",
             headers=headers,
         )
+        _METHODS["basic_publish"].inc()
         self._channel.basic_publish(exchange, routing_key, body, properties, mandatory=mandatory)
         if not self._confirming:
             return
@@ -348,9 +375,10 @@ class AmqpChannel:
 
         tags: list[str] = []
         await self._rpc(
+            "basic_consume",
             lambda cb: tags.append(
                 self._channel.basic_consume(queue, deliver, auto_ack=False, callback=cb)
-            )
+            ),
         )
         if on_cancel is not None:
             self._on_cancel[tags[0]] = on_cancel
@@ -364,14 +392,18 @@ class AmqpChannel:
     async def cancel(self, consumer_tag: str) -> None:
         self._on_cancel.pop(consumer_tag, None)
         if self._channel.is_open:
-            await self._rpc(lambda cb: self._channel.basic_cancel(consumer_tag, callback=cb))
+            await self._rpc(
+                "basic_cancel", lambda cb: self._channel.basic_cancel(consumer_tag, callback=cb)
+            )
 
     def ack(self, delivery_tag: int) -> None:
         if self._channel.is_open:
+            _METHODS["basic_ack"].inc()
             self._channel.basic_ack(delivery_tag)
 
     def nack(self, delivery_tag: int, *, requeue: bool = True) -> None:
         if self._channel.is_open:
+            _METHODS["basic_nack"].inc()
             self._channel.basic_nack(delivery_tag, requeue=requeue)
 
     async def close(self) -> None:

@@ -167,6 +167,18 @@ ASYNC_STANDBYS = Gauge(
     "Asynchronous streaming standbys of the journal's PostgreSQL, as seen when this process "
     "started: a failover to one can lose events already accepted (0 when none).",
 )
+JOURNAL_STATEMENTS = Counter(
+    "seriatim_journal_statements",
+    "Statements sent through the journal's pool, by named query: each is one round trip to "
+    "PostgreSQL and, outside an explicit transaction, one commit.",
+    ["query"],
+)
+AMQP_METHODS = Counter(
+    "seriatim_amqp_methods",
+    "AMQP methods this process sent, by method; those named *_wait waited for the broker's "
+    "answer (one round trip each).",
+    ["method"],
+)
 BROKER_CONNECTS = Counter(
     "seriatim_broker_connections_opened", "RabbitMQ connections opened (1 + reconnects)."
 )

@@ -26,6 +26,7 @@ import asyncpg  # noqa: E402
 from actors.settings import Settings  # noqa: E402
 from actors.store import Tenancy  # noqa: E402
 from actors.store.queries import QUERIES  # noqa: E402
+from gateway.client_reads import ClientReads  # noqa: E402
 from gateway.limits import ClientLimits, Rate, RateLimiter  # noqa: E402
 from tests import harness  # noqa: E402
 
@@ -54,7 +55,9 @@ async def admit_ns(database: str, rounds: int = 100_000) -> float:
         client = await pool.fetchval(
             "INSERT INTO clients (name, secret_hash) VALUES ('b', 'x') RETURNING id"
         )
-        limits = ClientLimits(Settings(rate_per_second=1e6, rate_burst=10**6), Tenancy(pool))
+        limits = ClientLimits(
+            Settings(rate_per_second=1e6, rate_burst=10**6), ClientReads(Tenancy(pool))
+        )
         await limits.admit(client)  # fills the settings cache
         started = time.perf_counter()
         for _ in range(rounds):

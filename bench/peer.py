@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import dramatiq
+import guard
 import pika
 import raw
 from rig import load_average, machine_busy, rabbitmqctl, write_results
@@ -83,6 +84,13 @@ async def publish(queues: list[str], total: int) -> float:
     await asyncio.gather(*confirms)
     amqp.close()
     return started
+
+
+def peer_connections(queues: int) -> int:
+    """The AMQP connections a run opens at most: the stock Dramatiq worker (one process per
+    core) consumes each queue and its delay queue on a connection of its own (about 800 for
+    200 queues on 2 cores, as issue 14 saw), and seriatim's gateway and workers a few."""
+    return 2 * (os.cpu_count() or 1) * queues + 20
 
 
 def peer_run(queues: int, total: int) -> dict[str, Any]:
@@ -172,25 +180,46 @@ def main() -> None:
     parser.add_argument("--total", type=int, default=4000, help="messages (seriatim: events)")
     parser.add_argument("--concurrency", type=int, default=64, help="seriatim requests in flight")
     parser.add_argument("--workers", type=int, default=2, help="seriatim workers")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="seriatim events per request (POST /v1/events/batch when more than 1)",
+    )
+    parser.add_argument(
+        "--shared-broker",
+        action="store_true",
+        help="run on the broker SERIATIM_TEST_AMQP_URL names (default: the shared one) instead "
+        "of a private node started for the run; refused when that node's file-descriptor "
+        "limit is too low for the connections the Dramatiq worker opens",
+    )
     args = parser.parse_args()
     if not (
-        1 <= args.queues <= 1000
+        1 <= args.batch <= 1000
+        and 1 <= args.queues <= 1000
         and args.queues <= args.total <= 200000
         and 1 <= args.concurrency <= 1000
         and 1 <= args.workers <= 16
     ):
         parser.error("counts out of range")
+    if guard.on_a_safe_broker(args.shared_broker, peer_connections(args.queues), sys.argv):
+        return  # it ran on a private node
     harness.build_template()
     load_start = load_average()
     per_client = args.total // args.queues
     peer = peer_run(args.queues, args.total)
     baseline = raw.run(args.queues, per_client, args.concurrency, args.workers, full=True)
-    seriatim = system_run(args.queues, per_client, args.concurrency, args.workers)
-    seriatim_drain = drain_run(args.queues, per_client, args.concurrency, args.workers)
+    seriatim = system_run(args.queues, per_client, args.concurrency, args.workers, args.batch)
+    seriatim_drain = drain_run(args.queues, per_client, args.concurrency, args.workers, args.batch)
     result = {
         "dramatiq": peer,
         "raw": baseline,
-        "seriatim": {"clients": args.queues, "events": args.queues * per_client, **seriatim},
+        "seriatim": {
+            "clients": args.queues,
+            "events": args.queues * per_client,
+            "batch": args.batch,
+            **seriatim,
+        },
         "ratio_seriatim_to_dramatiq": seriatim["processed_per_s"] / peer["processed_per_s"],
         "seriatim_drain": seriatim_drain,
         "ratio_seriatim_drain_to_dramatiq": (

@@ -108,23 +108,36 @@ class Connection:
 
 
 async def post_events(
-    base_url: str, tokens: dict[str, str], per_client: int, body: dict[str, Any], concurrency: int
+    base_url: str,
+    tokens: dict[str, str],
+    per_client: int,
+    body: dict[str, Any],
+    concurrency: int,
+    batch: int = 1,
 ) -> list[float]:
-    """Post `per_client` events for every client, clients interleaved; returns latencies."""
+    """Post `per_client` events for every client, clients interleaved; returns latencies (one
+    per request). With `batch` > 1 each request is one client's POST /v1/events/batch of up
+    to `batch` events."""
     latencies: list[float] = []
-    pending = [cid for _ in range(per_client) for cid in tokens]
+    chunks = [min(batch, per_client - done) for done in range(0, per_client, batch)]
+    pending = [(cid, size) for size in chunks for cid in tokens]
     pending.reverse()
-    payload = json.dumps(body).encode()
+    single = json.dumps(body).encode()
+    path = "/v1/events" if batch == 1 else "/v1/events/batch"
+    expected = 202
+
+    def payload(size: int) -> bytes:
+        return single if batch == 1 else json.dumps({"events": [body] * size}).encode()
 
     async def worker() -> None:
         connection = await Connection.open(base_url)
         try:
             while pending:
-                cid = pending.pop()
+                cid, size = pending.pop()
                 started = time.perf_counter()
-                status, answer = await connection.post("/v1/events", payload, tokens[cid])
+                status, answer = await connection.post(path, payload(size), tokens[cid])
                 latencies.append(time.perf_counter() - started)
-                if status != 202:
+                if status != expected:
                     raise RuntimeError(f"{status}: {answer[:300]!r}")
         finally:
             connection.close()

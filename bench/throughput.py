@@ -56,11 +56,18 @@ def order_violations(rows: list[Any]) -> int:
 
 
 def post_echo(
-    system: harness.System, tokens: dict[str, str], per_client: int, concurrency: int
+    system: harness.System,
+    tokens: dict[str, str],
+    per_client: int,
+    concurrency: int,
+    batch: int = 1,
 ) -> list[float]:
-    """`per_client` demo.echo events for every client over HTTP; the request latencies."""
+    """`per_client` demo.echo events for every client over HTTP, `batch` per request
+    (POST /v1/events/batch when more than 1); the request latencies."""
     body = {"type": "demo.echo", "payload": {"n": 1}}
-    return asyncio.run(post_events(system.base_url, tokens, per_client, body, concurrency))
+    return asyncio.run(
+        post_events(system.base_url, tokens, per_client, body, concurrency, batch=batch)
+    )
 
 
 def all_succeeded(system: harness.System, total: int) -> list[Any]:
@@ -77,7 +84,9 @@ def all_succeeded(system: harness.System, total: int) -> list[Any]:
     )
 
 
-def system_run(clients: int, per_client: int, concurrency: int, workers: int) -> dict[str, Any]:
+def system_run(
+    clients: int, per_client: int, concurrency: int, workers: int, batch: int = 1
+) -> dict[str, Any]:
     total = clients * per_client
     env = dict(SYSTEM_ENV)
     with (
@@ -89,7 +98,7 @@ def system_run(clients: int, per_client: int, concurrency: int, workers: int) ->
         cpu = {name: cpu_seconds(p.pid) for name, p in system.processes.items()}
         busy = machine_busy()
         started = time.perf_counter()
-        latencies = post_echo(system, tokens, per_client, concurrency)
+        latencies = post_echo(system, tokens, per_client, concurrency, batch)
         intake_seconds = time.perf_counter() - started
         rows = all_succeeded(system, total)
         window = time.perf_counter() - started
@@ -97,6 +106,7 @@ def system_run(clients: int, per_client: int, concurrency: int, workers: int) ->
         cpu = {n: cpu_seconds(p.pid) - cpu[n] for n, p in system.processes.items()}
     e2e = max(r["finished_at"] for r in rows) - min(r["accepted_at"] for r in rows)
     return {
+        "batch": batch,
         "intake_per_s": total / intake_seconds,
         "intake_latency_s": summary(latencies),
         "processed_per_s": total / e2e.total_seconds(),
@@ -111,7 +121,9 @@ def system_run(clients: int, per_client: int, concurrency: int, workers: int) ->
     }
 
 
-def drain_run(clients: int, per_client: int, concurrency: int, workers: int) -> dict[str, Any]:
+def drain_run(
+    clients: int, per_client: int, concurrency: int, workers: int, batch: int = 1
+) -> dict[str, Any]:
     """Processing alone: every event accepted while no worker runs, then `workers` start.
 
     processed/s over the steady part, from 10% to 90% of the events finished (the journal's
@@ -124,7 +136,7 @@ def drain_run(clients: int, per_client: int, concurrency: int, workers: int) -> 
         harness.running_system(Path(tmp), workers=0, env=dict(SYSTEM_ENV)) as system,
     ):
         tokens = tokens_for(minter(system), bulk_clients(system, clients, "dr-"))
-        post_echo(system, tokens, per_client, concurrency)
+        post_echo(system, tokens, per_client, concurrency, batch)
         for n in range(1, workers + 1):
             system.spawn(f"worker-{n}", "worker")
         rows = all_succeeded(system, total)
@@ -148,9 +160,17 @@ def main() -> None:
     )
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="events per request: more than 1 posts each client's events to "
+        "POST /v1/events/batch in batches of this size (the raw baseline stays per event)",
+    )
     args = parser.parse_args()
     if not (
         all(1 <= c <= 20000 for c in args.clients)
+        and 1 <= args.batch <= 1000
         and 1 <= args.total <= 200000
         and 1 <= args.concurrency <= 1000
         and 1 <= args.workers <= 16
@@ -165,7 +185,7 @@ def main() -> None:
         on_demand = raw.run(
             clients, per_client, args.concurrency, args.workers, full=True, on_demand=True
         )
-        figures = system_run(clients, per_client, args.concurrency, args.workers)
+        figures = system_run(clients, per_client, args.concurrency, args.workers, args.batch)
         runs.append(
             {
                 "clients": clients,
@@ -184,6 +204,7 @@ def main() -> None:
         )
     print(
         f"{args.concurrency} requests in flight, {args.workers} workers (raw: consumer processes)"
+        + (f", seriatim in batches of {args.batch}" if args.batch > 1 else "")
     )
     print(
         f"{'clients':>8}{'events':>8}{'raw/s':>8}{'seriatim/s':>11}{'ratio':>7}"

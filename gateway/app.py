@@ -44,6 +44,23 @@ def by_method(**endpoints: Endpoint) -> Endpoint:
     return dispatch
 
 
+def only(method: str, endpoint: Endpoint) -> Endpoint:
+    """An endpoint that answers 405 for every other method itself: for a fixed path that a
+    parameterised route of other methods would otherwise match (`/v1/events/batch` and
+    `GET /v1/events/{event_id}`)."""
+
+    async def dispatch(request: Request) -> Response:
+        if request.method != method:
+            raise HTTPException(405, headers={"Allow": method})
+        return await endpoint(request)
+
+    return dispatch
+
+
+#: Every method a fixed path takes in, to answer 405 for those it does not serve.
+ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
+
+
 def routes() -> list[Route]:
     return [
         Route("/healthz", health.healthz, methods=["GET"]),
@@ -58,7 +75,7 @@ def routes() -> list[Route]:
             by_method(GET=events.list_events, POST=events.post_event),
             methods=["GET", "POST"],
         ),
-        Route("/v1/events/batch", events.post_batch, methods=["POST"]),
+        Route("/v1/events/batch", only("POST", events.post_batch), methods=ANY_METHOD),
         Route("/v1/events/{event_id}", events.get_event, methods=["GET"]),
         Route("/v1/events/{event_id}/redrive", events.redrive_event, methods=["POST"]),
         Route("/v1/mailbox", mailboxes.get_own_mailbox, methods=["GET"]),

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable, Hashable
 
 from actors.settings import Settings
-from actors.store import Tenancy
+from gateway.client_reads import ClientReads
 from gateway.problems import Problem
 
 SETTINGS_TTL = 5.0  # seconds a gateway keeps a client's limits before reading them again
@@ -60,24 +60,20 @@ class Limits:
 
 
 class ClientLimits:
-    """Each client's limits, read from the journal at most every SETTINGS_TTL seconds."""
+    """Each client's limits, read from the journal at most every SETTINGS_TTL seconds (the
+    gateway's ClientReads: one read with the token check's, grouped across requests)."""
 
-    def __init__(self, settings: Settings, tenancy: Tenancy) -> None:
+    def __init__(self, settings: Settings, reads: ClientReads) -> None:
         self._defaults = settings
-        self._tenancy = tenancy
-        self._cache: dict[uuid.UUID, tuple[float, Limits]] = {}
+        self._clients = reads
         self.limiter = RateLimiter()
         self._reads = RateLimiter()
         self._read_rate = Rate(settings.read_rate_per_second, settings.read_rate_burst)
 
     async def of(self, client_id: uuid.UUID) -> Limits:
-        now = time.monotonic()
-        cached = self._cache.get(client_id)
-        if cached is not None and now - cached[0] < SETTINGS_TTL:
-            return cached[1]
-        row = await self._tenancy.settings(client_id)
+        row = await self._clients.row(client_id, SETTINGS_TTL)
         d = self._defaults
-        limits = Limits(
+        return Limits(
             Rate(
                 (row and row.rate_per_second) or d.rate_per_second,
                 (row and row.rate_burst) or d.rate_burst,
@@ -86,14 +82,10 @@ class ClientLimits:
             (row and row.max_stored_events) or d.max_stored_events,
             (row and row.max_stored_bytes) or d.max_stored_bytes,
         )
-        if len(self._cache) > _PRUNE_AT:
-            self._cache.clear()
-        self._cache[client_id] = (now, limits)
-        return limits
 
     def forget(self, client_id: uuid.UUID) -> None:
         """Read this client's limits again on its next request (after an admin change)."""
-        self._cache.pop(client_id, None)
+        self._clients.forget(client_id)
 
     async def admit(self, client_id: uuid.UUID, *, events: int = 1, count: bool = True) -> Limits:
         """The client's limits once `events` events are counted against its rate (only

@@ -76,7 +76,7 @@ def _event_body(types: list[str]) -> dict[str, Any]:
     )
 
 
-def _batch_body(types: list[str]) -> dict[str, Any]:
+def _batch_body(types: list[str], max_items: int) -> dict[str, Any]:
     item = {
         "type": "object",
         "required": ["type", "payload"],
@@ -92,7 +92,9 @@ def _batch_body(types: list[str]) -> dict[str, Any]:
             "type": "object",
             "required": ["events"],
             "additionalProperties": False,
-            "properties": {"events": {"type": "array", "minItems": 1, "items": item}},
+            "properties": {
+                "events": {"type": "array", "minItems": 1, "maxItems": max_items, "items": item}
+            },
         }
     )
 
@@ -108,7 +110,7 @@ POLICY_BODY = {
 }
 
 
-def _paths(types: list[str]) -> dict[str, Any]:
+def _paths(types: list[str], max_batch: int) -> dict[str, Any]:
     return {
         "/healthz": {
             "get": _operation("liveness", _answer(200, "Status", "serving"), secured=False)
@@ -185,7 +187,7 @@ def _paths(types: list[str]) -> dict[str, Any]:
                 "accept a batch of events, all or nothing, with consecutive seqs in order",
                 _answer(202, "BatchAccepted", "committed to the journal in one transaction"),
                 _answer(200, "BatchAccepted", "every item was an idempotent replay"),
-                body=_batch_body(types),
+                body=_batch_body(types, max_batch),
             )
         },
         "/v1/events/{event_id}": {
@@ -394,12 +396,13 @@ WEBHOOK_HEADERS = {
 }
 
 
-def document(types: list[str]) -> dict[str, Any]:
-    """The document for a gateway whose handlers take these event types."""
+def document(types: list[str], max_batch: int = 1000) -> dict[str, Any]:
+    """The document for a gateway whose handlers take these event types and batches of at
+    most `max_batch` events."""
     return {
         "openapi": "3.1.0",
         "info": {"title": "seriatim", "version": "1"},
-        "paths": _paths(types),
+        "paths": _paths(types, max_batch),
         "components": {
             "schemas": SCHEMAS,
             "securitySchemes": {
@@ -410,4 +413,5 @@ def document(types: list[str]) -> dict[str, Any]:
 
 
 async def openapi(request: Request) -> Response:
-    return JSONResponse(document(sorted(services_of(request).handlers.types())))
+    services = services_of(request)
+    return JSONResponse(document(sorted(services.handlers.types()), services.settings.max_batch))

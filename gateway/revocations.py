@@ -1,28 +1,26 @@
 """Whether a verified token still stands: its client exists, is not disabled, and has not had
 the tokens issued before a time revoked. Each gateway re-reads a client's standing from the
 journal at most every SERIATIM_CLIENT_RECHECK seconds, so a revocation made anywhere takes
-effect everywhere within that bound (at once on the gateway that made it)."""
+effect everywhere within that bound (at once on the gateway that made it). The reads are the
+gateway's ClientReads, shared with the limits and grouped across requests."""
 
 from __future__ import annotations
 
-import time
 import uuid
 
 from actors.settings import Settings
-from actors.store import Standing, Tenancy
+from actors.store import Standing
+from gateway.client_reads import ClientReads
 from gateway.tokens import Principal, invalid_token
-
-KNOWN_CLIENTS = 100_000  # standings kept; the oldest read is dropped first
 
 
 class Revocations:
     """Checks verified callers against their client's standing, read at most once per
     `client_recheck` seconds per client."""
 
-    def __init__(self, settings: Settings, tenancy: Tenancy) -> None:
+    def __init__(self, settings: Settings, reads: ClientReads) -> None:
         self._recheck = settings.client_recheck
-        self._tenancy = tenancy
-        self._known: dict[uuid.UUID, tuple[Standing | None, float]] = {}  # -> (standing, read at)
+        self._reads = reads
 
     async def check(self, caller: Principal) -> None:
         """Raise Problem 401 when the caller's client is gone or disabled, or revoked the
@@ -36,16 +34,8 @@ class Revocations:
 
     def forget(self, client_id: uuid.UUID) -> None:
         """Read this client's standing again on its next request (it was just changed here)."""
-        self._known.pop(client_id, None)
+        self._reads.forget(client_id)
 
     async def _standing(self, client_id: uuid.UUID) -> Standing | None:
-        now = time.monotonic()
-        known = self._known.get(client_id)
-        if known is not None and now - known[1] < self._recheck:
-            return known[0]
-        standing = await self._tenancy.standing(client_id)
-        self._known.pop(client_id, None)
-        if len(self._known) >= KNOWN_CLIENTS:
-            del self._known[next(iter(self._known))]
-        self._known[client_id] = (standing, now)
-        return standing
+        row = await self._reads.row(client_id, self._recheck)
+        return None if row is None else row.standing

@@ -14,6 +14,7 @@ from actors.settings import Settings
 from actors.store import Journal, Tenancy
 from actors.store.audit import AuditLog
 from gateway.accepting import Acceptor
+from gateway.client_reads import ClientReads
 from gateway.guesses import CredentialChecks
 from gateway.limits import ClientLimits
 from gateway.publishing import Publishing
@@ -50,7 +51,8 @@ class Services:
         link: BrokerLink,
     ) -> Services:
         tenancy = Tenancy(journal.pool)
-        limits = ClientLimits(settings, tenancy)
+        reads = ClientReads(tenancy)
+        limits = ClientLimits(settings, reads)
         publishing = Publishing(link, journal)
         return cls(
             settings=settings,
@@ -65,7 +67,7 @@ class Services:
             audit=AuditLog(journal.pool),
             limits=limits,
             credential_checks=CredentialChecks(settings),
-            revocations=Revocations(settings, tenancy),
+            revocations=Revocations(settings, reads),
             intensity=RestartIntensity(settings.restart_intensity, settings.restart_period),
         )
 

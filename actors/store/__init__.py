@@ -14,7 +14,7 @@ from actors.store.rows import (
     QuotaFull,
     dump_json,
 )
-from actors.store.tenancy import ClientSettings, Standing, Tenancy, TooManySecrets
+from actors.store.tenancy import ClientSettings, IntakeRow, Standing, Tenancy, TooManySecrets
 
 __all__ = [
     "Accepted",
@@ -25,6 +25,7 @@ __all__ = [
     "EventGone",
     "EventPage",
     "EventRow",
+    "IntakeRow",
     "Journal",
     "KeyTaken",
     "ListedEvent",

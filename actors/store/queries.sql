@@ -12,6 +12,13 @@ WHERE id = $1 AND deleted_at IS NULL;
 -- What a client's tokens are checked against on use; no row: no client.
 SELECT disabled, tokens_valid_after FROM clients WHERE id = $1 AND deleted_at IS NULL;
 
+-- name: clients_intake
+-- What the gateway checks a request against, for many clients in one round trip: the standing
+-- of their tokens and their limits. No row: no such client (or deleted).
+SELECT id, disabled, tokens_valid_after, rate_per_second, rate_burst, max_backlog,
+       max_stored_events, max_stored_bytes
+FROM clients WHERE id = ANY($1::uuid[]) AND deleted_at IS NULL;
+
 -- name: set_client_standing
 -- Absent fields ($2, $3 NULL) keep their value. Disabling a client or taking its admin right
 -- away refuses every token issued until now: valid again from the next whole second.

@@ -43,6 +43,19 @@ class Standing:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class IntakeRow:
+    """What the gateway checks a client's request against: its standing and its limits (None:
+    the deployment's default)."""
+
+    standing: Standing
+    rate_per_second: float | None
+    rate_burst: int | None
+    max_backlog: int | None
+    max_stored_events: int | None
+    max_stored_bytes: int | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Verifiers:
     """What verifies a client's webhooks now: its valid secrets, newest first."""
 
@@ -110,6 +123,22 @@ class Tenancy:
         """None when the client does not exist."""
         row = await self.pool.fetchrow(QUERIES["client_standing"], client_id)
         return Standing(**dict(row)) if row else None
+
+    async def intake(self, client_ids: list[uuid.UUID]) -> dict[uuid.UUID, IntakeRow]:
+        """The standing and limits of these clients, one statement for all; a client that does
+        not exist (or is deleted) is left out."""
+        rows = await self.pool.fetch(QUERIES["clients_intake"], client_ids)
+        return {
+            row["id"]: IntakeRow(
+                Standing(row["disabled"], row["tokens_valid_after"]),
+                row["rate_per_second"],
+                row["rate_burst"],
+                row["max_backlog"],
+                row["max_stored_events"],
+                row["max_stored_bytes"],
+            )
+            for row in rows
+        }
 
     async def set_standing(
         self,

@@ -14,9 +14,19 @@ import asyncpg
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+from actors import metrics
 from actors.store.queries import QUERIES
 
 _NAMES = {sql: name for name, sql in QUERIES.items()}
+
+
+_COUNTERS = {name: metrics.JOURNAL_STATEMENTS.labels(name) for name in (*QUERIES, "query")}
+
+
+def _count(sql: str) -> None:
+    """One more statement of this query (the counts behind docs/decisions.md "Activation in
+    bulk: spike")."""
+    _COUNTERS[_NAMES.get(sql, "query")].inc()
 
 
 class TracedPool:
@@ -47,18 +57,22 @@ class TracedPool:
             yield
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        _count(sql)
         with self.span(sql):
             return await self._pool.fetch(sql, *args)  # type: ignore[no-any-return]
 
     async def fetchrow(self, sql: str, *args: Any) -> Any:
+        _count(sql)
         with self.span(sql):
             return await self._pool.fetchrow(sql, *args)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
+        _count(sql)
         with self.span(sql):
             return await self._pool.fetchval(sql, *args)
 
     async def execute(self, sql: str, *args: Any) -> str:
+        _count(sql)
         with self.span(sql):
             return await self._pool.execute(sql, *args)  # type: ignore[no-any-return]
 

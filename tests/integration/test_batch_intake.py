@@ -322,3 +322,15 @@ def test_an_idempotency_key_header_on_a_batch_is_refused(system: System, tenant:
 
     assert_problem(response, 400)
     assert_nothing_stored(system, tenant)
+
+
+def test_other_methods_on_the_batch_path_are_a_405_not_an_event_lookup(
+    system: System, tenant: Tenant
+) -> None:
+    """GET /v1/events/batch once fell through to GET /v1/events/{event_id} (404 "no such
+    event"); schemathesis found it (ST204)."""
+    for method in ("GET", "PUT", "DELETE"):
+        response = tenant.http.request(method, "/v1/events/batch")
+
+        assert assert_problem(response, 405)["type"] == "urn:seriatim:problem:method-not-allowed"
+        assert response.headers["allow"] == "POST"
