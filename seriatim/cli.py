@@ -15,9 +15,7 @@ from collections.abc import Callable, Sequence
 import asyncpg
 
 from actors import logs, metrics, tracing
-from actors.credentials import hash_secret, new_secret
 from actors.settings import Settings, SettingsError
-from actors.store import Journal
 from actors.store.migrate import migrate
 from gateway import operations
 from gateway.problems import Problem
@@ -208,12 +206,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _create_client(settings: Settings, name: str, admin: bool) -> dict[str, object]:
-    journal = await Journal.connect(settings.database_url, min_size=1, max_size=1)
-    try:
-        secret = new_secret()
-        client_id = await journal.create_client(name, hash_secret(secret), admin)
-    finally:
-        await journal.close()
+    """Create a client through the gateway's operations, so it is audited like the others."""
+    async with operator_services(settings) as services:
+        client_id, secret = await operations.create_client(services, CLI_ACTOR, name, admin)
     return {"client_id": str(client_id), "client_secret": secret, "name": name, "admin": admin}
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import getpass
+import os
+import pwd
 import uuid
 from collections.abc import AsyncIterator
 
@@ -26,10 +27,12 @@ CONNECT_WITHIN = 5.0  # seconds to wait for RabbitMQ; events are left to the rel
 
 
 def _user() -> str:
+    """The operating-system user running the command, by its effective uid (not $USER or
+    $LOGNAME, which whoever runs it can set to any name)."""
     try:
-        return getpass.getuser()[:64]
+        return pwd.getpwuid(os.geteuid()).pw_name[:64]
     except (OSError, KeyError):
-        return "unknown"
+        return f"uid {os.geteuid()}"
 
 
 @contextlib.asynccontextmanager

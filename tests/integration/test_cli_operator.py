@@ -6,6 +6,8 @@ bad arguments. On the starting code none of these commands exist (argparse exits
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import subprocess
 import sys
 from typing import Any
@@ -66,6 +68,31 @@ def test_mailbox_commands_suspend_and_resume_audited_as_the_command_line(
     table = seriatim(system, "mailbox", "show", cid)
     assert table.returncode == 0
     assert table.stdout.splitlines()[0].split() == ["client_id", cid]
+
+
+def test_client_create_is_audited_with_the_user_who_ran_it_not_the_one_named_in_env(
+    system: System,
+) -> None:
+    """`client create` wrote the client directly (no audit entry), and the command line's user
+    came from $USER, which anyone running it can set."""
+    done = subprocess.run(
+        [sys.executable, "-m", "seriatim", "client", "create", "--name", "cli-made", "--admin"],
+        env={**system.env, "USER": "somebody-else", "LOGNAME": "somebody-else"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    made = json.loads(done.stdout)
+    [entry] = [
+        e for e in cli_entries(system, "client.create") if e["client_id"] == made["client_id"]
+    ]
+    detail = json.loads(entry["detail"]) if isinstance(entry["detail"], str) else entry["detail"]
+    assert detail["name"] == "cli-made"
+    assert detail["admin"] is True
+    assert detail["via"] == "cli"
+    assert detail["os_user"] == pwd.getpwuid(os.geteuid()).pw_name
+    assert made["client_secret"] not in json.dumps(detail)
 
 
 def test_client_commands_list_show_and_rotate(system: System) -> None:
