@@ -13,7 +13,9 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from gateway import intake
 from gateway.problems import Problem
+from gateway.services import services_of
 
 FORM_LIMIT = 16 * 1024  # bytes of a console form
 HEADERS = {
@@ -109,11 +111,12 @@ async def form(request: Request) -> dict[str, str]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
         raise Problem(415, "unsupported-media-type", "a console form is urlencoded")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > FORM_LIMIT:
-            raise Problem(413, "too-large", f"a console form is at most {FORM_LIMIT} bytes")
+    # Console forms come before any bearer token, so their bodies are time-boxed like the
+    # token endpoint's: a slow drip cannot hold a pre-authentication slot for long.
+    settings = services_of(request).settings
+    body = await intake.read_body(
+        request, settings, limit=FORM_LIMIT, within=settings.preauth_body_timeout
+    )
     try:
         fields = parse_qs(body.decode("utf-8"), keep_blank_values=True)
     except (UnicodeDecodeError, ValueError):

@@ -214,3 +214,26 @@ def test_a_form_sent_from_another_site_is_refused_even_with_its_token(
         )
         assert signin.status_code == 403
         assert "set-cookie" not in signin.headers
+
+
+@pytest.mark.parametrize(
+    "payload",
+    ['{"a": NaN}', '{"a": "\\u0000"}', "[" * 100 + "]" * 100, '{"a": 1e400}', "{"],
+)
+def test_the_tenant_form_applies_the_api_s_json_rules(
+    system: System, world: Fixture, tenant_http: tuple[httpx.Client, str], payload: str
+) -> None:
+    """The submit form parsed with bare json.loads: NaN and a NUL character reached the accept
+    and gave a 500, and 100 levels of nesting (the API allows 64) were stored."""
+    http, csrf = tenant_http
+    before = system.sql(
+        "SELECT last_seq FROM clients WHERE id = $1::uuid", world.tenant["client_id"]
+    )[0]["last_seq"]
+    response = http.post(
+        "/console/me/events", data={"type": "demo.echo", "payload": payload, "csrf": csrf}
+    )
+    assert response.status_code in (400, 422), response.text
+    after = system.sql(
+        "SELECT last_seq FROM clients WHERE id = $1::uuid", world.tenant["client_id"]
+    )[0]["last_seq"]
+    assert after == before
