@@ -638,23 +638,30 @@ SELECT pg_advisory_unlock(7215011);
 -- rows are locked first, in id order, as every statement that locks clients and then events
 -- does, so the deleter cannot deadlock with an accept or an outcome; their stored events and
 -- bytes go down by what the deleted rows counted. Their idempotency keys are free from then on.
+-- A suspended mailbox's dead events stay (the one it halted on is what its operator must see
+-- and redrive), checked again under the client's lock.
 WITH candidate AS MATERIALIZED (
     SELECT e.id, e.client_id FROM events e
     WHERE e.status IN ('succeeded', 'dead')
       AND e.finished_at < now() - make_interval(secs => $1)
       AND NOT EXISTS (SELECT 1 FROM events r WHERE r.redrive_of = e.id)
+      AND NOT (e.status = 'dead'
+               AND EXISTS (SELECT 1 FROM clients c
+                           WHERE c.id = e.client_id AND c.state = 'suspended'))
     ORDER BY e.finished_at
     LIMIT $2
 ),
 client_locks AS MATERIALIZED (
-    SELECT id FROM clients WHERE id IN (SELECT client_id FROM candidate)
+    SELECT id, state FROM clients WHERE id IN (SELECT client_id FROM candidate)
     ORDER BY id FOR NO KEY UPDATE
 ),
 deleted AS (
     DELETE FROM events e
     USING candidate
     WHERE e.id = candidate.id AND e.status IN ('succeeded', 'dead')
-      AND (SELECT count(*) FROM client_locks) >= 0
+      AND (SELECT count(*) FROM client_locks) >= 0  -- the clients are locked before any delete
+      AND NOT (e.status = 'dead'
+               AND e.client_id IN (SELECT id FROM client_locks WHERE state = 'suspended'))
       AND NOT EXISTS (SELECT 1 FROM events r WHERE r.redrive_of = e.id)
     RETURNING e.client_id, e.bytes
 ),

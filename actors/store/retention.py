@@ -22,9 +22,21 @@ class Retirer:
 
     async def retire(self, older_than: float, limit: int) -> int:
         """Delete at most `limit` events finished more than `older_than` seconds ago (never
-        one a redrive names); how many were deleted."""
-        deleted: int = await self._connection.fetchval(QUERIES["retire_events"], older_than, limit)
-        return deleted
+        one a redrive names); how many were deleted. A redrive committed while the batch
+        waited for its clients' locks is not in the statement's snapshot, so deleting its
+        original breaks the redrive's foreign key and the whole batch rolls back: the batch
+        is then tried again, once, with a fresh snapshot that sees the redrive."""
+        for last_try in (False, True):
+            try:
+                deleted: int = await self._connection.fetchval(
+                    QUERIES["retire_events"], older_than, limit
+                )
+            except asyncpg.ForeignKeyViolationError:
+                if last_try:
+                    return 0  # redrives keep arriving: the next round tries again
+                continue
+            return deleted
+        return 0
 
 
 @contextlib.asynccontextmanager

@@ -255,3 +255,41 @@ def test_retention_keeps_a_dead_event_while_a_redrive_of_it_exists(retaining: Sy
     assert count_events(retaining, tenant.id) == 2
     tenant.http.close()
     witness.http.close()
+
+
+def test_retention_keeps_the_dead_event_a_suspended_mailbox_halted_on(retaining: System) -> None:
+    """Retention deleted the dead event a `halt` mailbox stopped on while the mailbox was
+    still suspended, so its operator could no longer see or redrive it (review finding)."""
+    # Given a mailbox that halted on a dead event, nothing redriving it
+    tenant, witness = Tenant(retaining, "halted-dead"), Tenant(retaining, "halt-witness")
+    root = retaining.token(retaining.create_client("halt-root", admin=True))
+    operator = {"Authorization": f"Bearer {root}"}
+    halted = httpx.patch(
+        f"{retaining.base_url}/v1/admin/mailboxes/{tenant.id}",
+        json={"policy": "halt"},
+        headers=operator,
+        timeout=10,
+    )
+    assert halted.status_code == 200, halted.text
+    dead_id = tenant.http.post(
+        "/v1/events", json={"type": "demo.fail", "payload": {"times": 9}}
+    ).json()["id"]
+    wait_for(
+        lambda: tenant.http.get("/v1/mailbox").json()["state"] == "suspended",
+        30,
+        "the mailbox to halt on the dead event",
+    )
+
+    # When an event that finished after it has been deleted
+    assert witness.http.post("/v1/events", json=ECHO).status_code == 202
+    wait_for(lambda: count_events(retaining, witness.id) == 0, 30, "the later event's deletion")
+
+    # Then the dead event is still there, and it goes once the mailbox is resumed
+    assert tenant.http.get(f"/v1/events/{dead_id}").json()["status"] == "dead"
+    resumed = httpx.post(
+        f"{retaining.base_url}/v1/admin/mailboxes/{tenant.id}/resume", headers=operator, timeout=10
+    )
+    assert resumed.status_code == 200, resumed.text
+    wait_for(lambda: count_events(retaining, tenant.id) == 0, 30, "the dead event's deletion")
+    tenant.http.close()
+    witness.http.close()
