@@ -17,7 +17,7 @@ from actors.settings import Settings
 from actors.store import Accepted, BacklogFull, EventGone, EventRow, Journal, KeyTaken, QuotaFull
 from gateway import intake
 from gateway.batches import BatchItem
-from gateway.limits import ClientLimits, backlog_full, quota_full
+from gateway.limits import ClientLimits, Limits, backlog_full, quota_full
 from gateway.problems import Problem
 from gateway.publishing import Publishing
 from gateway.tokens import invalid_token
@@ -215,6 +215,7 @@ class Acceptor:
         if not items:
             return []
         limits = await self._limits.of(client_id)
+        _fits_at_all(items, limits)
         try:
             accepted = await self._journal.accept_batch(
                 client_id,
@@ -237,6 +238,27 @@ class Acceptor:
             wake_supervisor=accepted[0].caught_up,
         )
         return accepted
+
+
+def _fits_at_all(items: list[BatchItem], limits: Limits) -> None:
+    """Problem 422 for a batch larger than the client's backlog cap or quota could ever take
+    (a 429 would never clear, whatever the client waited for); the batch-over-burst rule."""
+    size = sum(item.size for item in items)
+    if len(items) > limits.max_backlog:
+        raise Problem(
+            422,
+            "batch-over-backlog",
+            f"a batch of {len(items)} new events is more than this client's backlog cap of "
+            f"{limits.max_backlog} unfinished events; send smaller batches",
+        )
+    if len(items) > limits.max_stored_events or size > limits.max_stored_bytes:
+        raise Problem(
+            422,
+            "batch-over-quota",
+            f"a batch of {len(items)} new events ({size} bytes) is more than this client's "
+            f"quota of {limits.max_stored_events} events and {limits.max_stored_bytes} bytes "
+            "could ever hold; send smaller batches",
+        )
 
 
 def _key_in_use() -> Problem:

@@ -294,6 +294,29 @@ def test_the_rate_limit_counts_events_not_requests(system: System, tenant: Tenan
     assert last_seq(system, tenant) == 10
 
 
+@pytest.mark.parametrize(
+    ("limit", "problem"),
+    [
+        ({"max_backlog": 5}, "batch-over-backlog"),
+        ({"max_stored_events": 5}, "batch-over-quota"),
+        ({"max_stored_bytes": 30}, "batch-over-quota"),  # 6 payloads of 8 bytes or more
+    ],
+)
+def test_a_batch_larger_than_the_client_s_cap_or_quota_could_ever_take_is_a_422(
+    system: System, tenant: Tenant, limit: dict[str, int], problem: str
+) -> None:
+    """A batch of 6 against a cap of 5 got a 429 with Retry-After that could never clear,
+    however long the client waited (review finding)."""
+    with admin(system) as ops:
+        changed = ops.patch(f"/v1/admin/clients/{tenant.id}", json=limit)
+        assert changed.status_code == 200, changed.text
+
+    refused = batch(tenant, [echo(n) for n in range(6)])
+
+    assert assert_problem(refused, 422)["type"] == f"urn:seriatim:problem:{problem}"
+    assert_nothing_stored(system, tenant)
+
+
 def test_a_batch_the_backlog_cap_cannot_take_whole_is_refused_whole(
     system: System, tenant: Tenant
 ) -> None:
