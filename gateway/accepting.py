@@ -63,10 +63,15 @@ class Acceptor:
         the client no longer exists; nothing is written then."""
         if key is None:
             return await self._commit(client_id, type_, payload, redrive_of=redrive_of)
-        return await self._accept_once(client_id, type_, payload, key)
+        return await self._accept_once(client_id, type_, payload, key, redrive_of)
 
     async def _accept_once(
-        self, client_id: uuid.UUID, type_: str, payload: Any, key: str
+        self,
+        client_id: uuid.UUID,
+        type_: str,
+        payload: Any,
+        key: str,
+        redrive_of: uuid.UUID | None = None,
     ) -> AcceptedEvent:
         fingerprint = intake.request_hash(type_, payload)
         slot = (client_id, key)
@@ -79,7 +84,12 @@ class Acceptor:
                 return replay
             try:
                 return await self._commit(
-                    client_id, type_, payload, idempotency_key=key, request_hash=fingerprint
+                    client_id,
+                    type_,
+                    payload,
+                    idempotency_key=key,
+                    request_hash=fingerprint,
+                    redrive_of=redrive_of,
                 )
             except KeyTaken:  # another gateway won the race and has committed by now
                 replay = await self._replay(client_id, key, fingerprint)

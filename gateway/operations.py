@@ -168,11 +168,22 @@ async def set_policy(
     log.info("mailbox %s policy changed: %s", client_id, sorted(changes))
 
 
+#: The idempotency key of a redrive by filter: a tab cannot be in a client's own keys.
+REDRIVE_KEY = "redrive\t{event_id}"
+
+
 async def redrive(
-    services: Services, actor: uuid.UUID, client_id: uuid.UUID, event_id: uuid.UUID
+    services: Services,
+    actor: uuid.UUID,
+    client_id: uuid.UUID,
+    event_id: uuid.UUID,
+    *,
+    once: bool = False,
 ) -> AcceptedEvent:
     """Queue a dead event again as a new event at the tail of its client's mailbox. The accept
-    goes through the group commit, so its entry is written just after it, not with it."""
+    goes through the group commit, so its entry is written just after it, not with it.
+    `once`: under the key REDRIVE_KEY, so a second such redrive of the same event (a double
+    click, two operators' filters at once) returns the first one's event (`replayed`)."""
     row = await services.journal.event(client_id, event_id)
     if row is None:
         raise Problem(404, "not-found", "no such event")
@@ -180,7 +191,12 @@ async def redrive(
         raise Problem(
             409, "event-not-dead", f"only dead events can be redriven; this one is {row.status}"
         )
-    accepted = await services.acceptor.accept(client_id, row.type, row.payload, redrive_of=row.id)
+    key = REDRIVE_KEY.format(event_id=row.id) if once else None
+    accepted = await services.acceptor.accept(
+        client_id, row.type, row.payload, key=key, redrive_of=row.id
+    )
+    if accepted.replayed:
+        return accepted  # redriven already, and audited then
     await services.audit.write(
         actor,
         AuditAction.EVENT_REDRIVE,
@@ -218,17 +234,25 @@ async def redrive_matching(
     progress: Callable[[int], None] = lambda done: None,
 ) -> int:
     """Redrive each of `events` (from `dead_matching`) in the order given, so each client's go
-    to its tail in `seq` order; `progress(done)` after each. An event redriven meanwhile by
-    someone else (no longer dead) is passed over. Returns how many were redriven."""
+    to its tail in `seq` order; `progress(done)` after each. Each is redriven at most once
+    however many jobs or clicks ask for it (`redrive(once=True)`); one gone meanwhile (404)
+    is passed over. A client whose redrive is refused (disabled, backlog full, over its
+    quota or rate) keeps the rest of its events dead, so its order holds; the other clients
+    go on. Returns how many were redriven by this call."""
     done = 0
+    refused_clients: set[uuid.UUID] = set()
     for client_id, event_id in events:
-        try:
-            await redrive(services, actor, client_id, event_id)
-        except Problem as refused:
-            if refused.status not in (404, 409):
-                raise
-        else:
-            done += 1
+        if client_id not in refused_clients:
+            try:
+                accepted = await redrive(services, actor, client_id, event_id, once=True)
+            except Problem as refused:
+                if refused.status >= 500:
+                    raise
+                if refused.status != 404:
+                    refused_clients.add(client_id)
+                    log.info("redrive of client %s stopped: %s", client_id, refused.detail)
+            else:
+                done += 0 if accepted.replayed else 1
         progress(done)
     return done
 

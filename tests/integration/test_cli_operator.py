@@ -5,19 +5,25 @@ bad arguments. On the starting code none of these commands exist (argparse exits
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pwd
 import subprocess
 import sys
+import uuid
 from typing import Any
 
 import pytest
 
+from actors.settings import Settings
+from gateway import operations
+from seriatim.operator import operator_services
 from tests.harness import System, wait_for
 
 pytestmark = pytest.mark.integration
 CLI_ACTOR = "00000000-0000-0000-0000-000000000000"
+CLI_UUID = uuid.UUID(CLI_ACTOR)
 
 
 def seriatim(system: System, *args: str) -> subprocess.CompletedProcess[str]:
@@ -142,6 +148,20 @@ def test_event_commands_show_and_redrive_by_filter_with_a_dry_run(system: System
         "SELECT count(*) FROM events WHERE redrive_of = ANY($1::uuid[])", [d["id"] for d in dead]
     )
     assert copies[0][0] == 2
+    # A second job whose list was made before the first ran (a double click, two operators at
+    # once) redrives nothing again: each event is redriven at most once by filter
+    late = [(uuid.UUID(cid), uuid.UUID(d["id"])) for d in dead]
+    assert asyncio.run(_redrive_matching(system, late)) == 0
+    copies = system.sql(
+        "SELECT count(*) FROM events WHERE redrive_of = ANY($1::uuid[])", [d["id"] for d in dead]
+    )
+    assert copies[0][0] == 2
+
+
+async def _redrive_matching(system: System, events: list[tuple[uuid.UUID, uuid.UUID]]) -> int:
+    settings = Settings.from_env(system.env)
+    async with operator_services(settings, broker=True) as services:
+        return await operations.redrive_matching(services, CLI_UUID, events)
 
 
 def test_keys_rotate_and_status(system: System) -> None:
