@@ -298,7 +298,12 @@ class PostgresCluster:
     def create_standby(self, primary: PostgresCluster) -> None:
         """Create this cluster as a streaming standby of `primary` (`pg_basebackup -R`, which
         also writes its primary_conninfo), and start it."""
-        _run(["pg_createcluster", self.version, self.name, "--port", str(self.port)])
+        _run(
+            [
+                "pg_createcluster", self.version, self.name, "--port", str(self.port),
+                "--", "--auth-local=trust", "--auth-host=trust",
+            ]
+        )  # fmt: skip  # (its pg_hba.conf, in /etc, is what a promoted standby serves with)
         for path in self.data_directory.iterdir():  # pg_basebackup fills an empty directory
             if path.is_dir():
                 shutil.rmtree(path)
