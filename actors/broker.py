@@ -37,7 +37,40 @@ def mailbox_arguments(settings: Settings) -> dict[str, Any]:
 
 
 def supervisor_arguments(settings: Settings) -> dict[str, Any]:
-    return {"x-single-active-consumer": True, "x-queue-type": "classic"}
+    """Arguments of a new supervisor queue: replicated (quorum) in a quorum namespace, so
+    that it outlives the node it was declared on in a cluster. A classic queue is lost to
+    every process while its node is down: each new channel's declare of it then fails
+    (404, home node down), and no process that reconnects can publish or consume."""
+    arguments: dict[str, Any] = {
+        "x-single-active-consumer": True,
+        "x-queue-type": settings.queue_type,
+    }
+    if settings.queue_type == "quorum":
+        arguments["x-delivery-limit"] = 1_000_000  # see mailbox_arguments
+    return arguments
+
+
+async def declare_supervisor_queue(connection: AmqpConnection, settings: Settings) -> None:
+    """Make sure the supervisor queue exists. One that exists is taken as it is (a passive
+    declare): a namespace that ran on classic queues before keeps its classic supervisor
+    queue, instead of every process failing with 406 for its other arguments; an operator
+    deletes it once to have it declared again replicated (docs/deployment.md)."""
+    queue = settings.supervisor_queue
+    probe = await connection.channel()
+    try:
+        await probe.declare_queue(queue, passive=True)
+        return
+    except AmqpError:
+        reason = probe.closed.result() if probe.closed.done() else None
+        if getattr(reason, "reply_code", None) != 404:
+            raise
+    finally:
+        await probe.close()
+    channel = await connection.channel()
+    try:
+        await channel.declare_queue(queue, supervisor_arguments(settings))
+    finally:
+        await channel.close()
 
 
 class Publisher:
@@ -60,11 +93,9 @@ class Publisher:
             return channel
         async with self._opening:
             if self._channel is None or not self._channel.is_open:
+                await declare_supervisor_queue(self._connection, self._settings)
                 channel = await self._connection.channel()
                 await channel.enable_confirms()
-                await channel.declare_queue(
-                    self._settings.supervisor_queue, supervisor_arguments(self._settings)
-                )
                 self._channel = channel
                 self._declared.clear()
             return self._channel

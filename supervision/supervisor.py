@@ -15,7 +15,7 @@ import uuid
 
 from actors import metrics, tracing
 from actors.amqp import AmqpChannel, AmqpConnection, AmqpError, Delivery, PublishFailed, Unroutable
-from actors.broker import BrokerLink, Publisher, supervisor_arguments
+from actors.broker import BrokerLink, Publisher, declare_supervisor_queue
 from actors.outages import OUTAGES
 from actors.protocol import (
     Control,
@@ -72,10 +72,10 @@ class Supervisor:
         """Become a candidate on a new connection: consume the supervisor queue."""
         if self._resigned:
             return
+        await declare_supervisor_queue(connection, self._settings)
         channel = await connection.channel()
         await channel.qos(50)
         queue = self._settings.supervisor_queue
-        await channel.declare_queue(queue, supervisor_arguments(self._settings))
         self._consumer = (
             channel,
             await channel.consume(

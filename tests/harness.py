@@ -217,12 +217,15 @@ class System:
         wait_for(lambda: self.live_workers() >= self._workers, 30, "workers to register")
         return self
 
-    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, name: str, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start `seriatim *args` as process `name`; `env` adds to or overrides the system's."""
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
         self._log_files.append(log)
         process = subprocess.Popen(
             [sys.executable, "-m", "seriatim", *args],
-            env=self.env,
+            env={**self.env, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

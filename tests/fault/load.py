@@ -34,6 +34,8 @@ class Load:
     statuses: dict[int, int] = dataclasses.field(default_factory=dict)
     errors: int = 0
     missing_retry_after: int = 0  # 5xx answers without a Retry-After header
+    #: How requests reach the gateway(s): httpx's own by default (tests/cluster balances).
+    transport: httpx.AsyncBaseTransport | None = None
     _stop: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
     async def run(self) -> None:
@@ -42,7 +44,9 @@ class Load:
         clients = [self.system.admin_client(f"load-{n}") for n in range(self.clients)]
         tokens = {client["client_id"]: self.system.token(client) for client in clients}
         interval = self.clients / self.per_second
-        async with httpx.AsyncClient(base_url=self.system.base_url, timeout=10) as http:
+        async with httpx.AsyncClient(
+            base_url=self.system.base_url, timeout=10, transport=self.transport
+        ) as http:
             await asyncio.gather(
                 *(
                     self._client(http, token, cid, n, interval)

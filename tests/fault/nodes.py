@@ -219,7 +219,7 @@ def private_rabbitmq() -> Iterator[RabbitNode]:
     if bin_dir is None or not (bin_dir / "rabbitmqctl").exists():
         unavailable("rabbitmq-server is not installed: broker outage scenarios need it")
     assert bin_dir is not None
-    _sweep_once("rabbitmq", _remove_stale_rabbitmq)
+    sweep_stale_rabbitmq()
     node = RabbitNode(Path(tempfile.mkdtemp(prefix=f"{RABBIT_PREFIX}{os.getpid()}-")), bin_dir)
     try:
         node.start()
@@ -233,6 +233,11 @@ def private_rabbitmq_nodes(count: int) -> Iterator[list[RabbitNode]]:
     """`count` started private nodes, not clustered, each shut down and deleted on exit."""
     with contextlib.ExitStack() as stack:
         yield [stack.enter_context(private_rabbitmq()) for _ in range(count)]
+
+
+def sweep_stale_rabbitmq() -> None:
+    """Remove what earlier sessions left (once per process: later nodes are this one's)."""
+    _sweep_once("rabbitmq", _remove_stale_rabbitmq)
 
 
 def _remove_stale_rabbitmq() -> None:
@@ -293,7 +298,12 @@ class PostgresCluster:
     def create_standby(self, primary: PostgresCluster) -> None:
         """Create this cluster as a streaming standby of `primary` (`pg_basebackup -R`, which
         also writes its primary_conninfo), and start it."""
-        _run(["pg_createcluster", self.version, self.name, "--port", str(self.port)])
+        _run(
+            [
+                "pg_createcluster", self.version, self.name, "--port", str(self.port),
+                "--", "--auth-local=trust", "--auth-host=trust",
+            ]
+        )  # fmt: skip  # (its pg_hba.conf, in /etc, is what a promoted standby serves with)
         for path in self.data_directory.iterdir():  # pg_basebackup fills an empty directory
             if path.is_dir():
                 shutil.rmtree(path)
@@ -312,6 +322,10 @@ class PostgresCluster:
     def restart_fast(self) -> None:
         """`pg_ctlcluster … restart -m fast`: sessions are terminated, then it starts again."""
         self._ctl("restart", "-m", "fast")
+
+    def promote(self) -> None:
+        """`pg_ctlcluster … promote`: a standby leaves recovery and takes writes."""
+        self._ctl("promote")
 
     def stop_immediate(self) -> None:
         """`stop -m immediate`: the postmaster quits at once, as if it crashed."""

@@ -1,7 +1,7 @@
 """Several broker nodes in SERIATIM_AMQP_URL: a process whose node is killed moves on.
 
 Two private RabbitMQ nodes (tests/fault/nodes.py), not clustered: this proves the choice of
-node, not replication (tests/cluster/ runs a real cluster). On the starting code the
+node, not replication (test_cluster.py runs a real cluster). On the starting code the
 comma-separated list passed the settings check as one URL whose vhost was "/,amqp:" (pika's
 reading of it), so no process connected to either node and the system never became ready.
 """
