@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test lint format unit services prometheus browser clean
+.PHONY: install up test lint format unit services prometheus browser grafana-types clean
 
 $(STAMP): pyproject.toml
 	scripts/python-venv $(PYTHON)
@@ -24,6 +24,16 @@ prometheus:  ## a Prometheus binary for the dashboard test (Debian's package)
 browser:  ## Debian's chromium for the console's browser tests (Playwright drives it)
 	scripts/browser
 
+GRAFANA_CHECK := deploy/grafana/check
+GRAFANA_TYPES := $(GRAFANA_CHECK)/node_modules/.package-lock.json
+
+$(GRAFANA_TYPES): $(GRAFANA_CHECK)/package.json $(GRAFANA_CHECK)/package-lock.json
+	@command -v npm >/dev/null || { echo 'grafana-types: needs Node.js (>= 18) and npm; install them (Debian: nodejs npm)' >&2; exit 1; }
+	cd $(GRAFANA_CHECK) && npm ci --no-audit --no-fund
+	touch $(GRAFANA_TYPES)
+
+grafana-types: $(GRAFANA_TYPES)  ## Grafana's dashboard types and tsc, pinned (npm ci), for the dashboard type check
+
 up: install services  ## the whole system on this machine (Ctrl-C stops it)
 	$(BIN)/seriatim up
 
@@ -33,11 +43,11 @@ lint: install  ## format check, lint, types and import layers
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: install services prometheus browser lint  ## everything CI runs: the suite, then again on quorum queues
+test: install services prometheus browser grafana-types lint  ## everything CI runs: the suite, then again on quorum queues
 	$(BIN)/pytest
 	SERIATIM_QUEUE_TYPE=quorum $(BIN)/pytest tests/integration tests/fault
 
-unit: install  ## the unit tests alone (no services needed)
+unit: install grafana-types  ## the unit tests alone (no services needed)
 	$(BIN)/pytest tests/unit
 
 format: install
