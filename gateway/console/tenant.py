@@ -63,7 +63,12 @@ def tenant_routes(console: Console) -> list[BaseRoute]:
         services = services_of(request)
         await services.limits.admit(session.client_id)
         # the API's own JSON rules: depth, no NaN or Infinity, nothing jsonb cannot store
-        payload = intake.parse_json((fields.get("payload") or "{}").encode("utf-8"))
+        try:
+            payload = intake.parse_json((fields.get("payload") or "{}").encode("utf-8"))
+        except Problem as bad:
+            raise Problem(
+                422, "invalid-payload", f"the payload must be a JSON object: {bad.detail}"
+            ) from None
         type_, payload = intake.event_body(
             {"type": fields.get("type", ""), "payload": payload}, services.handlers
         )
