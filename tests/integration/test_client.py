@@ -238,7 +238,6 @@ def _overloaded(base_url: str, token: str) -> bool:
     return answer.status_code == 503
 
 
-@pytest.mark.skip(reason="POST /v1/events/batch is built on branch `tenants`: enable once merged")
 def test_send_batch_accepts_all_in_order_and_a_retry_replays_them(system: System) -> None:
     credentials = system.admin_client("client-batch")
     items = [{"type": "demo.echo", "payload": {"n": n}} for n in range(3)]
