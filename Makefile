@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test lint format unit services prometheus browser grafana-types clean
+.PHONY: install up test lint format unit services prometheus browser grafana-types compose clean
 
 $(STAMP): pyproject.toml
 	scripts/python-venv $(PYTHON)
@@ -23,6 +23,9 @@ prometheus:  ## a Prometheus binary for the dashboard test (Debian's package)
 
 browser:  ## Debian's chromium for the console's browser tests (Playwright drives it)
 	scripts/browser
+
+compose:  ## a compose CLI to check compose.yaml offline, where docker exists (Debian's docker-compose)
+	scripts/compose
 
 GRAFANA_CHECK := deploy/grafana/check
 GRAFANA_TYPES := $(GRAFANA_CHECK)/node_modules/.package-lock.json
@@ -43,7 +46,7 @@ lint: install  ## format check, lint, types and import layers
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: install services prometheus browser grafana-types lint  ## everything CI runs: the suite, then again on quorum queues
+test: install services prometheus browser grafana-types compose lint  ## everything CI runs: the suite, then again on quorum queues
 	$(BIN)/pytest
 	SERIATIM_QUEUE_TYPE=quorum $(BIN)/pytest tests/integration tests/fault
 
