@@ -168,22 +168,39 @@ async def paced_events(
     """Open loop: `count` requests at `rate` per second, clients in turn, whatever the answers
     take; each latency runs from the request's scheduled time (no coordinated omission)."""
     payload = json.dumps(body).encode()
-    idle = [await Connection.open(base_url) for _ in range(32)]
+    now = time.monotonic()
+    idle = [(await Connection.open(base_url), now) for _ in range(32)]
     cids = list(tokens)
     latencies: list[float] = []
 
     async def one(cid: str, due: float) -> None:
-        connection = idle.pop() if idle else await Connection.open(base_url)
+        connection = await pooled(idle, base_url)
         status, answer = await connection.post("/v1/events", payload, tokens[cid])
         latencies.append(time.perf_counter() - due)
-        idle.append(connection)
+        idle.append((connection, time.monotonic()))
         if status != 202:
             raise RuntimeError(f"{status}: {answer[:300]!r}")
 
     await open_loop(rate, count, lambda n, due: one(cids[n % len(cids)], due))
-    for connection in idle:
+    for connection, _ in idle:
         connection.close()
     return latencies
+
+
+#: The gateway closes a keep-alive connection idle for its head deadline (10 s); a pooled
+#: connection idle longer than this is dropped rather than reused, as an HTTP client's pool does.
+POOL_IDLE = 8.0
+
+
+async def pooled(idle: list[tuple[Connection, float]], base_url: str) -> Connection:
+    """The most recently used connection of `idle` that the gateway cannot have closed for
+    idleness yet, or a new one."""
+    while idle:
+        connection, used = idle.pop()
+        if time.monotonic() - used <= POOL_IDLE:
+            return connection
+        connection.close()
+    return await Connection.open(base_url)
 
 
 def percentile(values: list[float], q: float) -> float:
