@@ -25,12 +25,13 @@ class RabbitCluster:
         self.url = ",".join(node.url for node in members)
 
     def join(self) -> None:
-        """Join the second and third (running) nodes to the first."""
-        first = self.nodes[0]
-        for node in self.nodes[1:]:
-            node.stop_app()
+        """Join the second and third (running) nodes to the first: their applications
+        stopped and started again at once, the joins one at a time."""
+        first, joining = self.nodes[0], self.nodes[1:]
+        nodes.each_at_once(nodes.RabbitNode.stop_app, joining)
+        for node in joining:
             node.ctl("join_cluster", first.name)
-            node.start_app()
+        nodes.each_at_once(nodes.RabbitNode.start_app, joining)
         running = self.running()
         assert running == {node.name for node in self.nodes}, running
 

@@ -258,13 +258,13 @@ def private_rabbitmq_nodes(count: int, cookie: str | None = None) -> Iterator[li
                 (root / ".erlang.cookie").write_text(cookie)
                 (root / ".erlang.cookie").chmod(0o400)
             members.append(RabbitNode(root, bin_dir))
-        _each_at_once(RabbitNode.start, members)
+        each_at_once(RabbitNode.start, members)
         yield members
     finally:
-        _each_at_once(RabbitNode.remove, members)
+        each_at_once(RabbitNode.remove, members)
 
 
-def _each_at_once(action: Callable[[RabbitNode], None], members: list[RabbitNode]) -> None:
+def each_at_once(action: Callable[[RabbitNode], None], members: list[RabbitNode]) -> None:
     """`action` on every node in parallel (a boot or a shutdown is mostly waiting)."""
     with ThreadPoolExecutor(max(len(members), 1)) as pool:
         list(pool.map(action, members))
