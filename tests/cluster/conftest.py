@@ -13,12 +13,14 @@ import pytest
 
 from tests.cluster.rabbit_cluster import RabbitCluster, private_cluster
 from tests.cluster.rig import Rig, running_rig
+from tests.fault import nodes
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[RabbitCluster]:
     with private_cluster() as started:
         yield started
+    print(f"\n[cluster] commands run by this session so far: {dict(nodes.commands_run)}")
 
 
 @pytest.fixture(scope="module")

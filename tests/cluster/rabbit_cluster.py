@@ -8,12 +8,9 @@ data and logs under /tmp); the three share one Erlang cookie and are joined with
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
-import tempfile
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tests.fault import nodes
@@ -27,15 +24,14 @@ class RabbitCluster:
         self._bin = bin_dir
         self.url = ",".join(node.url for node in members)
 
-    def start(self) -> None:
-        """Boot every node at once, then join the second and third to the first."""
-        with ThreadPoolExecutor(len(self.nodes)) as pool:
-            list(pool.map(lambda node: node.start(), self.nodes))
-        first = self.nodes[0]
-        for node in self.nodes[1:]:
-            node.stop_app()
+    def join(self) -> None:
+        """Join the second and third (running) nodes to the first: their applications
+        stopped and started again at once, the joins one at a time."""
+        first, joining = self.nodes[0], self.nodes[1:]
+        nodes.each_at_once(nodes.RabbitNode.stop_app, joining)
+        for node in joining:
             node.ctl("join_cluster", first.name)
-            node.start_app()
+        nodes.each_at_once(nodes.RabbitNode.start_app, joining)
         running = self.running()
         assert running == {node.name for node in self.nodes}, running
 
@@ -63,17 +59,23 @@ class RabbitCluster:
                 return counts
         return counts
 
-    def connections(self, node: nodes.RabbitNode) -> list[str]:
-        """The connection_name of every seriatim connection to `node`."""
-        # every node lists the whole cluster's connections: keep those of `node`
-        # (a connection's pid, <name@host.N.N.N>, names its node)
-        listing = node.ctl("list_connections", "--no-table-headers", "pid", "client_properties")
-        found = [
-            line.split('"connection_name","')[1].split('"')[0]
-            for line in listing.splitlines()
-            if line.startswith(f"<{node.name}.") and '"connection_name","' in line
-        ]
-        return sorted(name for name in found if name.startswith("seriatim-"))
+    def connections(self) -> list[tuple[str, str]]:
+        """(node name, connection_name) of every seriatim connection to the cluster, from
+        one listing: a node with its application running lists the whole cluster's."""
+        for node in self.nodes:
+            if not node.listening():  # its application is stopped, or the node is down
+                continue
+            with contextlib.suppress(RuntimeError):
+                listing = node.ctl(
+                    "list_connections", "--no-table-headers", "pid", "client_properties"
+                )
+                return [
+                    (owner.name, name)
+                    for pid, name in _named(listing)
+                    for owner in self.nodes  # a connection's pid, <name@host.N.N.N>, names it
+                    if pid.startswith(f"<{owner.name}.") and name.startswith("seriatim-")
+                ]
+        return []
 
     def close_connection(self, name: str) -> None:
         """Close the connection named `name` from the broker's side, as a cut would."""
@@ -82,18 +84,17 @@ class RabbitCluster:
                 listing = node.ctl(
                     "list_connections", "--no-table-headers", "pid", "client_properties"
                 )
-                for line in listing.splitlines():
-                    if f'"connection_name","{name}"' in line:
-                        node.ctl("close_connection", line.split("\t")[0], "spreading")
+                for pid, named in _named(listing):
+                    if named == name:
+                        node.ctl("close_connection", pid, "spreading")
                         return
         raise AssertionError(f"no connection named {name}")
 
     def placement(self) -> dict[str, list[str]]:
-        """Node name → the seriatim processes connected to it (live nodes only)."""
+        """Node name → the seriatim processes connected to it (nodes with none left out)."""
         placed: dict[str, list[str]] = {}
-        for node in self.nodes:
-            with contextlib.suppress(RuntimeError):
-                placed[node.name] = self.connections(node)
+        for node, name in sorted(self.connections()):
+            placed.setdefault(node, []).append(name)
         return placed
 
     def restart_gracefully(self, node: nodes.RabbitNode) -> None:
@@ -127,26 +128,24 @@ class RabbitCluster:
             node.ensure_running()
 
 
+def _named(listing: str) -> list[tuple[str, str]]:
+    """(pid, connection_name) of each connection in a `pid client_properties` listing."""
+    return [
+        (line.split("\t")[0], line.split('"connection_name","')[1].split('"')[0])
+        for line in listing.splitlines()
+        if '"connection_name","' in line
+    ]
+
+
 @contextlib.contextmanager
 def private_cluster(size: int = 3) -> Iterator[RabbitCluster]:
-    """A started and joined cluster of `size` private nodes; every node shut down and
-    deleted on exit."""
+    """A started and joined cluster of `size` private nodes (booted at once, then joined);
+    every node shut down and deleted on exit."""
     bin_dir = nodes.rabbitmq_bin()
     if bin_dir is None or not (bin_dir / "rabbitmqctl").exists():
         nodes.unavailable("rabbitmq-server is not installed: the cluster suite needs it")
     assert bin_dir is not None
-    nodes.sweep_stale_rabbitmq()
-    cookie = secrets.token_hex(16).upper()
-    members = []
-    try:
-        for _ in range(size):
-            root = Path(tempfile.mkdtemp(prefix=f"{nodes.RABBIT_PREFIX}{os.getpid()}-"))
-            (root / ".erlang.cookie").write_text(cookie)
-            (root / ".erlang.cookie").chmod(0o400)
-            members.append(nodes.RabbitNode(root, bin_dir))
+    with nodes.private_rabbitmq_nodes(size, cookie=secrets.token_hex(16).upper()) as members:
         cluster = RabbitCluster(members, bin_dir)
-        cluster.start()
+        cluster.join()
         yield cluster
-    finally:
-        for node in members:
-            node.remove()

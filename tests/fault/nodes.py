@@ -8,14 +8,17 @@ pytest process that owns them, so a later session removes what a killed one left
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -34,8 +37,14 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+#: How many times each command ran in this process (the cluster suite prints it): a
+#: rabbitmqctl call boots an Erlang VM, 1-6 s on a busy 2-core machine.
+commands_run: collections.Counter[str] = collections.Counter()
+
+
 def _run(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
     """Run a command; raise with its output when it fails."""
+    commands_run[Path(args[0]).name] += 1
     done = subprocess.run(
         args, env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False
     )
@@ -114,22 +123,32 @@ class RabbitNode:
             [str(self._bin / "rabbitmqctl"), "-q", "-n", self.name, *args], self._env, self.root
         )
 
-    def start(self, timeout: float = 60) -> None:
-        """Boot the node (`rabbitmq-server -detached`) and wait until it serves."""
+    def start(self, timeout: float = 120) -> None:
+        """Boot the node (`rabbitmq-server -detached`) and wait until it serves.
+
+        Until the node listens for AMQP the wait is a socket probe, not rabbitmqctl: each
+        rabbitmqctl call boots an Erlang VM of its own (1-6 s on a busy 2-core machine), and a
+        poll of them takes the CPU from the nodes booting beside it."""
         _run([str(self._bin / "rabbitmq-server"), "-detached"], self._env, self.root)
         deadline = time.monotonic() + timeout
-        while True:  # await_startup fails at once until the node has registered with epmd
-            try:
-                self.ctl("await_startup", "--timeout", "30")
-                break
-            except RuntimeError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"RabbitMQ node {self.name} did not start in {timeout:.0f} s:\n"
-                        + self.log_tail()
-                    ) from None
-                time.sleep(0.2)
-        self.pid = int(self.ctl("eval", "os:getpid().").strip().strip('"'))
+        while not self.listening():
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"RabbitMQ node {self.name} did not start in {timeout:.0f} s:\n"
+                    + self.log_tail()
+                )
+            time.sleep(0.1)
+        self.ctl("await_startup", "--timeout", "60")  # the boot steps after the listeners
+        # rabbit's prelaunch writes it at every boot, before the listeners start
+        self.pid = int((self.root / "mnesia" / f"{self.name}.pid").read_text().strip())
+
+    def listening(self) -> bool:
+        """The node accepts AMQP connections (its application runs: stop_app closes them)."""
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+        except OSError:
+            return False
+        return True
 
     def stop_app(self) -> None:
         """Stop the RabbitMQ application; the Erlang node stays up."""
@@ -153,16 +172,19 @@ class RabbitNode:
         named in that issue; docs/reliability.md). Returns how many queues needed it.
         """
         deadline = time.monotonic() + grace
-        while int(self.ctl("eval", _LEADERLESS.replace("ACTION", "ok"))) and (
-            time.monotonic() < deadline
-        ):
+        while int(self.ctl("eval", _LEADERLESS.replace("ACTION", "ok"))):
+            if time.monotonic() > deadline:
+                return int(
+                    self.ctl("eval", _LEADERLESS.replace("ACTION", "ra:trigger_election(Id)"))
+                )
             time.sleep(0.5)
-        return int(self.ctl("eval", _LEADERLESS.replace("ACTION", "ra:trigger_election(Id)")))
+        return 0
 
     def ensure_running(self) -> None:
         """Whatever a scenario did to it, the node serves again afterwards."""
         if self.pid is not None and _alive(self.pid):
-            self.start_app()  # a no-op when the application runs
+            if not self.listening():  # a probe, not a rabbitmqctl call, when all is well
+                self.start_app()
         else:
             self.start()
 
@@ -215,24 +237,37 @@ def rabbitmq_bin() -> Path | None:
 @contextlib.contextmanager
 def private_rabbitmq() -> Iterator[RabbitNode]:
     """A started private node, shut down and deleted on exit."""
+    with private_rabbitmq_nodes(1) as (node,):
+        yield node
+
+
+@contextlib.contextmanager
+def private_rabbitmq_nodes(count: int, cookie: str | None = None) -> Iterator[list[RabbitNode]]:
+    """`count` private nodes, not clustered (`cookie`: one Erlang cookie for all, so that
+    they may join), booted at once; each shut down and deleted on exit."""
     bin_dir = rabbitmq_bin()
     if bin_dir is None or not (bin_dir / "rabbitmqctl").exists():
         unavailable("rabbitmq-server is not installed: broker outage scenarios need it")
     assert bin_dir is not None
     sweep_stale_rabbitmq()
-    node = RabbitNode(Path(tempfile.mkdtemp(prefix=f"{RABBIT_PREFIX}{os.getpid()}-")), bin_dir)
+    members = []
     try:
-        node.start()
-        yield node
+        for _ in range(count):
+            root = Path(tempfile.mkdtemp(prefix=f"{RABBIT_PREFIX}{os.getpid()}-"))
+            if cookie is not None:
+                (root / ".erlang.cookie").write_text(cookie)
+                (root / ".erlang.cookie").chmod(0o400)
+            members.append(RabbitNode(root, bin_dir))
+        each_at_once(RabbitNode.start, members)
+        yield members
     finally:
-        node.remove()
+        each_at_once(RabbitNode.remove, members)
 
 
-@contextlib.contextmanager
-def private_rabbitmq_nodes(count: int) -> Iterator[list[RabbitNode]]:
-    """`count` started private nodes, not clustered, each shut down and deleted on exit."""
-    with contextlib.ExitStack() as stack:
-        yield [stack.enter_context(private_rabbitmq()) for _ in range(count)]
+def each_at_once(action: Callable[[RabbitNode], None], members: list[RabbitNode]) -> None:
+    """`action` on every node in parallel (a boot or a shutdown is mostly waiting)."""
+    with ThreadPoolExecutor(max(len(members), 1)) as pool:
+        list(pool.map(action, members))
 
 
 def sweep_stale_rabbitmq() -> None:
