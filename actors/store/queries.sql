@@ -689,15 +689,70 @@ WHERE ($1::bigint IS NULL OR id < $1) AND ($2::uuid IS NULL OR client_id = $2)
 ORDER BY id DESC
 LIMIT $3;
 
--- name: console_key
--- The console's session key; $1 is stored when there is none yet.
+-- name: console_signing_key
+-- The key new console sessions are signed with: the newest; ($1, $2) is stored when there is
+-- none yet.
 WITH made AS (
-    INSERT INTO console_keys (id, key) VALUES (1, $1) ON CONFLICT (id) DO NOTHING RETURNING key
+    INSERT INTO console_session_keys (kid, key)
+    SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM console_session_keys)
+    ON CONFLICT (kid) DO NOTHING
+    RETURNING kid, key
 )
-SELECT key FROM made
+SELECT kid, key FROM made
 UNION ALL
-SELECT key FROM console_keys WHERE id = 1
+(SELECT kid, key FROM console_session_keys ORDER BY created_at DESC, kid DESC LIMIT 1)
 LIMIT 1;
+
+-- name: console_verifying_key
+SELECT key FROM console_session_keys WHERE kid = $1;
+
+-- name: rotate_console_key
+-- A new console signing key ($1, $2) signs from now on; the expired and ended sessions go, and
+-- so do the older keys no live session was signed with.
+WITH added AS (
+    INSERT INTO console_session_keys (kid, key) VALUES ($1, $2) RETURNING kid
+),
+swept AS (
+    DELETE FROM console_sessions WHERE expires_at <= now() OR ended_at IS NOT NULL
+    RETURNING kid
+),
+dropped AS (
+    DELETE FROM console_session_keys k
+    WHERE NOT EXISTS (SELECT 1 FROM console_sessions s
+                      WHERE s.kid = k.kid AND s.expires_at > now() AND s.ended_at IS NULL)
+    RETURNING kid
+)
+SELECT (SELECT count(*) FROM added) AS added, (SELECT count(*) FROM dropped) AS dropped;
+
+-- name: console_session_start
+-- A console session of client $1 (admin: $2) signed with key $3, its id hashed $4, its CSRF
+-- token $5, lasting $6 seconds. Issued at the database's clock, no earlier than the client's
+-- tokens_valid_after (a session begun in the second of a revocation must not predate it).
+-- The client's expired and ended sessions go.
+WITH swept AS (
+    DELETE FROM console_sessions
+    WHERE client_id = $1 AND (expires_at <= now() OR ended_at IS NOT NULL)
+)
+INSERT INTO console_sessions (id_hash, client_id, admin, kid, csrf, issued_at, expires_at)
+SELECT $4, c.id, $2, $3, $5, t.at, t.at + make_interval(secs => $6)
+FROM clients c,
+     LATERAL (SELECT greatest(clock_timestamp(), c.tokens_valid_after) AS at) t
+WHERE c.id = $1
+RETURNING issued_at, expires_at;
+
+-- name: console_session
+-- The live session of id hash $1 signed with key $2: not ended, not expired by the database's
+-- clock, its client neither disabled nor deleted nor revoked since (tokens_valid_after), and
+-- an admin's only while its client is one.
+SELECT s.client_id, s.admin AND c.admin AS admin, s.csrf, s.issued_at, s.expires_at
+FROM console_sessions s
+JOIN clients c ON c.id = s.client_id
+WHERE s.id_hash = $1 AND s.kid = $2 AND s.ended_at IS NULL AND s.expires_at > now()
+  AND NOT c.disabled AND c.deleted_at IS NULL
+  AND (c.tokens_valid_after IS NULL OR s.issued_at >= c.tokens_valid_after);
+
+-- name: console_session_end
+UPDATE console_sessions SET ended_at = now() WHERE id_hash = $1 AND ended_at IS NULL;
 
 -- name: console_clients
 -- The console's list of clients, ordered by a sort key then id, from the cursor ($5, $6) on.
