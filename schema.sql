@@ -224,3 +224,9 @@ CREATE TABLE IF NOT EXISTS console_sessions (
 );
 CREATE INDEX IF NOT EXISTS console_sessions_client ON console_sessions (client_id);
 CREATE INDEX IF NOT EXISTS console_sessions_kid ON console_sessions (kid);
+-- The console's clients list, largest backlog first, reads its page from here instead of
+-- sorting every backlogged client. Its columns change on every accept and outcome; so does
+-- clients_backlog's predicate, so those updates were never HOT and this index adds one index
+-- entry to each while the client has a backlog (docs/decisions.md, docs/benchmarks.md).
+CREATE INDEX IF NOT EXISTS clients_by_backlog ON clients ((done_seq - last_seq), id)
+    WHERE done_seq < last_seq;

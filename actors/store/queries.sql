@@ -758,30 +758,67 @@ UPDATE console_sessions SET ended_at = now() WHERE id_hash = $1 AND ended_at IS 
 -- The console's list of clients, ordered by a sort key then id, from the cursor ($5, $6) on.
 -- $1 stored state or NULL; $2 a LIKE pattern on the name or NULL; $3 hide idle ones (idle
 -- with nothing to do); $4 'backlog' (largest first) or 'age' (oldest unfinished first).
-WITH listed AS (
-    SELECT c.id, c.name, c.admin, c.disabled, c.state, c.host, c.restarts,
-           c.last_seq - c.done_seq AS backlog, c.done_seq, c.last_seq, c.suspended_reason,
-           head.accepted_at AS oldest_unfinished, head.status AS head_status,
-           coalesce(head.error, (SELECT d.error FROM events d
-                                 WHERE d.client_id = c.id AND d.status = 'dead'
-                                 ORDER BY d.seq DESC LIMIT 1))::text AS last_error
+-- Only clients with a backlog have keys of their own: by backlog they come in order from
+-- clients_by_backlog, by age those few are sorted. Every other client has the same key (0: no
+-- backlog; infinity: nothing unfinished), so they follow in id order straight from the
+-- primary key. Each part stops reading once it has a page.
+WITH by_backlog AS (
+    SELECT c.id, (c.done_seq - c.last_seq)::float8 AS sort_key
     FROM clients c
-    LEFT JOIN events head ON head.client_id = c.id AND head.seq = c.done_seq + 1
-    WHERE c.deleted_at IS NULL
+    WHERE $4 = 'backlog' AND c.done_seq < c.last_seq
+      AND (c.done_seq - c.last_seq, c.id)
+          > (coalesce($5::float8::bigint, -9223372036854775807),
+             coalesce($6::uuid, '00000000-0000-0000-0000-000000000000'))
+      AND c.deleted_at IS NULL
       AND ($1::text IS NULL OR c.state = $1)
       AND ($2::text IS NULL OR c.name ILIKE $2)
-      AND (NOT $3 OR c.state <> 'idle' OR c.done_seq < c.last_seq)
+    ORDER BY c.done_seq - c.last_seq, c.id
+    LIMIT $7
 ),
-keyed AS (
-    SELECT *, CASE WHEN $4 = 'age'
-                   THEN coalesce(extract(epoch FROM oldest_unfinished), 'infinity')::float8
-                   ELSE -backlog::float8 END AS sort_key
-    FROM listed
+by_age AS (
+    SELECT c.id, coalesce(extract(epoch FROM head.accepted_at), 'infinity')::float8 AS sort_key
+    FROM clients c
+    LEFT JOIN events head ON head.client_id = c.id AND head.seq = c.done_seq + 1
+    WHERE $4 = 'age' AND c.done_seq < c.last_seq AND c.deleted_at IS NULL
+      AND ($1::text IS NULL OR c.state = $1)
+      AND ($2::text IS NULL OR c.name ILIKE $2)
+),
+rest AS (
+    SELECT CASE WHEN $4 = 'age' THEN 'infinity'::float8 ELSE 0::float8 END AS sort_key
+),
+page AS (
+    SELECT * FROM by_backlog
+    UNION ALL
+    (SELECT * FROM by_age
+     WHERE $5::float8 IS NULL OR (sort_key, id) > ($5::float8, $6::uuid)
+     ORDER BY sort_key, id
+     LIMIT $7)
+    UNION ALL
+    (SELECT c.id, rest.sort_key FROM clients c, rest
+     WHERE NOT c.done_seq < c.last_seq  -- estimated as most rows (`=` would be 0.5%)
+       AND c.deleted_at IS NULL
+       AND ($1::text IS NULL OR c.state = $1)
+       AND ($2::text IS NULL OR c.name ILIKE $2)
+       AND (NOT $3 OR c.state <> 'idle')
+       -- past the cursor: all of them, those after its id, or none
+       AND c.id > CASE WHEN $5::float8 IS NULL OR $5::float8 < rest.sort_key
+                       THEN '00000000-0000-0000-0000-000000000000'::uuid
+                       WHEN $5::float8 = rest.sort_key THEN $6::uuid
+                       ELSE 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid END
+     ORDER BY c.id
+     LIMIT $7)
 )
-SELECT * FROM keyed
-WHERE $5::float8 IS NULL OR (sort_key, id) > ($5::float8, $6::uuid)
-ORDER BY sort_key, id
-LIMIT $7;
+SELECT c.id, c.name, c.admin, c.disabled, c.state, c.host, c.restarts,
+       c.last_seq - c.done_seq AS backlog, c.done_seq, c.last_seq, c.suspended_reason,
+       head.accepted_at AS oldest_unfinished, head.status AS head_status,
+       coalesce(head.error, (SELECT d.error FROM events d
+                             WHERE d.client_id = c.id AND d.status = 'dead'
+                             ORDER BY d.seq DESC LIMIT 1))::text AS last_error,
+       p.sort_key
+FROM (SELECT * FROM page ORDER BY sort_key, id LIMIT $7) p
+JOIN clients c ON c.id = p.id
+LEFT JOIN events head ON head.client_id = c.id AND head.seq = c.done_seq + 1
+ORDER BY p.sort_key, p.id;
 
 -- name: console_tape
 -- A client's events from seq $2 to $3, with the ids of the events that redrove each.
