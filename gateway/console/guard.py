@@ -22,7 +22,7 @@ from gateway.problems import Problem
 from gateway.services import services_of
 
 log = logging.getLogger(__name__)
-PATH = "/console/signin"
+SIGNIN_PATH = "/console/signin"
 
 Page = Callable[[Request, Session], Awaitable[Response]]
 Action = Callable[[Request, Session, dict[str, str]], Awaitable[Response]]
@@ -66,7 +66,7 @@ class Console:
         """The sign-in page with a new form token (and its cookie)."""
         token = await self.sessions.signin_token(request)
         response = self.pages.render(
-            "signin.html", status=status, session=None, error=error, token=token, path=PATH
+            "signin.html", status=status, session=None, error=error, token=token, path=SIGNIN_PATH
         )
         self.sessions.hold_signin_token(request, response, token)
         return response
