@@ -188,8 +188,8 @@ CREATE TABLE IF NOT EXISTS audit_log (
 );
 CREATE INDEX IF NOT EXISTS audit_log_client ON audit_log (client_id, id) WHERE client_id IS NOT NULL;
 
--- The console's session-signing key, made by the first gateway that needs it and shared by
--- every gateway, so that a session signed by one is good on all (gateway/console/sessions.py).
+-- The console's single session-signing key of releases before console_session_keys; no longer
+-- read (kept so that gateways of the previous release work during a rolling upgrade).
 CREATE TABLE IF NOT EXISTS console_keys (
     id  integer PRIMARY KEY CHECK (id = 1),
     key bytea NOT NULL CHECK (length(key) >= 32)
@@ -199,3 +199,34 @@ CREATE INDEX IF NOT EXISTS events_redrive_of ON events (redrive_of) WHERE redriv
 -- The console's charts read events finished in the last hour. BRIN costs the hot path almost
 -- nothing (recent rows sit in unsummarised ranges, which a query reads whole).
 CREATE INDEX IF NOT EXISTS events_finished_brin ON events USING brin (finished_at);
+
+-- The console's session-signing keys, by key id (gateway/console/sessions.py). The first
+-- gateway that needs one makes it; the newest signs new sessions, an older one still verifies
+-- the sessions it signed until they expire. `seriatim keys rotate-console` adds a key and drops
+-- those no live session needs.
+CREATE TABLE IF NOT EXISTS console_session_keys (
+    kid        text PRIMARY KEY,
+    key        bytea NOT NULL CHECK (length(key) >= 32),
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+-- Console sessions, kept server-side so that signing out ends one on every gateway; the cookie
+-- carries a random id (only its SHA-256 is stored) signed with the key `kid`. issued_at and
+-- expires_at come from the database's clock, never a gateway's.
+CREATE TABLE IF NOT EXISTS console_sessions (
+    id_hash    bytea PRIMARY KEY,
+    client_id  uuid NOT NULL,
+    admin      boolean NOT NULL,
+    kid        text NOT NULL,
+    csrf       text NOT NULL,
+    issued_at  timestamptz NOT NULL,
+    expires_at timestamptz NOT NULL,
+    ended_at   timestamptz
+);
+CREATE INDEX IF NOT EXISTS console_sessions_client ON console_sessions (client_id);
+CREATE INDEX IF NOT EXISTS console_sessions_kid ON console_sessions (kid);
+-- The console's clients list, largest backlog first, reads its page from here instead of
+-- sorting every backlogged client. Its columns change on every accept and outcome; so does
+-- clients_backlog's predicate, so those updates were never HOT and this index adds one index
+-- entry to each while the client has a backlog (docs/decisions.md, docs/benchmarks.md).
+CREATE INDEX IF NOT EXISTS clients_by_backlog ON clients ((done_seq - last_seq), id)
+    WHERE done_seq < last_seq;

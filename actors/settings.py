@@ -75,6 +75,7 @@ class Settings:
     metrics_exemplars: str = "off"
     console: str = "on"  # the operator console under /console (gateway/console/)
     console_session_ttl: int = 28800
+    console_secure_cookie: str = "auto"  # on: Secure even over HTTP (TLS ends at a proxy)
     trace_url: str = "http://127.0.0.1:16686/trace/{trace_id}"
     grafana_url: str = "http://127.0.0.1:3000/d/seriatim/seriatim?var-client={client_id}"
 
@@ -153,6 +154,11 @@ class Settings:
         _at_least("SERIATIM_MAX_WEBHOOK_SECRETS", self.max_webhook_secrets, 1, 100)
         if self.console not in ("on", "off"):
             raise SettingsError(f"SERIATIM_CONSOLE must be on or off, not {self.console!r}")
+        if self.console_secure_cookie not in ("auto", "on"):
+            raise SettingsError(
+                "SERIATIM_CONSOLE_SECURE_COOKIE must be auto or on, "
+                f"not {self.console_secure_cookie!r}"
+            )
         _at_least("SERIATIM_CONSOLE_SESSION_TTL", self.console_session_ttl, 5, 7 * 86400)
         for name, field in (("TRACE_URL", "trace_url"), ("GRAFANA_URL", "grafana_url")):
             url = getattr(self, field)

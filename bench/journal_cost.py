@@ -9,7 +9,9 @@ another and each processed, are counted from:
 
 - pg_stat_statements: calls of each statement (the database's own, by query text);
 - pg_stat_database: commits (xact_commit) of the system's database;
-- pg_current_wal_lsn(): WAL bytes; pg_stat_wal: WAL records, full-page images, syncs.
+- pg_current_wal_lsn(): WAL bytes; pg_stat_wal: WAL records, full-page images, syncs;
+- pg_stat_user_tables: updates of the clients table, and how many of them were HOT (an
+  update that changes a column some index of the table uses, its predicate included, is not).
 
     .venv/bin/python bench/journal_cost.py --events 500
 """
@@ -34,7 +36,10 @@ SELECT pg_current_wal_lsn() - '0/0'::pg_lsn AS wal_bytes,
        (SELECT wal_records FROM pg_stat_wal) AS wal_records,
        (SELECT wal_fpi FROM pg_stat_wal) AS wal_fpi,
        (SELECT wal_sync FROM pg_stat_wal) AS wal_sync,
-       (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()) AS commits
+       (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()) AS commits,
+       (SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'clients') AS clients_updates,
+       (SELECT n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'clients')
+           AS clients_hot_updates
 """
 STATEMENTS = """
 SELECT calls, query FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid

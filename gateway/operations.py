@@ -16,6 +16,7 @@ from actors.protocol import MailboxWanted
 from actors.states import EventStatus
 from actors.store.audit import AuditAction
 from actors.store.console import ConsoleReads
+from actors.store.console_sessions import ConsoleSessions, new_key
 from actors.store.tenancy import SecretInfo, TooManySecrets
 from gateway.accepting import AcceptedEvent
 from gateway.problems import Problem
@@ -267,6 +268,18 @@ async def rotate_signing_key(services: Services, actor: uuid.UUID) -> str:
     await services.keys.refresh(now=True)
     log.info("signing key rotated: new kid %s", kid)
     return kid
+
+
+async def rotate_console_key(services: Services, actor: uuid.UUID) -> dict[str, Any]:
+    """A new key signs console sessions from now on; older keys verify their sessions until
+    those expire, then go. The new kid and how many old keys went."""
+    kid, key = new_key()
+    async with services.audit.record(
+        actor, AuditAction.CONSOLE_KEY_ROTATE, detail={"kid": kid}
+    ) as act:
+        dropped = await ConsoleSessions(services.journal.pool).rotate_key(kid, key, via=act.via)
+    log.info("console signing key rotated: new kid %s", kid)
+    return {"kid": kid, "dropped": dropped}
 
 
 async def revoke_signing_key(services: Services, actor: uuid.UUID, kid: str) -> str:

@@ -98,6 +98,11 @@ def add_commands(commands: Any, client_commands: Any) -> None:
     keys = commands.add_parser("keys", help="token signing keys")
     k_actions = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     k_actions.add_parser("rotate", help="a new key signs from now on", parents=[json_flag])
+    k_actions.add_parser(
+        "rotate-console",
+        help="a new key signs console sessions; older ones verify theirs until they expire",
+        parents=[json_flag],
+    )
     commands.add_parser(
         "status", help="workers, backlog and suspended mailboxes", parents=[json_flag]
     )
@@ -114,7 +119,8 @@ def command_of(args: argparse.Namespace) -> tuple[Command, bool] | None:
     if args.command == "event":
         return (event_show, False) if args.event_command == "show" else (event_redrive, True)
     if args.command == "keys":
-        return keys_rotate, False
+        rotate = keys_rotate_console if args.keys_command == "rotate-console" else keys_rotate
+        return rotate, False
     if args.command == "status":
         return status, False
     return None
@@ -295,6 +301,10 @@ async def keys_rotate(services: Services, args: argparse.Namespace) -> Result:
     if services.settings.jwt_key_file:
         raise Problem(409, "keys-from-file", "the key comes from SERIATIM_JWT_KEY_FILE")
     return {"kid": await operations.rotate_signing_key(services, CLI_ACTOR)}
+
+
+async def keys_rotate_console(services: Services, args: argparse.Namespace) -> Result:
+    return await operations.rotate_console_key(services, CLI_ACTOR)
 
 
 async def status(services: Services, args: argparse.Namespace) -> Result:

@@ -39,6 +39,7 @@ class AuditAction(enum.StrEnum):
     EVENT_REDRIVE = "event.redrive"
     SIGNING_KEY_ROTATE = "signing_key.rotate"
     SIGNING_KEY_REVOKE = "signing_key.revoke"
+    CONSOLE_KEY_ROTATE = "console_key.rotate"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

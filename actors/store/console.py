@@ -1,11 +1,10 @@
-"""What the operator console reads from the journal (lists, a client's tape, one event) and
-its session key; one method per named query, returning frozen rows."""
+"""What the operator console reads from the journal (lists, a client's tape, one event); one
+method per named query, returning frozen rows."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
-import secrets
 import uuid
 from typing import Any
 
@@ -81,13 +80,6 @@ class ConsoleReads:
 
     def __init__(self, pool: Any) -> None:
         self.pool = pool
-
-    async def session_key(self) -> bytes:
-        """The key every gateway signs console sessions with (made on first use)."""
-        key = await self.pool.fetchval(QUERIES["console_key"], secrets.token_bytes(32))
-        if key is None:  # another gateway made it in the same instant: read it now
-            key = await self.pool.fetchval(QUERIES["console_key"], secrets.token_bytes(32))
-        return bytes(key)
 
     async def clients(
         self,

@@ -689,44 +689,136 @@ WHERE ($1::bigint IS NULL OR id < $1) AND ($2::uuid IS NULL OR client_id = $2)
 ORDER BY id DESC
 LIMIT $3;
 
--- name: console_key
--- The console's session key; $1 is stored when there is none yet.
+-- name: console_signing_key
+-- The key new console sessions are signed with: the newest; ($1, $2) is stored when there is
+-- none yet.
 WITH made AS (
-    INSERT INTO console_keys (id, key) VALUES (1, $1) ON CONFLICT (id) DO NOTHING RETURNING key
+    INSERT INTO console_session_keys (kid, key)
+    SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM console_session_keys)
+    ON CONFLICT (kid) DO NOTHING
+    RETURNING kid, key
 )
-SELECT key FROM made
+SELECT kid, key FROM made
 UNION ALL
-SELECT key FROM console_keys WHERE id = 1
+(SELECT kid, key FROM console_session_keys ORDER BY created_at DESC, kid DESC LIMIT 1)
 LIMIT 1;
+
+-- name: console_verifying_key
+SELECT key FROM console_session_keys WHERE kid = $1;
+
+-- name: rotate_console_key
+-- A new console signing key ($1, $2) signs from now on; the expired and ended sessions go, and
+-- so do the older keys no live session was signed with.
+WITH added AS (
+    INSERT INTO console_session_keys (kid, key) VALUES ($1, $2) RETURNING kid
+),
+swept AS (
+    DELETE FROM console_sessions WHERE expires_at <= now() OR ended_at IS NOT NULL
+    RETURNING kid
+),
+dropped AS (
+    DELETE FROM console_session_keys k
+    WHERE NOT EXISTS (SELECT 1 FROM console_sessions s
+                      WHERE s.kid = k.kid AND s.expires_at > now() AND s.ended_at IS NULL)
+    RETURNING kid
+)
+SELECT (SELECT count(*) FROM added) AS added, (SELECT count(*) FROM dropped) AS dropped;
+
+-- name: console_session_start
+-- A console session of client $1 (admin: $2) signed with key $3, its id hashed $4, its CSRF
+-- token $5, lasting $6 seconds. Issued at the database's clock, no earlier than the client's
+-- tokens_valid_after (a session begun in the second of a revocation must not predate it).
+-- The client's expired and ended sessions go.
+WITH swept AS (
+    DELETE FROM console_sessions
+    WHERE client_id = $1 AND (expires_at <= now() OR ended_at IS NOT NULL)
+)
+INSERT INTO console_sessions (id_hash, client_id, admin, kid, csrf, issued_at, expires_at)
+SELECT $4, c.id, $2, $3, $5, t.at, t.at + make_interval(secs => $6)
+FROM clients c,
+     LATERAL (SELECT greatest(clock_timestamp(), c.tokens_valid_after) AS at) t
+WHERE c.id = $1
+RETURNING issued_at, expires_at;
+
+-- name: console_session
+-- The live session of id hash $1 signed with key $2: not ended, not expired by the database's
+-- clock, its client neither disabled nor deleted nor revoked since (tokens_valid_after), and
+-- an admin's only while its client is one.
+SELECT s.client_id, s.admin AND c.admin AS admin, s.csrf, s.issued_at, s.expires_at
+FROM console_sessions s
+JOIN clients c ON c.id = s.client_id
+WHERE s.id_hash = $1 AND s.kid = $2 AND s.ended_at IS NULL AND s.expires_at > now()
+  AND NOT c.disabled AND c.deleted_at IS NULL
+  AND (c.tokens_valid_after IS NULL OR s.issued_at >= c.tokens_valid_after);
+
+-- name: console_session_end
+UPDATE console_sessions SET ended_at = now() WHERE id_hash = $1 AND ended_at IS NULL;
 
 -- name: console_clients
 -- The console's list of clients, ordered by a sort key then id, from the cursor ($5, $6) on.
 -- $1 stored state or NULL; $2 a LIKE pattern on the name or NULL; $3 hide idle ones (idle
 -- with nothing to do); $4 'backlog' (largest first) or 'age' (oldest unfinished first).
-WITH listed AS (
-    SELECT c.id, c.name, c.admin, c.disabled, c.state, c.host, c.restarts,
-           c.last_seq - c.done_seq AS backlog, c.done_seq, c.last_seq, c.suspended_reason,
-           head.accepted_at AS oldest_unfinished, head.status AS head_status,
-           coalesce(head.error, (SELECT d.error FROM events d
-                                 WHERE d.client_id = c.id AND d.status = 'dead'
-                                 ORDER BY d.seq DESC LIMIT 1))::text AS last_error
+-- Only clients with a backlog have keys of their own: by backlog they come in order from
+-- clients_by_backlog, by age those few are sorted. Every other client has the same key (0: no
+-- backlog; infinity: nothing unfinished), so they follow in id order straight from the
+-- primary key. Each part stops reading once it has a page.
+WITH by_backlog AS (
+    SELECT c.id, (c.done_seq - c.last_seq)::float8 AS sort_key
     FROM clients c
-    LEFT JOIN events head ON head.client_id = c.id AND head.seq = c.done_seq + 1
-    WHERE c.deleted_at IS NULL
+    WHERE $4 = 'backlog' AND c.done_seq < c.last_seq
+      AND (c.done_seq - c.last_seq, c.id)
+          > (coalesce($5::float8::bigint, -9223372036854775807),
+             coalesce($6::uuid, '00000000-0000-0000-0000-000000000000'))
+      AND c.deleted_at IS NULL
       AND ($1::text IS NULL OR c.state = $1)
       AND ($2::text IS NULL OR c.name ILIKE $2)
-      AND (NOT $3 OR c.state <> 'idle' OR c.done_seq < c.last_seq)
+    ORDER BY c.done_seq - c.last_seq, c.id
+    LIMIT $7
 ),
-keyed AS (
-    SELECT *, CASE WHEN $4 = 'age'
-                   THEN coalesce(extract(epoch FROM oldest_unfinished), 'infinity')::float8
-                   ELSE -backlog::float8 END AS sort_key
-    FROM listed
+by_age AS (
+    SELECT c.id, coalesce(extract(epoch FROM head.accepted_at), 'infinity')::float8 AS sort_key
+    FROM clients c
+    LEFT JOIN events head ON head.client_id = c.id AND head.seq = c.done_seq + 1
+    WHERE $4 = 'age' AND c.done_seq < c.last_seq AND c.deleted_at IS NULL
+      AND ($1::text IS NULL OR c.state = $1)
+      AND ($2::text IS NULL OR c.name ILIKE $2)
+),
+rest AS (
+    SELECT CASE WHEN $4 = 'age' THEN 'infinity'::float8 ELSE 0::float8 END AS sort_key
+),
+page AS (
+    SELECT * FROM by_backlog
+    UNION ALL
+    (SELECT * FROM by_age
+     WHERE $5::float8 IS NULL OR (sort_key, id) > ($5::float8, $6::uuid)
+     ORDER BY sort_key, id
+     LIMIT $7)
+    UNION ALL
+    (SELECT c.id, rest.sort_key FROM clients c, rest
+     WHERE NOT c.done_seq < c.last_seq  -- estimated as most rows (`=` would be 0.5%)
+       AND c.deleted_at IS NULL
+       AND ($1::text IS NULL OR c.state = $1)
+       AND ($2::text IS NULL OR c.name ILIKE $2)
+       AND (NOT $3 OR c.state <> 'idle')
+       -- past the cursor: all of them, those after its id, or none
+       AND c.id > CASE WHEN $5::float8 IS NULL OR $5::float8 < rest.sort_key
+                       THEN '00000000-0000-0000-0000-000000000000'::uuid
+                       WHEN $5::float8 = rest.sort_key THEN $6::uuid
+                       ELSE 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid END
+     ORDER BY c.id
+     LIMIT $7)
 )
-SELECT * FROM keyed
-WHERE $5::float8 IS NULL OR (sort_key, id) > ($5::float8, $6::uuid)
-ORDER BY sort_key, id
-LIMIT $7;
+SELECT c.id, c.name, c.admin, c.disabled, c.state, c.host, c.restarts,
+       c.last_seq - c.done_seq AS backlog, c.done_seq, c.last_seq, c.suspended_reason,
+       head.accepted_at AS oldest_unfinished, head.status AS head_status,
+       coalesce(head.error, (SELECT d.error FROM events d
+                             WHERE d.client_id = c.id AND d.status = 'dead'
+                             ORDER BY d.seq DESC LIMIT 1))::text AS last_error,
+       p.sort_key
+FROM (SELECT * FROM page ORDER BY sort_key, id LIMIT $7) p
+JOIN clients c ON c.id = p.id
+LEFT JOIN events head ON head.client_id = c.id AND head.seq = c.done_seq + 1
+ORDER BY p.sort_key, p.id;
 
 -- name: console_tape
 -- A client's events from seq $2 to $3, with the ids of the events that redrove each.

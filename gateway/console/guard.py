@@ -16,32 +16,28 @@ from actors.settings import Settings
 from actors.store.console import ConsoleReads
 from gateway.auth import checked_client
 from gateway.console import sessions
-from gateway.console.sessions import Session
+from gateway.console.sessions import Session, Sessions
 from gateway.console.views import Pages, form, redirect
 from gateway.problems import Problem
 from gateway.services import services_of
 
 log = logging.getLogger(__name__)
+SIGNIN_PATH = "/console/signin"
 
 Page = Callable[[Request, Session], Awaitable[Response]]
 Action = Callable[[Request, Session, dict[str, str]], Awaitable[Response]]
 
 
 class Console:
-    """The console's pages and its session key (read from the journal once)."""
+    """The console's pages and its sessions."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.pages = Pages()
-        self._key: bytes | None = None
+        self.sessions = Sessions(settings)
 
     def reads(self, request: Request) -> ConsoleReads:
         return ConsoleReads(services_of(request).journal.pool)
-
-    async def key(self, request: Request) -> bytes:
-        if self._key is None:
-            self._key = await self.reads(request).session_key()
-        return self._key
 
     def render(
         self, request: Request, name: str, session: Session | None, **context: Any
@@ -58,19 +54,30 @@ class Console:
     # --- sign-in ----------------------------------------------------------------------
 
     async def home(self, request: Request) -> Response:
-        session = await sessions.session_of(request, await self.key(request))
+        session = await self.sessions.current(request)
         if session is None:
             return redirect("/console/signin")
         return redirect("/console/clients" if session.admin else "/console/me")
 
     async def signin_page(self, request: Request) -> Response:
-        return self.pages.render("signin.html", session=None, error=None, path=request.url.path)
+        return await self.signin_form(request, 200, None)
+
+    async def signin_form(self, request: Request, status: int, error: str | None) -> Response:
+        """The sign-in page with a new form token (and its cookie)."""
+        token = await self.sessions.signin_token(request)
+        response = self.pages.render(
+            "signin.html", status=status, session=None, error=error, token=token, path=SIGNIN_PATH
+        )
+        self.sessions.hold_signin_token(request, response, token)
+        return response
 
     async def signin(self, request: Request) -> Response:
         try:
             fields = await form(request)
         except Problem as refused:
             return self.refusal(request, refused.status, refused.detail, None)
+        if not await self.sessions.signin_ok(request, fields.get("token")):
+            return await self.signin_form(request, 403, "This sign-in form has expired; try again.")
         services = services_of(request)
         try:
             client_id: uuid.UUID | None = uuid.UUID(fields.get("client_id", "").strip())
@@ -88,16 +95,11 @@ class Console:
                 if refused.status in (429, 503)
                 else "That client id and secret do not sign in."
             )
-            return self.pages.render(
-                "signin.html", status=refused.status, session=None, error=detail, path="/console"
-            )
-        valid_after = stored.tokens_valid_after.timestamp() if stored.tokens_valid_after else 0
-        session = sessions.new_session(
-            stored.id, stored.admin, self.settings.console_session_ttl, valid_after
-        )
-        log.info("console sign-in of client %s (admin=%s)", stored.id, stored.admin)
+            return await self.signin_form(request, refused.status, detail)
         response = redirect("/console/clients" if stored.admin else "/console/me")
-        sessions.set_cookie(response, request, session, await self.key(request))
+        if not await self.sessions.begin(request, response, stored.id, stored.admin):
+            return await self.signin_form(request, 401, "That client id and secret do not sign in.")
+        log.info("console sign-in of client %s (admin=%s)", stored.id, stored.admin)
         return response
 
     async def signout(self, request: Request) -> Response:
@@ -105,11 +107,11 @@ class Console:
             fields = await form(request)
         except Problem as refused:
             return self.refusal(request, refused.status, refused.detail, None)
-        session = await sessions.session_of(request, await self.key(request))
+        session = await self.sessions.current(request)
         if session is not None and not sessions.csrf_ok(session, fields.get("csrf")):
             return self.refusal(request, 403, "This form has expired; reload the page.", session)
         response = redirect("/console/signin")
-        sessions.clear_cookie(response, request)
+        await self.sessions.end(request, response, session)
         return response
 
     # --- guards -----------------------------------------------------------------------
@@ -120,7 +122,7 @@ class Console:
         def wrap(view: Page) -> Callable[[Request], Awaitable[Response]]:
             @functools.wraps(view)
             async def guarded(request: Request) -> Response:
-                session = await sessions.session_of(request, await self.key(request))
+                session = await self.sessions.current(request)
                 if session is None:
                     if request.query_params.get("fragment"):
                         return self.refusal(request, 401, "Your session has ended.", None)
@@ -145,7 +147,7 @@ class Console:
         def wrap(act: Action) -> Callable[[Request], Awaitable[Response]]:
             @functools.wraps(act)
             async def guarded(request: Request) -> Response:
-                session = await sessions.session_of(request, await self.key(request))
+                session = await self.sessions.current(request)
                 if session is None:
                     return self.refusal(request, 401, "Sign in first.", None)
                 if operator and not session.admin:

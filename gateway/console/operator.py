@@ -4,7 +4,7 @@ actions, each going through gateway/operations.py like the admin API."""
 from __future__ import annotations
 
 import uuid
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,6 +27,12 @@ PAGE = 50
 PAYLOAD_CHARS = 4096
 SORTS = ("backlog", "age")
 STATES = ("idle", "active", "suspended")
+DONE = {  # ?done= codes and what the client's page says for each
+    "resumed": "Mailbox resumed.",
+    "suspended": "Mailbox suspended.",
+    "policy": "Policy saved.",
+    "limits": "Limits saved.",
+}
 
 
 def operator_routes(console: Console) -> list[BaseRoute]:
@@ -97,7 +103,7 @@ def operator_routes(console: Console) -> list[BaseRoute]:
             tape=tape,
             defaults=services.settings,
             policies=list(DeadEventPolicy),
-            done=request.query_params.get("done", "")[:200],
+            done=DONE.get(request.query_params.get("done", "")),
             grafana=_grafana(console, client_id),
             chart=chart(minutes),
         )
@@ -136,14 +142,14 @@ def operator_routes(console: Console) -> list[BaseRoute]:
     async def resume(request: Request, session: Session, fields: dict[str, str]) -> Response:
         client_id = _path_id(request, "client_id")
         await operations.resume_mailbox(services_of(request), session.client_id, client_id)
-        return _done(client_id, "Mailbox resumed.")
+        return _done(client_id, "resumed")
 
     async def suspend(request: Request, session: Session, fields: dict[str, str]) -> Response:
         client_id = _path_id(request, "client_id")
         await operations.suspend_mailbox(
             services_of(request), session.client_id, client_id, fields.get("reason", "")
         )
-        return _done(client_id, "Mailbox suspended.")
+        return _done(client_id, "suspended")
 
     async def policy(request: Request, session: Session, fields: dict[str, str]) -> Response:
         client_id = _path_id(request, "client_id")
@@ -157,7 +163,7 @@ def operator_routes(console: Console) -> list[BaseRoute]:
             }
         changes = intake.policy_body(body)
         await operations.set_policy(services_of(request), session.client_id, client_id, changes)
-        return _done(client_id, "Policy saved.")
+        return _done(client_id, "policy")
 
     async def limits(request: Request, session: Session, fields: dict[str, str]) -> Response:
         client_id = _path_id(request, "client_id")
@@ -174,7 +180,7 @@ def operator_routes(console: Console) -> list[BaseRoute]:
         )
         changes = client_changes({"rate_limit": rate, "max_backlog": backlog})
         await operations.change_client(services_of(request), session.client_id, client_id, changes)
-        return _done(client_id, "Limits saved.")
+        return _done(client_id, "limits")
 
     async def webhook_secret(
         request: Request, session: Session, fields: dict[str, str]
@@ -236,8 +242,10 @@ def _number(text: str, name: str, kind: type[int] | type[float]) -> int | float:
         raise Problem(422, "invalid-form", f"{name} must be a number") from None
 
 
-def _done(client_id: uuid.UUID, message: str) -> Response:
-    return redirect(f"/console/clients/{client_id}?done={quote(message)}")
+def _done(client_id: uuid.UUID, code: str) -> Response:
+    """Back to the client's page, which says what was done: a code from DONE, never text
+    from the URL (a crafted link must not put words in our page)."""
+    return redirect(f"/console/clients/{client_id}?done={code}")
 
 
 def _grafana(console: Console, client_id: uuid.UUID) -> str | None:

@@ -38,7 +38,7 @@ def tenant_routes(console: Console) -> list[BaseRoute]:
             mailbox=shown,
             tape=tape_of(row, events, str(shown["state"])),
             types=sorted(services.handlers.types()),
-            done=request.query_params.get("done", "")[:200],
+            done=_accepted(request.query_params.get("accepted", "")),
         )
 
     async def own_event(request: Request, session: Session) -> Response:
@@ -73,10 +73,16 @@ def tenant_routes(console: Console) -> list[BaseRoute]:
             {"type": fields.get("type", ""), "payload": payload}, services.handlers
         )
         accepted = await services.acceptor.accept(session.client_id, type_, payload)
-        return redirect(f"/console/me?done=Event+{accepted.event.seq}+accepted.")
+        return redirect(f"/console/me?accepted={accepted.event.seq}")
 
     return [
         Route("/me", page(own), methods=["GET"]),
         Route("/me/events/{event_id}", page(own_event), methods=["GET"]),
         Route("/me/events", action(submit), methods=["POST"]),
     ]
+
+
+def _accepted(seq: str) -> str | None:
+    """What the page says after a submit: only ever about a sequence number, never text
+    from the URL."""
+    return f"Event {int(seq)} accepted." if seq.isdigit() and len(seq) <= 18 else None

@@ -96,9 +96,10 @@ def redirect(url: str) -> Response:
 
 
 def same_origin(request: Request) -> bool:
-    """False when the browser says the form came from another site (`Origin`, compared by
-    host only: a proxy in front may terminate TLS); true when it says nothing."""
-    origin = request.headers.get("origin")
+    """False when the browser says the form came from another site: `Origin`, or `Referer`
+    when there is no `Origin` (compared by host only: a proxy in front may terminate TLS);
+    true when it says neither."""
+    origin = request.headers.get("origin") or request.headers.get("referer")
     if origin is None:
         return True
     return urlsplit(origin).netloc.lower() == request.headers.get("host", "").lower()

@@ -4,16 +4,19 @@ Playwright through Debian's /usr/bin/chromium (`make browser` installs it), head
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests import harness, witness
 
 CHROMIUM = Path("/usr/bin/chromium")
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+SIGNIN_TOKEN = re.compile(r'name="token" value="([^"]+)"')
 HANDLERS = f"{witness.HANDLERS},tests.browser.console_handlers"
 
 
@@ -59,6 +62,20 @@ def sign_in(page: Any, base_url: str, credentials: dict[str, Any]) -> None:
     page.fill("input[name=client_secret]", credentials["client_secret"])
     page.click("button[type=submit]")
     page.wait_for_load_state()
+
+
+def signin_fields(http: httpx.Client, credentials: dict[str, Any]) -> dict[str, str]:
+    """The sign-in form's fields with the token of a fresh sign-in page (whose cookie `http`
+    now holds), as a browser would send them."""
+    page = http.get("/console/signin")
+    assert page.status_code == 200
+    found = SIGNIN_TOKEN.search(page.text)
+    assert found, page.text
+    return {
+        "client_id": credentials["client_id"],
+        "client_secret": credentials["client_secret"],
+        "token": found.group(1),
+    }
 
 
 def screenshot(page: Any, name: str) -> None:

@@ -1,6 +1,7 @@
 """A console session ends when SERIATIM_CONSOLE_SESSION_TTL has passed: its pages send the
-browser back to the sign-in page and its forms are refused. Without the expiry check in
-`sessions.decode`, the session stays good and this test times out."""
+browser back to the sign-in page and its forms are refused. Without the expiry check in the
+`console_session` query (by the database's clock), the session stays good and this test
+times out."""
 
 from __future__ import annotations
 

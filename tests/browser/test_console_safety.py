@@ -18,7 +18,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import sign_in
+from tests.browser.conftest import sign_in, signin_fields
 from tests.harness import System, wait_for
 
 pytestmark = pytest.mark.integration
@@ -46,10 +46,7 @@ def world(system: System) -> Fixture:
 def session(system: System, credentials: dict[str, Any]) -> tuple[httpx.Client, str]:
     """An HTTP client signed in to the console, and its CSRF token."""
     http = httpx.Client(base_url=system.base_url, timeout=30)
-    signed = http.post(
-        "/console/signin",
-        data={"client_id": credentials["client_id"], "client_secret": credentials["client_secret"]},
-    )
+    signed = http.post("/console/signin", data=signin_fields(http, credentials))
     assert signed.status_code == 303, signed.text
     cookie = signed.headers["set-cookie"].lower()
     assert "httponly" in cookie
@@ -204,14 +201,8 @@ def test_a_form_sent_from_another_site_is_refused_even_with_its_token(
     assert response.status_code == 403
     assert audit_count(system) == before
     with httpx.Client(base_url=system.base_url, timeout=30) as stranger:
-        signin = stranger.post(
-            "/console/signin",
-            data={
-                "client_id": world.operator["client_id"],
-                "client_secret": world.operator["client_secret"],
-            },
-            headers=evil,
-        )
+        fields = signin_fields(stranger, world.operator)
+        signin = stranger.post("/console/signin", data=fields, headers=evil)
         assert signin.status_code == 403
         assert "set-cookie" not in signin.headers
 

@@ -84,11 +84,12 @@ def test_seriatim_up_prints_credentials_that_sign_in_to_the_console(
                 return False
 
         wait_for(ready, 60, "the gateway to be ready")
-        signed = httpx.post(
-            f"http://127.0.0.1:{port}/console/signin",
-            data={"client_id": client_id.group(1), "client_secret": secret.group(1)},
-            timeout=30,
-        )
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            form = http.get("/console/signin").text
+            token = re.search(r'name="token" value="([^"]+)"', form)
+            assert token
+            fields = {"client_id": client_id.group(1), "client_secret": secret.group(1)}
+            signed = http.post("/console/signin", data={**fields, "token": token.group(1)})
         assert signed.status_code == 303
         assert signed.headers["location"] == "/console/clients"
         assert text.count(secret.group(1)) == 1  # printed once, never logged

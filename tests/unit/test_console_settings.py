@@ -19,6 +19,7 @@ def test_the_console_is_mounted_unless_it_is_off() -> None:
     [
         ("SERIATIM_CONSOLE", "maybe"),
         ("SERIATIM_CONSOLE_SESSION_TTL", "1"),
+        ("SERIATIM_CONSOLE_SECURE_COOKIE", "yes"),
         ("SERIATIM_TRACE_URL", "javascript:alert(1)"),
         ("SERIATIM_GRAFANA_URL", "ftp://example/"),
     ],
