@@ -199,3 +199,18 @@ CREATE INDEX IF NOT EXISTS events_redrive_of ON events (redrive_of) WHERE redriv
 -- The console's charts read events finished in the last hour. BRIN costs the hot path almost
 -- nothing (recent rows sit in unsummarised ranges, which a query reads whole).
 CREATE INDEX IF NOT EXISTS events_finished_brin ON events USING brin (finished_at);
+-- Each attempt at an event, for its timeline: written by the statements that already run on
+-- the event's path (mark_attempts starts one, mark_retrying and record_outcomes finish the
+-- newest), so an attempt costs no round trip of its own. `worker` is the mailbox's host when
+-- the attempt started. An attempt never finished is one its worker died or was fenced in.
+-- Retention deletes an event's attempts with it (retire_events).
+CREATE TABLE IF NOT EXISTS attempts (
+    client_id   uuid NOT NULL,
+    seq         bigint NOT NULL,
+    attempt     integer NOT NULL CHECK (attempt > 0),
+    started_at  timestamptz NOT NULL,
+    finished_at timestamptz,
+    error       jsonb,
+    worker      text,
+    PRIMARY KEY (client_id, seq, attempt)
+);

@@ -316,32 +316,50 @@ LIMIT $2;
 -- mark_attempt for many events in one statement (group commit; actors/store/group_commit.py). The
 -- rows are locked in id order, as every statement that locks several events does, so that
 -- two such statements cannot deadlock. An attempt starts only under its mailbox's current
--- placement ($2: the epoch the caller holds; NULL only in tests of the journal alone).
+-- placement ($2: the epoch the caller holds; NULL only in tests of the journal alone). Each
+-- attempt started gets its row in `attempts`, in the same statement.
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::bigint[]) AS t (id, epoch)
 ),
 locked AS (
     SELECT id FROM events WHERE id IN (SELECT id FROM input) ORDER BY id FOR NO KEY UPDATE
+),
+started AS (
+    UPDATE events e
+    SET status = 'processing', attempts = e.attempts + 1,
+        started_at = coalesce(e.started_at, now())
+    FROM locked JOIN input ON input.id = locked.id
+    WHERE e.id = locked.id AND e.status NOT IN ('succeeded', 'dead')
+      AND (input.epoch IS NULL
+           OR EXISTS (SELECT 1 FROM clients c
+                      WHERE c.id = e.client_id AND c.state = 'active' AND c.epoch = input.epoch))
+    RETURNING e.id, e.client_id, e.seq, e.attempts
+),
+timeline AS (  -- the attempt's row in the event's timeline, on the mailbox's host
+    INSERT INTO attempts (client_id, seq, attempt, started_at, worker)
+    SELECT started.client_id, started.seq, started.attempts, now(),
+           (SELECT c.host FROM clients c WHERE c.id = started.client_id)
+    FROM started
+    ON CONFLICT (client_id, seq, attempt) DO NOTHING
 )
-UPDATE events e
-SET status = 'processing', attempts = e.attempts + 1, started_at = coalesce(e.started_at, now())
-FROM locked JOIN input ON input.id = locked.id
-WHERE e.id = locked.id AND e.status NOT IN ('succeeded', 'dead')
-  AND (input.epoch IS NULL
-       OR EXISTS (SELECT 1 FROM clients c
-                  WHERE c.id = e.client_id AND c.state = 'active' AND c.epoch = input.epoch))
-RETURNING e.id, e.attempts;
+SELECT id, attempts FROM started;
 
 -- name: mark_retrying
 -- A failed attempt that will be retried: the mailbox restarts (counted per client).
 -- Refused (no row) once the event is terminal or the caller's epoch ($3) is not current.
+-- The attempt's row in `attempts` ends with the error.
 WITH event AS (
     UPDATE events e SET status = 'retrying', error = $2::jsonb
     WHERE e.id = $1 AND e.status NOT IN ('succeeded', 'dead')
       AND ($3::bigint IS NULL
            OR EXISTS (SELECT 1 FROM clients c
                       WHERE c.id = e.client_id AND c.state = 'active' AND c.epoch = $3))
-    RETURNING e.client_id
+    RETURNING e.client_id, e.seq, e.attempts
+),
+timeline AS (  -- the attempt ends with this error
+    UPDATE attempts a SET finished_at = now(), error = $2::jsonb
+    FROM event
+    WHERE a.client_id = event.client_id AND a.seq = event.seq AND a.attempt = event.attempts
 )
 UPDATE clients SET restarts = restarts + 1 FROM event WHERE clients.id = event.client_id
 RETURNING clients.id;
@@ -352,6 +370,7 @@ RETURNING clients.id;
 -- still under the caller's placement (epoch; NULL only in tests of the journal alone).
 -- Clients are locked in id order, then events in id order (as accept and mark_attempts do).
 -- The result's and the error's JSON text join the event's bytes and its client's stored_bytes.
+-- The event's newest attempt in `attempts` ends with it.
 WITH input AS (
     SELECT *
     FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::int[], $6::jsonb[],
@@ -373,8 +392,14 @@ fence AS (
     RETURNING input.event_id
 ),
 event_locks AS (
-    SELECT e.id FROM events e JOIN fence ON fence.event_id = e.id
+    SELECT e.id, e.attempts FROM events e JOIN fence ON fence.event_id = e.id
     ORDER BY e.id FOR NO KEY UPDATE OF e
+),
+timeline AS (  -- the newest attempt (mark_attempts counted it) ends with the outcome
+    UPDATE attempts a SET finished_at = now(), error = input.error
+    FROM event_locks JOIN input ON input.event_id = event_locks.id
+    WHERE a.client_id = input.client_id AND a.seq = input.seq
+      AND a.attempt = event_locks.attempts AND a.finished_at IS NULL
 )
 UPDATE events e
 SET status = input.status, attempts = input.attempts, result = input.result,
@@ -638,6 +663,7 @@ SELECT pg_advisory_unlock(7215011);
 -- rows are locked first, in id order, as every statement that locks clients and then events
 -- does, so the deleter cannot deadlock with an accept or an outcome; their stored events and
 -- bytes go down by what the deleted rows counted. Their idempotency keys are free from then on.
+-- Their attempts (the timeline) are deleted with them.
 -- A suspended mailbox's dead events stay (the one it halted on is what its operator must see
 -- and redrive), checked again under the client's lock.
 WITH candidate AS MATERIALIZED (
@@ -663,7 +689,11 @@ deleted AS (
       AND NOT (e.status = 'dead'
                AND e.client_id IN (SELECT id FROM client_locks WHERE state = 'suspended'))
       AND NOT EXISTS (SELECT 1 FROM events r WHERE r.redrive_of = e.id)
-    RETURNING e.client_id, e.bytes
+    RETURNING e.client_id, e.seq, e.bytes
+),
+timelines AS (  -- the deleted events' attempts go with them
+    DELETE FROM attempts a USING deleted
+    WHERE a.client_id = deleted.client_id AND a.seq = deleted.seq
 ),
 per_client AS (
     SELECT client_id, count(*) AS events, sum(bytes) AS bytes FROM deleted GROUP BY client_id
@@ -762,6 +792,13 @@ WHERE e.status = 'dead'
   AND NOT EXISTS (SELECT 1 FROM events r WHERE r.redrive_of = e.id)
 ORDER BY e.client_id, e.seq
 LIMIT $4;
+
+-- name: event_attempts
+-- One event's attempts, oldest first: its timeline.
+SELECT a.attempt, a.started_at, a.finished_at, a.error::text AS error, a.worker
+FROM attempts a JOIN events e ON e.client_id = a.client_id AND e.seq = a.seq
+WHERE e.id = $1 AND e.client_id = $2
+ORDER BY a.attempt;
 
 -- name: event_owner
 SELECT client_id FROM events WHERE id = $1;
