@@ -148,7 +148,14 @@ def table(result: Result) -> str:
     """A readable table of rows, or `name  value` lines of one object."""
     if isinstance(result, dict):
         width = max((len(k) for k in result), default=0)
-        return "\n".join(f"{k.ljust(width)}  {_cell(v)}" for k, v in result.items())
+        lines = []
+        for k, v in result.items():
+            if isinstance(v, list) and v and all(isinstance(row, dict) for row in v):
+                lines.append(k)  # rows of their own (an event's attempts): a table below
+                lines += ["  " + line for line in table(v).splitlines()]
+            else:
+                lines.append(f"{k.ljust(width)}  {_cell(v)}")
+        return "\n".join(lines)
     if not result:
         return "(none)"
     columns = list(result[0])
@@ -251,6 +258,7 @@ async def event_show(services: Services, args: argparse.Namespace) -> Result:
     detail = await reads.event(owner, args.event_id, 4096) if owner else None
     if detail is None:
         raise Problem(404, "not-found", f"no event {args.event_id}")
+    attempts = await reads.attempts(detail.client_id, detail.id)
     return {
         "id": str(detail.id),
         "client_id": str(detail.client_id),
@@ -264,6 +272,16 @@ async def event_show(services: Services, args: argparse.Namespace) -> Result:
         "error": json.loads(detail.error) if detail.error else None,
         "redrive_of": str(detail.redrive_of) if detail.redrive_of else None,
         "redriven_by": [str(r) for r in detail.redriven_by],
+        "attempt_log": [
+            {
+                "attempt": a.attempt,
+                "started_at": rfc3339(a.started_at),
+                "duration_ms": None if a.duration is None else round(a.duration * 1000, 3),
+                "worker": a.worker,
+                "error": json.loads(a.error) if a.error else None,
+            }
+            for a in attempts
+        ],
     }
 
 

@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 from actors.store.queries import QUERIES
+from actors.store.rows import AttemptRow
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -114,6 +115,11 @@ class ConsoleReads:
     ) -> EventDetail | None:
         row = await self.pool.fetchrow(QUERIES["console_event"], client_id, event_id, max_chars)
         return _row(EventDetail, row) if row else None
+
+    async def attempts(self, client_id: uuid.UUID, event_id: uuid.UUID) -> list[AttemptRow]:
+        """The event's attempts, oldest first: its timeline."""
+        rows = await self.pool.fetch(QUERIES["event_attempts"], event_id, client_id)
+        return [AttemptRow.of(row) for row in rows]
 
     async def dead_events(
         self,
