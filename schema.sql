@@ -199,6 +199,11 @@ CREATE INDEX IF NOT EXISTS events_redrive_of ON events (redrive_of) WHERE redriv
 -- The console's charts read events finished in the last hour. BRIN costs the hot path almost
 -- nothing (recent rows sit in unsummarised ranges, which a query reads whole).
 CREATE INDEX IF NOT EXISTS events_finished_brin ON events USING brin (finished_at);
+-- The worker whose supervisor is the active one (the supervisor queue's single active
+-- consumer) says so with its heartbeat, from when: `seriatim status` names the live worker
+-- with the newest claim (an old claim may linger for a heartbeat after a handover).
+ALTER TABLE workers ADD COLUMN IF NOT EXISTS supervising_since timestamptz;
+
 -- Each attempt at an event, for its timeline: written by the statements that already run on
 -- the event's path (mark_attempts starts one, mark_retrying and record_outcomes finish the
 -- newest), so an attempt costs no round trip of its own. `worker` is the mailbox's host when

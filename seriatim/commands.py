@@ -21,6 +21,7 @@ from gateway.operations import DeadFilter
 from gateway.problems import Problem
 from gateway.services import Services
 from seriatim.operator import CLI_ACTOR, operator_services
+from supervision.supervisor import WORKER_ALIVE_WITHIN
 
 Result = dict[str, Any] | list[dict[str, Any]]
 Command = Callable[[Services, argparse.Namespace], Coroutine[Any, Any, Result]]
@@ -317,11 +318,35 @@ async def keys_rotate(services: Services, args: argparse.Namespace) -> Result:
 
 async def status(services: Services, args: argparse.Namespace) -> Result:
     gauges = await services.journal.observability_gauges()
-    workers = await services.journal.live_workers(5.0, True)
+    workers = await ConsoleReads(services.journal.pool).workers(WORKER_ALIVE_WITHIN, True)
     suspended = await services.journal.mailboxes(MailboxState.SUSPENDED, None, 20)
+    # The newest claim wins: a worker that lost the supervisor queue's single active consumer
+    # says so with its next heartbeat, the one that took over already has.
+    claims = [w for w in workers if w.supervising_since is not None]
+    active = max(claims, key=lambda w: w.supervising_since or w.started_at, default=None)
     return {
         "workers": len(workers),
-        "mailboxes_by_worker": workers,
+        "active_supervisor": None
+        if active is None
+        else {
+            "worker": active.id,
+            "hostname": active.hostname,
+            "pid": active.pid,
+            "since": rfc3339(active.supervising_since),
+        },
+        "live_workers": [
+            {
+                "worker": w.id,
+                "hostname": w.hostname,
+                "pid": w.pid,
+                "mailboxes": w.load,
+                "draining": w.draining,
+                "supervisor": "active" if w is active else "standby",
+                "started_at": rfc3339(w.started_at),
+            }
+            for w in workers
+        ],
+        "mailboxes_by_worker": {w.id: w.load for w in workers if not w.draining},
         "mailboxes": {
             "idle": gauges["idle"],
             "active": gauges["active"],

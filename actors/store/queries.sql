@@ -509,8 +509,22 @@ WHERE id = $1
 RETURNING id;
 
 -- name: heartbeat
-INSERT INTO workers (id, hostname, pid, lock_key) VALUES ($1, $2, $3, $4)
-ON CONFLICT (id) DO UPDATE SET last_seen = now(), lock_key = $4;
+-- $5: whether this worker's supervisor is the active one (supervising_since keeps when it
+-- became so).
+INSERT INTO workers (id, hostname, pid, lock_key, supervising_since)
+VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN now() END)
+ON CONFLICT (id) DO UPDATE
+SET last_seen = now(), lock_key = $4,
+    supervising_since = CASE WHEN $5 THEN coalesce(workers.supervising_since, now()) END;
+
+-- name: cluster_workers
+-- Every live worker (draining ones too) for `seriatim status`: where it runs, its mailboxes,
+-- and since when its supervisor is the active one (NULL: a standby).
+SELECT w.id, w.hostname, w.pid, w.started_at, w.last_seen, w.draining, w.supervising_since,
+       (SELECT count(*) FROM clients c WHERE c.host = w.id AND c.state = 'active') AS load
+FROM workers w
+WHERE w.id IN (SELECT live_worker_ids($1, $2))
+ORDER BY w.id;
 
 -- name: take_worker_lock
 -- Held by the heartbeat's session until it ends (actors/store/lease.py); false when taken.

@@ -41,7 +41,7 @@ class Scene:
         else:  # a lock_key nobody holds stands for a lease whose session ended
             key = None if holds_lock is None else 2**31 - 7
             assert holds_lock is not True, "the SQL scene holds no lease locks"
-            await self.journal.pool.execute(QUERIES["heartbeat"], worker_id, "h", 1, key)
+            await self.journal.pool.execute(QUERIES["heartbeat"], worker_id, "h", 1, key, False)
         return worker_id
 
     async def client(self, events: int = 0, **accept: str) -> tuple[uuid.UUID, list[uuid.UUID]]:
