@@ -219,3 +219,20 @@ CREATE TABLE IF NOT EXISTS attempts (
     worker      text,
     PRIMARY KEY (client_id, seq, attempt)
 );
+-- Redrive-by-filter jobs, so that any gateway shows a job's progress and a job outlives the
+-- gateway that ran it: a job its gateway stopped reporting on (`seen_at`) is marked
+-- interrupted, with how far it got (docs/decisions.md "Redrive jobs: interrupted, not resumed").
+CREATE TABLE IF NOT EXISTS redrive_jobs (
+    id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    actor       uuid NOT NULL,
+    runner      text NOT NULL,
+    total       integer NOT NULL CHECK (total >= 0),
+    processed   integer NOT NULL DEFAULT 0,
+    redriven    integer NOT NULL DEFAULT 0,
+    state       text NOT NULL DEFAULT 'running'
+                CHECK (state IN ('running', 'finished', 'failed', 'interrupted')),
+    error       text,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    seen_at     timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz
+);

@@ -834,3 +834,39 @@ WHERE finished_at > date_trunc('minute', now()) - make_interval(mins => $2 - 1)
   AND ($1::uuid IS NULL OR client_id = $1)
 GROUP BY 1
 ORDER BY 1;
+
+-- name: insert_redrive_job
+-- A redrive-by-filter job of $3 events, run by the gateway $2 for the operator $1.
+INSERT INTO redrive_jobs (actor, runner, total) VALUES ($1, $2, $3)
+RETURNING id, actor, runner, total, processed, redriven, state, error, created_at, seen_at,
+          finished_at;
+
+-- name: redrive_job_progress
+-- The running job's progress, which also says its gateway is still at it. No row: the job is
+-- no longer running (a reader found it silent and marked it interrupted): it must stop.
+UPDATE redrive_jobs SET processed = $2, redriven = $3, seen_at = now()
+WHERE id = $1 AND state = 'running'
+RETURNING id;
+
+-- name: finish_redrive_job
+-- The running job ends ($4: finished, failed or interrupted); no row when it was not running.
+UPDATE redrive_jobs
+SET processed = $2, redriven = $3, state = $4, error = $5, seen_at = now(), finished_at = now()
+WHERE id = $1 AND state = 'running'
+RETURNING id;
+
+-- name: redrive_job
+-- One job; a running one whose gateway has said nothing for $2 seconds is marked interrupted
+-- first, with the progress it last reported.
+WITH silent AS (
+    UPDATE redrive_jobs SET state = 'interrupted', finished_at = now(),
+                            error = 'its gateway stopped reporting'
+    WHERE id = $1 AND state = 'running' AND seen_at < now() - make_interval(secs => $2)
+    RETURNING id, actor, runner, total, processed, redriven, state, error, created_at, seen_at,
+              finished_at
+)
+SELECT * FROM silent
+UNION ALL
+SELECT id, actor, runner, total, processed, redriven, state, error, created_at, seen_at,
+       finished_at
+FROM redrive_jobs WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM silent);
