@@ -129,6 +129,7 @@ def redrive_routes(console: Console) -> list[BaseRoute]:
                     )
                 raise
             except Exception as error:  # shown on the job's page; the rest is in the log
+                work.cancel()  # a failed report (the journal unreachable) stops the job too
                 await store.finish(
                     job.id, progress.processed, progress.redriven, "failed", type(error).__name__
                 )
