@@ -230,3 +230,40 @@ CREATE INDEX IF NOT EXISTS console_sessions_kid ON console_sessions (kid);
 -- entry to each while the client has a backlog (docs/decisions.md, docs/benchmarks.md).
 CREATE INDEX IF NOT EXISTS clients_by_backlog ON clients ((done_seq - last_seq), id)
     WHERE done_seq < last_seq;
+-- The worker whose supervisor is the active one (the supervisor queue's single active
+-- consumer) says so with its heartbeat, from when: `seriatim status` names the live worker
+-- with the newest claim (an old claim may linger for a heartbeat after a handover).
+ALTER TABLE workers ADD COLUMN IF NOT EXISTS supervising_since timestamptz;
+
+-- Each attempt at an event, for its timeline: written by the statements that already run on
+-- the event's path (mark_attempts starts one, mark_retrying and record_outcomes finish the
+-- newest), so an attempt costs no round trip of its own. `worker` is the mailbox's host when
+-- the attempt started. An attempt never finished is one its worker died or was fenced in.
+-- Retention deletes an event's attempts with it (retire_events).
+CREATE TABLE IF NOT EXISTS attempts (
+    client_id   uuid NOT NULL,
+    seq         bigint NOT NULL,
+    attempt     integer NOT NULL CHECK (attempt > 0),
+    started_at  timestamptz NOT NULL,
+    finished_at timestamptz,
+    error       jsonb,
+    worker      text,
+    PRIMARY KEY (client_id, seq, attempt)
+);
+-- Redrive-by-filter jobs, so that any gateway shows a job's progress and a job outlives the
+-- gateway that ran it: a job its gateway stopped reporting on (`seen_at`) is marked
+-- interrupted, with how far it got (docs/decisions.md "Redrive jobs: interrupted, not resumed").
+CREATE TABLE IF NOT EXISTS redrive_jobs (
+    id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    actor       uuid NOT NULL,
+    runner      text NOT NULL,
+    total       integer NOT NULL CHECK (total >= 0),
+    processed   integer NOT NULL DEFAULT 0,
+    redriven    integer NOT NULL DEFAULT 0,
+    state       text NOT NULL DEFAULT 'running'
+                CHECK (state IN ('running', 'finished', 'failed', 'interrupted')),
+    error       text,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    seen_at     timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz
+);

@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 from actors import tracing
 from actors.policy import RestartIntensity
 from actors.states import EventStatus, MailboxState
-from actors.store import EventPage, EventRow, ListedEvent, MailboxRow
+from actors.store import AttemptRow, EventPage, EventRow, ListedEvent, MailboxRow
 from gateway.accepting import AcceptedEvent
 
 #: Bytes a page counts for an item's fields other than its type, payload, result and error
@@ -48,9 +48,25 @@ def _listed_json(row: ListedEvent) -> str:
     )
 
 
-def event_answer(row: ListedEvent) -> Response:
-    """200 with the event object, built as text like a page's items (nothing decoded)."""
-    return Response(_listed_json(row).encode(), media_type="application/json")
+def _attempt_json(row: AttemptRow) -> str:
+    """One attempt of an event's `attempt_log`, its error spliced in as the journal sent it."""
+    duration = row.duration
+    fields = {
+        "attempt": row.attempt,
+        "started_at": rfc3339(row.started_at),
+        "finished_at": rfc3339(row.finished_at),
+        "duration_ms": None if duration is None else round(duration * 1000, 3),
+    }
+    text = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+    return f'{text[:-1]},"error":{row.error or "null"}}}'
+
+
+def event_answer(row: ListedEvent, attempts: list[AttemptRow]) -> Response:
+    """200 with the event object, built as text like a page's items (nothing decoded), and its
+    `attempt_log`: each attempt, oldest first (not on a page's items)."""
+    log = ",".join(_attempt_json(attempt) for attempt in attempts)
+    body = f'{_listed_json(row)[:-1]},"attempt_log":[{log}]}}'
+    return Response(body.encode(), media_type="application/json")
 
 
 def page_answer(page: EventPage) -> Response:

@@ -76,7 +76,7 @@ async def get_event(request: Request) -> Response:
     row = await services.journal.event_text(caller.client_id, _event_id(request))
     if row is None:
         raise Problem(404, "not-found", "no such event")
-    return event_answer(row)
+    return event_answer(row, await services.journal.event_attempts(caller.client_id, row.id))
 
 
 async def list_events(request: Request) -> Response:

@@ -78,6 +78,19 @@ SCHEMAS: dict[str, Any] = {
         result=ANY_JSON,
         error=ANY_JSON,
         redrive_of=UUID,
+        attempt_log={
+            "type": "array",
+            "items": ref("Attempt"),
+            "description": "each attempt, oldest first (GET /v1/events/{id} only)",
+        },
+    ),
+    "Attempt": object_of(
+        ["attempt", "started_at", "finished_at", "duration_ms", "error"],
+        attempt={"type": "integer"},
+        started_at=TIME,
+        finished_at=TIME,
+        duration_ms={"type": ["number", "null"]},
+        error=ANY_JSON,
     ),
     "EventList": object_of(
         ["items", "next_after_seq"],

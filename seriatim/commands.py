@@ -21,6 +21,7 @@ from gateway.operations import DeadFilter
 from gateway.problems import Problem
 from gateway.services import Services
 from seriatim.operator import CLI_ACTOR, operator_services
+from supervision.supervisor import WORKER_ALIVE_WITHIN
 
 Result = dict[str, Any] | list[dict[str, Any]]
 Command = Callable[[Services, argparse.Namespace], Coroutine[Any, Any, Result]]
@@ -154,7 +155,14 @@ def table(result: Result) -> str:
     """A readable table of rows, or `name  value` lines of one object."""
     if isinstance(result, dict):
         width = max((len(k) for k in result), default=0)
-        return "\n".join(f"{k.ljust(width)}  {_cell(v)}" for k, v in result.items())
+        lines = []
+        for k, v in result.items():
+            if isinstance(v, list) and v and all(isinstance(row, dict) for row in v):
+                lines.append(k)  # rows of their own (an event's attempts): a table below
+                lines += ["  " + line for line in table(v).splitlines()]
+            else:
+                lines.append(f"{k.ljust(width)}  {_cell(v)}")
+        return "\n".join(lines)
     if not result:
         return "(none)"
     columns = list(result[0])
@@ -257,6 +265,7 @@ async def event_show(services: Services, args: argparse.Namespace) -> Result:
     detail = await reads.event(owner, args.event_id, 4096) if owner else None
     if detail is None:
         raise Problem(404, "not-found", f"no event {args.event_id}")
+    attempts = await reads.attempts(detail.client_id, detail.id)
     return {
         "id": str(detail.id),
         "client_id": str(detail.client_id),
@@ -270,6 +279,16 @@ async def event_show(services: Services, args: argparse.Namespace) -> Result:
         "error": json.loads(detail.error) if detail.error else None,
         "redrive_of": str(detail.redrive_of) if detail.redrive_of else None,
         "redriven_by": [str(r) for r in detail.redriven_by],
+        "attempt_log": [
+            {
+                "attempt": a.attempt,
+                "started_at": rfc3339(a.started_at),
+                "duration_ms": None if a.duration is None else round(a.duration * 1000, 3),
+                "worker": a.worker,
+                "error": json.loads(a.error) if a.error else None,
+            }
+            for a in attempts
+        ],
     }
 
 
@@ -309,11 +328,35 @@ async def keys_rotate_console(services: Services, args: argparse.Namespace) -> R
 
 async def status(services: Services, args: argparse.Namespace) -> Result:
     gauges = await services.journal.observability_gauges()
-    workers = await services.journal.live_workers(5.0, True)
+    workers = await ConsoleReads(services.journal.pool).workers(WORKER_ALIVE_WITHIN, True)
     suspended = await services.journal.mailboxes(MailboxState.SUSPENDED, None, 20)
+    # The newest claim wins: a worker that lost the supervisor queue's single active consumer
+    # says so with its next heartbeat, the one that took over already has.
+    claims = [w for w in workers if w.supervising_since is not None]
+    active = max(claims, key=lambda w: w.supervising_since or w.started_at, default=None)
     return {
         "workers": len(workers),
-        "mailboxes_by_worker": workers,
+        "active_supervisor": None
+        if active is None
+        else {
+            "worker": active.id,
+            "hostname": active.hostname,
+            "pid": active.pid,
+            "since": rfc3339(active.supervising_since),
+        },
+        "live_workers": [
+            {
+                "worker": w.id,
+                "hostname": w.hostname,
+                "pid": w.pid,
+                "mailboxes": w.load,
+                "draining": w.draining,
+                "supervisor": "active" if w is active else "standby",
+                "started_at": rfc3339(w.started_at),
+            }
+            for w in workers
+        ],
+        "mailboxes_by_worker": {w.id: w.load for w in workers if not w.draining},
         "mailboxes": {
             "idle": gauges["idle"],
             "active": gauges["active"],

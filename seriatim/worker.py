@@ -118,6 +118,7 @@ async def run_worker(
                 socket.gethostname(),
                 os.getpid(),
                 watchdog.lapsing,
+                lambda: supervisor.active,
             )
             heartbeat = tasks.create_task(_heartbeat(lease, watchdog, link, drained))
             watchdog.start()

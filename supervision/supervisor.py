@@ -72,6 +72,9 @@ class Supervisor:
         """Become a candidate on a new connection: consume the supervisor queue."""
         if self._resigned:
             return
+        if self.active:  # a new consumer: active again only once the queue gives it messages
+            self.active = False
+            metrics.SUPERVISOR_ACTIVE.set(0)
         await declare_supervisor_queue(connection, self._settings)
         channel = await connection.channel()
         await channel.qos(50)

@@ -3,6 +3,7 @@
 from actors.store.journal import BatchRequest, Journal
 from actors.store.rows import (
     Accepted,
+    AttemptRow,
     BacklogFull,
     Credentials,
     EventGone,
@@ -18,6 +19,7 @@ from actors.store.tenancy import ClientSettings, IntakeRow, Standing, Tenancy, T
 
 __all__ = [
     "Accepted",
+    "AttemptRow",
     "BacklogFull",
     "BatchRequest",
     "ClientSettings",

@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 from actors.store.queries import QUERIES
+from actors.store.rows import AttemptRow
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -68,6 +69,20 @@ class EventDetail:
     redriven_by: tuple[uuid.UUID, ...]
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerLine:
+    """A live worker as `seriatim status` shows it; `supervising_since` is None on a standby."""
+
+    id: str
+    hostname: str
+    pid: int
+    started_at: datetime.datetime
+    last_seen: datetime.datetime
+    draining: bool
+    supervising_since: datetime.datetime | None
+    load: int
+
+
 def _row(cls: Any, record: Any) -> Any:
     values = {field.name: record[field.name] for field in dataclasses.fields(cls)}
     if "redriven_by" in values:
@@ -106,6 +121,16 @@ class ConsoleReads:
     ) -> EventDetail | None:
         row = await self.pool.fetchrow(QUERIES["console_event"], client_id, event_id, max_chars)
         return _row(EventDetail, row) if row else None
+
+    async def workers(self, alive_within: float, by_lock: bool) -> list[WorkerLine]:
+        """Every live worker, draining ones too, by id (liveness: live_worker_ids)."""
+        rows = await self.pool.fetch(QUERIES["cluster_workers"], alive_within, by_lock)
+        return [_row(WorkerLine, row) for row in rows]
+
+    async def attempts(self, client_id: uuid.UUID, event_id: uuid.UUID) -> list[AttemptRow]:
+        """The event's attempts, oldest first: its timeline."""
+        rows = await self.pool.fetch(QUERIES["event_attempts"], event_id, client_id)
+        return [AttemptRow.of(row) for row in rows]
 
     async def dead_events(
         self,

@@ -20,6 +20,7 @@ from actors.store.queries import QUERIES
 from actors.store.retention import Retirer, sole_retirer
 from actors.store.rows import (
     Accepted,
+    AttemptRow,
     BacklogFull,
     Credentials,
     EventGone,
@@ -399,6 +400,11 @@ class Journal:
         never decoded (a read then costs its size in bytes, whatever the JSON's shape)."""
         row = await self.pool.fetchrow(QUERIES["event_text_by_id"], event_id, client_id)
         return ListedEvent.of(row) if row else None
+
+    async def event_attempts(self, client_id: uuid.UUID, event_id: uuid.UUID) -> list[AttemptRow]:
+        """The client's event's attempts, oldest first (none for another client's event)."""
+        rows = await self.pool.fetch(QUERIES["event_attempts"], event_id, client_id)
+        return [AttemptRow.of(row) for row in rows]
 
     async def events(
         self, client_id: uuid.UUID, *, after_seq: int, status: str | None, limit: int

@@ -35,10 +35,13 @@ class Lease:
         hostname: str,
         pid: int,
         losing: Callable[[str], None] = lambda _: None,
+        supervising: Callable[[], bool] = lambda: False,
     ) -> None:
         self.worker_id = worker_id
         #: Called before the lease is given up, while the lock is still held.
         self._losing = losing
+        #: Whether this worker's supervisor is the active one, told with each heartbeat.
+        self._supervising = supervising
         self.key = 0  # drawn anew with each connection (see renew)
         self._dsn = dsn
         self._hostname = hostname
@@ -61,7 +64,12 @@ class Lease:
                     ):
                         break
             await self._connection.execute(
-                QUERIES["heartbeat"], self.worker_id, self._hostname, self._pid, self.key
+                QUERIES["heartbeat"],
+                self.worker_id,
+                self._hostname,
+                self._pid,
+                self.key,
+                self._supervising(),
             )
         except BaseException as error:
             self._losing(f"renewal failed: {type(error).__name__}")

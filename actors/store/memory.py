@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from actors.states import DeadEventPolicy, EventStatus, MailboxState
 from actors.store.rows import (
     Accepted,
+    AttemptRow,
     BacklogFull,
     EventRow,
     Json,
@@ -40,6 +41,11 @@ TERMINAL = ("succeeded", "dead")
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
+
+
+def _text(value: Json) -> str:
+    """What a jsonb column gives as text (`jsonb::text`)."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _stored(text: str | None) -> Json:
@@ -116,6 +122,8 @@ class MemoryJournal:
         self._events: dict[uuid.UUID, _Event] = {}
         self._by_seq: dict[tuple[uuid.UUID, int], _Event] = {}
         self._workers: dict[str, _Worker] = {}
+        # (client, seq) -> its attempts, oldest first (the attempts table)
+        self._attempts: dict[tuple[uuid.UUID, int], list[AttemptRow]] = {}
 
     # --- setting the scene ---------------------------------------------------------------
 
@@ -279,13 +287,30 @@ class MemoryJournal:
             return None
         event.status, event.attempts = "processing", event.attempts + 1
         event.started_at = event.started_at or _now()
+        worker = self._clients[event.client_id].host
+        timeline = self._attempts.setdefault((event.client_id, event.seq), [])
+        timeline.append(AttemptRow(event.attempts, _now(), None, None, worker))
         return event.attempts
+
+    def _finish_attempt(self, event: _Event, error: str | None) -> None:
+        """The event's newest attempt ends (mark_retrying, record_outcomes)."""
+        timeline = self._attempts.get((event.client_id, event.seq), [])
+        for n, row in enumerate(timeline):
+            if row.attempt == event.attempts and row.finished_at is None:
+                timeline[n] = dataclasses.replace(row, finished_at=_now(), error=error)
+
+    async def event_attempts(self, client_id: uuid.UUID, event_id: uuid.UUID) -> list[AttemptRow]:
+        event = self._events.get(event_id)
+        if event is None or event.client_id != client_id:
+            return []
+        return list(self._attempts.get((client_id, event.seq), []))
 
     async def mark_retrying(self, event_id: uuid.UUID, error: Json, *, epoch: int | None) -> bool:
         event = self._fenced_event(event_id, epoch)
         if event is None:
             return False
         event.status, event.error = "retrying", _stored(dump_error(error))
+        self._finish_attempt(event, _text(event.error))
         self._clients[event.client_id].restarts += 1
         return True
 
@@ -309,6 +334,7 @@ class MemoryJournal:
         event = self._events.get(event_id)
         if event is None:
             return False
+        self._finish_attempt(event, None if error is None else _text(_stored(dump_error(error))))
         event.status, event.attempts = status, attempts
         event.result = None if result is None else _stored(dump_json(result))
         event.error = None if error is None else _stored(dump_error(error))

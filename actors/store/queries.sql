@@ -316,32 +316,50 @@ LIMIT $2;
 -- mark_attempt for many events in one statement (group commit; actors/store/group_commit.py). The
 -- rows are locked in id order, as every statement that locks several events does, so that
 -- two such statements cannot deadlock. An attempt starts only under its mailbox's current
--- placement ($2: the epoch the caller holds; NULL only in tests of the journal alone).
+-- placement ($2: the epoch the caller holds; NULL only in tests of the journal alone). Each
+-- attempt started gets its row in `attempts`, in the same statement.
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::bigint[]) AS t (id, epoch)
 ),
 locked AS (
     SELECT id FROM events WHERE id IN (SELECT id FROM input) ORDER BY id FOR NO KEY UPDATE
+),
+started AS (
+    UPDATE events e
+    SET status = 'processing', attempts = e.attempts + 1,
+        started_at = coalesce(e.started_at, now())
+    FROM locked JOIN input ON input.id = locked.id
+    WHERE e.id = locked.id AND e.status NOT IN ('succeeded', 'dead')
+      AND (input.epoch IS NULL
+           OR EXISTS (SELECT 1 FROM clients c
+                      WHERE c.id = e.client_id AND c.state = 'active' AND c.epoch = input.epoch))
+    RETURNING e.id, e.client_id, e.seq, e.attempts
+),
+timeline AS (  -- the attempt's row in the event's timeline, on the mailbox's host
+    INSERT INTO attempts (client_id, seq, attempt, started_at, worker)
+    SELECT started.client_id, started.seq, started.attempts, now(),
+           (SELECT c.host FROM clients c WHERE c.id = started.client_id)
+    FROM started
+    ON CONFLICT (client_id, seq, attempt) DO NOTHING
 )
-UPDATE events e
-SET status = 'processing', attempts = e.attempts + 1, started_at = coalesce(e.started_at, now())
-FROM locked JOIN input ON input.id = locked.id
-WHERE e.id = locked.id AND e.status NOT IN ('succeeded', 'dead')
-  AND (input.epoch IS NULL
-       OR EXISTS (SELECT 1 FROM clients c
-                  WHERE c.id = e.client_id AND c.state = 'active' AND c.epoch = input.epoch))
-RETURNING e.id, e.attempts;
+SELECT id, attempts FROM started;
 
 -- name: mark_retrying
 -- A failed attempt that will be retried: the mailbox restarts (counted per client).
 -- Refused (no row) once the event is terminal or the caller's epoch ($3) is not current.
+-- The attempt's row in `attempts` ends with the error.
 WITH event AS (
     UPDATE events e SET status = 'retrying', error = $2::jsonb
     WHERE e.id = $1 AND e.status NOT IN ('succeeded', 'dead')
       AND ($3::bigint IS NULL
            OR EXISTS (SELECT 1 FROM clients c
                       WHERE c.id = e.client_id AND c.state = 'active' AND c.epoch = $3))
-    RETURNING e.client_id
+    RETURNING e.client_id, e.seq, e.attempts
+),
+timeline AS (  -- the attempt ends with this error
+    UPDATE attempts a SET finished_at = now(), error = $2::jsonb
+    FROM event
+    WHERE a.client_id = event.client_id AND a.seq = event.seq AND a.attempt = event.attempts
 )
 UPDATE clients SET restarts = restarts + 1 FROM event WHERE clients.id = event.client_id
 RETURNING clients.id;
@@ -352,6 +370,7 @@ RETURNING clients.id;
 -- still under the caller's placement (epoch; NULL only in tests of the journal alone).
 -- Clients are locked in id order, then events in id order (as accept and mark_attempts do).
 -- The result's and the error's JSON text join the event's bytes and its client's stored_bytes.
+-- The event's newest attempt in `attempts` ends with it.
 WITH input AS (
     SELECT *
     FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::int[], $6::jsonb[],
@@ -373,8 +392,14 @@ fence AS (
     RETURNING input.event_id
 ),
 event_locks AS (
-    SELECT e.id FROM events e JOIN fence ON fence.event_id = e.id
+    SELECT e.id, e.attempts FROM events e JOIN fence ON fence.event_id = e.id
     ORDER BY e.id FOR NO KEY UPDATE OF e
+),
+timeline AS (  -- the newest attempt (mark_attempts counted it) ends with the outcome
+    UPDATE attempts a SET finished_at = now(), error = input.error
+    FROM event_locks JOIN input ON input.event_id = event_locks.id
+    WHERE a.client_id = input.client_id AND a.seq = input.seq
+      AND a.attempt = event_locks.attempts AND a.finished_at IS NULL
 )
 UPDATE events e
 SET status = input.status, attempts = input.attempts, result = input.result,
@@ -484,8 +509,22 @@ WHERE id = $1
 RETURNING id;
 
 -- name: heartbeat
-INSERT INTO workers (id, hostname, pid, lock_key) VALUES ($1, $2, $3, $4)
-ON CONFLICT (id) DO UPDATE SET last_seen = now(), lock_key = $4;
+-- $5: whether this worker's supervisor is the active one (supervising_since keeps when it
+-- became so).
+INSERT INTO workers (id, hostname, pid, lock_key, supervising_since)
+VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN now() END)
+ON CONFLICT (id) DO UPDATE
+SET last_seen = now(), lock_key = $4,
+    supervising_since = CASE WHEN $5 THEN coalesce(workers.supervising_since, now()) END;
+
+-- name: cluster_workers
+-- Every live worker (draining ones too) for `seriatim status`: where it runs, its mailboxes,
+-- and since when its supervisor is the active one (NULL: a standby).
+SELECT w.id, w.hostname, w.pid, w.started_at, w.last_seen, w.draining, w.supervising_since,
+       (SELECT count(*) FROM clients c WHERE c.host = w.id AND c.state = 'active') AS load
+FROM workers w
+WHERE w.id IN (SELECT live_worker_ids($1, $2))
+ORDER BY w.id;
 
 -- name: take_worker_lock
 -- Held by the heartbeat's session until it ends (actors/store/lease.py); false when taken.
@@ -638,6 +677,7 @@ SELECT pg_advisory_unlock(7215011);
 -- rows are locked first, in id order, as every statement that locks clients and then events
 -- does, so the deleter cannot deadlock with an accept or an outcome; their stored events and
 -- bytes go down by what the deleted rows counted. Their idempotency keys are free from then on.
+-- Their attempts (the timeline) are deleted with them.
 -- A suspended mailbox's dead events stay (the one it halted on is what its operator must see
 -- and redrive), checked again under the client's lock.
 WITH candidate AS MATERIALIZED (
@@ -663,7 +703,11 @@ deleted AS (
       AND NOT (e.status = 'dead'
                AND e.client_id IN (SELECT id FROM client_locks WHERE state = 'suspended'))
       AND NOT EXISTS (SELECT 1 FROM events r WHERE r.redrive_of = e.id)
-    RETURNING e.client_id, e.bytes
+    RETURNING e.client_id, e.seq, e.bytes
+),
+timelines AS (  -- the deleted events' attempts go with them
+    DELETE FROM attempts a USING deleted
+    WHERE a.client_id = deleted.client_id AND a.seq = deleted.seq
 ),
 per_client AS (
     SELECT client_id, count(*) AS events, sum(bytes) AS bytes FROM deleted GROUP BY client_id
@@ -855,6 +899,13 @@ WHERE e.status = 'dead'
 ORDER BY e.client_id, e.seq
 LIMIT $4;
 
+-- name: event_attempts
+-- One event's attempts, oldest first: its timeline.
+SELECT a.attempt, a.started_at, a.finished_at, a.error::text AS error, a.worker
+FROM attempts a JOIN events e ON e.client_id = a.client_id AND e.seq = a.seq
+WHERE e.id = $1 AND e.client_id = $2
+ORDER BY a.attempt;
+
 -- name: event_owner
 SELECT client_id FROM events WHERE id = $1;
 
@@ -875,3 +926,39 @@ WHERE finished_at > date_trunc('minute', now()) - make_interval(mins => $2 - 1)
   AND ($1::uuid IS NULL OR client_id = $1)
 GROUP BY 1
 ORDER BY 1;
+
+-- name: insert_redrive_job
+-- A redrive-by-filter job of $3 events, run by the gateway $2 for the operator $1.
+INSERT INTO redrive_jobs (actor, runner, total) VALUES ($1, $2, $3)
+RETURNING id, actor, runner, total, processed, redriven, state, error, created_at, seen_at,
+          finished_at;
+
+-- name: redrive_job_progress
+-- The running job's progress, which also says its gateway is still at it. No row: the job is
+-- no longer running (a reader found it silent and marked it interrupted): it must stop.
+UPDATE redrive_jobs SET processed = $2, redriven = $3, seen_at = now()
+WHERE id = $1 AND state = 'running'
+RETURNING id;
+
+-- name: finish_redrive_job
+-- The running job ends ($4: finished, failed or interrupted); no row when it was not running.
+UPDATE redrive_jobs
+SET processed = $2, redriven = $3, state = $4, error = $5, seen_at = now(), finished_at = now()
+WHERE id = $1 AND state = 'running'
+RETURNING id;
+
+-- name: redrive_job
+-- One job; a running one whose gateway has said nothing for $2 seconds is marked interrupted
+-- first, with the progress it last reported.
+WITH silent AS (
+    UPDATE redrive_jobs SET state = 'interrupted', finished_at = now(),
+                            error = 'its gateway stopped reporting'
+    WHERE id = $1 AND state = 'running' AND seen_at < now() - make_interval(secs => $2)
+    RETURNING id, actor, runner, total, processed, redriven, state, error, created_at, seen_at,
+              finished_at
+)
+SELECT * FROM silent
+UNION ALL
+SELECT id, actor, runner, total, processed, redriven, state, error, created_at, seen_at,
+       finished_at
+FROM redrive_jobs WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM silent);

@@ -129,6 +129,30 @@ class ListedEvent:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class AttemptRow:
+    """One attempt at an event, for its timeline. `finished_at` None: still running, or its
+    worker died or lost the mailbox during it; `error` is the failure's JSON text (None when it
+    succeeded or has not finished); `worker` is the mailbox's host when it started."""
+
+    attempt: int
+    started_at: datetime.datetime
+    finished_at: datetime.datetime | None
+    error: str | None
+    worker: str | None
+
+    @classmethod
+    def of(cls, record: asyncpg.Record) -> AttemptRow:
+        return cls(**{field.name: record[field.name] for field in dataclasses.fields(cls)})
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to finish; None while unfinished."""
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class EventPage:
     """A page of a client's events, cut at a count or at a size in bytes; `more` when it was
     cut (a page cut at its count may still be the last one)."""

@@ -122,6 +122,7 @@ def operator_routes(console: Console) -> list[BaseRoute]:
             "event.html",
             session,
             event=detail,
+            attempts=await console.reads(request).attempts(client_id, detail.id),
             cut=detail.payload_length > PAYLOAD_CHARS,
             trace_url=trace_url if console.settings.trace_url else None,
             grafana=_grafana(console, client_id),

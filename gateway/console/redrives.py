@@ -1,19 +1,28 @@
 """Redrive by filter in the console: a preview count first, then a job whose progress the page
-follows; the events go to their clients' tails in `seq` order (gateway/operations.py). Jobs
-live in the gateway that runs them, and are forgotten when it stops."""
+follows; the events go to their clients' tails in `seq` order (gateway/operations.py).
+
+A job is run by the gateway that started it and kept in the journal (actors/store/redrives.py):
+the runner reports its progress every REPORT_EVERY seconds, so any gateway shows it. A job not
+reported on for SILENT_AFTER seconds (its gateway died or froze) is marked interrupted by the
+next reader, with the progress last reported; its runner, if alive, stops at its next report.
+The rest is redriven by running the same filter again: each event is redriven at most once,
+so nothing is redriven twice (docs/decisions.md "Redrive jobs: interrupted, not resumed")."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime
-import secrets
-import uuid
+import logging
+import os
+import socket
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from actors.store.redrives import RedriveJobs
 from gateway import operations
 from gateway.console.guard import Console
 from gateway.console.sessions import Session
@@ -23,17 +32,20 @@ from gateway.operations import DeadFilter
 from gateway.problems import Problem
 from gateway.services import services_of
 
-KEEP_JOBS = 100
+log = logging.getLogger(__name__)
+
+#: How often a running job's gateway reports its progress, and how long a silent one is
+#: taken for running (then it is marked interrupted).
+REPORT_EVERY = 1.0
+SILENT_AFTER = 10.0
+#: The gateway a job runs in, as its page names it.
+RUNNER = f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclasses.dataclass
-class Job:
-    id: str
-    actor: uuid.UUID
-    total: int
-    done: int = 0
-    finished: bool = False
-    error: str | None = None
+class _Progress:
+    processed: int = 0
+    redriven: int = 0
 
 
 def _moment(text: str, name: str) -> datetime.datetime | None:
@@ -61,7 +73,6 @@ def dead_filter(fields: dict[str, str]) -> DeadFilter:
 
 def redrive_routes(console: Console) -> list[BaseRoute]:
     page, action = console.page(operator=True), console.action(operator=True)
-    jobs: dict[str, Job] = {}
     running: set[asyncio.Task[None]] = set()
 
     async def preview(request: Request, session: Session) -> Response:
@@ -82,22 +93,49 @@ def redrive_routes(console: Console) -> list[BaseRoute]:
     async def start(request: Request, session: Session, fields: dict[str, str]) -> Response:
         services = services_of(request)
         events = await operations.dead_matching(services, dead_filter(fields))
-        job = Job(secrets.token_urlsafe(12), session.client_id, len(events))
-        while len(jobs) >= KEEP_JOBS:
-            del jobs[next(iter(jobs))]
-        jobs[job.id] = job
+        store = RedriveJobs(services.journal.pool)
+        job = await store.create(session.client_id, RUNNER, len(events))
+        progress = _Progress()
+
+        def advance(done: int) -> None:
+            progress.processed += 1
+            progress.redriven = done
 
         async def run() -> None:
-            def advance(done: int) -> None:
-                job.done = done
-
+            work = asyncio.create_task(
+                operations.redrive_matching(services, session.client_id, events, advance)
+            )
             try:
-                await operations.redrive_matching(services, session.client_id, events, advance)
-            except Exception as error:  # shown on the job's page; the rest is in the log
-                job.error = type(error).__name__
+                while not work.done():
+                    await asyncio.wait({work}, timeout=REPORT_EVERY)
+                    if work.done():
+                        break
+                    if not await store.report(job.id, progress.processed, progress.redriven):
+                        log.warning("redrive job %s was marked interrupted: stopping it", job.id)
+                        work.cancel()
+                        return
+                await work
+            except asyncio.CancelledError:  # the gateway stops: say how far the job got
+                work.cancel()
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(
+                        store.finish(
+                            job.id,
+                            progress.processed,
+                            progress.redriven,
+                            "interrupted",
+                            "its gateway stopped",
+                        )
+                    )
                 raise
-            finally:
-                job.finished = True
+            except Exception as error:  # shown on the job's page; the rest is in the log
+                work.cancel()  # a failed report (the journal unreachable) stops the job too
+                await store.finish(
+                    job.id, progress.processed, progress.redriven, "failed", type(error).__name__
+                )
+                raise
+            else:
+                await store.finish(job.id, progress.processed, progress.redriven, "finished", None)
 
         task = asyncio.create_task(run())
         running.add(task)
@@ -105,9 +143,11 @@ def redrive_routes(console: Console) -> list[BaseRoute]:
         return redirect(f"/console/redrive/jobs/{job.id}")
 
     async def progress(request: Request, session: Session) -> Response:
-        job = jobs.get(request.path_params["job_id"])
+        job_id = parse_id(request.path_params["job_id"])
+        store = RedriveJobs(services_of(request).journal.pool)
+        job = await store.get(job_id, SILENT_AFTER) if job_id else None
         if job is None or job.actor != session.client_id:
-            raise Problem(404, "not-found", "no such redrive job (jobs live in one gateway)")
+            raise Problem(404, "not-found", "no such redrive job")
         template = (
             "redrive_live.html" if request.query_params.get("fragment") else "redrive_job.html"
         )

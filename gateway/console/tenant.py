@@ -53,6 +53,7 @@ def tenant_routes(console: Console) -> list[BaseRoute]:
             "event.html",
             session,
             event=detail,
+            attempts=await console.reads(request).attempts(session.client_id, detail.id),
             cut=detail.payload_length > PAYLOAD_CHARS,
             trace_url=None,
             grafana=None,

@@ -61,6 +61,18 @@ def test_an_operator_unblocks_a_poisoned_client(system: System, page: Any, tmp_p
     expect(page.locator("#event-status")).to_have_text("dead")
     expect(page.locator("#attempts")).to_contain_text("3 attempts")
     expect(page.locator("#event-error")).to_contain_text("RuntimeError: poisoned <b>payload</b>")
+    # Each attempt on its own row: its number, start, duration, worker and error.
+    rows = page.locator("#attempt-rows tr.attempt")
+    expect(rows).to_have_count(3)
+    for n in range(3):
+        row = rows.nth(n)
+        expect(row).to_have_attribute("data-attempt", str(n + 1))
+        expect(row.locator("td").nth(1)).to_have_text(re.compile(r"^\d{4}-\d\d-\d\dT.*Z$"))
+        expect(row.locator(".attempt-duration")).to_have_text(re.compile(r"^\d+ ms$"))
+        expect(row.locator("td").nth(3)).not_to_be_empty()  # the worker
+        expect(row.locator(".attempt-error")).to_have_text(
+            "RuntimeError: poisoned <b>payload</b> <script>window.__pwned = 1</script>"
+        )
     screenshot(page, "event")
 
     # Resume: the events behind it run.

@@ -134,6 +134,15 @@ def test_event_commands_show_and_redrive_by_filter_with_a_dry_run(system: System
     shown = as_json(system, "event", "show", dead[0]["id"])
     assert shown["status"] == "dead"
     assert shown["error"]["type"] == "RuntimeError"
+    log = shown["attempt_log"]  # demo.fail fails every attempt: each has its error and worker
+    assert [a["attempt"] for a in log] == list(range(1, shown["attempts"] + 1))
+    assert all(a["error"]["type"] == "RuntimeError" and a["duration_ms"] >= 0 for a in log)
+    assert all(a["worker"] for a in log)
+    readable = seriatim(system, "event", "show", dead[0]["id"])
+    assert readable.returncode == 0, readable.stderr
+    rows = readable.stdout.split("attempt_log\n", 1)[1].splitlines()
+    assert rows[0].split() == ["ATTEMPT", "STARTED_AT", "DURATION_MS", "WORKER", "ERROR"]
+    assert len(rows) == 1 + shown["attempts"]
     assert as_json(system, "event", "redrive", "--client", cid, "--dry-run") == {
         "dry_run": True,
         "matching": 2,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -107,6 +108,13 @@ def test_a_failing_handler_ends_dead_and_the_mailbox_moves_on(
     assert dead["attempts"] == 3
     assert dead["error"]["type"] == error_type  # type: ignore[index]
     assert runs(failing_system)[str(bad["id"])] == 3
+    # each attempt in its log, oldest first, finished with its own error, one after another
+    log: list[dict[str, Any]] = dead["attempt_log"]  # type: ignore[assignment]
+    assert [a["attempt"] for a in log] == [1, 2, 3]
+    assert [a["error"]["type"] for a in log] == [error_type] * 3
+    assert all(a["duration_ms"] >= 0 and a["finished_at"] >= a["started_at"] for a in log)
+    assert log[0]["finished_at"] <= log[1]["started_at"] <= log[2]["started_at"]
+    assert "worker" not in log[0]  # a tenant does not learn the cluster's host names
 
     # And the next event still runs, after its last attempt ended, never alongside one
     after = finished(failing_system, token, good["id"])

@@ -41,7 +41,7 @@ class Scene:
         else:  # a lock_key nobody holds stands for a lease whose session ended
             key = None if holds_lock is None else 2**31 - 7
             assert holds_lock is not True, "the SQL scene holds no lease locks"
-            await self.journal.pool.execute(QUERIES["heartbeat"], worker_id, "h", 1, key)
+            await self.journal.pool.execute(QUERIES["heartbeat"], worker_id, "h", 1, key, False)
         return worker_id
 
     async def client(self, events: int = 0, **accept: str) -> tuple[uuid.UUID, list[uuid.UUID]]:
@@ -169,6 +169,41 @@ async def test_every_placement_and_every_end_of_one_bumps_the_epoch(scene: Scene
     position = await journal.position(client)
     assert position is not None
     assert (position.state, position.host, position.epoch) == ("idle", None, 5)
+
+
+async def test_each_attempt_is_in_the_timeline_with_its_worker_and_error(scene: Scene) -> None:
+    journal = scene.journal
+    client, (event, other) = await scene.client(2)
+    w1 = await scene.worker("w1")
+    w2 = await scene.worker("w2")
+    epoch = (await journal.place_mailboxes({client: w1}, ALIVE, False))[client]
+    assert await journal.mark_attempt(event, epoch=epoch) == 1
+    assert await journal.mark_retrying(event, {"type": "Boom", "message": "one"}, epoch=epoch)
+    assert await journal.mark_attempt(event, epoch=epoch) == 2  # its worker dies in it
+    await journal.release_mailbox(client, w1)
+    epoch = (await journal.place_mailboxes({client: w2}, ALIVE, False))[client]
+    assert await journal.mark_attempt(event, epoch=epoch) == 3
+    assert await journal.record_outcome(
+        event, client, 1, "dead", 3, None, {"type": "Boom", "message": "three"}, epoch=epoch
+    )
+    assert await journal.mark_attempt(other, epoch=epoch) == 1
+    assert await journal.record_outcome(other, client, 2, "succeeded", 1, 1, None, epoch=epoch)
+
+    timeline = await journal.event_attempts(client, event)
+
+    assert [(a.attempt, a.worker, a.error) for a in timeline] == [
+        (1, "w1", '{"type": "Boom", "message": "one"}'),
+        (2, "w1", None),
+        (3, "w2", '{"type": "Boom", "message": "three"}'),
+    ]
+    assert [a.finished_at is None for a in timeline] == [False, True, False]
+    assert all(a.duration is None or a.duration >= 0 for a in timeline)
+    assert [(a.attempt, a.error) for a in await journal.event_attempts(client, other)] == [
+        (1, None)
+    ]
+    assert (await journal.event_attempts(client, other))[0].finished_at is not None
+    stranger, _ = await scene.client()
+    assert await journal.event_attempts(stranger, event) == []
 
 
 async def test_a_stale_epoch_can_neither_start_retry_record_nor_suspend(scene: Scene) -> None:

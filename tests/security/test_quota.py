@@ -212,6 +212,11 @@ def test_finished_events_are_deleted_after_retention_and_their_keys_are_free_aga
     [row] = retaining.sql("SELECT id, status FROM events WHERE client_id = $1::uuid", tenant.id)
     assert str(row["id"]) == slow.json()["id"]
     assert row["status"] != "succeeded"
+    # Their attempts went with them; the slow event's, still running, stays
+    attempts = "SELECT count(*) FROM attempts WHERE client_id = $1::uuid"
+    wait_for(lambda: retaining.sql(attempts, tenant.id)[0][0] == 1, 10, "one attempt to stay")
+    [attempt] = retaining.sql("SELECT seq FROM attempts WHERE client_id = $1::uuid", tenant.id)
+    assert attempt["seq"] == 6
     assert stored(retaining, tenant) == (1, len(b'{"ms":15000}'))
     gone = tenant.http.get(f"/v1/events/{keyed.json()['id']}")
     assert_problem(gone, 404)
