@@ -32,6 +32,7 @@ from actors.protocol import (
     MailboxPassivated,
     ProtocolError,
     StartMailbox,
+    StartMailboxes,
 )
 from actors.settings import Settings
 from actors.states import MailboxState
@@ -196,7 +197,10 @@ class MailboxHost:
         except ProtocolError as error:
             log.error("dropping control message: %s", error)
             return
-        if isinstance(command, StartMailbox):
+        if isinstance(command, StartMailboxes):
+            for start in command.mailboxes:
+                self._spawn(self.start(start.client_id, start.epoch, done_seq=start.done_seq))
+        elif isinstance(command, StartMailbox):  # from a supervisor of an older release
             self._spawn(self.start(command.client_id, command.epoch))
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
@@ -211,9 +215,12 @@ class MailboxHost:
 
     # --- activation ------------------------------------------------------------------------
 
-    async def start(self, client_id: uuid.UUID, epoch: int | None = None) -> None:
+    async def start(
+        self, client_id: uuid.UUID, epoch: int | None = None, *, done_seq: int | None = None
+    ) -> None:
         """Consume a client's mailbox here under the placement `epoch` (idempotent; read from
-        the journal when not given)."""
+        the journal when not given). `done_seq` is the one that placement found: a new
+        mailbox starts from it instead of reading the journal's position."""
         if not self._accepting:
             return
         if epoch is None:
@@ -235,6 +242,7 @@ class MailboxHost:
                 self._broker,
                 queue,
                 epoch=epoch,
+                done_seq=done_seq,
                 threads=self.threads,
                 watchdog=self._watchdog,
             )

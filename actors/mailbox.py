@@ -104,6 +104,7 @@ class Mailbox:
         queue_name: str,
         *,
         epoch: int | None = None,
+        done_seq: int | None = None,
         threads: HandlerThreads | None = None,
         watchdog: Watchdog | None = None,
     ) -> None:
@@ -119,7 +120,9 @@ class Mailbox:
             handlers, policy.handler_timeout, threads or HandlerThreads(4), watchdog
         )
         self._lock = asyncio.Lock()
-        self._done_seq: int | None = None
+        #: The last seq whose outcome is recorded; None: read it from the journal when needed.
+        #: Given by a placement, it is exact: nobody else records under this epoch.
+        self._done_seq: int | None = done_seq
         self._stopping = asyncio.Event()
         self._failures: collections.deque[float] = collections.deque()
         self.last_active = time.monotonic()
