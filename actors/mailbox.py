@@ -29,6 +29,9 @@ from actors.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
+#: Events read from the journal at a time by a catch-up.
+CATCH_UP_PAGE = 100
+
 
 class Step(enum.Enum):
     DUPLICATE = "duplicate"  # already terminal: ack and forget
@@ -158,20 +161,28 @@ class Mailbox:
             finally:
                 self.last_active = time.monotonic()
 
-    async def catch_up(self) -> int:
-        """Process, from the journal, every event after done_seq; returns how many."""
+    async def catch_up(self, through: int | None = None) -> int:
+        """Process, from the journal, every event after done_seq up to seq `through` (None:
+        to the journal's last_seq, read now with its done_seq); returns how many.
+
+        Events already run by then (delivered meanwhile) cost nothing: none is read."""
         count = 0
         async with self._lock:
             self.last_active = time.monotonic()
-            while True:
-                self._done_seq = None  # read the journal's position, not a cached one
-                done = await self._done()
-                rows = await self._journal.events_between(self.client_id, done, done + 101)
+            if through is None:
+                position = await self._journal.position(self.client_id)
+                if position is None:
+                    return 0
+                self._done_seq, through = position.done_seq, position.last_seq
+            while (done := await self._done()) < through:
+                high = min(through, done + CATCH_UP_PAGE) + 1
+                rows = await self._journal.events_between(self.client_id, done, high)
                 if not rows:
                     return count
                 for row in rows:
                     await self._run(EventMessage.of(row))
                     count += 1
+            return count
 
     async def _process(self, message: EventMessage) -> None:
         done = await self._done()

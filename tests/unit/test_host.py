@@ -17,7 +17,7 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 from pika.spec import BasicProperties
 
-from actors.amqp import AmqpError, Delivery, QueueCounts
+from actors.amqp import AmqpError, Delivery
 from actors.broker import BrokerLink
 from actors.handlers import Event, HandlerRegistry
 from actors.host import MailboxHost
@@ -57,6 +57,9 @@ class Channel:
     async def declare_queue(self, name: str, *args: Any, **kwargs: Any) -> None:
         pass
 
+    def declare_queue_nowait(self, name: str, arguments: Any = None) -> None:
+        pass
+
     async def consume(
         self, queue: str, on_message: Callable[[Delivery], None], on_cancel: Any = None
     ) -> str:
@@ -93,9 +96,6 @@ class Publisher:
     def __init__(self) -> None:
         self.told: asyncio.Queue[Control] = asyncio.Queue()
         self.unreachable = False
-
-    async def declare_mailbox(self, client_id: str, *, fresh: bool = False) -> QueueCounts:
-        return QueueCounts(1, 0)  # a message waits: no catch-up from the journal
 
     async def tell_supervisor(self, control: Control, *, persistent: bool = False) -> None:
         if self.unreachable:
@@ -141,8 +141,8 @@ class Worker:
 
     @property
     def channel(self) -> Channel:
-        """The consume channel (attach opens the control channel first)."""
-        return self.connection.channels[1]
+        """The client's consume channel (attach opens the control channel first)."""
+        return self.connection.channels[1 + MailboxHost._slot(self.client)]
 
     async def deliver(self, seq: int) -> None:
         (row,) = await self.journal.events_between(self.client, seq - 1, seq + 1)
@@ -162,12 +162,12 @@ class Worker:
 async def worker() -> AsyncIterator[Worker]:
     journal = MemoryJournal()
     client = await journal.create_client("c", "x", False)
-    await journal.accept(client, "demo.t", {})
     await journal.heartbeat(WORKER)
-    epoch = (await journal.place_mailboxes({client: WORKER}, 5.0, True))[client].epoch
-    worker = Worker(journal, client, epoch)
+    placed = (await journal.place_mailboxes({client: WORKER}, 5.0, True))[client]
+    await journal.accept(client, "demo.t", {})  # after the placement: it comes by the queue
+    worker = Worker(journal, client, placed.epoch)
     await worker.host.attach(worker.connection)  # type: ignore[arg-type]
-    await worker.host.start(client, epoch)
+    await worker.host.start(client, placed.epoch, done_seq=0, last_seq=0)
     yield worker
     await worker.host.drain(5.0)
 
