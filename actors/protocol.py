@@ -151,6 +151,32 @@ class MailboxWanted(Control):
 
 
 @dataclasses.dataclass(frozen=True)
+class MailboxesWanted(Control):
+    """A fact: events arrived for these mailboxes, which may be idle (a gateway's wants of one
+    loop turn, in one message); each with the traceparent of an event that wants it."""
+
+    kind: ClassVar[str] = "mailboxes_wanted"
+    wanted: tuple[tuple[uuid.UUID, str], ...]
+
+    def encode(self) -> bytes:
+        wanted = [[str(client), traceparent] for client, traceparent in self.wanted]
+        return json.dumps({"kind": self.kind, "wanted": wanted}).encode()
+
+    @classmethod
+    def of_fields(cls, data: dict[str, Any]) -> Control:
+        wanted = data["wanted"]
+        if not isinstance(wanted, list):
+            raise TypeError(f"wanted is {type(wanted).__name__}, not a list")
+        return cls(tuple(_wanted(item) for item in wanted))
+
+
+def _wanted(item: Any) -> tuple[uuid.UUID, str]:
+    if not isinstance(item, list) or len(item) < 2 or not isinstance(item[1], str):
+        raise ValueError(f"not a [client, traceparent] list: {item!r}")
+    return uuid.UUID(str(item[0])), item[1]
+
+
+@dataclasses.dataclass(frozen=True)
 class MailboxPassivated(Control):
     """A fact: a worker stopped consuming an idle mailbox."""
 

@@ -19,6 +19,7 @@ from actors.broker import BrokerLink, Publisher, declare_supervisor_queue
 from actors.outages import OUTAGES
 from actors.protocol import (
     Control,
+    MailboxesWanted,
     MailboxFailed,
     MailboxPassivated,
     MailboxWanted,
@@ -50,7 +51,7 @@ PLACE_ROUNDS = 3
 
 
 class Supervisor:
-    """Handles MailboxWanted / MailboxPassivated / WorkerStopped / Tick, one at a time."""
+    """Handles MailboxesWanted / MailboxPassivated / WorkerStopped / Tick, one at a time."""
 
     def __init__(
         self, settings: Settings, journal: SupervisorJournal, link: BrokerLink, worker_id: str
@@ -159,10 +160,11 @@ class Supervisor:
         wanted: dict[uuid.UUID, bool] = {}  # client -> only if it has a backlog
         sweep = False
         for message in messages:
-            if isinstance(message, MailboxWanted):
-                wanted[message.client_id] = False
-                if message.traceparent:
-                    self._causes[message.client_id] = message.traceparent
+            if isinstance(message, MailboxWanted):  # an operator's resume; an older gateway
+                self._want(wanted, message.client_id, message.traceparent)
+            elif isinstance(message, MailboxesWanted):
+                for client, traceparent in message.wanted:
+                    self._want(wanted, client, traceparent)
             elif isinstance(message, MailboxPassivated):
                 load = self._workers.get(message.worker_id, 1)
                 self._workers[message.worker_id] = max(0, load - 1)
@@ -181,6 +183,11 @@ class Supervisor:
                 await self.sweep()
         finally:
             self._causes.clear()
+
+    def _want(self, wanted: dict[uuid.UUID, bool], client: uuid.UUID, traceparent: str) -> None:
+        wanted[client] = False
+        if traceparent:
+            self._causes[client] = traceparent
 
     async def _suspend(self, failed: MailboxFailed) -> None:
         """Escalation from a mailbox: suspend it until an operator resumes it."""

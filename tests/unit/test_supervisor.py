@@ -16,6 +16,7 @@ from actors.amqp import PublishFailed, Unroutable
 from actors.protocol import (
     Control,
     EventMessage,
+    MailboxesWanted,
     MailboxFailed,
     MailboxPassivated,
     MailboxWanted,
@@ -125,6 +126,17 @@ async def test_a_burst_of_new_clients_is_one_start_message_per_worker(
     assert set(link.publisher.starts) == set(clients)
     assert link.publisher.starts[finished][2:] == (1, 2)
     assert {s[2:] for c, s in link.publisher.starts.items() if c != finished} == {(0, 2)}
+
+
+async def test_a_gateways_mailboxes_wanted_places_each_mailbox(
+    journal: MemoryJournal, link: Link, supervisor: Supervisor
+) -> None:
+    first, second = await client(journal), await client(journal)
+
+    await supervisor._dispatch([MailboxesWanted(((first, ""), (second, "")))])
+
+    assert set(link.publisher.started) == {first, second}
+    assert link.publisher.messages == ["w1", "w2"] or link.publisher.messages == ["w2", "w1"]
 
 
 async def test_a_mailbox_active_on_a_live_worker_or_suspended_is_left_alone(
