@@ -267,8 +267,10 @@ class AmqpChannel:
     def declare_queue_nowait(self, name: str, arguments: dict[str, Any] | None = None) -> None:
         """Declare a durable queue without waiting for declare-ok. The broker handles a
         channel's methods in order, so a publish sent next is routed to the queue; a refused
-        declare closes the channel. Only while the channel is not `waiting`: pika would hold
-        the declare back behind the pending method and let the publish overtake it."""
+        declare closes the channel. Before a publish, only while the channel is not `waiting`:
+        pika would hold the declare back behind the pending method and let the publish
+        overtake it. A synchronous method sent next (basic.consume) keeps its place after it
+        either way: pika holds both back in order."""
         if not self._channel.is_open:
             raise AmqpError("channel is closed")
         _METHODS["queue_declare"].inc()

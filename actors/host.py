@@ -1,7 +1,7 @@
 """The mailbox host: one worker process's active mailboxes on one AMQP connection.
 
-No thread and no connection per mailbox: one consumer (prefetch 1) per active mailbox on a
-shared channel, one asyncio task per delivery, idle mailboxes passivated.
+No thread and no connection per mailbox: one consumer (prefetch 1) per active mailbox on one
+of a few shared channels, one asyncio task per delivery, idle mailboxes passivated.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import dramatiq
 from actors import metrics, tracing
 from actors.amqp import AmqpChannel, AmqpConnection, AmqpError, Delivery
 from actors.backoff import Backoff
-from actors.broker import BrokerLink
+from actors.broker import BrokerLink, mailbox_arguments
 from actors.delivery import NOT_NOW, settle
 from actors.handlers import HandlerRegistry
 from actors.lifecycle import Hosted, Stage
@@ -32,6 +32,7 @@ from actors.protocol import (
     MailboxPassivated,
     ProtocolError,
     StartMailbox,
+    StartMailboxes,
 )
 from actors.settings import Settings
 from actors.states import MailboxState
@@ -42,6 +43,10 @@ from actors.watchdog import Watchdog
 log = logging.getLogger(__name__)
 
 RECONCILE_INTERVAL = 5.0
+#: Consume channels per connection. pika runs one synchronous method per channel at a time,
+#: so a burst of activations waits one basic.consume round trip per mailbox on each channel:
+#: spread over a few, the round trips overlap.
+CONSUME_CHANNELS = 4
 
 
 class MailboxHost:
@@ -77,7 +82,7 @@ class MailboxHost:
         self._escalated: dict[uuid.UUID, tuple[str, int | None]] = {}
         self._starting: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._channel: AmqpChannel | None = None
+        self._channels: list[AmqpChannel | None] = [None] * CONSUME_CHANNELS
         self._accepting = True
         self._retry = Backoff(min=0.2, max=5.0)
         metrics.ACTIVE_MAILBOXES.set_function(lambda: len(self._active))
@@ -85,19 +90,14 @@ class MailboxHost:
     # --- wiring to a (re)connected broker --------------------------------------------------
 
     async def attach(self, connection: AmqpConnection) -> None:
-        """On every new connection: our command queue, a consume channel, our mailboxes."""
+        """On every new connection: our command queue, the consume channels, our mailboxes."""
         control = await connection.channel()
         await control.qos(100)
         queue = self._settings.worker_queue(self.worker_id)
         await control.declare_queue(queue, durable=False, exclusive=True, auto_delete=True)
         await control.consume(queue, lambda delivery: self._on_control(control, delivery))
-        await self._open_consume_channel(connection)
-
-    async def _open_consume_channel(self, connection: AmqpConnection) -> None:
-        channel = await connection.channel()
-        await channel.qos(1)
-        self._channel = channel
-        channel.closed.add_done_callback(lambda _: self._consume_channel_closed(connection))
+        for slot in range(CONSUME_CHANNELS):
+            await self._open_consume_channel(connection, slot, resubscribe=False)
         if self._active:  # a reconnection: keep only what the journal still places here
             try:
                 placed = set(await self._journal.mailboxes_placed_on(self.worker_id))
@@ -112,9 +112,30 @@ class MailboxHost:
                     moved = False
                 if moved:
                     await self._lose(entry, "while this worker was disconnected")
+        self._resubscribe(None)
+
+    async def _open_consume_channel(
+        self, connection: AmqpConnection, slot: int, *, resubscribe: bool = True
+    ) -> None:
+        channel = await connection.channel()
+        await channel.qos(1)
+        self._channels[slot] = channel
+        channel.closed.add_done_callback(lambda _: self._consume_channel_closed(connection, slot))
+        if resubscribe:
+            self._resubscribe(slot)
+
+    def _resubscribe(self, slot: int | None) -> None:
+        """Subscribe again the mailboxes of consume channel `slot` (None: of every one)."""
         for entry in list(self._active.values()):
-            entry.unsubscribed()  # its consumer went with the old channel
-            self._spawn(self._subscribe(entry))  # one slow queue must not hold up the rest
+            if slot is None or self._slot(entry.mailbox.client_id) == slot:
+                entry.unsubscribed()  # its consumer went with the old channel
+                self._spawn(self._subscribe(entry))  # one slow queue must not hold up the rest
+
+    @staticmethod
+    def _slot(client_id: uuid.UUID) -> int:
+        """The consume channel of a client's mailbox (fixed: a reopened channel knows whose
+        consumers it lost)."""
+        return client_id.int % CONSUME_CHANNELS
 
     async def reconcile(self) -> None:
         """Let go of idle mailboxes the journal now places elsewhere (after this worker was
@@ -184,10 +205,10 @@ class MailboxHost:
         if self._active.get(entry.mailbox.client_id) is entry:
             del self._active[entry.mailbox.client_id]
 
-    def _consume_channel_closed(self, connection: AmqpConnection) -> None:
+    def _consume_channel_closed(self, connection: AmqpConnection, slot: int) -> None:
         if connection.is_open and self._accepting:
-            log.warning("mailbox channel closed by the broker; reopening it")
-            self._spawn(self._open_consume_channel(connection))
+            log.warning("mailbox channel %d closed by the broker; reopening it", slot)
+            self._spawn(self._open_consume_channel(connection, slot))
 
     def _on_control(self, channel: AmqpChannel, delivery: Delivery) -> None:
         channel.ack(delivery.delivery_tag)
@@ -196,7 +217,17 @@ class MailboxHost:
         except ProtocolError as error:
             log.error("dropping control message: %s", error)
             return
-        if isinstance(command, StartMailbox):
+        if isinstance(command, StartMailboxes):
+            for start in command.mailboxes:
+                self._spawn(
+                    self.start(
+                        start.client_id,
+                        start.epoch,
+                        done_seq=start.done_seq,
+                        last_seq=start.last_seq,
+                    )
+                )
+        elif isinstance(command, StartMailbox):  # from a supervisor of an older release
             self._spawn(self.start(command.client_id, command.epoch))
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
@@ -211,9 +242,19 @@ class MailboxHost:
 
     # --- activation ------------------------------------------------------------------------
 
-    async def start(self, client_id: uuid.UUID, epoch: int | None = None) -> None:
+    async def start(
+        self,
+        client_id: uuid.UUID,
+        epoch: int | None = None,
+        *,
+        done_seq: int | None = None,
+        last_seq: int | None = None,
+    ) -> None:
         """Consume a client's mailbox here under the placement `epoch` (idempotent; read from
-        the journal when not given)."""
+        the journal when not given). `done_seq` and `last_seq` are the ones that placement
+        found: a new mailbox starts from that done_seq instead of reading the journal's
+        position, and takes the events up to that last_seq from the journal unless they were
+        delivered first."""
         if not self._accepting:
             return
         if epoch is None:
@@ -235,10 +276,13 @@ class MailboxHost:
                 self._broker,
                 queue,
                 epoch=epoch,
+                done_seq=done_seq,
                 threads=self.threads,
                 watchdog=self._watchdog,
             )
             entry = Hosted(mailbox)
+            if done_seq is not None and last_seq is not None:
+                entry.placed_backlog = (done_seq, last_seq)
             self._active[client_id] = entry
         await self._subscribe(entry)
         if entry.stage is Stage.CONSUMING:
@@ -262,18 +306,17 @@ class MailboxHost:
         return position.epoch
 
     async def _subscribe(self, entry: Hosted) -> None:
-        channel = self._channel
+        client = entry.mailbox.client_id
+        channel = self._channels[self._slot(client)]
         if channel is None or not channel.is_open:
             return
         if not entry.subscribing():  # consuming, subscribing already, or on its way out
             return
-        client = entry.mailbox.client_id
         queue = self._settings.mailbox_queue(str(client))
-        publisher = self._link.publisher
         try:
-            if publisher is None:
-                raise AmqpError("no broker connection")
-            counts = await publisher.declare_mailbox(str(client), fresh=True)
+            # Not waited for: the broker handles the channel's methods in order, so the queue
+            # exists (a new client's, or one deleted while idle) before the consume reaches it.
+            channel.declare_queue_nowait(queue, mailbox_arguments(self._settings))
             entry.channel = channel
             tag = await channel.consume(
                 queue,
@@ -290,14 +333,20 @@ class MailboxHost:
                 await channel.cancel(tag)
             return
         entry.consuming(channel, tag)
-        if counts is not None and counts.messages == 0 and counts.consumers == 0:
-            # Nothing queued and no other consumer: whatever the journal still has unfinished
-            # was lost by the broker or never published, or is held by a previous owner that
-            # is dead by now (placement moves a mailbox only off a dead worker, and an owner
-            # that lost its lease cannot start anything: the epoch). This mailbox takes it
-            # from the journal, retried by reconcile() until it succeeds.
-            entry.catch_up_due = True
-            self._spawn(self._catch_up(entry))
+        # The journal, not the queue, says what is unfinished: the queue may have been
+        # deleted while the mailbox was idle, or lost messages, or hold only later ones.
+        # Whatever the journal has after done_seq is taken from it, in seq order, by the
+        # mailbox's lock and seq rule: what the queue delivers first is not read again, and
+        # what it delivers later is a duplicate. What is accepted after the placement is
+        # published after it (or relayed), and a gap before it is filled from the journal.
+        # Safe beside a previous owner: placement moves a mailbox only off a dead worker, and
+        # an owner that lost its lease cannot start anything (the epoch).
+        placed, entry.placed_backlog = entry.placed_backlog, None
+        if placed is not None and placed[1] <= placed[0]:
+            return  # nothing unfinished when it was placed: the rest comes through the queue
+        entry.catch_up_through = placed[1] if placed is not None else None
+        entry.catch_up_due = True  # retried by reconcile() until it succeeds
+        self._spawn(self._catch_up(entry))
 
     def _consumer_cancelled(self, entry: Hosted) -> None:
         """The broker cancelled our consumer: the queue was deleted. Declare it again and
@@ -312,7 +361,7 @@ class MailboxHost:
     async def _catch_up(self, entry: Hosted) -> None:
         entry.inflight += 1
         try:
-            caught_up = await entry.mailbox.catch_up()
+            caught_up = await entry.mailbox.catch_up(entry.catch_up_through)
             entry.catch_up_due = False
             if caught_up:
                 log.info(

@@ -57,6 +57,9 @@ class Hosted:
     channel: AmqpChannel | None = None
     inflight: int = 0  # deliveries and catch-ups running now
     catch_up_due: bool = False  # the journal has events the queue may not: take them from it
+    catch_up_through: int | None = None  # ...up to this seq (None: the journal's last_seq)
+    #: (done_seq, last_seq) as its placement found them, until its first subscription.
+    placed_backlog: tuple[int, int] | None = None
 
     def move(self, to: Stage) -> None:
         """Enter stage `to`; ForbiddenTransition (logged) if the table does not allow it."""

@@ -29,6 +29,9 @@ from actors.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
+#: Events read from the journal at a time by a catch-up.
+CATCH_UP_PAGE = 100
+
 
 class Step(enum.Enum):
     DUPLICATE = "duplicate"  # already terminal: ack and forget
@@ -104,6 +107,7 @@ class Mailbox:
         queue_name: str,
         *,
         epoch: int | None = None,
+        done_seq: int | None = None,
         threads: HandlerThreads | None = None,
         watchdog: Watchdog | None = None,
     ) -> None:
@@ -119,7 +123,9 @@ class Mailbox:
             handlers, policy.handler_timeout, threads or HandlerThreads(4), watchdog
         )
         self._lock = asyncio.Lock()
-        self._done_seq: int | None = None
+        #: The last seq whose outcome is recorded; None: read it from the journal when needed.
+        #: Given by a placement, it is exact: nobody else records under this epoch.
+        self._done_seq: int | None = done_seq
         self._stopping = asyncio.Event()
         self._failures: collections.deque[float] = collections.deque()
         self.last_active = time.monotonic()
@@ -155,20 +161,28 @@ class Mailbox:
             finally:
                 self.last_active = time.monotonic()
 
-    async def catch_up(self) -> int:
-        """Process, from the journal, every event after done_seq; returns how many."""
+    async def catch_up(self, through: int | None = None) -> int:
+        """Process, from the journal, every event after done_seq up to seq `through` (None:
+        to the journal's last_seq, read now with its done_seq); returns how many.
+
+        Events already run by then (delivered meanwhile) cost nothing: none is read."""
         count = 0
         async with self._lock:
             self.last_active = time.monotonic()
-            while True:
-                self._done_seq = None  # read the journal's position, not a cached one
-                done = await self._done()
-                rows = await self._journal.events_between(self.client_id, done, done + 101)
+            if through is None:
+                position = await self._journal.position(self.client_id)
+                if position is None:
+                    return 0
+                self._done_seq, through = position.done_seq, position.last_seq
+            while (done := await self._done()) < through:
+                high = min(through, done + CATCH_UP_PAGE) + 1
+                rows = await self._journal.events_between(self.client_id, done, high)
                 if not rows:
                     return count
                 for row in rows:
                     await self._run(EventMessage.of(row))
                     count += 1
+            return count
 
     async def _process(self, message: EventMessage) -> None:
         done = await self._done()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import dramatiq
 
@@ -121,11 +121,16 @@ class Control:
         try:
             data = json.loads(body)
             cls = _CONTROL[data.pop("kind")]
-            hints = {f.name: f.type for f in dataclasses.fields(cls)}
-            # Fields a newer sender added are ignored (rolling upgrades).
-            return cls(**{k: _typed(hints[k], v) for k, v in data.items() if k in hints})
+            return cls.of_fields(data)
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise ProtocolError(f"malformed control message: {error!r}") from None
+
+    @classmethod
+    def of_fields(cls, data: dict[str, Any]) -> Control:
+        """The message from its decoded JSON fields (`kind` taken out)."""
+        hints = {f.name: f.type for f in dataclasses.fields(cls)}
+        # Fields a newer sender added are ignored (rolling upgrades).
+        return cls(**{k: _typed(hints[k], v) for k, v in data.items() if k in hints})
 
 
 def _typed(hint: Any, value: str) -> Any:
@@ -143,6 +148,32 @@ class MailboxWanted(Control):
     kind: ClassVar[str] = "mailbox_wanted"
     client_id: uuid.UUID
     traceparent: str = ""  # of the event that wants it, for the supervisor's span link
+
+
+@dataclasses.dataclass(frozen=True)
+class MailboxesWanted(Control):
+    """A fact: events arrived for these mailboxes, which may be idle (a gateway's wants of one
+    loop turn, in one message); each with the traceparent of an event that wants it."""
+
+    kind: ClassVar[str] = "mailboxes_wanted"
+    wanted: tuple[tuple[uuid.UUID, str], ...]
+
+    def encode(self) -> bytes:
+        wanted = [[str(client), traceparent] for client, traceparent in self.wanted]
+        return json.dumps({"kind": self.kind, "wanted": wanted}).encode()
+
+    @classmethod
+    def of_fields(cls, data: dict[str, Any]) -> Control:
+        wanted = data["wanted"]
+        if not isinstance(wanted, list):
+            raise TypeError(f"wanted is {type(wanted).__name__}, not a list")
+        return cls(tuple(_wanted(item) for item in wanted))
+
+
+def _wanted(item: Any) -> tuple[uuid.UUID, str]:
+    if not isinstance(item, list) or len(item) < 2 or not isinstance(item[1], str):
+        raise ValueError(f"not a [client, traceparent] list: {item!r}")
+    return uuid.UUID(str(item[0])), item[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,3 +220,46 @@ class StartMailbox(Control):
     kind: ClassVar[str] = "start_mailbox"
     client_id: uuid.UUID
     epoch: int | None = None  # the placement's fencing token (None: read it from the journal)
+
+
+class Start(NamedTuple):
+    """One mailbox of a StartMailboxes: its placement's epoch and the client's position as
+    the placement found it (`done_seq` is exact for the new owner until it writes)."""
+
+    client_id: uuid.UUID
+    epoch: int
+    done_seq: int
+    last_seq: int
+
+
+@dataclasses.dataclass(frozen=True)
+class StartMailboxes(Control):
+    """A command to a worker: consume these mailboxes (one message per worker and placement
+    round). A worker of an older release drops it as an unknown kind and starts the mailboxes
+    placed on it at its next reconcile."""
+
+    kind: ClassVar[str] = "start_mailboxes"
+    mailboxes: tuple[Start, ...]
+
+    def encode(self) -> bytes:
+        starts = [[str(s.client_id), s.epoch, s.done_seq, s.last_seq] for s in self.mailboxes]
+        return json.dumps({"kind": self.kind, "mailboxes": starts}).encode()
+
+    @classmethod
+    def of_fields(cls, data: dict[str, Any]) -> Control:
+        starts = data["mailboxes"]
+        if not isinstance(starts, list):
+            raise TypeError(f"mailboxes is {type(starts).__name__}, not a list")
+        return cls(tuple(_start(item) for item in starts))
+
+
+def _start(item: Any) -> Start:
+    if not isinstance(item, list) or len(item) < 4:
+        raise ValueError(f"not a [client, epoch, done_seq, last_seq] list: {item!r}")
+    client, *numbers = item[:4]
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers):
+        raise ValueError(f"epoch, done_seq and last_seq must be counts: {item!r}")
+    epoch, done_seq, last_seq = numbers
+    if done_seq > last_seq:
+        raise ValueError(f"done_seq {done_seq} is past last_seq {last_seq}")
+    return Start(uuid.UUID(str(client)), epoch, done_seq, last_seq)

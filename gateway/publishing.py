@@ -11,12 +11,14 @@ import uuid
 from actors.amqp import PublishFailed
 from actors.broker import BrokerLink, Publisher
 from actors.outages import UNAVAILABLE
-from actors.protocol import EventMessage, MailboxWanted
+from actors.protocol import EventMessage, MailboxesWanted
 from actors.store import Journal
 
 log = logging.getLogger(__name__)
 
 MAX_PUBLISHING = 10_000
+#: Clients per MailboxesWanted message.
+MAX_WANTED = 1000
 
 
 class PublishedMarks:
@@ -57,12 +59,45 @@ class PublishedMarks:
                 )
 
 
+class Wants:
+    """The mailboxes a gateway wants active, gathered over one loop turn and told to the
+    supervisor in one MailboxesWanted (one publish, one ack and one supervisor batch for a
+    burst of new clients, instead of one each).
+
+    A want not told is not lost: the supervisor's sweep places every mailbox with a backlog
+    and no live host within a second (SWEEP_INTERVAL)."""
+
+    def __init__(self, link: BrokerLink) -> None:
+        self._link = link
+        self._pending: dict[uuid.UUID, str] = {}
+        self._telling: set[asyncio.Task[bool]] = set()
+
+    def add(self, message: EventMessage) -> None:
+        """Want the message's mailbox; told at the end of this loop turn."""
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.setdefault(message.client_id, message.traceparent or "")
+
+    def _flush(self) -> None:
+        wanted, self._pending = list(self._pending.items()), {}
+        for start in range(0, len(wanted), MAX_WANTED):
+            fact = MailboxesWanted(tuple(wanted[start : start + MAX_WANTED]))
+            task = asyncio.ensure_future(self._link.tell_supervisor(fact))  # it logs a failure
+            self._telling.add(task)
+            task.add_done_callback(self._telling.discard)
+
+    async def finish(self, deadline: float) -> None:
+        if self._telling:
+            await asyncio.wait(list(self._telling), timeout=deadline)
+
+
 class Publishing:
     """Publishes committed events in the background, at most MAX_PUBLISHING at once."""
 
     def __init__(self, link: BrokerLink, journal: Journal) -> None:
         self.link = link
         self.marks = PublishedMarks(journal)
+        self.wants = Wants(link)
         self._publishing: set[asyncio.Task[None]] = set()
         self._broker_down = False
 
@@ -101,6 +136,7 @@ class Publishing:
         """Wait up to `deadline` seconds for publishes still in flight (at shutdown)."""
         if self._publishing:
             await asyncio.wait(list(self._publishing), timeout=deadline)
+        await self.wants.finish(deadline)
 
     def _publisher(self) -> Publisher | None:
         publisher = self.link.publisher
@@ -132,26 +168,16 @@ class Publishing:
             self.marks.add(message.event_id)
             published += 1
         if wake_supervisor and published:
-            first = messages[0]
-            with contextlib.suppress(PublishFailed):
-                await publisher.tell_supervisor(
-                    MailboxWanted(first.client_id, first.traceparent or "")
-                )
+            self.wants.add(messages[0])
 
     async def _publish(self, message: EventMessage, *, wake_supervisor: bool) -> None:
         publisher = self._publisher()
         if publisher is None:
             return
         try:
-            if wake_supervisor:  # both on one channel: RabbitMQ routes them in this order
-                await asyncio.gather(
-                    publisher.publish_event(message),
-                    publisher.tell_supervisor(
-                        MailboxWanted(message.client_id, message.traceparent or "")
-                    ),
-                )
-            else:
-                await publisher.publish_event(message)
+            if wake_supervisor:  # told after this turn: after the event's basic.publish
+                self.wants.add(message)
+            await publisher.publish_event(message)
             self.marks.add(message.event_id)
         except PublishFailed as error:
             log.warning(

@@ -19,17 +19,20 @@ from actors.broker import BrokerLink, Publisher, declare_supervisor_queue
 from actors.outages import OUTAGES
 from actors.protocol import (
     Control,
+    MailboxesWanted,
     MailboxFailed,
     MailboxPassivated,
     MailboxWanted,
     ProtocolError,
-    StartMailbox,
+    Start,
+    StartMailboxes,
     Tick,
     WorkerStopped,
 )
 from actors.settings import Settings
 from actors.states import MailboxState
 from actors.store.roles import SupervisorJournal
+from actors.store.rows import Placed
 from supervision.placement import plan
 from supervision.relay import Relay
 
@@ -48,7 +51,7 @@ PLACE_ROUNDS = 3
 
 
 class Supervisor:
-    """Handles MailboxWanted / MailboxPassivated / WorkerStopped / Tick, one at a time."""
+    """Handles MailboxesWanted / MailboxPassivated / WorkerStopped / Tick, one at a time."""
 
     def __init__(
         self, settings: Settings, journal: SupervisorJournal, link: BrokerLink, worker_id: str
@@ -160,10 +163,11 @@ class Supervisor:
         wanted: dict[uuid.UUID, bool] = {}  # client -> only if it has a backlog
         sweep = False
         for message in messages:
-            if isinstance(message, MailboxWanted):
-                wanted[message.client_id] = False
-                if message.traceparent:
-                    self._causes[message.client_id] = message.traceparent
+            if isinstance(message, MailboxWanted):  # an operator's resume; an older gateway
+                self._want(wanted, message.client_id, message.traceparent)
+            elif isinstance(message, MailboxesWanted):
+                for client, traceparent in message.wanted:
+                    self._want(wanted, client, traceparent)
             elif isinstance(message, MailboxPassivated):
                 load = self._workers.get(message.worker_id, 1)
                 self._workers[message.worker_id] = max(0, load - 1)
@@ -182,6 +186,11 @@ class Supervisor:
                 await self.sweep()
         finally:
             self._causes.clear()
+
+    def _want(self, wanted: dict[uuid.UUID, bool], client: uuid.UUID, traceparent: str) -> None:
+        wanted[client] = False
+        if traceparent:
+            self._causes[client] = traceparent
 
     async def _suspend(self, failed: MailboxFailed) -> None:
         """Escalation from a mailbox: suspend it until an operator resumes it."""
@@ -245,9 +254,10 @@ class Supervisor:
             self._workers_read = time.monotonic()
 
     async def _place(self, clients: list[uuid.UUID]) -> None:
-        """Spread mailboxes over the least-loaded live workers and tell each its share.
+        """Spread mailboxes over the least-loaded live workers and tell each its share, in one
+        StartMailboxes per worker and round.
 
-        A mailbox whose StartMailbox no queue took (the worker is gone from the broker, so it
+        A share whose StartMailboxes no queue took (the worker is gone from the broker, so it
         never heard of it) is released from that placement at once and placed elsewhere; one
         that no worker could be told about stays released, so that the next sweep places it
         again. Any other failed tell may still have reached the worker: the placement stays
@@ -264,44 +274,59 @@ class Supervisor:
             placed = await self._journal.place_mailboxes(
                 assignment, WORKER_ALIVE_WITHIN, self._by_lock()
             )
-            told = [(client, assignment[client]) for client in clients if client in placed]
+            shares: dict[str, list[uuid.UUID]] = {}
+            for client in clients:
+                if client in placed:
+                    shares.setdefault(assignment[client], []).append(client)
+            told = sorted(shares)
             results = await asyncio.gather(
-                *(
-                    self._activate(publisher, client, worker, placed[client])
-                    for client, worker in told
-                ),
+                *(self._activate(publisher, worker, shares[worker], placed) for worker in told),
                 return_exceptions=True,
             )
             clients = []
-            for (client, worker), result in zip(told, results, strict=True):
+            for worker, result in zip(told, results, strict=True):
+                share = shares[worker]
                 if isinstance(result, Unroutable):  # no queue took it: the worker never knew
                     log.warning("worker %s is gone; placing its mailboxes elsewhere", worker)
                     self._workers.pop(worker, None)
-                    await self._journal.release_mailbox(client, worker, epoch=placed[client])
-                    clients.append(client)
+                    for client in share:
+                        await self._journal.release_mailbox(
+                            client, worker, epoch=placed[client].epoch
+                        )
+                    clients.extend(share)
                 elif isinstance(result, PublishFailed):  # it may have got there: leave it
                     log.warning(
-                        "worker %s may not have been told of mailbox %s (%s); it starts what "
+                        "worker %s may not have been told of %d mailboxes (%s); it starts what "
                         "is placed on it, and a dead worker's mailboxes move at the sweep",
                         worker,
-                        client,
+                        len(share),
                         result,
                     )
                     self._workers.pop(worker, None)
                 elif isinstance(result, BaseException):
                     raise result
                 else:
-                    self._workers[worker] = self._workers.get(worker, 0) + 1
-            if len(told) > len(clients):
-                log.info("placed %d mailboxes", len(told) - len(clients))
+                    self._workers[worker] = self._workers.get(worker, 0) + len(share)
+            placed_now = sum(len(shares[worker]) for worker in told) - len(clients)
+            if placed_now:
+                log.info("placed %d mailboxes", placed_now)
         if clients:
             log.warning("no live worker for %d mailboxes yet; the next sweep retries", len(clients))
 
     async def _activate(
-        self, publisher: Publisher, client: uuid.UUID, worker: str, epoch: int
+        self,
+        publisher: Publisher,
+        worker: str,
+        share: list[uuid.UUID],
+        placed: dict[uuid.UUID, Placed],
     ) -> None:
-        """Tell a worker to start a mailbox, in a span linked to the event that wanted it."""
-        with tracing.supervising("activate", client, self._causes.get(client)) as span:
-            span.set_attribute("seriatim.worker_id", worker)
-            span.set_attribute("seriatim.epoch", epoch)
-            await publisher.tell_worker(worker, StartMailbox(client, epoch))
+        """Tell a worker to start its share of a placement round, in one message; each
+        mailbox's span links to the event that wanted it."""
+        starts = []
+        for client in share:
+            placement = placed[client]
+            with tracing.supervising("activate", client, self._causes.get(client)) as span:
+                span.set_attribute("seriatim.worker_id", worker)
+                span.set_attribute("seriatim.epoch", placement.epoch)
+            starts.append(Start(client, placement.epoch, placement.done_seq, placement.last_seq))
+        await publisher.tell_worker(worker, StartMailboxes(tuple(starts)))

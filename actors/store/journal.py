@@ -30,6 +30,7 @@ from actors.store.rows import (
     KeyTaken,
     ListedEvent,
     MailboxRow,
+    Placed,
     Position,
     QuotaFull,
     Wanted,
@@ -521,9 +522,9 @@ class Journal:
 
     async def place_mailboxes(
         self, plan: dict[uuid.UUID, str], alive_within: float, by_lock: bool
-    ) -> dict[uuid.UUID, int]:
+    ) -> dict[uuid.UUID, Placed]:
         """Record client → worker assignments; returns the clients placed (neither suspended
-        nor active on a live worker), each with its new placement's epoch."""
+        nor active on a live worker), each with its new placement's epoch and position."""
         rows = await _retry_conflicts(
             self.pool.fetch,
             QUERIES["place_mailboxes"],
@@ -532,7 +533,7 @@ class Journal:
             alive_within,
             by_lock,
         )
-        return {row["id"]: row["epoch"] for row in rows}
+        return {row["id"]: Placed(row["epoch"], row["done_seq"], row["last_seq"]) for row in rows}
 
     async def release_mailbox(
         self, client_id: uuid.UUID, worker_id: str, *, epoch: int | None = None

@@ -26,6 +26,7 @@ from actors.store.rows import (
     Json,
     KeyTaken,
     MailboxRow,
+    Placed,
     Position,
     QuotaFull,
     Wanted,
@@ -391,15 +392,15 @@ class MemoryJournal:
 
     async def place_mailboxes(
         self, plan: dict[uuid.UUID, str], alive_within: float, by_lock: bool
-    ) -> dict[uuid.UUID, int]:
+    ) -> dict[uuid.UUID, Placed]:
         live = self._live(alive_within, by_lock)
-        placed: dict[uuid.UUID, int] = {}
+        placed: dict[uuid.UUID, Placed] = {}
         for client_id, worker_id in plan.items():
             c = self._clients.get(client_id)
             if c is None or c.state == "suspended" or (c.state == "active" and c.host in live):
                 continue  # suspended, or on a live worker: a mailbox moves only off a dead one
             c.replace("active", worker_id)
-            placed[client_id] = c.epoch
+            placed[client_id] = Placed(c.epoch, c.done_seq, c.last_seq)
         return placed
 
     async def release_mailbox(

@@ -436,7 +436,8 @@ LIMIT $3;
 -- suspended ones stay, and so does a mailbox active on a live worker ($3, $4: liveness, as in
 -- live_worker_ids): a mailbox moves only off a dead worker, whatever a stale supervisor
 -- decided from an older read. Rows locked in id order, as every statement that locks several
--- clients locks them.
+-- clients locks them. Returns each placed client's position: its done_seq cannot move after
+-- this commits but by the new owner (every outcome write is fenced by the epoch).
 WITH live AS (SELECT live_worker_ids($3, $4) AS id),
 locked AS (
     SELECT id FROM clients WHERE id = ANY($1::uuid[]) AND state <> 'suspended'
@@ -446,7 +447,7 @@ UPDATE clients AS c SET state = 'active', host = p.host, epoch = c.epoch + 1
 FROM locked JOIN unnest($1::uuid[], $2::text[]) AS p (id, host) ON p.id = locked.id
 WHERE c.id = locked.id AND c.state <> 'suspended'
   AND NOT (c.state = 'active' AND c.host IS NOT NULL AND c.host IN (SELECT id FROM live))
-RETURNING c.id, c.epoch;
+RETURNING c.id, c.epoch, c.done_seq, c.last_seq;
 
 -- name: release_mailbox
 -- $3: only that placement (NULL: whichever placement the worker has).

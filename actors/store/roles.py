@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Protocol
 
-from actors.store.rows import EventRow, Json, Position, Wanted
+from actors.store.rows import EventRow, Json, Placed, Position, Wanted
 
 
 class MailboxJournal(Protocol):
@@ -104,9 +104,9 @@ class SupervisorJournal(RelayJournal, Protocol):
 
     async def place_mailboxes(
         self, plan: dict[uuid.UUID, str], alive_within: float, by_lock: bool
-    ) -> dict[uuid.UUID, int]:
+    ) -> dict[uuid.UUID, Placed]:
         """Place each client on its worker under a new epoch; the ones placed (never a
-        suspended one, never one active on a live worker)."""
+        suspended one, never one active on a live worker), with the epoch and position."""
         ...
 
     async def release_mailbox(

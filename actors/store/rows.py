@@ -235,6 +235,18 @@ class Position:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Placed:
+    """A placement just made: its epoch, and the client's position as the placement found it.
+
+    `done_seq` is exact for the new owner until it writes: the placement's epoch fences every
+    earlier owner's outcome (docs/reliability.md, "done_seq travels with the placement")."""
+
+    epoch: int
+    done_seq: int
+    last_seq: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Wanted:
     client_id: uuid.UUID
     state: MailboxState

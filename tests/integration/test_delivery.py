@@ -6,6 +6,7 @@ inside the workers (tests/witness.py), not by the journal's timestamps.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,9 @@ import httpx
 import pika
 import pytest
 
+from actors.broker import mailbox_arguments
+from actors.protocol import EventMessage
+from actors.settings import Settings
 from tests import harness, witness
 from tests.harness import System, wait_for
 
@@ -201,3 +205,59 @@ def test_events_never_published_are_taken_from_the_journal_without_the_relay(
         60,
         "the never-published events to succeed",
     )
+
+
+def test_a_queue_holding_only_a_finished_event_does_not_hide_the_journal_backlog(
+    no_relay: System, tmp_path: Path
+) -> None:
+    """The catch-up is decided by the journal, not by the queue's message count. On the
+    starting code this fails at the wait for seq 2 and 3 (timeout): the queue held one
+    message, so the new mailbox took nothing from the journal, acked the stale copy as a
+    duplicate and waited for deliveries that never come (no relay here)."""
+    # Given a client whose queue holds only a stale copy of seq 1 (a relay duplicate, say)...
+    client = no_relay.admin_client()
+    queue = no_relay.settings_queue(client["client_id"])
+    stale = EventMessage(uuid.uuid4(), uuid.UUID(client["client_id"]), 1, "witnessed.echo", {})
+    connection = pika.BlockingConnection(pika.URLParameters(harness.AMQP_URL))
+    try:
+        channel = connection.channel()
+        channel.queue_declare(
+            queue, durable=True, arguments=mailbox_arguments(Settings.from_env(no_relay.env))
+        )
+        channel.basic_publish("", queue, stale.to_dramatiq(queue).encode())
+    finally:
+        connection.close()
+
+    # ...and a journal where seq 1 is finished and seq 2 and 3 were never published,
+    # committed at once (the sweep must not see the backlog before done_seq moves)
+    rows = no_relay.sql(FINISHED_ONE_UNPUBLISHED_TWO, client["client_id"])
+    answered = [(row["seq"], row["id"]) for row in rows if row["seq"] > 1]
+
+    # Then the supervisor activates the mailbox and it runs seq 2 then 3 from the journal,
+    # each once, one after the other
+    wait_for(lambda: ran(no_relay, answered[-1][1]), 30, "seq 2 and 3 to run")
+    judgement = judge(no_relay, client["client_id"], answered, tmp_path)
+    assert judgement.ok, judgement
+    assert judgement.executions == 2
+    wait_for(
+        lambda: (
+            statuses(no_relay, client["client_id"])
+            == [(1, "succeeded"), (2, "succeeded"), (3, "succeeded")]
+        ),
+        30,
+        "all three events to be succeeded",
+    )
+
+
+FINISHED_ONE_UNPUBLISHED_TWO = """
+WITH counter AS (
+    UPDATE clients SET last_seq = last_seq + 3, done_seq = done_seq + 1 WHERE id = $1
+    RETURNING last_seq
+)
+INSERT INTO events (client_id, seq, type, payload, status, attempts, finished_at, started_at)
+SELECT $1, last_seq - 3 + n, 'witnessed.echo', jsonb_build_object('n', n),
+       CASE WHEN n = 1 THEN 'succeeded' ELSE 'queued' END, CASE WHEN n = 1 THEN 1 ELSE 0 END,
+       CASE WHEN n = 1 THEN now() END, CASE WHEN n = 1 THEN now() END
+FROM counter, generate_series(1, 3) AS n
+RETURNING id::text, seq
+"""

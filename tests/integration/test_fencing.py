@@ -42,8 +42,8 @@ async def test_every_placement_gets_a_higher_epoch(journal: Journal) -> None:
     await journal.release_mailbox(client, w1)
     second = await journal.place_mailboxes({client: w1}, ALIVE_WITHIN, False)
 
-    assert second[client] > first[client] > 0
-    assert (await journal.mailboxes_placed_on(w1)) == {client: second[client]}
+    assert second[client].epoch > first[client].epoch > 0
+    assert (await journal.mailboxes_placed_on(w1)) == {client: second[client].epoch}
 
 
 async def test_a_stale_supervisor_cannot_move_a_mailbox_off_a_live_worker(
@@ -59,7 +59,7 @@ async def test_a_stale_supervisor_cannot_move_a_mailbox_off_a_live_worker(
     assert stale == {}
     position = await journal.position(client)
     assert position is not None
-    assert (position.host, position.epoch) == (w2, placed[client])
+    assert (position.host, position.epoch) == (w2, placed[client].epoch)
 
 
 async def test_a_mailbox_moves_off_a_dead_worker(journal: Journal) -> None:
@@ -71,7 +71,7 @@ async def test_a_mailbox_moves_off_a_dead_worker(journal: Journal) -> None:
 
     moved = await journal.place_mailboxes({client: w2}, ALIVE_WITHIN, False)
 
-    assert moved[client] > first[client]
+    assert moved[client].epoch > first[client].epoch
 
 
 async def test_a_stale_owner_can_neither_start_retry_record_nor_suspend(
@@ -79,11 +79,11 @@ async def test_a_stale_owner_can_neither_start_retry_record_nor_suspend(
 ) -> None:
     client, event = await client_with_event(journal)
     w1, w2 = await worker(journal, "w1"), await worker(journal, "w2")
-    old = (await journal.place_mailboxes({client: w1}, ALIVE_WITHIN, False))[client]
+    old = (await journal.place_mailboxes({client: w1}, ALIVE_WITHIN, False))[client].epoch
     assert await journal.mark_attempt(event, epoch=old) == 1
     await journal.pool.execute("UPDATE workers SET last_seen = now() - interval '1 minute'")
     await journal.pool.execute("UPDATE workers SET last_seen = now() WHERE id = $1", w2)
-    new = (await journal.place_mailboxes({client: w2}, ALIVE_WITHIN, False))[client]
+    new = (await journal.place_mailboxes({client: w2}, ALIVE_WITHIN, False))[client].epoch
 
     assert await journal.mark_attempt(event, epoch=old) is None
     assert not await journal.mark_retrying(event, {"type": "X", "message": ""}, epoch=old)
@@ -99,7 +99,7 @@ async def test_a_stale_owner_can_neither_start_retry_record_nor_suspend(
 async def test_a_suspension_ends_the_placement(journal: Journal) -> None:
     client, event = await client_with_event(journal)
     w1 = await worker(journal, "w1")
-    epoch = (await journal.place_mailboxes({client: w1}, ALIVE_WITHIN, False))[client]
+    epoch = (await journal.place_mailboxes({client: w1}, ALIVE_WITHIN, False))[client].epoch
 
     assert await journal.suspend_mailbox(client, "operator", epoch=None)
 

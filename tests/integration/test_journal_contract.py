@@ -156,13 +156,15 @@ async def test_every_placement_and_every_end_of_one_bumps_the_epoch(scene: Scene
     w1 = await scene.worker("w1")
 
     placed = await journal.place_mailboxes({client: w1}, ALIVE, False)
-    assert placed == {client: 1}
+    assert {c: p.epoch for c, p in placed.items()} == {client: 1}
     assert await journal.mailboxes_placed_on(w1) == {client: 1}
     await journal.release_mailbox(client, "w-other")  # not its host: nothing happens
     await journal.release_mailbox(client, w1)
     assert await journal.mailboxes_placed_on(w1) == {}
     await journal.release_mailbox(client, w1)  # not active any more: nothing happens
-    assert await journal.place_mailboxes({client: w1}, ALIVE, False) == {client: 3}
+    assert {
+        c: p.epoch for c, p in (await journal.place_mailboxes({client: w1}, ALIVE, False)).items()
+    } == {client: 3}
     assert await journal.suspend_mailbox(client, "operator")
     assert await journal.resume_mailbox(client)
 
@@ -210,10 +212,10 @@ async def test_a_stale_epoch_can_neither_start_retry_record_nor_suspend(scene: S
     journal = scene.journal
     client, (event,) = await scene.client(1)
     w1 = await scene.worker("w1")
-    old = (await journal.place_mailboxes({client: w1}, ALIVE, False))[client]
+    old = (await journal.place_mailboxes({client: w1}, ALIVE, False))[client].epoch
     assert await journal.mark_attempt(event, epoch=old) == 1
     await journal.release_mailbox(client, w1)
-    new = (await journal.place_mailboxes({client: w1}, ALIVE, False))[client]
+    new = (await journal.place_mailboxes({client: w1}, ALIVE, False))[client].epoch
 
     assert await journal.mark_attempt(event, epoch=old) is None
     assert not await journal.mark_retrying(event, {}, epoch=old)
@@ -228,7 +230,7 @@ async def test_an_idle_or_suspended_mailbox_refuses_every_epoch(scene: Scene) ->
     journal = scene.journal
     client, (event,) = await scene.client(1)
     w1 = await scene.worker("w1")
-    epoch = (await journal.place_mailboxes({client: w1}, ALIVE, False))[client]
+    epoch = (await journal.place_mailboxes({client: w1}, ALIVE, False))[client].epoch
 
     assert await journal.suspend_mailbox(client, "halt", epoch=epoch)
 
@@ -252,7 +254,7 @@ async def test_a_mailbox_never_moves_off_a_live_worker(scene: Scene) -> None:
 
     await journal.forget_worker(w1)
     moved = await journal.place_mailboxes({client: w2}, ALIVE, False)
-    assert moved[client] > placed[client]
+    assert moved[client].epoch > placed[client].epoch
     position = await journal.position(client)
     assert position is not None
     assert (position.state, position.host) == ("active", w2)

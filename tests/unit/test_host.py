@@ -17,13 +17,21 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 from pika.spec import BasicProperties
 
-from actors.amqp import AmqpError, Delivery, QueueCounts
+from actors.amqp import AmqpError, Delivery
 from actors.broker import BrokerLink
 from actors.handlers import Event, HandlerRegistry
 from actors.host import MailboxHost
-from actors.protocol import Control, EventMessage, MailboxFailed, MailboxPassivated
+from actors.protocol import (
+    Control,
+    EventMessage,
+    MailboxFailed,
+    MailboxPassivated,
+    Start,
+    StartMailboxes,
+)
 from actors.settings import Settings
 from actors.store.memory import MemoryJournal
+from actors.store.rows import Position
 from supervision.supervisor import Supervisor
 
 WORKER = "w-1"
@@ -41,6 +49,7 @@ class Channel:
         self.consumers: dict[str, tuple[str, Callable[[Delivery], None]]] = {}
         self.cancelled: list[str] = []
         self.settled: asyncio.Queue[str] = asyncio.Queue()
+        self.subscribed = asyncio.Event()  # a consumer was registered
 
     async def qos(self, prefetch_count: int) -> None:
         pass
@@ -48,11 +57,15 @@ class Channel:
     async def declare_queue(self, name: str, *args: Any, **kwargs: Any) -> None:
         pass
 
+    def declare_queue_nowait(self, name: str, arguments: Any = None) -> None:
+        pass
+
     async def consume(
         self, queue: str, on_message: Callable[[Delivery], None], on_cancel: Any = None
     ) -> str:
         tag = f"ctag-{len(self.consumers) + len(self.cancelled) + 1}"
         self.consumers[tag] = (queue, on_message)
+        self.subscribed.set()
         return tag
 
     async def cancel(self, consumer_tag: str) -> None:
@@ -83,9 +96,6 @@ class Publisher:
     def __init__(self) -> None:
         self.told: asyncio.Queue[Control] = asyncio.Queue()
         self.unreachable = False
-
-    async def declare_mailbox(self, client_id: str, *, fresh: bool = False) -> QueueCounts:
-        return QueueCounts(1, 0)  # a message waits: no catch-up from the journal
 
     async def tell_supervisor(self, control: Control, *, persistent: bool = False) -> None:
         if self.unreachable:
@@ -131,8 +141,8 @@ class Worker:
 
     @property
     def channel(self) -> Channel:
-        """The consume channel (attach opens the control channel first)."""
-        return self.connection.channels[1]
+        """The client's consume channel (attach opens the control channel first)."""
+        return self.connection.channels[1 + MailboxHost._slot(self.client)]
 
     async def deliver(self, seq: int) -> None:
         (row,) = await self.journal.events_between(self.client, seq - 1, seq + 1)
@@ -152,12 +162,12 @@ class Worker:
 async def worker() -> AsyncIterator[Worker]:
     journal = MemoryJournal()
     client = await journal.create_client("c", "x", False)
-    await journal.accept(client, "demo.t", {})
     await journal.heartbeat(WORKER)
-    epoch = (await journal.place_mailboxes({client: WORKER}, 5.0, True))[client]
-    worker = Worker(journal, client, epoch)
+    placed = (await journal.place_mailboxes({client: WORKER}, 5.0, True))[client]
+    await journal.accept(client, "demo.t", {})  # after the placement: it comes by the queue
+    worker = Worker(journal, client, placed.epoch)
     await worker.host.attach(worker.connection)  # type: ignore[arg-type]
-    await worker.host.start(client, epoch)
+    await worker.host.start(client, placed.epoch, done_seq=0, last_seq=0)
     yield worker
     await worker.host.drain(5.0)
 
@@ -254,3 +264,46 @@ async def test_a_delivery_for_a_mailbox_placed_elsewhere_is_requeued_and_not_con
     assert await worker.settled() == "requeue"
     assert worker.handler.calls == 0
     assert worker.channel.cancelled == ["ctag-1"]
+
+
+class CountingJournal(MemoryJournal):
+    """Counts the reads of a client's position (`client_position` in the real journal)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.positions = 0
+
+    async def position(self, client_id: uuid.UUID) -> Position | None:
+        self.positions += 1
+        return await super().position(client_id)
+
+
+async def test_a_mailbox_started_by_start_mailboxes_takes_done_seq_from_the_message() -> None:
+    """The placement's done_seq travels in StartMailboxes: the new mailbox runs the next
+    event without reading the client's position. On the starting code the host does not
+    know StartMailboxes (it is dropped as malformed: nothing consumes); planted, ignoring
+    `start.done_seq` in `_on_control` → one position read."""
+    journal = CountingJournal()
+    client = await journal.create_client("c", "x", False)
+    for _ in range(2):
+        await journal.accept(client, "demo.t", {})
+    (first, _) = await journal.events_between(client, 0, 3)
+    await journal.record_outcome(first.id, client, 1, "succeeded", 1, {}, None, epoch=None)
+    await journal.heartbeat(WORKER)
+    placed = (await journal.place_mailboxes({client: WORKER}, 5.0, True))[client]
+    worker = Worker(journal, client, placed.epoch)
+    await worker.host.attach(worker.connection)  # type: ignore[arg-type]
+    start = StartMailboxes((Start(client, placed.epoch, placed.done_seq, placed.last_seq),))
+    control = worker.connection.channels[0]
+    (_, on_control), *_ = control.consumers.values()
+    journal.positions = 0
+
+    on_control(Delivery(1, False, BasicProperties(), start.encode()))
+    await asyncio.wait_for(worker.channel.subscribed.wait(), 5)
+    await worker.deliver(2)
+    assert await worker.settled() == "ack"
+
+    assert worker.handler.calls == 1
+    assert (await journal.position(client)).done_seq == 2  # type: ignore[union-attr]
+    assert journal.positions == 1  # the read just above, none by the mailbox
+    await worker.host.drain(5.0)

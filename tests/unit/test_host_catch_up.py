@@ -17,9 +17,8 @@ from typing import Any
 
 from dramatiq.brokers.stub import StubBroker
 
-from actors.amqp import QueueCounts
 from actors.handlers import HandlerRegistry
-from actors.host import MailboxHost
+from actors.host import CONSUME_CHANNELS, MailboxHost
 from actors.settings import Settings
 from actors.states import DeadEventPolicy, MailboxState
 from actors.store.rows import Position
@@ -50,17 +49,15 @@ class Journal:
 class Channel:
     is_open = True
 
+    def declare_queue_nowait(self, name: str, arguments: Any = None) -> None:
+        pass
+
     async def consume(self, queue: str, on_message: Any, on_cancel: Any = None) -> str:
         return "ctag-1"
 
 
-class Publisher:
-    async def declare_mailbox(self, client_id: str, *, fresh: bool = False) -> QueueCounts:
-        return QueueCounts(0, 0)  # nothing queued, nobody consuming: take it from the journal
-
-
 class Link:
-    publisher = Publisher()
+    publisher = None  # the host declares on its own consume channel
 
 
 async def settled(host: MailboxHost) -> None:
@@ -78,7 +75,7 @@ async def test_a_failed_catch_up_is_retried_by_the_next_reconcile() -> None:
         WORKER,
         Link(),  # type: ignore[arg-type]
     )
-    host._channel = Channel()  # type: ignore[assignment]
+    host._channels = [Channel()] * CONSUME_CHANNELS  # type: ignore[list-item]
 
     await host.start(CLIENT, 1)
     await settled(host)

@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 from dramatiq.brokers.stub import StubBroker
 
-from actors.amqp import QueueCounts
 from actors.handlers import HandlerRegistry
-from actors.host import MailboxHost
+from actors.host import CONSUME_CHANNELS, MailboxHost
 from actors.lifecycle import TRANSITIONS, ForbiddenTransition, Hosted, Stage
 from actors.mailbox import Mailbox, RunPolicy
 from actors.settings import Settings
@@ -138,6 +137,9 @@ class Channel:
         self.cancelled: list[str] = []
         self.consumers = 0
 
+    def declare_queue_nowait(self, name: str, arguments: Any = None) -> None:
+        pass
+
     async def consume(self, queue: str, on_message: Any, on_cancel: Any = None) -> str:
         await self.consume_gate.wait()
         self.consumers += 1
@@ -148,9 +150,6 @@ class Channel:
 
 
 class Publisher:
-    async def declare_mailbox(self, client_id: str, *, fresh: bool = False) -> QueueCounts:
-        return QueueCounts(1, 0)  # something queued: no catch-up
-
     async def tell_supervisor(self, control: Any, *, persistent: bool = False) -> None:
         pass
 
@@ -171,7 +170,7 @@ def host_with(journal: Journal, channel: Channel) -> MailboxHost:
         WORKER,
         Link(),  # type: ignore[arg-type]
     )
-    host._channel = channel  # type: ignore[assignment]
+    host._channels = [channel] * CONSUME_CHANNELS  # type: ignore[list-item]
     return host
 
 

@@ -75,7 +75,7 @@ class Scene:
         await self.journal.forget_worker(WORKER)
         await self.journal.heartbeat("w-2")
         placed = await self.journal.place_mailboxes({self.client: "w-2"}, 5.0, True)
-        return placed[self.client]
+        return placed[self.client].epoch
 
 
 def mailbox_of(
@@ -98,7 +98,7 @@ async def scene(
     for n in range(events):
         await journal.accept(client_id, "demo.t", {"n": n})
     await journal.heartbeat(WORKER)
-    epoch = (await journal.place_mailboxes({client_id: WORKER}, 5.0, True))[client_id]
+    epoch = (await journal.place_mailboxes({client_id: WORKER}, 5.0, True))[client_id].epoch
     rows = await journal.events_between(client_id, 0, events + 1)
     handler = Handler(failures)
     mailbox = mailbox_of(journal, client_id, handler, run, epoch)

@@ -14,11 +14,14 @@ from actors.protocol import (
     MAILBOX_ACTOR,
     Control,
     EventMessage,
+    MailboxesWanted,
     MailboxFailed,
     MailboxPassivated,
     MailboxWanted,
     ProtocolError,
+    Start,
     StartMailbox,
+    StartMailboxes,
     Tick,
     WorkerStopped,
     decode_dramatiq,
@@ -127,8 +130,11 @@ CLIENT = uuid.UUID("6f1c2e2a-0000-4000-8000-000000000001")
         WorkerStopped(worker_id="w-2"),
         Tick(),
         StartMailbox(client_id=CLIENT),
+        StartMailboxes((Start(CLIENT, 3, 1, 4), Start(uuid.UUID(int=7), 1, 0, 0))),
+        StartMailboxes(()),
+        MailboxesWanted(((CLIENT, TRACEPARENT), (uuid.UUID(int=7), ""))),
     ],
-    ids=lambda control: type(control).__name__,
+    ids=lambda control: f"{type(control).__name__}-{len(control.encode())}",
 )
 def test_control_message_round_trips(control: Control) -> None:
     decoded = Control.decode(control.encode())
@@ -163,6 +169,20 @@ def test_fields_a_newer_sender_added_are_ignored() -> None:
         b'{"kind": "start_mailbox"}',
         b'{"kind": "start_mailbox", "client_id": "nope"}',
         b'{"kind": ["tick"]}',
+        b'{"kind": "start_mailboxes"}',
+        b'{"kind": "mailboxes_wanted", "wanted": {}}',
+        b'{"kind": "mailboxes_wanted", "wanted": [["nope", ""]]}',
+        b'{"kind": "mailboxes_wanted", "wanted": [["6f1c2e2a-0000-4000-8000-000000000001", 3]]}',
+        b'{"kind": "start_mailboxes", "mailboxes": "x"}',
+        b'{"kind": "start_mailboxes", "mailboxes": [["nope", 1, 0, 0]]}',
+        b'{"kind": "start_mailboxes", "mailboxes": [[1, 1, 0, 0]]}',
+        b'{"kind": "start_mailboxes", "mailboxes": [["6f1c2e2a-0000-4000-8000-000000000001", 1]]}',
+        b'{"kind": "start_mailboxes", "mailboxes": [["6f1c2e2a-0000-4000-8000-000000000001",'
+        b" 1, 5, 4]]}",
+        b'{"kind": "start_mailboxes", "mailboxes": [["6f1c2e2a-0000-4000-8000-000000000001",'
+        b" true, 0, 0]]}",
+        b'{"kind": "start_mailboxes", "mailboxes": [["6f1c2e2a-0000-4000-8000-000000000001",'
+        b" -1, 0, 0]]}",
     ],
 )
 def test_malformed_control_message_is_a_protocol_error(body: bytes) -> None:

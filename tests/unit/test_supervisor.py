@@ -16,10 +16,12 @@ from actors.amqp import PublishFailed, Unroutable
 from actors.protocol import (
     Control,
     EventMessage,
+    MailboxesWanted,
     MailboxFailed,
     MailboxPassivated,
     MailboxWanted,
-    StartMailbox,
+    Start,
+    StartMailboxes,
     Tick,
 )
 from actors.settings import Settings
@@ -33,6 +35,8 @@ class Publisher:
 
     def __init__(self) -> None:
         self.started: dict[uuid.UUID, tuple[str, int | None]] = {}
+        self.starts: dict[uuid.UUID, Start] = {}
+        self.messages: list[str] = []  # the worker of each start message, in order
         self.gone: set[str] = set()
         self.unconfirmed: set[str] = set()
 
@@ -41,8 +45,11 @@ class Publisher:
             raise Unroutable(f"no queue for worker {worker_id}")
         if worker_id in self.unconfirmed:
             raise PublishFailed("the broker did not confirm the message within 10 s")
-        assert isinstance(control, StartMailbox)
-        self.started[control.client_id] = (worker_id, control.epoch)
+        assert isinstance(control, StartMailboxes)
+        self.messages.append(worker_id)
+        for start in control.mailboxes:
+            self.started[start.client_id] = (worker_id, start.epoch)
+            self.starts[start.client_id] = start
 
     async def tell_supervisor(self, control: Control, *, persistent: bool = False) -> None:
         pass
@@ -98,6 +105,38 @@ async def test_a_wanted_mailbox_is_placed_on_the_least_loaded_live_worker(
 
     assert link.publisher.started == {wanted: ("w2", 1)}
     assert await placement(journal, wanted) == ("active", "w2", 1)
+
+
+async def test_a_burst_of_new_clients_is_one_start_message_per_worker(
+    journal: MemoryJournal, link: Link, supervisor: Supervisor
+) -> None:
+    """300 clients wanted in one batch: one placement round, one StartMailboxes per worker,
+    each mailbox with the done_seq and last_seq the placement found. On the starting code
+    (one StartMailbox per mailbox) the fake publisher's StartMailboxes assertion fails; with
+    the share told per client it counts 300 messages."""
+    clients = [await client(journal, events=2) for _ in range(300)]
+    finished = clients[0]
+    row = await journal.events_between(finished, 0, 2)
+    await journal.record_outcome(row[0].id, finished, 1, "succeeded", 1, {}, None, epoch=None)
+
+    await supervisor._dispatch([MailboxWanted(c) for c in clients])
+
+    assert sorted(link.publisher.messages) == ["w1", "w2"]
+    assert {worker for worker, _ in link.publisher.started.values()} == {"w1", "w2"}
+    assert set(link.publisher.starts) == set(clients)
+    assert link.publisher.starts[finished][2:] == (1, 2)
+    assert {s[2:] for c, s in link.publisher.starts.items() if c != finished} == {(0, 2)}
+
+
+async def test_a_gateways_mailboxes_wanted_places_each_mailbox(
+    journal: MemoryJournal, link: Link, supervisor: Supervisor
+) -> None:
+    first, second = await client(journal), await client(journal)
+
+    await supervisor._dispatch([MailboxesWanted(((first, ""), (second, "")))])
+
+    assert set(link.publisher.started) == {first, second}
+    assert link.publisher.messages == ["w1", "w2"] or link.publisher.messages == ["w2", "w1"]
 
 
 async def test_a_mailbox_active_on_a_live_worker_or_suspended_is_left_alone(
@@ -183,7 +222,7 @@ async def test_the_current_owners_failure_report_suspends_the_mailbox(
     journal: MemoryJournal, supervisor: Supervisor
 ) -> None:
     failing = await client(journal)
-    epoch = (await journal.place_mailboxes({failing: "w1"}, 5.0, True))[failing]
+    epoch = (await journal.place_mailboxes({failing: "w1"}, 5.0, True))[failing].epoch
 
     report = MailboxFailed(failing, "w1", "restart_intensity", "too many", epoch=epoch)
     await supervisor._dispatch([report])
@@ -199,9 +238,9 @@ async def test_a_stale_owners_failure_report_does_not_suspend_the_new_owners_mai
     """Planted: `epoch=failed.epoch` → `epoch=None` in `Supervisor._suspend` → fails with
     `('suspended', None, 3) == ('active', 'w2', 2)`."""
     moved = await client(journal)
-    old = (await journal.place_mailboxes({moved: "w1"}, 5.0, True))[moved]
+    old = (await journal.place_mailboxes({moved: "w1"}, 5.0, True))[moved].epoch
     await journal.forget_worker("w1")
-    new = (await journal.place_mailboxes({moved: "w2"}, 5.0, True))[moved]
+    new = (await journal.place_mailboxes({moved: "w2"}, 5.0, True))[moved].epoch
 
     await supervisor._dispatch([MailboxFailed(moved, "w1", "halt", "dead event", epoch=old)])
 

@@ -1,0 +1,65 @@
+"""The gateway tells the supervisor about the mailboxes one loop turn wants in one message.
+
+A fake publisher records what goes to the broker. On the starting code each caught-up event
+sends a MailboxWanted of its own: 40 messages for this burst instead of 1 (and
+`MailboxesWanted` does not exist there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any, cast
+
+from actors.broker import BrokerLink
+from actors.protocol import Control, EventMessage, MailboxesWanted
+from gateway.publishing import Publishing
+
+
+class Publisher:
+    def __init__(self) -> None:
+        self.order: list[str] = []  # "event <client>" and "wanted <n clients>", as sent
+        self.told: list[Control] = []
+
+    async def publish_event(self, message: EventMessage) -> None:
+        self.order.append(f"event {message.client_id}")
+        await asyncio.sleep(0)  # its confirm comes later
+
+    async def tell_supervisor(self, control: Control, *, persistent: bool = False) -> None:
+        self.told.append(control)
+        self.order.append(f"wanted {len(getattr(control, 'wanted', ()))}")
+
+
+class Link:
+    def __init__(self) -> None:
+        self.publisher = Publisher()
+
+    tell_supervisor = BrokerLink.tell_supervisor
+
+
+class Journal:
+    async def mark_published(self, event_ids: Any) -> None:
+        pass
+
+
+async def test_a_burst_of_caught_up_events_is_one_mailboxes_wanted() -> None:
+    link = Link()
+    publishing = Publishing(cast(Any, link), cast(Any, Journal()))
+    burst = [EventMessage(uuid.uuid4(), uuid.uuid4(), 1, "demo.echo", {}, "") for _ in range(40)]
+    twice = burst[0]  # a client wanted twice in the turn is told once
+
+    for message in burst:
+        publishing.soon(message, wake_supervisor=True)
+    publishing.soon(
+        EventMessage(uuid.uuid4(), twice.client_id, 2, "demo.echo", {}), wake_supervisor=True
+    )
+    publishing.soon(
+        EventMessage(uuid.uuid4(), uuid.uuid4(), 1, "demo.echo", {}), wake_supervisor=False
+    )
+    await publishing.finish(5)
+
+    (told,) = link.publisher.told
+    assert isinstance(told, MailboxesWanted)
+    assert [client for client, _ in told.wanted] == [m.client_id for m in burst]
+    # every event's basic.publish went out before the want that names its client
+    assert link.publisher.order.index("wanted 40") == 42
