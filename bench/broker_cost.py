@@ -21,7 +21,10 @@ figures are for a quiet machine:
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pika
@@ -44,43 +47,83 @@ def usage(cluster: RabbitCluster) -> tuple[int, int]:
     return memory, processes
 
 
-def channels(cluster: RabbitCluster) -> list[pika.BlockingConnection]:
-    return [pika.BlockingConnection(pika.URLParameters(node.url)) for node in cluster.nodes]
+def _per_node(cluster: RabbitCluster, names: list[str], work: Any) -> list[Any]:
+    """Run `work(connection, channel, names)` once per node, in parallel, each with its own
+    connection to that node and every third name (so leaders spread round the nodes)."""
+    size = len(cluster.nodes)
+    connections = [pika.BlockingConnection(pika.URLParameters(n.url)) for n in cluster.nodes]
+
+    def run(index: int) -> Any:
+        connection = connections[index]
+        return work(connection, connection.channel(), names[index::size])
+
+    try:
+        with ThreadPoolExecutor(size) as pool:
+            return list(pool.map(run, range(size)))
+    finally:
+        for connection in connections:
+            connection.close()
 
 
 def measure(cluster: RabbitCluster, queue_type: str, count: int) -> dict[str, Any]:
     settings = Settings(queue_type=queue_type, namespace=f"cost{queue_type}")
     arguments = mailbox_arguments(settings)
     names = [settings.mailbox_queue(f"q{n}") for n in range(count)]
-    connections = channels(cluster)
-    chans = [connection.channel() for connection in connections]
+    held: list[pika.BlockingConnection] = []
+    time.sleep(SETTLE)
+    base = usage(cluster)
+    started = time.monotonic()
+
+    def declare(_c: pika.BlockingConnection, channel: Any, mine: list[str]) -> None:
+        for name in mine:
+            channel.queue_declare(name, durable=True, arguments=arguments)
+
+    _per_node(cluster, names, declare)
+    declared_s = time.monotonic() - started
+    time.sleep(SETTLE)
+    idle = usage(cluster)
+
+    # active: a consumer on every queue, one message through each, consumers kept attached
+    size = len(cluster.nodes)
+    for node in cluster.nodes:
+        held.append(pika.BlockingConnection(pika.URLParameters(node.url)))
     try:
-        time.sleep(SETTLE)
-        base = usage(cluster)
-        for n, name in enumerate(names):  # declared round the nodes: leaders spread
-            chans[n % len(chans)].queue_declare(name, durable=True, arguments=arguments)
-        time.sleep(SETTLE)
-        idle = usage(cluster)
-        for n, name in enumerate(names):
-            channel = chans[n % len(chans)]
-            channel.basic_publish("", name, b"{}", pika.BasicProperties(delivery_mode=2))
-            channel.basic_consume(name, lambda ch, m, _p, _b: ch.basic_ack(m.delivery_tag))
-        for channel in chans:  # deliver and ack what is there
-            channel.connection.process_data_events(time_limit=1)
+        for index, connection in enumerate(held):
+            channel = connection.channel()
+            acked = [0]
+
+            def ack(ch: Any, method: Any, _p: Any, _b: Any, acked: list[int] = acked) -> None:
+                ch.basic_ack(method.delivery_tag)
+                acked[0] += 1
+
+            mine = names[index::size]
+            for name in mine:
+                channel.basic_publish("", name, b"{}", pika.BasicProperties(delivery_mode=2))
+                channel.basic_consume(name, ack)
+            while acked[0] < len(mine):
+                connection.process_data_events(time_limit=1)
         time.sleep(SETTLE)
         active = usage(cluster)
-        for n, name in enumerate(names):
-            chans[n % len(chans)].queue_delete(name)
     finally:
-        for connection in connections:
+        for connection in held:
             connection.close()
+
+    def delete(_c: pika.BlockingConnection, channel: Any, mine: list[str]) -> None:
+        for name in mine:
+            channel.queue_delete(name)
+
+    _per_node(cluster, names, delete)
     return {
         "type": queue_type,
         "queues": count,
+        "declare_seconds": round(declared_s, 1),
+        "load_average": os.getloadavg(),
         "idle_bytes_per_queue": (idle[0] - base[0]) / count,
         "idle_processes_per_queue": (idle[1] - base[1]) / count,
         "active_bytes_per_queue": (active[0] - base[0]) / count,
         "active_processes_per_queue": (active[1] - base[1]) / count,
+        "baseline_bytes": base[0],
+        "baseline_processes": base[1],
     }
 
 
@@ -107,6 +150,7 @@ def main() -> None:
                     flush=True,
                 )
                 results.append(row)
+                print(json.dumps(row), flush=True)  # kept if a later count is cut short
     print(f"written to {write_results('broker_cost', {'results': results})}")
 
 
