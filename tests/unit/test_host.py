@@ -83,6 +83,15 @@ class Publisher:
     def __init__(self) -> None:
         self.told: asyncio.Queue[Control] = asyncio.Queue()
         self.unreachable = False
+        self.deleted: list[str] = []  # queues deleted at passivation
+        self.messages_arrived = 0  # passivations whose queue holds a message by the delete
+
+    async def delete_idle_mailbox(self, client_id: str) -> bool:
+        if self.messages_arrived:
+            self.messages_arrived -= 1
+            return False
+        self.deleted.append(client_id)
+        return True
 
     async def declare_mailbox(self, client_id: str, *, fresh: bool = False) -> QueueCounts:
         return QueueCounts(1, 0)  # a message waits: no catch-up from the journal
@@ -179,9 +188,30 @@ async def test_an_idle_mailbox_is_passivated_and_the_supervisor_told(
 
     assert told == MailboxPassivated(worker.client, WORKER)
     assert worker.channel.cancelled == ["ctag-1"]
+    assert worker.link.publisher.deleted == [str(worker.client)]  # its empty queue
     position = await worker.journal.position(worker.client)
     assert position is not None
     assert (position.state, position.host, position.epoch) == ("idle", None, worker.epoch + 1)
+
+
+async def test_a_mailbox_whose_queue_got_a_message_meanwhile_stays_active(
+    worker: Worker,
+) -> None:
+    """The queue's delete is refused (a message came after the consumer's cancel): the
+    mailbox consumes again and stays placed here, and the next passivation deletes it.
+    Planted: `_passivate_now` ignoring `_delete_queue`'s False → fails at `cancelled`
+    (released after one cancel, with a message in its queue)."""
+    worker.link.publisher.messages_arrived = 1
+    stopping = asyncio.Event()
+    loop = asyncio.create_task(worker.host.passivate_idle(stopping))
+    try:
+        assert await worker.told() == MailboxPassivated(worker.client, WORKER)
+        # consumed again after the refused delete, passivated again once idle
+        assert worker.channel.cancelled == ["ctag-1", "ctag-2"]
+        assert worker.link.publisher.deleted == [str(worker.client)]
+    finally:
+        stopping.set()
+        await asyncio.wait_for(loop, 5)
 
 
 async def test_a_mailbox_is_not_passivated_while_it_processes(

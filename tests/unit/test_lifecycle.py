@@ -151,6 +151,9 @@ class Publisher:
     async def declare_mailbox(self, client_id: str, *, fresh: bool = False) -> QueueCounts:
         return QueueCounts(1, 0)  # something queued: no catch-up
 
+    async def delete_idle_mailbox(self, client_id: str) -> bool:
+        return True
+
     async def tell_supervisor(self, control: Any, *, persistent: bool = False) -> None:
         pass
 
