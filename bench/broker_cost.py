@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pika
+import pika.exceptions
 from rig import write_results
 
 from actors.broker import mailbox_arguments
@@ -47,22 +48,43 @@ def usage(cluster: RabbitCluster) -> tuple[int, int]:
     return memory, processes
 
 
-def _per_node(cluster: RabbitCluster, names: list[str], work: Any) -> list[Any]:
-    """Run `work(connection, channel, names)` once per node, in parallel, each with its own
-    connection to that node and every third name (so leaders spread round the nodes)."""
+RETRIES = 5  # a quorum declare refused for `cluster_not_formed` (a busy machine) is retried
+
+
+def _per_node(cluster: RabbitCluster, names: list[str], method: str, **kwargs: Any) -> int:
+    """Call `channel.<method>(name, **kwargs)` for every name, in parallel per node, each
+    node's thread on its own connection with every third name (so leaders spread round the
+    nodes). A call that fails (RabbitMQ 3.10 answers a quorum declare with 541
+    `cluster_not_formed` when the new queue's members do not elect a leader in time, and
+    closes the connection) is retried on a new connection. Returns how many were retried."""
     size = len(cluster.nodes)
-    connections = [pika.BlockingConnection(pika.URLParameters(n.url)) for n in cluster.nodes]
 
-    def run(index: int) -> Any:
-        connection = connections[index]
-        return work(connection, connection.channel(), names[index::size])
+    def run(index: int) -> int:
+        params = pika.URLParameters(cluster.nodes[index].url)
+        connection = pika.BlockingConnection(params)
+        channel = connection.channel()
+        retried = 0
+        try:
+            for name in names[index::size]:
+                for attempt in range(RETRIES + 1):
+                    try:
+                        getattr(channel, method)(name, **kwargs)
+                        break
+                    except pika.exceptions.AMQPError:
+                        if attempt == RETRIES:
+                            raise
+                        retried += 1
+                        if connection.is_open:
+                            connection.close()
+                        connection = pika.BlockingConnection(params)
+                        channel = connection.channel()
+            return retried
+        finally:
+            if connection.is_open:
+                connection.close()
 
-    try:
-        with ThreadPoolExecutor(size) as pool:
-            return list(pool.map(run, range(size)))
-    finally:
-        for connection in connections:
-            connection.close()
+    with ThreadPoolExecutor(size) as pool:
+        return sum(pool.map(run, range(size)))
 
 
 def measure(cluster: RabbitCluster, queue_type: str, count: int) -> dict[str, Any]:
@@ -74,11 +96,7 @@ def measure(cluster: RabbitCluster, queue_type: str, count: int) -> dict[str, An
     base = usage(cluster)
     started = time.monotonic()
 
-    def declare(_c: pika.BlockingConnection, channel: Any, mine: list[str]) -> None:
-        for name in mine:
-            channel.queue_declare(name, durable=True, arguments=arguments)
-
-    _per_node(cluster, names, declare)
+    retried = _per_node(cluster, names, "queue_declare", durable=True, arguments=arguments)
     declared_s = time.monotonic() - started
     time.sleep(SETTLE)
     idle = usage(cluster)
@@ -106,17 +124,15 @@ def measure(cluster: RabbitCluster, queue_type: str, count: int) -> dict[str, An
         active = usage(cluster)
     finally:
         for connection in held:
-            connection.close()
+            if connection.is_open:
+                connection.close()
 
-    def delete(_c: pika.BlockingConnection, channel: Any, mine: list[str]) -> None:
-        for name in mine:
-            channel.queue_delete(name)
-
-    _per_node(cluster, names, delete)
+    _per_node(cluster, names, "queue_delete")
     return {
         "type": queue_type,
         "queues": count,
         "declare_seconds": round(declared_s, 1),
+        "declares_retried": retried,
         "load_average": os.getloadavg(),
         "idle_bytes_per_queue": (idle[0] - base[0]) / count,
         "idle_processes_per_queue": (idle[1] - base[1]) / count,
