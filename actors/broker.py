@@ -130,9 +130,8 @@ class Publisher:
         when a message arrived meanwhile, and the mailbox stays active. A quorum queue refuses
         those flags (540, closing the connection): its counts are read and it is deleted when
         it had no message and no consumer. A message that lands between the two goes with the
-        queue and is not lost: every message is a copy of a journal row, the event stays
-        unfinished there, and the mailbox's next activation (the supervisor sees the backlog
-        when told of the passivation, or at its sweep) takes it from the journal.
+        queue and is not lost: every message is a copy of a journal row, and the host reads
+        the journal after the delete (MailboxHost._delete_queue) and runs what is unfinished.
         Raises AmqpError when the broker could not be asked."""
         queue = self._settings.mailbox_queue(client_id)
         self._declared.pop(queue, None)  # declared again before this process publishes to it
