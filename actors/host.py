@@ -165,7 +165,7 @@ class MailboxHost:
         if entry.stage is Stage.STARTING:
             self._spawn(self._subscribe(entry))
         elif entry.stage is Stage.CONSUMING and entry.catch_up_due and not entry.inflight:
-            self._spawn(self._catch_up(entry))
+            self._start_catch_up(entry)
 
     async def _moved(self, entry: Hosted) -> bool:
         """Whether the mailbox is no longer under the placement this worker runs it with
@@ -346,7 +346,7 @@ class MailboxHost:
             return  # nothing unfinished when it was placed: the rest comes through the queue
         entry.catch_up_through = placed[1] if placed is not None else None
         entry.catch_up_due = True  # retried by reconcile() until it succeeds
-        self._spawn(self._catch_up(entry))
+        self._start_catch_up(entry)
 
     def _consumer_cancelled(self, entry: Hosted) -> None:
         """The broker cancelled our consumer: the queue was deleted. Declare it again and
@@ -358,8 +358,13 @@ class MailboxHost:
         if self._accepting:
             self._spawn(self._subscribe(entry))  # only if it is STARTING now
 
-    async def _catch_up(self, entry: Hosted) -> None:
+    def _start_catch_up(self, entry: Hosted) -> None:
+        """Counted in flight before its task first runs, as a delivery is: a passivation
+        that looks at `inflight` in between must see it and keep the mailbox."""
         entry.inflight += 1
+        self._spawn(self._catch_up(entry))
+
+    async def _catch_up(self, entry: Hosted) -> None:
         try:
             caught_up = await entry.mailbox.catch_up(entry.catch_up_through)
             entry.catch_up_due = False

@@ -87,3 +87,27 @@ async def test_a_failed_catch_up_is_retried_by_the_next_reconcile() -> None:
 
     assert journal.reads == 2
     assert not host._active[CLIENT].catch_up_due
+
+
+async def test_a_catch_up_counts_in_flight_before_its_task_first_runs() -> None:
+    """A passivation that reads `inflight` between the spawn and the task's first step must
+    see the catch-up, or it releases the mailbox while the catch-up starts an attempt.
+
+    Planted: `entry.inflight += 1` moved back into `_catch_up` → `0 == 1`."""
+    host = MailboxHost(
+        Settings(),
+        Journal(),
+        HandlerRegistry(),
+        StubBroker(),
+        WORKER,
+        Link(),  # type: ignore[arg-type]
+    )
+    host._channels = [Channel()] * CONSUME_CHANNELS  # type: ignore[list-item]
+
+    await host.start(CLIENT, 1)
+
+    entry = host._active[CLIENT]
+    assert entry.catch_up_due
+    assert entry.inflight == 1
+    await settled(host)
+    assert entry.inflight == 0
