@@ -178,12 +178,12 @@ async def test_each_attempt_is_in_the_timeline_with_its_worker_and_error(scene: 
     client, (event, other) = await scene.client(2)
     w1 = await scene.worker("w1")
     w2 = await scene.worker("w2")
-    epoch = (await journal.place_mailboxes({client: w1}, ALIVE, False))[client]
+    epoch = (await journal.place_mailboxes({client: w1}, ALIVE, False))[client].epoch
     assert await journal.mark_attempt(event, epoch=epoch) == 1
     assert await journal.mark_retrying(event, {"type": "Boom", "message": "one"}, epoch=epoch)
     assert await journal.mark_attempt(event, epoch=epoch) == 2  # its worker dies in it
     await journal.release_mailbox(client, w1)
-    epoch = (await journal.place_mailboxes({client: w2}, ALIVE, False))[client]
+    epoch = (await journal.place_mailboxes({client: w2}, ALIVE, False))[client].epoch
     assert await journal.mark_attempt(event, epoch=epoch) == 3
     assert await journal.record_outcome(
         event, client, 1, "dead", 3, None, {"type": "Boom", "message": "three"}, epoch=epoch

@@ -68,11 +68,14 @@ def operator(system: System, *bases: str) -> Iterator[list[httpx.Client]]:
     """An operator's console session, on each of these gateways (one cookie for all)."""
     credentials = system.create_client("redrive-operator", admin=True)
     first = httpx.Client(base_url=bases[0], timeout=30)
+    token = re.search(r'name="token" value="([^"]+)"', first.get("/console/signin").text)
+    assert token, "the sign-in page carries a login token"
     signed = first.post(
         "/console/signin",
         data={
             "client_id": credentials["client_id"],
             "client_secret": credentials["client_secret"],
+            "token": token.group(1),
         },
     )
     assert signed.status_code in (302, 303), signed.text

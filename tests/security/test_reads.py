@@ -83,6 +83,7 @@ def test_pages_of_large_events_stay_under_the_byte_cap_and_reach_every_event_onc
     assert {item["status"] for item in items} == {"succeeded"}
     # The single event still carries both, equal to the page's
     one = tenant.http.get(f"/v1/events/{items[3]['id']}").json()
+    assert [entry["attempt"] for entry in one.pop("attempt_log")] == [1]  # the single event's own
     assert one == items[3]
     tenant.http.close()
 
