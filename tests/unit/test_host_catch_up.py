@@ -60,6 +60,20 @@ class Link:
     publisher = None  # the host declares on its own consume channel
 
 
+def hosting(journal: Journal) -> MailboxHost:
+    """A host on fake consume channels, reading this journal."""
+    host = MailboxHost(
+        Settings(),
+        journal,  # type: ignore[arg-type]
+        HandlerRegistry(),
+        StubBroker(),
+        WORKER,
+        Link(),  # type: ignore[arg-type]
+    )
+    host._channels = [Channel()] * CONSUME_CHANNELS  # type: ignore[list-item]
+    return host
+
+
 async def settled(host: MailboxHost) -> None:
     while pending := [task for task in host._tasks if not task.done()]:
         await asyncio.wait(pending)
@@ -67,15 +81,7 @@ async def settled(host: MailboxHost) -> None:
 
 async def test_a_failed_catch_up_is_retried_by_the_next_reconcile() -> None:
     journal = Journal()
-    host = MailboxHost(
-        Settings(),
-        journal,
-        HandlerRegistry(),
-        StubBroker(),
-        WORKER,
-        Link(),  # type: ignore[arg-type]
-    )
-    host._channels = [Channel()] * CONSUME_CHANNELS  # type: ignore[list-item]
+    host = hosting(journal)
 
     await host.start(CLIENT, 1)
     await settled(host)
@@ -94,15 +100,7 @@ async def test_a_catch_up_counts_in_flight_before_its_task_first_runs() -> None:
     see the catch-up, or it releases the mailbox while the catch-up starts an attempt.
 
     Planted: `entry.inflight += 1` moved back into `_catch_up` → `0 == 1`."""
-    host = MailboxHost(
-        Settings(),
-        Journal(),
-        HandlerRegistry(),
-        StubBroker(),
-        WORKER,
-        Link(),  # type: ignore[arg-type]
-    )
-    host._channels = [Channel()] * CONSUME_CHANNELS  # type: ignore[list-item]
+    host = hosting(Journal())
 
     await host.start(CLIENT, 1)
 
