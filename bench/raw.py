@@ -37,7 +37,7 @@ from actors.settings import Settings
 from actors.store.queries import QUERIES
 from tests import harness
 
-NO_BACKLOG_CAP = 2**62  # accept_event's $8, as the gateway passes it when no cap applies
+NO_BACKLOG_CAP = 2**62  # accept_event's $8 (and $9, $10 for quotas) when no cap applies
 PAYLOAD = '{"n": 1}'
 # The fenced outcome for one event (the single-row form of queries.sql's record_outcomes):
 # the raw baseline does the per-event I/O, one statement and one commit per event.
@@ -179,6 +179,8 @@ class Intake:
                 "demo.echo",
                 PAYLOAD,
                 *[None] * 4,
+                NO_BACKLOG_CAP,
+                NO_BACKLOG_CAP,  # $9, $10: stored events and bytes (no quota applies)
                 NO_BACKLOG_CAP,
             )
             body = json.dumps({"event_id": str(row["id"]), "client_id": cid, "seq": row["seq"]})
