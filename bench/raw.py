@@ -34,10 +34,11 @@ from rig import load_average, machine_busy, open_loop, summary, write_results
 from actors.amqp import CoalescingConnection
 from actors.broker import mailbox_arguments
 from actors.settings import Settings
+from actors.store.journal import AcceptRequest
 from actors.store.queries import QUERIES
 from tests import harness
 
-NO_BACKLOG_CAP = 2**62  # accept_event's $8 (and $9, $10 for quotas) when no cap applies
+NO_CAP = 2**62  # accept_event's backlog and quota bounds when none applies
 PAYLOAD = '{"n": 1}'
 # The fenced outcome for one event (the single-row form of queries.sql's record_outcomes):
 # the raw baseline does the per-event I/O, one statement and one commit per event.
@@ -173,16 +174,19 @@ class Intake:
     async def accept(self, cid: str) -> None:
         """Commit the event and send its publish; `confirmed` awaits the broker's confirms."""
         async with self.locks[cid]:
-            row = await self.pool.fetchrow(
-                QUERIES["accept_event"],
-                uuid.UUID(cid),
-                "demo.echo",
-                PAYLOAD,
-                *[None] * 4,
-                NO_BACKLOG_CAP,
-                NO_BACKLOG_CAP,  # $9, $10: stored events and bytes (no quota applies)
-                NO_BACKLOG_CAP,
+            request = AcceptRequest(
+                client_id=uuid.UUID(cid),
+                type="demo.echo",
+                payload=PAYLOAD,
+                idempotency_key=None,
+                request_hash=None,
+                redrive_of=None,
+                traceparent=None,
+                max_backlog=NO_CAP,
+                max_stored_events=NO_CAP,
+                max_stored_bytes=NO_CAP,
             )
+            row = await self.pool.fetchrow(QUERIES["accept_event"], *request.params())
             body = json.dumps({"event_id": str(row["id"]), "client_id": cid, "seq": row["seq"]})
             control = self.activate.pop(cid, None)
             if control is not None:
