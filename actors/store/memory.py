@@ -1,5 +1,6 @@
 """An in-memory journal for tests, as dramatiq ships `StubBroker`: the rules of queries.sql
-(the seq fence, placement epochs, attempts, suspension, liveness) without PostgreSQL.
+(the seq fence, placement epochs, attempts, suspension, liveness, single and batch intake
+with idempotency keys) without PostgreSQL.
 
 It satisfies the journal's roles (actors/store/roles.py), plus what a test needs to set the
 scene: clients, accepted events, workers' heartbeats. tests/integration/test_journal_contract.py
@@ -35,6 +36,7 @@ from actors.store.rows import (
 )
 
 if TYPE_CHECKING:
+    from actors.store.journal import BatchRequest
     from actors.store.roles import HostJournal, SupervisorJournal
 
 TERMINAL = ("succeeded", "dead")
@@ -102,6 +104,7 @@ class _Event:
     finished_at: datetime.datetime | None = None
     result: Json = None
     error: Json = None
+    size: int = 0  # its payload's JSON text in bytes, as given (events.bytes)
 
     def row(self) -> EventRow:
         return EventRow(**{f.name: getattr(self, f.name) for f in dataclasses.fields(EventRow)})
@@ -156,21 +159,93 @@ class MemoryJournal:
         if backlog >= (client.max_backlog or max_backlog):
             raise BacklogFull(backlog)
         text = dump_json(payload)
-        stored = [e for e in self._events.values() if e.client_id == client_id]
-        stored_bytes = sum(len(dump_json(e.payload).encode()) for e in stored)
-        if len(stored) + 1 > max_stored_events or (
-            stored_bytes + len(text.encode()) > max_stored_bytes
-        ):
-            raise QuotaFull()
-        if idempotency_key is not None and any(
-            e.client_id == client_id and e.idempotency_key == idempotency_key
-            for e in self._events.values()
-        ):
+        self._check_quota(client_id, [text], max_stored_events, max_stored_bytes)
+        if idempotency_key is not None and self._keyed(client_id, [idempotency_key]):
             raise KeyTaken(idempotency_key)
+        event = self._append(
+            client, type_, text, idempotency_key, request_hash, redrive_of, traceparent
+        )
+        return Accepted(event.row(), caught_up=client.done_seq == event.seq - 1)
+
+    async def accept_batch(
+        self,
+        client_id: uuid.UUID,
+        items: Sequence[BatchRequest],
+        *,
+        traceparent: str | None = None,
+        max_backlog: int = 2**62,
+        max_stored_events: int = 2**62,
+        max_stored_bytes: int = 2**62,
+    ) -> list[Accepted] | None:
+        """As Journal.accept_batch: the items' events with consecutive seqs in the order
+        given, all or nothing; None (no client); raises BacklogFull when the backlog with the
+        whole batch would pass the cap, QuotaFull, KeyTaken(None) when a key is used already
+        (or twice in the batch, as the unique index refuses it). Nothing is written then."""
+        client = self._clients.get(client_id)
+        if client is None:
+            return None
+        backlog = client.last_seq - client.done_seq
+        if backlog + len(items) > (client.max_backlog or max_backlog):
+            raise BacklogFull(backlog)
+        self._check_quota(
+            client_id, [item.payload for item in items], max_stored_events, max_stored_bytes
+        )
+        keys = [item.idempotency_key for item in items if item.idempotency_key is not None]
+        if len(set(keys)) < len(keys) or self._keyed(client_id, keys):
+            raise KeyTaken(None)
+        events = [
+            self._append(
+                client,
+                item.type,
+                item.payload,
+                item.idempotency_key,
+                item.request_hash,
+                None,
+                traceparent,
+            )
+            for item in items
+        ]
+        return [
+            Accepted(event.row(), caught_up=n == 0 and client.done_seq == event.seq - 1)
+            for n, event in enumerate(events)
+        ]
+
+    def _check_quota(
+        self, client_id: uuid.UUID, texts: Sequence[str], max_events: int, max_bytes: int
+    ) -> None:
+        """QuotaFull unless the client's stored events and bytes with `texts` (payloads as
+        JSON text) stay within the quota (within_quota in schema.sql)."""
+        stored = [e for e in self._events.values() if e.client_id == client_id]
+        stored_bytes = sum(e.size for e in stored)
+        adding = sum(len(text.encode()) for text in texts)
+        if len(stored) + len(texts) > max_events or stored_bytes + adding > max_bytes:
+            raise QuotaFull()
+
+    def _keyed(self, client_id: uuid.UUID, keys: Sequence[str]) -> dict[str, _Event]:
+        """The client's events under any of `keys`, by key."""
+        wanted = set(keys)
+        found: dict[str, _Event] = {}
+        for e in self._events.values():
+            if e.client_id == client_id and e.idempotency_key in wanted:
+                assert e.idempotency_key is not None
+                found[e.idempotency_key] = e
+        return found
+
+    def _append(
+        self,
+        client: _Client,
+        type_: str,
+        text: str,
+        idempotency_key: str | None,
+        request_hash: bytes | None,
+        redrive_of: uuid.UUID | None,
+        traceparent: str | None,
+    ) -> _Event:
+        """A new event at the tail of the client's mailbox (`text`: its payload's JSON)."""
         client.last_seq += 1
         event = _Event(
             uuid.uuid4(),
-            client_id,
+            client.id,
             client.last_seq,
             type_,
             _stored(text),
@@ -178,10 +253,26 @@ class MemoryJournal:
             request_hash,
             redrive_of,
             traceparent,
+            size=len(text.encode()),
         )
         self._events[event.id] = event
-        self._by_seq[client_id, event.seq] = event
-        return Accepted(event.row(), caught_up=client.done_seq == event.seq - 1)
+        self._by_seq[client.id, event.seq] = event
+        return event
+
+    async def events_by_keys(
+        self, client_id: uuid.UUID, keys: Sequence[str]
+    ) -> dict[str, tuple[EventRow, bytes]]:
+        """As Journal.events_by_keys: the client's events under these keys, by key, with
+        their request hashes (b"" when the event has none)."""
+        return {
+            key: (event.row(), event.request_hash or b"")
+            for key, event in self._keyed(client_id, keys).items()
+        }
+
+    async def event_by_key(self, client_id: uuid.UUID, key: str) -> tuple[EventRow, bytes] | None:
+        """As Journal.event_by_key: the client's event under `key` with its request hash."""
+        event = self._keyed(client_id, [key]).get(key)
+        return None if event is None else (event.row(), event.request_hash or b"")
 
     async def heartbeat(self, worker_id: str, *, holds_lock: bool | None = None) -> None:
         """The worker is seen now (its lease's lock held or not; None: it has none)."""

@@ -2,14 +2,19 @@
 
 What the mailbox, the host and the supervisor rely on (actors/store/roles.py): the seq
 fence, attempts, placement epochs, suspension and resumption, policies, restart counting,
-the liveness of workers, the outbox. The unit tests drive the runtime through
-`MemoryJournal`; this suite is what makes their answers worth having.
+the liveness of workers, the outbox; and what the gateway's batch intake relies on:
+accept_batch (all or nothing, consecutive seqs, backlog and quota for the whole batch,
+idempotency keys) and the events under keys that a replay is judged against. The unit
+tests drive the runtime through `MemoryJournal`; this suite is what makes their answers
+worth having.
 
 Planted: the fence `client.done_seq != seq - 1` removed from `MemoryJournal.record_outcome`
 → `test_an_outcome_is_recorded_only_for_the_next_event[memory]` fails (`assert not True`:
 seq 2 recorded before seq 1) while `[sql]` passes. `c.host in live` removed from
 `MemoryJournal.place_mailboxes` → `test_a_mailbox_never_moves_off_a_live_worker[memory]`
-fails (`assert {…: 2} == {}`).
+fails (`assert {…: 2} == {}`). `len(set(keys)) < len(keys) or` removed from
+`MemoryJournal.accept_batch` → `test_a_batch_is_all_or_nothing[memory]` fails (DID NOT RAISE
+KeyTaken: a key used twice in one batch) while `[sql]` passes.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from actors.store import Journal
+from actors.store import BacklogFull, BatchRequest, Journal, KeyTaken, QuotaFull
 from actors.store.memory import MemoryJournal
 from actors.store.queries import QUERIES
 
@@ -342,3 +347,102 @@ async def test_the_outbox_holds_unfinished_unpublished_events(scene: Scene) -> N
     assert await journal.unpublished(3600, 10) == []
     await journal.mark_published([second])
     assert [row.id for row in await journal.unpublished(0, 10)] == [third]
+
+
+def item(n: int, key: str | None = None) -> BatchRequest:
+    """A batch item whose payload is {"n": n}, under `key` with a hash of its own."""
+    return BatchRequest("demo.echo", f'{{"n":{n}}}', key, None if key is None else b"h%d" % n)
+
+
+async def test_a_batch_takes_consecutive_seqs_in_the_order_given(scene: Scene) -> None:
+    journal = scene.journal
+    client, ids = await scene.client(2)
+
+    accepted = await journal.accept_batch(
+        client, [item(10, "a"), item(11), item(12, "c")], traceparent="00-ab-01"
+    )
+
+    assert accepted is not None
+    assert [(a.event.seq, a.event.payload, a.event.traceparent) for a in accepted] == [
+        (3, {"n": 10}, "00-ab-01"),
+        (4, {"n": 11}, "00-ab-01"),
+        (5, {"n": 12}, "00-ab-01"),
+    ]
+    assert [a.caught_up for a in accepted] == [False, False, False]  # seq 1 is not done
+    assert [row.id for row in await journal.events_between(client, 0, 6)] == ids + [
+        a.event.id for a in accepted
+    ]
+    position = await journal.position(client)
+    assert position is not None
+    assert position.last_seq == 5
+    fresh, _ = await scene.client()
+    first = await journal.accept_batch(fresh, [item(1), item(2)])
+    assert first is not None
+    assert [(a.event.seq, a.caught_up) for a in first] == [(1, True), (2, False)]
+    assert await journal.accept_batch(uuid.uuid4(), [item(1)]) is None
+
+
+async def test_a_batch_is_all_or_nothing(scene: Scene) -> None:
+    journal = scene.journal
+    client, _ = await scene.client()
+    assert await journal.accept(client, "demo.echo", {"n": 0}, idempotency_key="k") is not None
+
+    with pytest.raises(KeyTaken):  # a key used before
+        await journal.accept_batch(client, [item(1, "x"), item(2, "k")])
+    with pytest.raises(KeyTaken):  # a key used twice in the batch
+        await journal.accept_batch(client, [item(1, "y"), item(2), item(3, "y")])
+
+    position = await journal.position(client)
+    assert position is not None
+    assert position.last_seq == 1
+    assert await journal.events_by_keys(client, ["x", "y"]) == {}
+    assert [row.seq for row in await journal.events_between(client, 0, 10)] == [1]
+
+
+async def test_a_batch_must_fit_the_backlog_and_the_quota_whole(scene: Scene) -> None:
+    journal = scene.journal
+    client, _ = await scene.client(1)  # its payload {"n":0} stores 7 bytes
+    batch = [item(1), item(2), item(3)]  # 7 bytes each
+
+    with pytest.raises(BacklogFull) as full:
+        await journal.accept_batch(client, batch, max_backlog=3)
+    assert full.value.backlog == 1
+    with pytest.raises(QuotaFull):
+        await journal.accept_batch(client, batch, max_stored_events=3)
+    with pytest.raises(QuotaFull):
+        await journal.accept_batch(client, batch, max_stored_bytes=7 + 3 * 7 - 1)
+    position = await journal.position(client)
+    assert position is not None
+    assert position.last_seq == 1
+
+    accepted = await journal.accept_batch(
+        client, batch, max_backlog=4, max_stored_events=4, max_stored_bytes=7 + 3 * 7
+    )
+    assert accepted is not None
+    assert [a.event.seq for a in accepted] == [2, 3, 4]
+
+
+async def test_events_by_key_are_what_a_replay_compares_against(scene: Scene) -> None:
+    journal = scene.journal
+    client, _ = await scene.client()
+    other, _ = await scene.client()
+    single = await journal.accept(
+        client, "demo.echo", {"n": 0}, idempotency_key="one", request_hash=b"h0"
+    )
+    batch = await journal.accept_batch(client, [item(1, "two"), item(2), item(3, "three")])
+    assert single is not None
+    assert batch is not None
+    assert await journal.accept_batch(other, [item(9, "two")]) is not None
+
+    found = await journal.events_by_keys(client, ["one", "two", "three", "none"])
+
+    assert {key: (row.id, digest) for key, (row, digest) in found.items()} == {
+        "one": (single.event.id, b"h0"),
+        "two": (batch[0].event.id, b"h1"),
+        "three": (batch[2].event.id, b"h3"),
+    }
+    assert await journal.events_by_keys(client, []) == {}
+    by_key = await journal.event_by_key(client, "three")
+    assert by_key is not None
+    assert (by_key[0].id, by_key[1]) == (batch[2].event.id, b"h3")
+    assert await journal.event_by_key(client, "none") is None
