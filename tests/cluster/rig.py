@@ -170,6 +170,7 @@ async def ride_out(rig: Rig, name: str, fault: Fault) -> Figures:
     system = rig.system
     started = now()
     load = Load(system, clients=CLIENTS, per_second=PER_SECOND, transport=rig.balancer())
+    await load.prepare()
     running = asyncio.create_task(load.run())
     try:
         await eventually(lambda: terminal_since(system, started) >= 20, 60, "the load to flow")

@@ -10,6 +10,7 @@ the load keeps what the gateway answered per client, in posting order, to judge 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import time
@@ -37,12 +38,32 @@ class Load:
     #: How requests reach the gateway(s): httpx's own by default (tests/cluster balances).
     transport: httpx.AsyncBaseTransport | None = None
     _stop: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    _tokens: dict[str, str] | None = None  # client id -> its token, once prepared
+
+    async def prepare(self) -> None:
+        """Create the load's clients and sign them in, if not done yet: await it before
+        starting the clock of a wait for the load to flow, since on a busy machine this takes
+        a while (an argon2 hash and check per client). Off the event loop, four at a time."""
+        if self._tokens is None:
+            self._tokens = await asyncio.to_thread(self._sign_up)
+
+    def _sign_up(self) -> dict[str, str]:
+        def client(n: int) -> tuple[str, str]:
+            created = self.system.admin_client(f"load-{n}")
+            return str(created["client_id"]), self.system.token(created)
+
+        if self.clients == 0:
+            return {}
+        first = client(0)  # the system's admin client is created (once) on the way
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            return dict([first, *pool.map(client, range(1, self.clients))])
 
     async def run(self) -> None:
         """Post until stop() is called; each client posts its next event after the last one
         was accepted, so per-client acceptance order is the order of posting."""
-        clients = [self.system.admin_client(f"load-{n}") for n in range(self.clients)]
-        tokens = {client["client_id"]: self.system.token(client) for client in clients}
+        await self.prepare()
+        assert self._tokens is not None
+        tokens = self._tokens
         interval = self.clients / self.per_second
         async with httpx.AsyncClient(
             base_url=self.system.base_url, timeout=10, transport=self.transport

@@ -18,6 +18,7 @@ async def test_steady_load_without_faults_satisfies_the_oracle(system: System) -
     # Given the outcome audit and steady load from several clients
     install_audit(system)
     load = Load(system, clients=8, per_second=40)
+    await load.prepare()
     running = asyncio.create_task(load.run())
 
     # When it runs until a few dozen events are accepted (however slow the machine), and stops

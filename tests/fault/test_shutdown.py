@@ -81,6 +81,7 @@ async def test_a_terminated_worker_finishes_its_in_flight_events_and_hands_its_m
         per_second=12,
         body={"type": "witnessed.sleep", "payload": {"ms": HANDLER_MS}},
     )
+    await load.prepare()
     running = asyncio.create_task(load.run())
     await eventually(
         lambda: sum(len(c) for c, _ in in_flight(system).values()) >= 6,

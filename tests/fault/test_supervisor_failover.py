@@ -68,6 +68,7 @@ async def test_a_standby_supervisor_takes_over_when_the_active_one_is_killed(
     load = Load(
         system, clients=8, per_second=40, body={"type": "witnessed.sleep", "payload": {"ms": 20}}
     )
+    await load.prepare()
     running = asyncio.create_task(load.run())
     ids = {name: worker_id(system, name) for name in WORKERS}
     supervisor = await eventually(lambda: active_supervisor(system), 30, "an active supervisor")

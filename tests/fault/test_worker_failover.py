@@ -111,6 +111,8 @@ async def test_a_killed_worker_s_mailboxes_resume_on_another_worker_and_a_new_wo
         Load(system, clients=4, per_second=20, body=sleep(50)),
         Load(system, clients=2, per_second=6, body=sleep(SLOW_MS)),
     ]
+    for load in loads:
+        await load.prepare()  # (the clients exist before the clocks below start)
     running = [asyncio.create_task(load.run()) for load in loads]
     supervisor = await eventually(lambda: active_supervisor(system), 30, "an active supervisor")
     placed: Snapshot = await eventually(

@@ -156,6 +156,7 @@ async def test_a_paused_worker_s_late_outcome_is_refused_by_the_fence(system: Sy
     load = Load(
         system, clients=6, per_second=30, body={"type": "witnessed.sleep", "payload": {"ms": 20}}
     )
+    await load.prepare()
     running = asyncio.create_task(load.run())
     # (every load client past seq 3 first, so that a refusal of seq 1 is this client's)
     await eventually(
