@@ -23,7 +23,9 @@ import httpx
 import pika
 import pytest
 
+from actors.settings import Settings
 from actors.store.migrate import migrate, schema_text
+from seriatim.cli import _create_client
 from tests import witness
 
 PG_URL = os.environ.get(
@@ -297,16 +299,11 @@ class System:
     # --- clients and tokens ------------------------------------------------------------
 
     def create_client(self, name: str = "test", admin: bool = False) -> dict[str, Any]:
-        args = ["client", "create", "--name", name, *(["--admin"] if admin else [])]
-        out = subprocess.run(
-            [sys.executable, "-m", "seriatim", *args],
-            env=self.env,
-            capture_output=True,
-            check=True,
-        )
-        import json
-
-        return dict(json.loads(out.stdout))
+        """A new client, made by what `seriatim client create` runs (audited as the command
+        line), in this process: a Python start-up per client cost a second or more on a busy
+        machine, ~100 times a suite. test_cli_operator runs the command itself."""
+        settings = Settings.from_env(self.env)
+        return dict(_run_sync(lambda: _create_client(settings, name, admin)))
 
     def token(self, client: dict[str, Any], scope: str | None = None) -> str:
         data = {"grant_type": "client_credentials"}
