@@ -276,8 +276,16 @@ class AmqpChannel:
         _METHODS["queue_declare"].inc()
         self._channel.queue_declare(name, durable=True, arguments=arguments)
 
-    async def delete_queue(self, name: str) -> None:
-        await self._rpc("queue_delete", lambda cb: self._channel.queue_delete(name, callback=cb))
+    async def delete_queue(self, name: str, *, only_if_idle: bool = False) -> None:
+        """Delete a queue; with `only_if_idle` (if-empty and if-unused) the broker refuses one
+        that holds a ready message or has a consumer (406, which closes the channel). Quorum
+        queues refuse both flags (540, which closes the whole connection): never ask them."""
+        await self._rpc(
+            "queue_delete",
+            lambda cb: self._channel.queue_delete(
+                name, if_unused=only_if_idle, if_empty=only_if_idle, callback=cb
+            ),
+        )
 
     async def qos(self, prefetch_count: int) -> None:
         """Per-consumer prefetch (RabbitMQ's meaning of global_qos=False)."""

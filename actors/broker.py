@@ -14,7 +14,14 @@ from typing import Any
 
 from actors import metrics, tracing
 from actors.addresses import NodeRing
-from actors.amqp import AmqpChannel, AmqpConnection, AmqpError, PublishFailed, QueueCounts
+from actors.amqp import (
+    AmqpChannel,
+    AmqpConnection,
+    AmqpError,
+    PublishFailed,
+    QueueCounts,
+    Unroutable,
+)
 from actors.backoff import Backoff
 from actors.protocol import Control, EventMessage
 from actors.settings import Settings
@@ -114,6 +121,41 @@ class Publisher:
         self._remember(queue)
         return counts
 
+    async def delete_idle_mailbox(self, client_id: str) -> bool:
+        """Delete a passivating client's mailbox queue if nothing is in it; whether it is gone.
+
+        Called with the mailbox's consumer cancelled and nothing in flight, before the journal
+        releases it (docs/decisions.md, "Idle mailbox queues are deleted"). A classic queue is
+        deleted with if-empty and if-unused, on a channel of its own: the broker refuses (406)
+        when a message arrived meanwhile, and the mailbox stays active. A quorum queue refuses
+        those flags (540, closing the connection): its counts are read and it is deleted when
+        it had no message and no consumer. A message that lands between the two goes with the
+        queue and is not lost: every message is a copy of a journal row, and the host reads
+        the journal after the delete (MailboxHost._delete_queue) and runs what is unfinished.
+        Raises AmqpError when the broker could not be asked."""
+        queue = self._settings.mailbox_queue(client_id)
+        self._declared.pop(queue, None)  # declared again before this process publishes to it
+        channel = await self._connection.channel()
+        try:
+            if self._settings.queue_type == "quorum":
+                counts = await channel.declare_queue(queue, passive=True)
+                if counts.messages or counts.consumers:
+                    return False
+                await channel.delete_queue(queue)
+            else:
+                await channel.delete_queue(queue, only_if_idle=True)
+        except AmqpError:
+            reason = channel.closed.result() if channel.closed.done() else None
+            code = getattr(reason, "reply_code", None)
+            if code == 404:  # gone already
+                return True
+            if code == 406:  # a message (or a consumer) came: the queue stays
+                return False
+            raise
+        finally:
+            await channel.close()
+        return True
+
     def _remember(self, queue: str) -> None:
         self._declared[queue] = None
         if len(self._declared) > _DECLARED_CACHE:
@@ -144,7 +186,17 @@ class Publisher:
                 else:
                     channel.declare_queue_nowait(queue, mailbox_arguments(self._settings))
                     self._remember(queue)
-                await channel.publish(queue, body, message_id=str(message.event_id))
+                try:
+                    await channel.publish(queue, body, message_id=str(message.event_id))
+                except Unroutable:
+                    # The queue was deleted since this channel declared it: its mailbox was
+                    # passivated (delete_idle_mailbox). Declare it again (waited: the
+                    # publish must not overtake it) and publish once more; a second return
+                    # is left to the caller (the relay).
+                    self._declared.pop(queue, None)
+                    await self.declare_mailbox(str(message.client_id), fresh=True)
+                    channel = await self._open_channel()
+                    await channel.publish(queue, body, message_id=str(message.event_id))
             except PublishFailed:
                 raise
             except AmqpError as error:

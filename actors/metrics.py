@@ -122,6 +122,10 @@ SUPERVISOR_ACTIVE = Gauge(
 ACTIVE_MAILBOXES = Gauge("seriatim_mailboxes_active", "Mailboxes active in this process.")
 ACTIVATIONS = Counter("seriatim_mailbox_activations", "Mailboxes this process started consuming.")
 PASSIVATIONS = Counter("seriatim_mailbox_passivations", "Idle mailboxes this process passivated.")
+QUEUES_DELETED = Counter(
+    "seriatim_mailbox_queues_deleted",
+    "Empty queues of passivated mailboxes this process deleted (SERIATIM_DELETE_IDLE_QUEUES).",
+)
 SUSPENSIONS = Counter(
     "seriatim_mailbox_suspensions", "Mailboxes suspended by the supervisor, by cause.", ["cause"]
 )

@@ -39,6 +39,7 @@ class Settings:
     restart_intensity: int = 50
     restart_period: float = 60.0
     idle_timeout: float = 300.0
+    delete_idle_queues: str = "on"  # a passivated mailbox's empty queue is deleted
     handler_timeout: float = 30.0
     handler_threads: int = 32
     drain_timeout: float = 30.0
@@ -152,6 +153,10 @@ class Settings:
         _at_least("SERIATIM_RETENTION_PAUSE", self.retention_pause, 0, 60)
         _at_least("SERIATIM_RETENTION_INTERVAL", self.retention_interval, 0.1, 86400)
         _at_least("SERIATIM_MAX_WEBHOOK_SECRETS", self.max_webhook_secrets, 1, 100)
+        if self.delete_idle_queues not in ("on", "off"):
+            raise SettingsError(
+                f"SERIATIM_DELETE_IDLE_QUEUES must be on or off, not {self.delete_idle_queues!r}"
+            )
         if self.console not in ("on", "off"):
             raise SettingsError(f"SERIATIM_CONSOLE must be on or off, not {self.console!r}")
         if self.console_secure_cookie not in ("auto", "on"):

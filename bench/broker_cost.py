@@ -21,10 +21,16 @@ figures are for a quiet machine:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
+import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pika
+import pika.exceptions
 from rig import write_results
 
 from actors.broker import mailbox_arguments
@@ -38,49 +44,108 @@ def usage(cluster: RabbitCluster) -> tuple[int, int]:
     """Bytes of memory and Erlang processes, summed over the cluster's nodes."""
     memory = processes = 0
     for node in cluster.nodes:
-        node.ctl("eval", "[erlang:garbage_collect(P) || P <- erlang:processes()], ok.")
+        # Collect every process's garbage first, so that memory is what is live; with
+        # 10,000 quorum queues on a busy machine that one call outran rabbitmqctl's 120 s
+        # and ended a run: the reading is then taken without it (a little higher).
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            node.ctl("eval", "[erlang:garbage_collect(P) || P <- erlang:processes()], ok.")
         memory += int(node.ctl("eval", "erlang:memory(total).").strip())
         processes += int(node.ctl("eval", "erlang:system_info(process_count).").strip())
     return memory, processes
 
 
-def channels(cluster: RabbitCluster) -> list[pika.BlockingConnection]:
-    return [pika.BlockingConnection(pika.URLParameters(node.url)) for node in cluster.nodes]
+RETRIES = 5  # a quorum declare refused for `cluster_not_formed` (a busy machine) is retried
+
+
+def _per_node(cluster: RabbitCluster, names: list[str], method: str, **kwargs: Any) -> int:
+    """Call `channel.<method>(name, **kwargs)` for every name, in parallel per node, each
+    node's thread on its own connection with every third name (so leaders spread round the
+    nodes). A call that fails (RabbitMQ 3.10 answers a quorum declare with 541
+    `cluster_not_formed` when the new queue's members do not elect a leader in time, and
+    closes the connection) is retried on a new connection. Returns how many were retried."""
+    size = len(cluster.nodes)
+
+    def run(index: int) -> int:
+        params = pika.URLParameters(cluster.nodes[index].url)
+        connection = pika.BlockingConnection(params)
+        channel = connection.channel()
+        retried = 0
+        try:
+            for name in names[index::size]:
+                for attempt in range(RETRIES + 1):
+                    try:
+                        getattr(channel, method)(name, **kwargs)
+                        break
+                    except pika.exceptions.AMQPError:
+                        if attempt == RETRIES:
+                            raise
+                        retried += 1
+                        if connection.is_open:
+                            connection.close()
+                        connection = pika.BlockingConnection(params)
+                        channel = connection.channel()
+            return retried
+        finally:
+            if connection.is_open:
+                connection.close()
+
+    with ThreadPoolExecutor(size) as pool:
+        return sum(pool.map(run, range(size)))
 
 
 def measure(cluster: RabbitCluster, queue_type: str, count: int) -> dict[str, Any]:
     settings = Settings(queue_type=queue_type, namespace=f"cost{queue_type}")
     arguments = mailbox_arguments(settings)
     names = [settings.mailbox_queue(f"q{n}") for n in range(count)]
-    connections = channels(cluster)
-    chans = [connection.channel() for connection in connections]
+    held: list[pika.BlockingConnection] = []
+    time.sleep(SETTLE)
+    base = usage(cluster)
+    started = time.monotonic()
+
+    retried = _per_node(cluster, names, "queue_declare", durable=True, arguments=arguments)
+    declared_s = time.monotonic() - started
+    time.sleep(SETTLE)
+    idle = usage(cluster)
+
+    # active: a consumer on every queue, one message through each, consumers kept attached
+    size = len(cluster.nodes)
+    for node in cluster.nodes:
+        held.append(pika.BlockingConnection(pika.URLParameters(node.url)))
     try:
-        time.sleep(SETTLE)
-        base = usage(cluster)
-        for n, name in enumerate(names):  # declared round the nodes: leaders spread
-            chans[n % len(chans)].queue_declare(name, durable=True, arguments=arguments)
-        time.sleep(SETTLE)
-        idle = usage(cluster)
-        for n, name in enumerate(names):
-            channel = chans[n % len(chans)]
-            channel.basic_publish("", name, b"{}", pika.BasicProperties(delivery_mode=2))
-            channel.basic_consume(name, lambda ch, m, _p, _b: ch.basic_ack(m.delivery_tag))
-        for channel in chans:  # deliver and ack what is there
-            channel.connection.process_data_events(time_limit=1)
+        for index, connection in enumerate(held):
+            channel = connection.channel()
+            acked = [0]
+
+            def ack(ch: Any, method: Any, _p: Any, _b: Any, acked: list[int] = acked) -> None:
+                ch.basic_ack(method.delivery_tag)
+                acked[0] += 1
+
+            mine = names[index::size]
+            for name in mine:
+                channel.basic_publish("", name, b"{}", pika.BasicProperties(delivery_mode=2))
+                channel.basic_consume(name, ack)
+            while acked[0] < len(mine):
+                connection.process_data_events(time_limit=1)
         time.sleep(SETTLE)
         active = usage(cluster)
-        for n, name in enumerate(names):
-            chans[n % len(chans)].queue_delete(name)
     finally:
-        for connection in connections:
-            connection.close()
+        for connection in held:
+            if connection.is_open:
+                connection.close()
+
+    _per_node(cluster, names, "queue_delete")
     return {
         "type": queue_type,
         "queues": count,
+        "declare_seconds": round(declared_s, 1),
+        "declares_retried": retried,
+        "load_average": os.getloadavg(),
         "idle_bytes_per_queue": (idle[0] - base[0]) / count,
         "idle_processes_per_queue": (idle[1] - base[1]) / count,
         "active_bytes_per_queue": (active[0] - base[0]) / count,
         "active_processes_per_queue": (active[1] - base[1]) / count,
+        "baseline_bytes": base[0],
+        "baseline_processes": base[1],
     }
 
 
@@ -107,6 +172,7 @@ def main() -> None:
                     flush=True,
                 )
                 results.append(row)
+                print(json.dumps(row), flush=True)  # kept if a later count is cut short
     print(f"written to {write_results('broker_cost', {'results': results})}")
 
 

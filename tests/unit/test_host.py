@@ -96,6 +96,15 @@ class Publisher:
     def __init__(self) -> None:
         self.told: asyncio.Queue[Control] = asyncio.Queue()
         self.unreachable = False
+        self.deleted: list[str] = []  # queues deleted at passivation
+        self.messages_arrived = 0  # passivations whose queue holds a message by the delete
+
+    async def delete_idle_mailbox(self, client_id: str) -> bool:
+        if self.messages_arrived:
+            self.messages_arrived -= 1
+            return False
+        self.deleted.append(client_id)
+        return True
 
     async def tell_supervisor(self, control: Control, *, persistent: bool = False) -> None:
         if self.unreachable:
@@ -185,13 +194,54 @@ async def passivating(worker: Worker) -> AsyncIterator[None]:
 async def test_an_idle_mailbox_is_passivated_and_the_supervisor_told(
     worker: Worker, passivating: None
 ) -> None:
+    await worker.deliver(1)  # its one event: nothing unfinished in the journal
+    assert await worker.settled() == "ack"
     told = await worker.told()
 
     assert told == MailboxPassivated(worker.client, WORKER)
     assert worker.channel.cancelled == ["ctag-1"]
+    assert worker.link.publisher.deleted == [str(worker.client)]  # its empty queue
     position = await worker.journal.position(worker.client)
     assert position is not None
     assert (position.state, position.host, position.epoch) == ("idle", None, worker.epoch + 1)
+
+
+async def test_a_mailbox_whose_queue_got_a_message_meanwhile_stays_active(
+    worker: Worker,
+) -> None:
+    """The queue's delete is refused (a message came after the consumer's cancel): the
+    mailbox consumes again and stays placed here, and the next passivation deletes it.
+    Planted: `_passivate_now` ignoring `_delete_queue`'s False → fails at `cancelled`
+    (released after one cancel, with a message in its queue)."""
+    await worker.deliver(1)
+    assert await worker.settled() == "ack"
+    worker.link.publisher.messages_arrived = 1
+    stopping = asyncio.Event()
+    loop = asyncio.create_task(worker.host.passivate_idle(stopping))
+    try:
+        assert await worker.told() == MailboxPassivated(worker.client, WORKER)
+        # consumed again after the refused delete, passivated again once idle
+        assert worker.channel.cancelled == ["ctag-1", "ctag-2"]
+        assert worker.link.publisher.deleted == [str(worker.client)]
+    finally:
+        stopping.set()
+        await asyncio.wait_for(loop, 5)
+
+
+async def test_an_event_unfinished_when_the_queue_is_deleted_is_taken_from_the_journal(
+    worker: Worker, passivating: None
+) -> None:
+    """The journal has an event the deleted queue may have held (its publish landed between
+    a quorum queue's counts and its delete): the mailbox stays, runs it from the journal,
+    and is passivated after. Planted: the journal read after the delete removed from
+    `_delete_queue` → fails at `calls` (released with the event never run: 0 == 1)."""
+    assert await worker.told() == MailboxPassivated(worker.client, WORKER)
+
+    assert worker.handler.calls == 1
+    assert worker.channel.cancelled == ["ctag-1", "ctag-2"]
+    position = await worker.journal.position(worker.client)
+    assert position is not None
+    assert (position.done_seq, position.last_seq, position.state) == (1, 1, "idle")
 
 
 async def test_a_mailbox_is_not_passivated_while_it_processes(

@@ -150,6 +150,9 @@ class Channel:
 
 
 class Publisher:
+    async def delete_idle_mailbox(self, client_id: str) -> bool:
+        return True
+
     async def tell_supervisor(self, control: Any, *, persistent: bool = False) -> None:
         pass
 
