@@ -72,6 +72,10 @@ class Unroutable(PublishFailed):
     """The broker returned the message: no queue took it, so nobody ever received it."""
 
 
+class Nacked(PublishFailed):
+    """The broker nacked the message: it did not take it (a quorum queue being deleted)."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Delivery:
     """One message handed to a consumer; settle it with the channel's ack or nack."""
@@ -368,7 +372,7 @@ class AmqpChannel:
             if future is None or future.done():
                 continue
             if not acked:
-                future.set_exception(PublishFailed("broker nacked the message"))
+                future.set_exception(Nacked("broker nacked the message"))
             elif tag in self._returned:
                 future.set_exception(Unroutable("message unroutable: no such queue"))
             else:

@@ -18,6 +18,7 @@ from actors.amqp import (
     AmqpChannel,
     AmqpConnection,
     AmqpError,
+    Nacked,
     PublishFailed,
     QueueCounts,
     Unroutable,
@@ -29,6 +30,10 @@ from actors.settings import Settings
 log = logging.getLogger(__name__)
 
 _DECLARED_CACHE = 100_000
+#: Publishes of one event again after a nack or the loss of its events connection
+#: (Publisher.publish_event). More than one: a retry may meet the same queue's delete again.
+PUBLISH_RETRIES = 3
+_RETRY_BACKOFF = Backoff(min=0.05, max=0.5, jitter=0.3)
 
 
 def mailbox_arguments(settings: Settings) -> dict[str, Any]:
@@ -80,6 +85,11 @@ async def declare_supervisor_queue(connection: AmqpConnection, settings: Setting
         await channel.close()
 
 
+class _Retry(PublishFailed):
+    """A publish worth making again (Publisher.publish_event): the broker nacked it, or
+    closed the events connection it went out on."""
+
+
 class Publisher:
     """Publishes with publisher confirms and mandatory routing on one channel of a connection.
 
@@ -87,12 +97,27 @@ class Publisher:
     PublishFailed otherwise, and the caller keeps the event for the relay.
     """
 
-    def __init__(self, settings: Settings, connection: AmqpConnection) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        connection: AmqpConnection,
+        *,
+        events_url: str | None = None,
+        name: str = "seriatim",
+    ) -> None:
         self._settings = settings
         self._connection = connection
         self._channel: AmqpChannel | None = None
         self._opening: asyncio.Lock = asyncio.Lock()
         self._declared: collections.OrderedDict[str, None] = collections.OrderedDict()
+        #: Events go to mailbox queues on a connection of their own, opened from this URL on
+        #: the first event (None: on `connection`, as control messages). See _events_channel.
+        self._events_url = events_url
+        self._events_name = f"{name} events"
+        self._events: AmqpConnection | None = None
+        self._events_channel_: AmqpChannel | None = None
+        self._events_opening: asyncio.Lock = asyncio.Lock()
+        self._closing = False
 
     async def _open_channel(self) -> AmqpChannel:
         channel = self._channel
@@ -104,8 +129,44 @@ class Publisher:
                 channel = await self._connection.channel()
                 await channel.enable_confirms()
                 self._channel = channel
-                self._declared.clear()
+                if self._events_url is None:
+                    self._declared.clear()
             return self._channel
+
+    async def _events_channel(self) -> AmqpChannel:
+        """The confirming channel events are published on: on a connection of its own, so
+        that the broker closing it takes no consumer and no control message with it.
+
+        RabbitMQ 3.10 closes a whole connection (541 INTERNAL_ERROR: the channel process
+        crashes registering the publisher with the queue's Raft leader) when a channel's
+        first publish to a quorum queue meets that queue's delete (an idle mailbox's,
+        MailboxHost._delete_queue). Such a connection is opened again at once and the
+        publish retried (publish_event), instead of waiting for the link to reconnect."""
+        if self._events_url is None:
+            return await self._open_channel()
+        channel = self._events_channel_
+        if channel is not None and channel.is_open:
+            return channel
+        async with self._events_opening:
+            if self._events_channel_ is None or not self._events_channel_.is_open:
+                if self._closing:
+                    raise AmqpError("the publisher is closed")
+                if self._events is None or not self._events.is_open:
+                    self._events = await AmqpConnection.open(self._events_url, self._events_name)
+                    if self._closing:  # closed while it opened
+                        await self._events.close()
+                        raise AmqpError("the publisher is closed")
+                channel = await self._events.channel()
+                await channel.enable_confirms()
+                self._events_channel_ = channel
+                self._declared.clear()
+            return self._events_channel_
+
+    async def close(self) -> None:
+        """Close the events connection (the link closes its own)."""
+        self._closing = True
+        if self._events is not None:
+            await self._events.close()
 
     async def declare_mailbox(self, client_id: str, *, fresh: bool = False) -> QueueCounts | None:
         """Declare a client's mailbox queue once per channel, or again when `fresh`.
@@ -116,7 +177,7 @@ class Publisher:
         if queue in self._declared and not fresh:
             self._declared.move_to_end(queue)
             return None
-        channel = await self._open_channel()
+        channel = await self._events_channel()
         counts = await channel.declare_queue(queue, mailbox_arguments(self._settings))
         self._remember(queue)
         return counts
@@ -168,6 +229,11 @@ class Publisher:
         The declare does not wait for its answer: pika runs one synchronous method per channel
         at a time, and waiting made a burst of new clients' first publishes queue up behind one
         declare round trip each (seconds behind their 202s).
+
+        A publish is retried (PUBLISH_RETRIES times, after a short wait, a waited declare
+        first) when the broker nacked it, or closed the events connection under it (on a new
+        one; see _events_channel): both are what a publish meeting a quorum queue's delete
+        gets. A copy that had reached the queue is acked as a duplicate by its seq.
         """
         queue = self._settings.mailbox_queue(str(message.client_id))
         with tracing.publishing(
@@ -176,31 +242,63 @@ class Publisher:
             traced = dataclasses.replace(
                 message, traceparent=tracing.current_traceparent() or message.traceparent
             )
-            try:
-                body = traced.to_dramatiq(queue).encode()
-                channel = await self._open_channel()
-                if queue in self._declared:
-                    self._declared.move_to_end(queue)
-                elif channel.waiting:  # the declare must not be overtaken by the publish
-                    await self.declare_mailbox(str(message.client_id))
-                else:
-                    channel.declare_queue_nowait(queue, mailbox_arguments(self._settings))
-                    self._remember(queue)
+            body = traced.to_dramatiq(queue).encode()
+            for attempt in range(1, PUBLISH_RETRIES + 2):
                 try:
-                    await channel.publish(queue, body, message_id=str(message.event_id))
-                except Unroutable:
-                    # The queue was deleted since this channel declared it: its mailbox was
-                    # passivated (delete_idle_mailbox). Declare it again (waited: the
-                    # publish must not overtake it) and publish once more; a second return
-                    # is left to the caller (the relay).
-                    self._declared.pop(queue, None)
-                    await self.declare_mailbox(str(message.client_id), fresh=True)
-                    channel = await self._open_channel()
-                    await channel.publish(queue, body, message_id=str(message.event_id))
-            except PublishFailed:
+                    await self._publish_once(message, queue, body, fresh=attempt > 1)
+                    return
+                except _Retry as failed:
+                    if attempt > PUBLISH_RETRIES:
+                        raise PublishFailed(str(failed)) from failed
+                    log.warning(
+                        "publishing event seq %d failed (%s); publishing it again",
+                        message.seq,
+                        failed,
+                    )
+                    metrics.EVENT_PUBLISH_RETRIES.inc()
+                    await asyncio.sleep(_RETRY_BACKOFF.delay(attempt))
+
+    async def _publish_once(
+        self, message: EventMessage, queue: str, body: bytes, *, fresh: bool
+    ) -> None:
+        """One publish (and its declare); _Retry when the broker nacked it or closed the
+        events connection it went out on."""
+        connection: AmqpConnection | None = None
+        try:
+            channel = await self._events_channel()
+            connection = self._events
+            if fresh:  # a retry: declared (waited) before the publish
+                await self.declare_mailbox(str(message.client_id), fresh=True)
+            elif queue in self._declared:
+                self._declared.move_to_end(queue)
+            elif channel.waiting:  # the declare must not be overtaken by the publish
+                await self.declare_mailbox(str(message.client_id))
+            else:
+                channel.declare_queue_nowait(queue, mailbox_arguments(self._settings))
+                self._remember(queue)
+            try:
+                await channel.publish(queue, body, message_id=str(message.event_id))
+            except Unroutable:
+                # The queue was deleted since this channel declared it: its mailbox was
+                # passivated (delete_idle_mailbox). Declare it again (waited: the
+                # publish must not overtake it) and publish once more; a second return
+                # is left to the caller (the relay).
+                self._declared.pop(queue, None)
+                await self.declare_mailbox(str(message.client_id), fresh=True)
+                channel = await self._events_channel()
+                await channel.publish(queue, body, message_id=str(message.event_id))
+        except AmqpError as error:
+            lost = (
+                self._events_url is not None
+                and connection is not None
+                and not connection.is_open
+                and not self._closing
+            )
+            if lost or isinstance(error, Nacked):
+                raise _Retry(str(error)) from error
+            if isinstance(error, PublishFailed):
                 raise
-            except AmqpError as error:
-                raise PublishFailed(str(error)) from error
+            raise PublishFailed(str(error)) from error
 
     async def publish_events(self, messages: Sequence[EventMessage]) -> list[PublishFailed | None]:
         """Publish one client's events in the order given: the queue is declared first (once
@@ -323,7 +421,8 @@ class BrokerLink:
     async def _serve(self, connection: AmqpConnection, url: str, stopping: asyncio.Event) -> bool:
         """Set up and serve one connection until it is lost or `stopping`; False when the
         set-up itself failed."""
-        self.publisher = Publisher(self._settings, connection)
+        publisher = Publisher(self._settings, connection, events_url=url, name=self._name)
+        self.publisher = publisher
         set_up = False
         try:
             for callback in self._on_connect:
@@ -342,6 +441,8 @@ class BrokerLink:
         finally:
             self.connected.clear()
             self.publisher = None
+            with contextlib.suppress(Exception):
+                await publisher.close()
             if stopping.is_set():
                 await connection.close()
             else:

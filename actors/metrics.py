@@ -155,6 +155,10 @@ JOURNAL_READ = Gauge(
 )
 _JOURNAL_GAUGES = (MAILBOXES, BACKLOG, OLDEST_QUEUED, RELAY_LAG, JOURNAL_READ)
 RELAYED = Counter("seriatim_relay_republished", "Events the outbox relay published again.")
+EVENT_PUBLISH_RETRIES = Counter(
+    "seriatim_event_publish_retries",
+    "Event publishes retried: the broker nacked them or closed their events connection.",
+)
 RELAY_SKIPPED = Counter(
     "seriatim_relay_skipped_clients",
     "Clients the outbox relay left for its next pass because a publish failed (refused, "

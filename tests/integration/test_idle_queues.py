@@ -11,7 +11,11 @@ again into the queue declared anew), and once every client is idle its queue is 
 Shown to fail: with the starting code (no delete; or SERIATIM_DELETE_IDLE_QUEUES=off) at
 "the idle clients' queues to go"; with Publisher.publish_event's `except Unroutable` retry
 planted out at "every event to be marked published" (the returned events are still run,
-from the journal, but only once their mailbox is activated again).
+from the journal, but only once their mailbox is activated again); on quorum queues with
+the events published on the process's one connection (as before the events connection),
+at "every event to be marked published": RabbitMQ 3.10 closed the gateway's connection
+(541) whenever a first publish met a delete, and the events failed with it went to the
+relay, which skips those the next activation ran from the journal first.
 
 A few queues only: the shared broker, as the other integration tests use it.
 """
@@ -19,13 +23,21 @@ A few queues only: the shared broker, as the other integration tests use it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pika
 import pytest
 from pika.exceptions import ChannelClosedByBroker
+from prometheus_client import REGISTRY
 
+from actors.amqp import AmqpConnection, AmqpError
+from actors.broker import Publisher
+from actors.protocol import EventMessage
+from actors.settings import Settings
 from tests import harness
 from tests.fault.load import Load
 from tests.fault.oracle import all_terminal, check, install_audit
@@ -100,3 +112,56 @@ async def test_deleting_idle_queues_races_new_accepts_and_loses_nothing(
     stayed = logged(system, "an event came as its queue was deleted")
     print(f"passivations {passivated}, publishes returned {returned}, stayed {stayed}")
     assert passivated > len(load.answered)  # each client's queue deleted more than once
+
+
+ROUNDS = 60
+
+
+async def test_a_quorum_queue_deleted_under_a_first_publish_costs_no_publish_and_no_connection(
+    services: None,
+) -> None:
+    """RabbitMQ 3.10 closes the whole connection (541 INTERNAL_ERROR, the channel process
+    crashing in register_enqueuer) when a channel's first publish to a quorum queue meets
+    that queue's delete. Here one client's queue is deleted once a round, as a passivating
+    worker deletes it, while its events are published: every publish is confirmed (retried
+    on a new events connection when the broker closed it, and after a nack, which such a
+    publish also gets) and the connection the publisher
+    was given, which a process's consumers and control messages share, stays open.
+
+    Shown to fail with the events published on that connection (`events_url=None`): a
+    PublishFailed ("channel closed: (541, 'INTERNAL_ERROR')") within the first rounds."""
+    settings = Settings(namespace=f"seriatim-test-{uuid.uuid4().hex[:12]}", queue_type="quorum")
+    link = await AmqpConnection.open(harness.AMQP_URL, "test-link")
+    deleter = await AmqpConnection.open(harness.AMQP_URL, "test-deleter")
+    publisher = Publisher(settings, link, events_url=harness.AMQP_URL)
+    client = uuid.uuid4()
+    queue = settings.mailbox_queue(str(client))
+    retried = retries()
+
+    async def delete(name: str) -> None:
+        channel = await deleter.channel()
+        with contextlib.suppress(AmqpError):
+            await channel.delete_queue(name)
+        await channel.close()
+
+    try:
+        seq = 0
+        for _ in range(ROUNDS):
+            deleting = asyncio.ensure_future(delete(queue))
+            await asyncio.sleep(random.uniform(0, 0.01))
+            for _ in range(3):  # the first may meet the delete; the next ones follow it
+                seq += 1
+                await publisher.publish_event(EventMessage(uuid.uuid4(), client, seq, "t", {}))
+            await deleting
+        assert link.is_open
+    finally:
+        await publisher.close()
+        await delete(queue)
+        await delete(settings.supervisor_queue)
+        await deleter.close()
+        await link.close()
+    print(f"publishes retried (nacked, or their events connection closed): {retries() - retried:g}")
+
+
+def retries() -> float:
+    return REGISTRY.get_sample_value("seriatim_event_publish_retries_total") or 0.0
