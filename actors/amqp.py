@@ -388,14 +388,19 @@ class AmqpChannel:
             on_message(Delivery(method.delivery_tag, method.redelivered, props, body))
 
         tags: list[str] = []
-        await self._rpc(
-            "basic_consume",
-            lambda cb: tags.append(
-                self._channel.basic_consume(queue, deliver, auto_ack=False, callback=cb)
-            ),
-        )
-        if on_cancel is not None:
-            self._on_cancel[tags[0]] = on_cancel
+
+        def start(callback: Callable[[Any], None]) -> None:
+            tag = self._channel.basic_consume(queue, deliver, auto_ack=False, callback=callback)
+            tags.append(tag)
+            if on_cancel is not None:  # now: the broker's cancel can follow consume-ok at once
+                self._on_cancel[tag] = on_cancel
+
+        try:
+            await self._rpc("basic_consume", start)
+        except AmqpError:
+            for tag in tags:
+                self._on_cancel.pop(tag, None)
+            raise
         return tags[0]
 
     def _cancelled_by_broker(self, frame: Any) -> None:

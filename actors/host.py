@@ -470,10 +470,17 @@ class MailboxHost:
             if entry.inflight:  # a message slipped in before the cancel took effect
                 await self._resume(entry)
                 return
+            if self._deletes_queues and await self._moved(entry):
+                # Taken for dead and placed elsewhere meanwhile: the queue is the new
+                # owner's now, and so is the release.
+                await self._lose(entry, "before its idle queue was deleted")
+                return
             if not await self._delete_queue(entry, client):  # something came: stays active
                 await self._resume(entry)
                 return
-            await self._journal.release_mailbox(client, self.worker_id)
+            # Under the placement it runs with: a worker taken for dead and placed anew
+            # since (reconcile() not yet run) must not release the new placement.
+            await self._journal.release_mailbox(client, self.worker_id, epoch=entry.mailbox.epoch)
         except OUTAGES as error:
             log.warning("passivating mailbox %s failed (%s); it stays active", client, error)
             await self._resume(entry)
@@ -485,9 +492,16 @@ class MailboxHost:
         # Not told: the supervisor's sweep finds any backlog left behind.
         await self._link.tell_supervisor(MailboxPassivated(client, self.worker_id))
 
+    @property
+    def _deletes_queues(self) -> bool:
+        return self._settings.delete_idle_queues == "on"
+
     async def _delete_queue(self, entry: Hosted, client: uuid.UUID) -> bool:
         """Delete the passivating mailbox's queue if it is empty (SERIATIM_DELETE_IDLE_QUEUES),
-        while the journal still places it here, so that no other worker consumes it yet.
+        while the journal still places it here (read just before: `_passivate_now`), so that
+        no other worker consumes it yet. A new owner that subscribed in the moment between
+        that read and the delete has its consumer cancelled by the broker: it declares the
+        queue again and takes what is unfinished from the journal (_consumer_cancelled).
         False when the mailbox must stay active: a message came (the delete was refused), or
         the journal, read after the delete, has an event unfinished, whose message may have
         gone with the queue (a quorum queue's delete cannot be made conditional): the
@@ -497,7 +511,7 @@ class MailboxHost:
 
         An idle quorum queue costs the broker ~200 KiB and 6 processes (docs/scaling.md).
         A broker that cannot be asked keeps the queue: the mailbox is passivated as before."""
-        if self._settings.delete_idle_queues != "on":
+        if not self._deletes_queues:
             return True
         publisher = self._link.publisher
         try:
@@ -542,9 +556,9 @@ class MailboxHost:
             return
         entry.move(Stage.STARTING)
         entry.consumer_tag = None
+        # A subscription takes what the journal has unfinished (what a deleted queue may
+        # have held among it); one that fails is retried by reconcile().
         await self._subscribe(entry)
-        if entry.catch_up_due:  # what its deleted queue may have held, from the journal
-            self._resubscribe_or_catch_up(entry)
 
     def unready(self) -> str | None:
         """Why this worker cannot run a new plain-function handler now, or None."""

@@ -9,6 +9,7 @@ test_host_catch_up.py); the host is driven only through what the worker calls (`
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -140,13 +141,15 @@ class Handler:
 class Worker:
     """A host on a fake connection, with one client placed on it."""
 
-    def __init__(self, journal: MemoryJournal, client: uuid.UUID, epoch: int) -> None:
+    def __init__(
+        self, journal: MemoryJournal, client: uuid.UUID, epoch: int, settings: Settings = SETTINGS
+    ) -> None:
         self.journal, self.client, self.epoch = journal, client, epoch
         self.link, self.connection, self.handler = Link(), Connection(), Handler()
         handlers = HandlerRegistry()
         handlers.register("demo.t", self.handler.handle)
         broker = StubBroker(middleware=[])
-        self.host = MailboxHost(SETTINGS, journal, handlers, broker, WORKER, self.link)  # type: ignore[arg-type]
+        self.host = MailboxHost(settings, journal, handlers, broker, WORKER, self.link)  # type: ignore[arg-type]
 
     @property
     def channel(self) -> Channel:
@@ -242,6 +245,66 @@ async def test_an_event_unfinished_when_the_queue_is_deleted_is_taken_from_the_j
     position = await worker.journal.position(worker.client)
     assert position is not None
     assert (position.done_seq, position.last_seq, position.state) == (1, 1, "idle")
+
+
+async def test_a_mailbox_placed_elsewhere_while_idle_here_keeps_its_queue(
+    worker: Worker, passivating: None
+) -> None:
+    """This worker was taken for dead, and the mailbox placed on w-2, while it sat idle here:
+    its queue is w-2's now, so the passivation must neither delete it nor release it.
+    Before the `_moved` read in `_passivate_now`: fails at `deleted` ([client] != [])."""
+    await worker.deliver(1)
+    assert await worker.settled() == "ack"
+    await worker.journal.forget_worker(WORKER)
+    await worker.journal.heartbeat("w-2")
+    moved = (await worker.journal.place_mailboxes({worker.client: "w-2"}, 5.0, True))[worker.client]
+
+    await until(lambda: not worker.host._active, "the mailbox to be let go")
+
+    assert worker.link.publisher.deleted == []
+    assert worker.link.publisher.told.empty()  # let go, not passivated
+    position = await worker.journal.position(worker.client)
+    assert position is not None
+    assert (position.state, position.host, position.epoch) == ("active", "w-2", moved.epoch)
+
+
+async def test_a_passivation_releases_only_the_placement_it_runs_under() -> None:
+    """Taken for dead and placed here again under a new epoch, before reconcile() adopted
+    it: the passivation of the old placement must not release the new one (deletes off,
+    so that nothing else stops it). Before `release_mailbox(..., epoch=)`: fails with
+    ('idle', None, ...) != ('active', 'w-1', ...)."""
+    journal = MemoryJournal()
+    client = await journal.create_client("c", "x", False)
+    await journal.heartbeat(WORKER)
+    placed = (await journal.place_mailboxes({client: WORKER}, 5.0, True))[client]
+    worker = Worker(
+        journal, client, placed.epoch, dataclasses.replace(SETTINGS, delete_idle_queues="off")
+    )
+    await worker.host.attach(worker.connection)  # type: ignore[arg-type]
+    await worker.host.start(client, placed.epoch, done_seq=0, last_seq=0)
+    await journal.release_mailbox(client, WORKER)
+    anew = (await journal.place_mailboxes({client: WORKER}, 5.0, True))[client]
+    stopping = asyncio.Event()
+    loop = asyncio.create_task(worker.host.passivate_idle(stopping))
+    try:
+        assert await worker.told() == MailboxPassivated(client, WORKER)
+    finally:
+        stopping.set()
+        await asyncio.wait_for(loop, 5)
+        await worker.host.drain(5.0)
+
+    position = await journal.position(client)
+    assert position is not None
+    assert (position.state, position.host, position.epoch) == ("active", WORKER, anew.epoch)
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Wait up to 5 s for `condition`."""
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def test_a_mailbox_is_not_passivated_while_it_processes(

@@ -122,7 +122,9 @@ class Journal:
     async def position(self, client_id: uuid.UUID) -> Position:
         return Position(0, 0, MailboxState.ACTIVE, DeadEventPolicy.SKIP, None, None, WORKER, 1)
 
-    async def release_mailbox(self, client_id: uuid.UUID, worker_id: str) -> None:
+    async def release_mailbox(
+        self, client_id: uuid.UUID, worker_id: str, *, epoch: int | None = None
+    ) -> None:
         self.released.set()
         await self.release_gate.wait()
         raise ConnectionRefusedError("the journal is restarting")  # an outage: it would resume
