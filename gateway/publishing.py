@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 import uuid
+from collections.abc import Callable
 
 from actors.amqp import PublishFailed
 from actors.broker import BrokerLink, Publisher
@@ -19,6 +22,10 @@ log = logging.getLogger(__name__)
 MAX_PUBLISHING = 10_000
 #: Clients per MailboxesWanted message.
 MAX_WANTED = 1000
+#: A mailbox told to the supervisor this recently is not told again (seconds): at most the
+#: supervisor's sweep interval (supervision/supervisor.py SWEEP_INTERVAL), which places a
+#: stranded mailbox anyway, and at most half the idle timeout (see Wants).
+WANT_AGAIN_AFTER = 1.0
 
 
 class PublishedMarks:
@@ -64,22 +71,49 @@ class Wants:
     supervisor in one MailboxesWanted (one publish, one ack and one supervisor batch for a
     burst of new clients, instead of one each).
 
+    A mailbox told less than `again_after` seconds ago is not told again: under light load
+    every event finds its mailbox caught up, and telling the supervisor each time cost a
+    publish, an ack and a journal read per event for a mailbox that is active anyway.
     A want not told is not lost: the supervisor's sweep places every mailbox with a backlog
-    and no live host within a second (SWEEP_INTERVAL)."""
+    and no live host within a second (SWEEP_INTERVAL), and a mailbox that passivates with a
+    backlog is placed again by the supervisor itself (docs/decisions.md, "Light load")."""
 
-    def __init__(self, link: BrokerLink) -> None:
+    def __init__(
+        self,
+        link: BrokerLink,
+        again_after: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._link = link
+        self._again_after = again_after
+        self._clock = clock
         self._pending: dict[uuid.UUID, str] = {}
+        self._told: dict[uuid.UUID, float] = {}  # client -> when it was last told
+        self._pruned = clock()
         self._telling: set[asyncio.Task[bool]] = set()
 
     def add(self, message: EventMessage) -> None:
-        """Want the message's mailbox; told at the end of this loop turn."""
+        """Want the message's mailbox; told at the end of this loop turn, unless it was told
+        less than `again_after` seconds ago."""
+        now = self._clock()
+        if now - self._told.get(message.client_id, -math.inf) < self._again_after:
+            return
         if not self._pending:
             asyncio.get_running_loop().call_soon(self._flush)
         self._pending.setdefault(message.client_id, message.traceparent or "")
 
+    def _remember(self, clients: list[uuid.UUID]) -> None:
+        if not self._again_after:
+            return
+        now = self._clock()
+        if now - self._pruned > self._again_after:  # forget what is too old to matter
+            self._told = {c: t for c, t in self._told.items() if now - t < self._again_after}
+            self._pruned = now
+        self._told.update(dict.fromkeys(clients, now))
+
     def _flush(self) -> None:
         wanted, self._pending = list(self._pending.items()), {}
+        self._remember([client for client, _ in wanted])
         for start in range(0, len(wanted), MAX_WANTED):
             fact = MailboxesWanted(tuple(wanted[start : start + MAX_WANTED]))
             task = asyncio.ensure_future(self._link.tell_supervisor(fact))  # it logs a failure
@@ -94,10 +128,10 @@ class Wants:
 class Publishing:
     """Publishes committed events in the background, at most MAX_PUBLISHING at once."""
 
-    def __init__(self, link: BrokerLink, journal: Journal) -> None:
+    def __init__(self, link: BrokerLink, journal: Journal, want_again_after: float = 0.0) -> None:
         self.link = link
         self.marks = PublishedMarks(journal)
-        self.wants = Wants(link)
+        self.wants = Wants(link, want_again_after)
         self._publishing: set[asyncio.Task[None]] = set()
         self._broker_down = False
 

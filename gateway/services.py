@@ -17,7 +17,7 @@ from gateway.accepting import Acceptor
 from gateway.client_reads import ClientReads
 from gateway.guesses import CredentialChecks
 from gateway.limits import ClientLimits
-from gateway.publishing import Publishing
+from gateway.publishing import WANT_AGAIN_AFTER, Publishing
 from gateway.revocations import Revocations
 from gateway.tokens import KeyRefresh, TokenService
 
@@ -53,7 +53,9 @@ class Services:
         tenancy = Tenancy(journal.pool)
         reads = ClientReads(tenancy)
         limits = ClientLimits(settings, reads)
-        publishing = Publishing(link, journal)
+        publishing = Publishing(
+            link, journal, want_again_after=min(WANT_AGAIN_AFTER, settings.idle_timeout / 2)
+        )
         return cls(
             settings=settings,
             journal=journal,

@@ -13,7 +13,7 @@ from typing import Any, cast
 
 from actors.broker import BrokerLink
 from actors.protocol import Control, EventMessage, MailboxesWanted
-from gateway.publishing import Publishing
+from gateway.publishing import Publishing, Wants
 
 
 class Publisher:
@@ -63,3 +63,36 @@ async def test_a_burst_of_caught_up_events_is_one_mailboxes_wanted() -> None:
     assert [client for client, _ in told.wanted] == [m.client_id for m in burst]
     # every event's basic.publish went out before the want that names its client
     assert link.publisher.order.index("wanted 40") == 42
+
+
+async def test_a_mailbox_told_recently_is_not_told_again_until_the_window_has_passed() -> None:
+    # Given a gateway that tells a mailbox again only after 1 s, on a clock the test moves
+    link = Link()
+    now = [100.0]
+    publishing = Publishing(cast(Any, link), cast(Any, Journal()))
+    publishing.wants = Wants(cast(Any, link), 1.0, clock=lambda: now[0])
+    client, other = uuid.uuid4(), uuid.uuid4()
+
+    def caught_up(client_id: uuid.UUID, seq: int) -> None:
+        message = EventMessage(uuid.uuid4(), client_id, seq, "demo.echo", {}, "")
+        publishing.soon(message, wake_supervisor=True)
+
+    # When its caught-up events come in three turns within the second, and once after it
+    caught_up(client, 1)
+    await publishing.finish(5)
+    now[0] += 0.4
+    caught_up(client, 2)
+    caught_up(other, 1)  # another client is told, the first one is not
+    await publishing.finish(5)
+    now[0] += 0.5
+    caught_up(client, 3)
+    await publishing.finish(5)
+    now[0] += 0.2  # 1.1 s after the first want
+    caught_up(client, 4)
+    await publishing.finish(5)
+
+    # Then it was told at its first event and again after the window, not in between
+    told = [m for m in link.publisher.told if isinstance(m, MailboxesWanted)]
+    assert len(told) == len(link.publisher.told)
+    wanted = [[c for c, _ in message.wanted] for message in told]
+    assert wanted == [[client], [other], [client]]
