@@ -369,6 +369,15 @@ def run(
     )
 
 
+def run_in(
+    dsn: str, clients: int, per_client: int, concurrency: int, consumers: int
+) -> dict[str, Any]:
+    """The per-event baseline (`run(..., full=True)`) on a database the caller made from
+    schema.sql and drops (bench/journal_cost.py counts a private cluster's WAL around it)."""
+    settings = Settings(namespace=harness.new_namespace())
+    return asyncio.run(_run(dsn, settings, clients, per_client, concurrency, consumers, full=True))
+
+
 def run_paced(clients: int, rate: float, count: int) -> dict[str, Any]:
     """The intake baseline as an open loop at `rate` (produce_paced), on a scratch database."""
     return _scratch(lambda dsn, settings: _run_paced(dsn, settings, clients, rate, count))

@@ -113,6 +113,16 @@ def system_run(
         "accepted_to_finished_s": summary(
             [(r["finished_at"] - r["accepted_at"]).total_seconds() for r in rows]
         ),
+        # Where an event's time goes, by the journal's clocks: accepted_at is the accept's
+        # transaction start (its commit's flush and the 202 follow), started_at the first
+        # mark_attempts' (after the publish, its confirm and the delivery), finished_at the
+        # outcome's (after the handler; its commit's flush and the ack follow).
+        "accepted_to_started_s": summary(
+            [(r["started_at"] - r["accepted_at"]).total_seconds() for r in rows]
+        ),
+        "started_to_finished_s": summary(
+            [(r["finished_at"] - r["started_at"]).total_seconds() for r in rows]
+        ),
         "order_violations": order_violations(rows),
         "cpu_ms_per_event": {name: seconds * 1000 / total for name, seconds in cpu.items()},
         # Every process on the machine (PostgreSQL, RabbitMQ, this load generator included).
@@ -227,6 +237,18 @@ def main() -> None:
             f"{run['clients']:>8} clients, raw with queues set up on demand: "
             f"{run['raw_on_demand']['processed_per_s']:.0f}/s, "
             f"seriatim {run['ratio_to_raw_on_demand']:.0%} of it"
+        )
+    for run in runs:
+        request, a2s, s2f = (
+            run["intake_latency_s"],
+            run["accepted_to_started_s"],
+            run["started_to_finished_s"],
+        )
+        print(
+            f"{run['clients']:>8} clients, p50 / p99 ms: request {request['p50'] * 1000:.1f} / "
+            f"{request['p99'] * 1000:.1f}, accepted->started {a2s['p50'] * 1000:.1f} / "
+            f"{a2s['p99'] * 1000:.1f}, started->finished {s2f['p50'] * 1000:.1f} / "
+            f"{s2f['p99'] * 1000:.1f}"
         )
     for run in runs:
         cpu = ", ".join(f"{name} {ms:.2f}" for name, ms in run["cpu_ms_per_event"].items())
