@@ -297,8 +297,16 @@ ORDER BY seq;
 
 -- name: mark_published
 -- Rows locked in id order, as mark_attempts and record_outcomes lock them (no deadlocks).
-WITH locked AS (
-    SELECT id FROM events WHERE id = ANY($1::uuid[]) AND published_at IS NULL
+-- Committed without waiting for its WAL flush (`unflushed`: synchronous_commit off for this
+-- transaction alone): a mark a database crash takes back costs one more publish by the relay,
+-- which the mailbox acks as a duplicate (docs/reliability.md, "Commits that do not wait").
+WITH unflushed AS (
+    SELECT set_config('synchronous_commit', 'off', true) AS setting
+),
+locked AS (
+    SELECT id FROM events
+    WHERE id = ANY($1::uuid[]) AND published_at IS NULL
+      AND (SELECT setting FROM unflushed) IS NOT NULL
     ORDER BY id FOR NO KEY UPDATE
 )
 UPDATE events e SET published_at = now() FROM locked WHERE e.id = locked.id;
@@ -318,8 +326,16 @@ LIMIT $2;
 -- two such statements cannot deadlock. An attempt starts only under its mailbox's current
 -- placement ($2: the epoch the caller holds; NULL only in tests of the journal alone). Each
 -- attempt started gets its row in `attempts`, in the same statement.
-WITH input AS (
+-- Committed without waiting for its WAL flush (`unflushed`: synchronous_commit off for this
+-- transaction alone). A worker's crash loses nothing of it (PostgreSQL has it); a database
+-- crash can take back the attempts started in its last fraction of a second, never an outcome
+-- recorded after them: the argument is in docs/reliability.md, "Commits that do not wait".
+WITH unflushed AS (
+    SELECT set_config('synchronous_commit', 'off', true) AS setting
+),
+input AS (
     SELECT * FROM unnest($1::uuid[], $2::bigint[]) AS t (id, epoch)
+    WHERE (SELECT setting FROM unflushed) IS NOT NULL
 ),
 locked AS (
     SELECT id FROM events WHERE id IN (SELECT id FROM input) ORDER BY id FOR NO KEY UPDATE
