@@ -15,7 +15,7 @@ event is in the journal and finished, once (the outcome audit), seqs gapless, an
 handlers' own ledger shows each client's events in order, never two at once.
 
 Whether a crash took a start back is printed, not asserted (a durable commit of another
-mailbox can flush it between the poll and the kill): in 3 of 4 runs one did, at the 2nd, 3rd
+mailbox can flush it between the poll and the kill): in 3 of 5 runs one did, at the 2nd, 3rd
 and 7th crash; on the code before none can.
 """
 
