@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pika
+import pika.exceptions
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 from pika.spec import Basic, BasicProperties
@@ -53,6 +54,7 @@ _METHODS = {
         "confirm_select_wait",
         "basic_publish",
         "basic_consume_wait",
+        "basic_cancel",
         "basic_cancel_wait",
         "basic_ack",
         "basic_nack",
@@ -62,6 +64,23 @@ _METHODS = {
 
 class AmqpError(Exception):
     """The broker refused an operation, or the channel or connection went away."""
+
+
+class ChannelClosed(AmqpError):
+    """The channel closed under the operation. `reply_code` is the broker's when the broker
+    closed it, or its connection, over a method it refused (404 NOT_FOUND, 406
+    PRECONDITION_FAILED: the channel; 541 INTERNAL_ERROR, a hard error: the whole connection)
+    or for a reason of its own (320 CONNECTION_FORCED); None when the connection was lost or
+    we closed it."""
+
+    def __init__(self, message: str, reply_code: int | None = None) -> None:
+        super().__init__(message)
+        self.reply_code = reply_code
+
+
+class RpcTimeout(AmqpError):
+    """The broker did not answer a synchronous method within RPC_TIMEOUT; the method may
+    still take effect later (pika holds the channel's next methods back until it does)."""
 
 
 class PublishFailed(AmqpError):
@@ -132,9 +151,17 @@ class CoalescingConnection(AsyncioConnection):  # type: ignore[misc]  # pika is 
 class AmqpConnection:
     """An open AMQP connection; `closed` resolves (with the reason) when it closes."""
 
-    def __init__(self, connection: AsyncioConnection, closed: asyncio.Future[BaseException]):
+    def __init__(
+        self,
+        connection: AsyncioConnection,
+        closed: asyncio.Future[BaseException],
+        *,
+        url: str = "",
+        name: str = "",
+    ):
         self._connection = connection
         self.closed = closed
+        self._url, self._name = url, name
 
     @classmethod
     async def open(cls, url: str, name: str, *, heartbeat: int = HEARTBEAT) -> AmqpConnection:
@@ -163,7 +190,14 @@ class AmqpConnection:
             on_close_callback=on_close,
             custom_ioloop=loop,
         )
-        return cls(await opened, closed)
+        return cls(await opened, closed, url=url, name=name)
+
+    async def another(self, purpose: str) -> AmqpConnection:
+        """A new connection to the same node, for `purpose` (in its name): one whose methods
+        a broker may answer with a connection error (541) without closing this one."""
+        if not self._url:
+            raise AmqpError("this connection cannot open another")
+        return await AmqpConnection.open(self._url, f"{self._name} ({purpose})")
 
     @property
     def is_open(self) -> bool:
@@ -215,7 +249,12 @@ class AmqpChannel:
         return bool(self._rpcs) or bool(getattr(self._channel, "_blocking", None))
 
     def _closed(self, _channel: Any, reason: BaseException) -> None:
-        error = AmqpError(f"channel closed: {reason}")
+        by_broker = isinstance(
+            reason,
+            (pika.exceptions.ChannelClosedByBroker, pika.exceptions.ConnectionClosedByBroker),
+        )
+        code: int | None = getattr(reason, "reply_code", None) if by_broker else None
+        error = ChannelClosed(f"channel closed: {reason}", code)
         if not self.closed.done():
             self.closed.set_result(reason)
         for future in [*self._rpcs, *self._confirms.values()]:
@@ -241,7 +280,7 @@ class AmqpChannel:
             return await asyncio.wait_for(future, RPC_TIMEOUT)
         except TimeoutError:
             self._rpcs.discard(future)
-            raise AmqpError(f"the broker did not answer within {RPC_TIMEOUT:g} s") from None
+            raise RpcTimeout(f"the broker did not answer within {RPC_TIMEOUT:g} s") from None
 
     async def declare_queue(
         self,
@@ -382,13 +421,17 @@ class AmqpChannel:
     async def consume(
         self, queue: str, on_message: OnMessage, on_cancel: Callable[[], None] | None = None
     ) -> str:
-        """Start a consumer; returns its tag. on_cancel runs if the broker cancels it."""
+        """Start a consumer; returns its tag. on_cancel runs if the broker cancels it.
+
+        A consume the broker has not answered within RPC_TIMEOUT may still register later: it
+        is cancelled before RpcTimeout is raised (sent after it, without waiting; what reaches
+        it meanwhile goes back to the queue), so that no consumer the caller never heard of
+        takes the queue's messages (as the single active consumer, all of them)."""
 
         def deliver(_ch: Any, method: Basic.Deliver, props: BasicProperties, body: bytes) -> None:
             on_message(Delivery(method.delivery_tag, method.redelivered, props, body))
 
         tags: list[str] = []
-
         def start(callback: Callable[[Any], None]) -> None:
             tag = self._channel.basic_consume(queue, deliver, auto_ack=False, callback=callback)
             tags.append(tag)
@@ -397,9 +440,12 @@ class AmqpChannel:
 
         try:
             await self._rpc("basic_consume", start)
-        except AmqpError:
+        except AmqpError as error:
             for tag in tags:
                 self._on_cancel.pop(tag, None)
+            if isinstance(error, RpcTimeout) and tags and self._channel.is_open:
+                _METHODS["basic_cancel"].inc()
+                self._channel.basic_cancel(tags[0])  # nowait: pika sends it after the consume
             raise
         return tags[0]
 

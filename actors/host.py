@@ -17,9 +17,10 @@ from typing import Any
 import dramatiq
 
 from actors import metrics, tracing
-from actors.amqp import AmqpChannel, AmqpConnection, AmqpError, Delivery
+from actors.amqp import AmqpChannel, AmqpConnection, AmqpError, ChannelClosed, Delivery, RpcTimeout
 from actors.backoff import Backoff
 from actors.broker import BrokerLink, mailbox_arguments
+from actors.channels import ConsumeChannels
 from actors.delivery import NOT_NOW, settle
 from actors.handlers import HandlerRegistry
 from actors.lifecycle import Hosted, Stage
@@ -35,7 +36,7 @@ from actors.protocol import (
     StartMailboxes,
 )
 from actors.settings import Settings
-from actors.states import MailboxState
+from actors.states import MailboxState, SuspensionCause
 from actors.store.roles import HostJournal
 from actors.threads import HandlerThreads
 from actors.watchdog import Watchdog
@@ -43,10 +44,10 @@ from actors.watchdog import Watchdog
 log = logging.getLogger(__name__)
 
 RECONCILE_INTERVAL = 5.0
-#: Consume channels per connection. pika runs one synchronous method per channel at a time,
-#: so a burst of activations waits one basic.consume round trip per mailbox on each channel:
-#: spread over a few, the round trips overlap.
-CONSUME_CHANNELS = 4
+#: Refusals only an operator can lift (403 ACCESS_REFUSED; 406 PRECONDITION_FAILED: the queue
+#: exists with other arguments): the mailbox escalates at once instead of retrying.
+PERMANENT_REFUSALS = frozenset({403, 406})
+_REFUSAL_CODES = frozenset({403, 404, 405, 406, 541})  # metric labels; others are "other"
 
 
 class MailboxHost:
@@ -82,7 +83,7 @@ class MailboxHost:
         self._escalated: dict[uuid.UUID, tuple[str, int | None]] = {}
         self._starting: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._channels: list[AmqpChannel | None] = [None] * CONSUME_CHANNELS
+        self._channels = ConsumeChannels(self._resubscribe, self._spawn)
         self._accepting = True
         self._retry = Backoff(min=0.2, max=5.0)
         metrics.ACTIVE_MAILBOXES.set_function(lambda: len(self._active))
@@ -96,8 +97,7 @@ class MailboxHost:
         queue = self._settings.worker_queue(self.worker_id)
         await control.declare_queue(queue, durable=False, exclusive=True, auto_delete=True)
         await control.consume(queue, lambda delivery: self._on_control(control, delivery))
-        for slot in range(CONSUME_CHANNELS):
-            await self._open_consume_channel(connection, slot, resubscribe=False)
+        await self._channels.open(connection)
         if self._active:  # a reconnection: keep only what the journal still places here
             try:
                 placed = set(await self._journal.mailboxes_placed_on(self.worker_id))
@@ -114,28 +114,18 @@ class MailboxHost:
                     await self._lose(entry, "while this worker was disconnected")
         self._resubscribe(None)
 
-    async def _open_consume_channel(
-        self, connection: AmqpConnection, slot: int, *, resubscribe: bool = True
-    ) -> None:
-        channel = await connection.channel()
-        await channel.qos(1)
-        self._channels[slot] = channel
-        channel.closed.add_done_callback(lambda _: self._consume_channel_closed(connection, slot))
-        if resubscribe:
-            self._resubscribe(slot)
-
     def _resubscribe(self, slot: int | None) -> None:
-        """Subscribe again the mailboxes of consume channel `slot` (None: of every one)."""
+        """Subscribe again the mailboxes of consume channel `slot` (None: of every one),
+        except those consuming on its open channel already: started since it opened, their
+        consumer would be forgotten and go on taking the queue's messages."""
         for entry in list(self._active.values()):
-            if slot is None or self._slot(entry.mailbox.client_id) == slot:
-                entry.unsubscribed()  # its consumer went with the old channel
-                self._spawn(self._subscribe(entry))  # one slow queue must not hold up the rest
-
-    @staticmethod
-    def _slot(client_id: uuid.UUID) -> int:
-        """The consume channel of a client's mailbox (fixed: a reopened channel knows whose
-        consumers it lost)."""
-        return client_id.int % CONSUME_CHANNELS
+            client = entry.mailbox.client_id
+            if slot is not None and self._channels.slot(client) != slot:
+                continue
+            if entry.stage is Stage.CONSUMING and entry.channel is self._channels.of(client):
+                continue
+            entry.unsubscribed()  # its consumer went with the old channel
+            self._spawn(self._subscribe(entry))  # one slow queue must not hold up the rest
 
     async def reconcile(self) -> None:
         """Let go of idle mailboxes the journal now places elsewhere (after this worker was
@@ -204,11 +194,6 @@ class MailboxHost:
         entry.forget()
         if self._active.get(entry.mailbox.client_id) is entry:
             del self._active[entry.mailbox.client_id]
-
-    def _consume_channel_closed(self, connection: AmqpConnection, slot: int) -> None:
-        if connection.is_open and self._accepting:
-            log.warning("mailbox channel %d closed by the broker; reopening it", slot)
-            self._spawn(self._open_consume_channel(connection, slot))
 
     def _on_control(self, channel: AmqpChannel, delivery: Delivery) -> None:
         channel.ack(delivery.delivery_tag)
@@ -307,16 +292,22 @@ class MailboxHost:
 
     async def _subscribe(self, entry: Hosted) -> None:
         client = entry.mailbox.client_id
-        channel = self._channels[self._slot(client)]
-        if channel is None or not channel.is_open:
+        channel = self._channels.of(client)
+        if channel is None or not channel.is_open or time.monotonic() < entry.not_before:
             return
         if not entry.subscribing():  # consuming, subscribing already, or on its way out
             return
         queue = self._settings.mailbox_queue(str(client))
+        if entry.suspect:
+            channel = await self._declare_apart(entry, queue)
+            if channel is None:
+                return
+        declared = False
         try:
             # Not waited for: the broker handles the channel's methods in order, so the queue
             # exists (a new client's, or one deleted while idle) before the consume reaches it.
             channel.declare_queue_nowait(queue, mailbox_arguments(self._settings))
+            declared = True
             entry.channel = channel
             tag = await channel.consume(
                 queue,
@@ -325,14 +316,22 @@ class MailboxHost:
             )
         except AmqpError as error:
             log.warning("cannot consume mailbox %s: %s", client, error)
+            # A refused declare closes the channel under every consume waiting on it: this
+            # mailbox's may be the one refused, so its next declare is waited for, apart.
+            if declared and isinstance(error, ChannelClosed) and error.reply_code is not None:
+                entry.suspect = True
             if entry.stage is Stage.SUBSCRIBING:
-                entry.move(Stage.STARTING)  # reconcile() subscribes it again
+                entry.move(Stage.STARTING)  # the reopened channel or reconcile() subscribes it
             return
         if entry.stage is not Stage.SUBSCRIBING:  # let go (or drained) meanwhile
             with contextlib.suppress(AmqpError):
                 await channel.cancel(tag)
             return
         entry.consuming(channel, tag)
+        self._take_placed_backlog(entry)
+
+    def _take_placed_backlog(self, entry: Hosted) -> None:
+        """Once subscribed, take from the journal what it has unfinished."""
         # The journal, not the queue, says what is unfinished: the queue may have been
         # deleted while the mailbox was idle, or lost messages, or hold only later ones.
         # Whatever the journal has after done_seq is taken from it, in seq order, by the
@@ -347,6 +346,66 @@ class MailboxHost:
         entry.catch_up_through = placed[1] if placed is not None else None
         entry.catch_up_due = True  # retried by reconcile() until it succeeds
         self._start_catch_up(entry)
+
+    async def _declare_apart(self, entry: Hosted, queue: str) -> AmqpChannel | None:
+        """Declare a suspect mailbox's queue on a channel of its own, waiting for the answer:
+        a refusal is then this mailbox's alone. Returns the consume channel to go on with,
+        None when the subscription ends here (refused, let go, or the channel not open)."""
+        try:
+            await self._channels.declare_apart(queue, mailbox_arguments(self._settings))
+        except AmqpError as error:
+            if entry.stage is not Stage.SUBSCRIBING:  # let go meanwhile: nothing to retry
+                return None
+            entry.move(Stage.STARTING)
+            if isinstance(error, RpcTimeout) or (
+                isinstance(error, ChannelClosed) and error.reply_code is not None
+            ):
+                await self._queue_refused(entry, error)
+            else:  # the connection went: attach() subscribes it again
+                log.warning("cannot declare mailbox %s: %s", entry.mailbox.client_id, error)
+            return None
+        entry.suspect = False
+        if entry.stage is not Stage.SUBSCRIBING:
+            return None
+        channel = self._channels.of(entry.mailbox.client_id)  # reopened meanwhile, maybe
+        if channel is None or not channel.is_open:
+            entry.move(Stage.STARTING)  # the reopened channel subscribes it
+            return None
+        return channel
+
+    async def _queue_refused(self, entry: Hosted, error: AmqpError) -> None:
+        """The broker refused this mailbox's queue: count it, say so, and try again after the
+        run policy's backoff, as after a failed attempt. A refusal only an operator can lift,
+        or more refusals than the restart intensity allows, escalate to the supervisor."""
+        client = entry.mailbox.client_id
+        code = error.reply_code if isinstance(error, ChannelClosed) else None
+        label = "timeout" if code is None else str(code) if code in _REFUSAL_CODES else "other"
+        metrics.QUEUE_REFUSALS.labels(label).inc()
+        too_many = self._policy.intensity.exceeded(entry.refusals, time.monotonic())
+        if code in PERMANENT_REFUSALS or too_many:
+            log.error("mailbox %s: RabbitMQ refuses its queue (%s); escalating", client, error)
+            entry.mailbox.stop()
+            entry.leave()
+            reason = f"RabbitMQ refused to declare the mailbox's queue (reply code {label})"
+            await self._escalate(
+                entry, Escalate(SuspensionCause.QUEUE_REFUSED, reason, settled=False)
+            )
+            return
+        delay = self._policy.backoff.delay(len(entry.refusals))
+        entry.not_before = time.monotonic() + delay
+        log.warning(
+            "mailbox %s: RabbitMQ refused its queue (%s); trying again in %.2f s",
+            client,
+            error,
+            delay,
+        )
+        self._spawn(self._subscribe_later(entry, delay))
+
+    async def _subscribe_later(self, entry: Hosted, delay: float) -> None:
+        await self._channels.pause(delay)
+        entry.not_before = 0.0
+        if self._accepting:
+            await self._subscribe(entry)
 
     def _consumer_cancelled(self, entry: Hosted) -> None:
         """The broker cancelled our consumer: the queue was deleted. Declare it again and
@@ -577,6 +636,7 @@ class MailboxHost:
     def stop_taking(self) -> None:
         """From now on every delivery goes back to its queue (the first step of a shutdown)."""
         self._accepting = False
+        self._channels.stop()
 
     async def drain(self, deadline: float) -> int:
         """Stop taking messages, let in-flight events finish for `deadline` s, then cancel.

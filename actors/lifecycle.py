@@ -5,6 +5,7 @@ A move the table does not allow is a bug in the host: it is logged and raised, n
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
 import logging
@@ -60,6 +61,11 @@ class Hosted:
     catch_up_through: int | None = None  # ...up to this seq (None: the journal's last_seq)
     #: (done_seq, last_seq) as its placement found them, until its first subscription.
     placed_backlog: tuple[int, int] | None = None
+    #: The broker closed the channel (or connection) under its queue declare: the refusal may
+    #: be its own, so its next declare is waited for apart (MailboxHost._declare_apart).
+    suspect: bool = False
+    not_before: float = 0.0  # monotonic: no subscription before (a refused declare's backoff)
+    refusals: collections.deque[float] = dataclasses.field(default_factory=collections.deque)
 
     def move(self, to: Stage) -> None:
         """Enter stage `to`; ForbiddenTransition (logged) if the table does not allow it."""

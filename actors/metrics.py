@@ -129,6 +129,14 @@ QUEUES_DELETED = Counter(
 SUSPENSIONS = Counter(
     "seriatim_mailbox_suspensions", "Mailboxes suspended by the supervisor, by cause.", ["cause"]
 )
+QUEUE_REFUSALS = Counter(
+    "seriatim_mailbox_queue_refusals",
+    "Mailbox queue declares the broker refused, by reply code (404, 406, 541, timeout, ...).",
+    ["code"],
+)
+CONSUME_CHANNEL_REOPENS = Counter(
+    "seriatim_consume_channel_reopens", "Consume channels reopened after the broker closed one."
+)
 
 # --- the journal as a whole: registered only by the processes that read them (the workers),
 # each reporting the same figure, so aggregate with max ----------------------------------------

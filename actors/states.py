@@ -36,3 +36,4 @@ class SuspensionCause(enum.StrEnum):
 
     RESTART_INTENSITY = "restart_intensity"  # too many failures in the intensity window
     HALT = "halt"  # a dead event under the halt policy
+    QUEUE_REFUSED = "queue_refused"  # the broker refuses to declare its queue (see host.py)

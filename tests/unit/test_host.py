@@ -20,6 +20,7 @@ from pika.spec import BasicProperties
 
 from actors.amqp import AmqpError, Delivery
 from actors.broker import BrokerLink
+from actors.channels import ConsumeChannels
 from actors.handlers import Event, HandlerRegistry
 from actors.host import MailboxHost
 from actors.protocol import (
@@ -154,7 +155,7 @@ class Worker:
     @property
     def channel(self) -> Channel:
         """The client's consume channel (attach opens the control channel first)."""
-        return self.connection.channels[1 + MailboxHost._slot(self.client)]
+        return self.connection.channels[1 + ConsumeChannels.slot(self.client)]
 
     async def deliver(self, seq: int) -> None:
         (row,) = await self.journal.events_between(self.client, seq - 1, seq + 1)

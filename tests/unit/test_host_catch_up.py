@@ -17,8 +17,9 @@ from typing import Any
 
 from dramatiq.brokers.stub import StubBroker
 
+from actors.channels import CONSUME_CHANNELS
 from actors.handlers import HandlerRegistry
-from actors.host import CONSUME_CHANNELS, MailboxHost
+from actors.host import MailboxHost
 from actors.settings import Settings
 from actors.states import DeadEventPolicy, MailboxState
 from actors.store.rows import Position
@@ -70,7 +71,7 @@ def hosting(journal: Journal) -> MailboxHost:
         WORKER,
         Link(),  # type: ignore[arg-type]
     )
-    host._channels = [Channel()] * CONSUME_CHANNELS  # type: ignore[list-item]
+    host._channels.channels = [Channel()] * CONSUME_CHANNELS  # type: ignore[list-item]
     return host
 
 

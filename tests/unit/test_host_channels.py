@@ -17,8 +17,9 @@ from typing import Any
 from dramatiq.brokers.stub import StubBroker
 
 from actors.amqp import QueueCounts
+from actors.channels import CONSUME_CHANNELS
 from actors.handlers import HandlerRegistry
-from actors.host import CONSUME_CHANNELS, MailboxHost
+from actors.host import MailboxHost
 from actors.settings import Settings
 from actors.store.memory import MemoryJournal
 

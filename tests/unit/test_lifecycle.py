@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from dramatiq.brokers.stub import StubBroker
 
+from actors.channels import CONSUME_CHANNELS
 from actors.handlers import HandlerRegistry
-from actors.host import CONSUME_CHANNELS, MailboxHost
+from actors.host import MailboxHost
 from actors.lifecycle import TRANSITIONS, ForbiddenTransition, Hosted, Stage
 from actors.mailbox import Mailbox, RunPolicy
 from actors.settings import Settings
@@ -175,7 +176,7 @@ def host_with(journal: Journal, channel: Channel) -> MailboxHost:
         WORKER,
         Link(),  # type: ignore[arg-type]
     )
-    host._channels = [channel] * CONSUME_CHANNELS  # type: ignore[list-item]
+    host._channels.channels = [channel] * CONSUME_CHANNELS  # type: ignore[list-item]
     return host
 
 
