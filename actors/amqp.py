@@ -432,6 +432,7 @@ class AmqpChannel:
             on_message(Delivery(method.delivery_tag, method.redelivered, props, body))
 
         tags: list[str] = []
+
         def start(callback: Callable[[Any], None]) -> None:
             tag = self._channel.basic_consume(queue, deliver, auto_ack=False, callback=callback)
             tags.append(tag)
