@@ -91,10 +91,14 @@ class RabbitCluster:
         raise AssertionError(f"no connection named {name}")
 
     def placement(self) -> dict[str, list[str]]:
-        """Node name → the seriatim processes connected to it (nodes with none left out)."""
+        """Node name → the seriatim processes connected to it (nodes with none left out).
+        A process's events connection (`<name> events`, actors/broker.Publisher) is opened
+        to its link's node and counts as the process itself."""
         placed: dict[str, list[str]] = {}
         for node, name in sorted(self.connections()):
-            placed.setdefault(node, []).append(name)
+            process = name.removesuffix(" events")
+            if process not in placed.setdefault(node, []):
+                placed[node].append(process)
         return placed
 
     def restart_gracefully(self, node: nodes.RabbitNode) -> None:
