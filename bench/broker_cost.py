@@ -57,6 +57,31 @@ def usage(cluster: RabbitCluster) -> tuple[int, int]:
 RETRIES = 5  # a quorum declare refused for `cluster_not_formed` (a busy machine) is retried
 
 
+def parameters(url: str, *, held: bool = False) -> pika.URLParameters:
+    """Connection parameters that survive nodes busy with 30,000 quorum members: the AMQP
+    handshake gets 120 s (pika's default 15 s ended a 10,000-queue run while opening the
+    active phase's connections); a connection `held` idle while other nodes are worked on
+    has no heartbeat, so that the broker keeps its consumers however long that takes."""
+    params = pika.URLParameters(url)
+    params.socket_timeout = params.stack_timeout = params.blocked_connection_timeout = 120
+    if held:
+        params.heartbeat = 0
+    return params
+
+
+def connect(params: pika.URLParameters) -> pika.BlockingConnection:
+    """A connection, tried up to RETRIES more times (a handshake can time out on a node that
+    is still electing leaders for thousands of queues)."""
+    for attempt in range(RETRIES + 1):
+        try:
+            return pika.BlockingConnection(params)
+        except pika.exceptions.AMQPConnectionError:
+            if attempt == RETRIES:
+                raise
+            time.sleep(5)
+    raise AssertionError("unreachable")
+
+
 def _per_node(cluster: RabbitCluster, names: list[str], method: str, **kwargs: Any) -> int:
     """Call `channel.<method>(name, **kwargs)` for every name, in parallel per node, each
     node's thread on its own connection with every third name (so leaders spread round the
@@ -66,8 +91,8 @@ def _per_node(cluster: RabbitCluster, names: list[str], method: str, **kwargs: A
     size = len(cluster.nodes)
 
     def run(index: int) -> int:
-        params = pika.URLParameters(cluster.nodes[index].url)
-        connection = pika.BlockingConnection(params)
+        params = parameters(cluster.nodes[index].url)
+        connection = connect(params)
         channel = connection.channel()
         retried = 0
         try:
@@ -82,7 +107,7 @@ def _per_node(cluster: RabbitCluster, names: list[str], method: str, **kwargs: A
                         retried += 1
                         if connection.is_open:
                             connection.close()
-                        connection = pika.BlockingConnection(params)
+                        connection = connect(params)
                         channel = connection.channel()
             return retried
         finally:
@@ -107,12 +132,13 @@ def measure(cluster: RabbitCluster, queue_type: str, count: int) -> dict[str, An
     time.sleep(SETTLE)
     idle = usage(cluster)
 
-    # active: a consumer on every queue, one message through each, consumers kept attached
+    # active: a consumer on every queue, one message through each, consumers kept attached;
+    # one connection per node, opened when its node's turn comes
     size = len(cluster.nodes)
-    for node in cluster.nodes:
-        held.append(pika.BlockingConnection(pika.URLParameters(node.url)))
     try:
-        for index, connection in enumerate(held):
+        for index, node in enumerate(cluster.nodes):
+            connection = connect(parameters(node.url, held=True))
+            held.append(connection)
             channel = connection.channel()
             acked = [0]
 

@@ -7,19 +7,26 @@ per event: the same intake, plus `--consumers` processes (the system's workers) 
            every client queue with prefetch 1, record the outcome (seriatim's fenced
            record_outcome) and ack;
 paced:     (bench/intake.py) the intake as an open loop at a given rate, latency from each
-           accept's scheduled time to its commit.
+           accept's scheduled time to its commit;
+over HTTP: (`--http`) the same per-event baseline, but the intake runs in a process of its own
+           behind the gateway's HTTP stack (uvicorn with uvloop and httptools, a Starlette
+           route), loaded by the benchmarks' HTTP client: the floor of any intake that takes
+           events over HTTP. Its route parses the JSON body and reads the client from the
+           Authorization header, with no token check and no limits.
 
-No HTTP, no tokens, no Dramatiq envelope, no handler: the physical limit of this machine for
-seriatim's per-event work. A scratch database from schema.sql (dropped afterwards), the real
-queue arguments; only loopback traffic; bounded by the counts given.
+Otherwise no HTTP, no tokens, no Dramatiq envelope, no handler: the physical limit of this
+machine for seriatim's per-event work. A scratch database from schema.sql (dropped
+afterwards), the real queue arguments; only loopback traffic; bounded by the counts given.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
+import socket
 import time
 import uuid
 from collections import defaultdict
@@ -29,7 +36,7 @@ from typing import Any
 
 import asyncpg
 import pika
-from rig import load_average, machine_busy, open_loop, summary, write_results
+from rig import load_average, machine_busy, open_loop, post_events, summary, write_results
 
 from actors.amqp import CoalescingConnection
 from actors.broker import mailbox_arguments
@@ -171,13 +178,14 @@ class Intake:
         await amqp.enable_confirms()
         return cls(pool, amqp, queues, activate, arguments)
 
-    async def accept(self, cid: str) -> None:
-        """Commit the event and send its publish; `confirmed` awaits the broker's confirms."""
+    async def accept(self, cid: str, payload: str = PAYLOAD) -> asyncpg.Record:
+        """Commit the event and send its publish; `confirmed` awaits the broker's confirms.
+        The accepted row (id, seq)."""
         async with self.locks[cid]:
             request = AcceptRequest(
                 client_id=uuid.UUID(cid),
                 type="demo.echo",
-                payload=PAYLOAD,
+                payload=payload,
                 idempotency_key=None,
                 request_hash=None,
                 redrive_of=None,
@@ -195,6 +203,7 @@ class Intake:
             if control is not None:
                 wake = self.queues[cid].encode()
                 self.confirms.append(self.amqp.publish(control, wake, f"activate-{cid}"))
+            return row
 
     async def confirmed(self) -> None:
         await asyncio.gather(*self.confirms)
@@ -240,6 +249,94 @@ async def produce(
         "confirmed_s": confirmed - started,
         "accept_latency_s": summary(latencies),
     }
+
+
+def http_intake_process(
+    dsn: str,
+    amqp_url: str,
+    queues: dict[str, str],
+    activate: dict[str, str],
+    arguments: dict[str, Any],
+    port: int,
+) -> None:
+    """The intake behind HTTP (`--http`): POST /v1/events with the client's id as the bearer
+    token; 202 with the event's id and seq once committed, as the gateway answers. Stops
+    on SIGTERM after the broker confirmed every publish."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    intakes: list[Intake] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> Any:
+        intakes.append(await Intake.open(dsn, amqp_url, queues, activate, arguments))
+        yield
+        await intakes[0].confirmed()
+        await intakes[0].close()
+
+    async def post_event(request: Request) -> JSONResponse:
+        body = json.loads(await request.body())
+        cid = request.headers["authorization"].removeprefix("Bearer ")
+        row = await intakes[0].accept(cid, json.dumps(body["payload"]))
+        return JSONResponse({"id": str(row["id"]), "seq": row["seq"]}, status_code=202)
+
+    app = Starlette(routes=[Route("/v1/events", post_event, methods=["POST"])], lifespan=lifespan)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+
+
+async def produce_http(
+    dsn: str,
+    amqp_url: str,
+    queues: dict[str, str],
+    per_client: int,
+    concurrency: int,
+    activate: dict[str, str] | None = None,
+    arguments: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """`produce` through http_intake_process: the same events, posted over HTTP."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = multiprocessing.get_context("spawn").Process(
+        target=http_intake_process,
+        args=(dsn, amqp_url, queues, activate or {}, arguments or {}, port),
+    )
+    server.start()
+    try:
+        await asyncio.to_thread(
+            harness.wait_for, partial(_listening, port), 60, "the HTTP intake to listen"
+        )
+        busy, started = machine_busy(), time.monotonic()  # the server's start-up not counted
+        body = {"type": "demo.echo", "payload": json.loads(PAYLOAD)}
+        latencies = await post_events(
+            f"http://127.0.0.1:{port}", {cid: cid for cid in queues}, per_client, body, concurrency
+        )
+        accepted = time.monotonic()
+    finally:
+        server.terminate()  # uvicorn's graceful stop: the lifespan awaits the confirms
+        await asyncio.to_thread(server.join, 60)
+        if server.is_alive():
+            server.kill()
+    if server.exitcode not in (0, -15):  # uvicorn raises SIGTERM again after its clean stop
+        raise RuntimeError(f"the HTTP intake exited with {server.exitcode}")
+    return {
+        "started": started,
+        "busy_at_start": busy,
+        "accepted_s": accepted - started,
+        "confirmed_s": time.monotonic() - started,
+        "accept_latency_s": summary(latencies),
+    }
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 async def produce_paced(
@@ -355,16 +452,18 @@ def run(
     full: bool,
     *,
     on_demand: bool = False,
+    http: bool = False,
 ) -> dict[str, Any]:
     """One baseline on a scratch database and namespace: `full` adds consume + outcome + ack.
 
     `on_demand` (with `full`): no queue exists and none is consumed before the clock starts;
     a client's first event declares its queue and has a consumer process start consuming it
     (through that process's control queue), and the consumer cancels once the client's
-    events are done: the bare I/O of a mailbox activated for its events and passivated."""
+    events are done: the bare I/O of a mailbox activated for its events and passivated.
+    `http`: the intake runs behind HTTP in a process of its own (produce_http)."""
     return _scratch(
         lambda dsn, settings: _run(
-            dsn, settings, clients, per_client, concurrency, consumers, full, on_demand
+            dsn, settings, clients, per_client, concurrency, consumers, full, on_demand, http
         )
     )
 
@@ -428,6 +527,7 @@ async def _run(
     consumers: int,
     full: bool,
     on_demand: bool = False,
+    http: bool = False,
 ) -> dict[str, Any]:
     on_demand = on_demand and full
     connection = await asyncpg.connect(dsn)
@@ -465,7 +565,7 @@ async def _run(
                 processes.append(process)
                 await asyncio.to_thread(ready.wait, 300)
         busy = machine_busy()
-        intake = await produce(
+        intake = await (produce_http if http else produce)(
             dsn,
             harness.AMQP_URL,
             queues,
@@ -474,12 +574,14 @@ async def _run(
             activate,
             mailbox_arguments(settings),
         )
+        busy = intake.get("busy_at_start", busy)
         total = clients * per_client
         result: dict[str, Any] = {
             "clients": clients,
             "events": total,
             "concurrency": concurrency,
             "on_demand": on_demand,
+            "http": http,
             "intake_per_s": total / intake["confirmed_s"],
             "accepted_per_s": total / intake["accepted_s"],
             "accept_latency_s": intake["accept_latency_s"],
@@ -538,6 +640,11 @@ def main() -> None:
         action="store_true",
         help="per event: declare and consume each client's queue on its first event",
     )
+    parser.add_argument(
+        "--http",
+        action="store_true",
+        help="per event: the intake behind HTTP in a process of its own, posted to over HTTP",
+    )
     args = parser.parse_args()
     if not (
         1 <= args.clients <= 20000
@@ -549,8 +656,9 @@ def main() -> None:
     counts = (args.clients, args.events, args.concurrency, args.consumers)
     intake = run(*counts, full=False)
     print_result("raw intake", intake)
-    full = run(*counts, full=True, on_demand=args.on_demand)
-    print_result("raw per event" + (", on demand" if args.on_demand else ""), full)
+    full = run(*counts, full=True, on_demand=args.on_demand, http=args.http)
+    title = "raw per event" + (", on demand" if args.on_demand else "")
+    print_result(title + (", over HTTP" if args.http else ""), full)
     print(f"results: {write_results('raw', {'intake': intake, 'per_event': full})}")
 
 

@@ -5,7 +5,9 @@ confirmed publish, prefetch-1 consume, fenced outcome, ack; same clients, events
 and consumer processes), the same baseline with every client's queue declared and consumed
 only on its first event and cancelled after its last (`raw.run(on_demand=True)`: what
 seriatim does, activating and passivating mailboxes inside the measured window), then a
-gateway and `--workers` workers loaded from this process.
+gateway and `--workers` workers loaded from this process. With `--http-floor`, also the
+per-event baseline with its intake behind HTTP (`raw.run(http=True)`: uvicorn, a Starlette
+route, the same HTTP client), the floor of any system that takes events over HTTP.
 Reports intake, processed/s (first accept -> last finish), accepted -> finished latency from
 the journal's timestamps, and verifies per-client order from the journal afterwards.
 Only loopback traffic; bounded by the counts given.
@@ -177,6 +179,11 @@ def main() -> None:
         help="events per request: more than 1 posts each client's events to "
         "POST /v1/events/batch in batches of this size (the raw baseline stays per event)",
     )
+    parser.add_argument(
+        "--http-floor",
+        action="store_true",
+        help="also run the raw per-event baseline with its intake behind HTTP",
+    )
     args = parser.parse_args()
     if not (
         all(1 <= c <= 20000 for c in args.clients)
@@ -195,6 +202,11 @@ def main() -> None:
         on_demand = raw.run(
             clients, per_client, args.concurrency, args.workers, full=True, on_demand=True
         )
+        floor = (
+            raw.run(clients, per_client, args.concurrency, args.workers, full=True, http=True)
+            if args.http_floor
+            else None
+        )
         figures = system_run(clients, per_client, args.concurrency, args.workers, args.batch)
         runs.append(
             {
@@ -204,6 +216,7 @@ def main() -> None:
                 "concurrency": args.concurrency,
                 "raw": baseline,
                 "raw_on_demand": on_demand,
+                "raw_over_http": floor,
                 **figures,
                 "ratio_to_raw": figures["processed_per_s"] / baseline["processed_per_s"],
                 "ratio_to_raw_on_demand": (
@@ -238,6 +251,19 @@ def main() -> None:
             f"{run['raw_on_demand']['processed_per_s']:.0f}/s, "
             f"seriatim {run['ratio_to_raw_on_demand']:.0%} of it"
         )
+    for run in runs:
+        floor = run["raw_over_http"]
+        if floor is not None:
+            print(
+                f"{run['clients']:>8} clients, raw with its intake over HTTP: "
+                f"{floor['processed_per_s']:.0f}/s "
+                f"({floor['processed_per_s'] / run['raw']['processed_per_s']:.0%} of raw), "
+                f"request p50 {floor['accept_latency_s']['p50'] * 1000:.1f} ms, machine CPU "
+                f"{floor['machine_cpu_ms_per_event']:.2f} ms per event (raw "
+                f"{run['raw']['machine_cpu_ms_per_event']:.2f}, seriatim "
+                f"{run['machine_cpu_ms_per_event']:.2f}); seriatim "
+                f"{run['processed_per_s'] / floor['processed_per_s']:.0%} of it"
+            )
     for run in runs:
         request, a2s, s2f = (
             run["intake_latency_s"],
