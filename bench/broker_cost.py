@@ -31,6 +31,7 @@ from typing import Any
 
 import pika
 import pika.exceptions
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from rig import write_results
 
 from actors.broker import mailbox_arguments
@@ -75,7 +76,7 @@ def connect(params: pika.URLParameters) -> pika.BlockingConnection:
     for attempt in range(RETRIES + 1):
         try:
             return pika.BlockingConnection(params)
-        except pika.exceptions.AMQPConnectionError:
+        except (pika.exceptions.AMQPConnectionError, AMQPConnectorException):
             if attempt == RETRIES:
                 raise
             time.sleep(5)
@@ -131,6 +132,13 @@ def measure(cluster: RabbitCluster, queue_type: str, count: int) -> dict[str, An
     declared_s = time.monotonic() - started
     time.sleep(SETTLE)
     idle = usage(cluster)
+    print(  # kept if the active phase is cut short
+        f"{queue_type:7} {count:6} queues: idle "
+        f"{(idle[0] - base[0]) / count / 1024:8.1f} KiB "
+        f"{(idle[1] - base[1]) / count:5.2f} processes per queue "
+        f"(declared in {declared_s:.0f} s, {retried} declares retried)",
+        flush=True,
+    )
 
     # active: a consumer on every queue, one message through each, consumers kept attached;
     # one connection per node, opened when its node's turn comes
