@@ -64,7 +64,7 @@ def parameters(url: str, *, held: bool = False) -> pika.URLParameters:
     active phase's connections); a connection `held` idle while other nodes are worked on
     has no heartbeat, so that the broker keeps its consumers however long that takes."""
     params = pika.URLParameters(url)
-    params.socket_timeout = params.stack_timeout = params.blocked_connection_timeout = 120
+    params.socket_timeout = params.stack_timeout = 120
     if held:
         params.heartbeat = 0
     return params
