@@ -22,15 +22,9 @@ from tests.harness import System, wait_for
 
 pytestmark = pytest.mark.integration
 
-# What a gateway that died between its commit and its publish leaves behind.
+# What a gateway that died between its commit and its publish leaves behind: `$2`
+# consecutive events of client `$1`, committed in one transaction.
 COMMIT_WITHOUT_PUBLISH = """
-WITH counter AS (UPDATE clients SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq)
-INSERT INTO events (client_id, seq, type, payload)
-SELECT $1, last_seq, 'witnessed.echo', '{"unpublished": true}'::jsonb FROM counter
-RETURNING id::text, seq
-"""
-# The same for `$2` consecutive events in one transaction.
-COMMITS_WITHOUT_PUBLISH = """
 WITH counter AS (
     UPDATE clients SET last_seq = last_seq + $2 WHERE id = $1 RETURNING last_seq - $2 AS before
 )
@@ -97,7 +91,7 @@ def test_an_event_committed_but_never_published_is_delivered_by_the_relay(
     )
 
     # When an event is committed but its publish is lost (the gateway died in between)
-    (row,) = fast_relay.sql(COMMIT_WITHOUT_PUBLISH, client["client_id"])
+    (row,) = fast_relay.sql(COMMIT_WITHOUT_PUBLISH, client["client_id"], 1)
 
     # Then the relay publishes it and the mailbox processes it
     wait_for(
@@ -118,7 +112,7 @@ def test_a_gap_in_delivery_is_filled_from_the_journal_in_order(
     # Given seq 1 committed but never published (and no relay to rescue it)
     client = no_relay.admin_client()
     token = no_relay.token(client)
-    (unpublished,) = no_relay.sql(COMMIT_WITHOUT_PUBLISH, client["client_id"])
+    (unpublished,) = no_relay.sql(COMMIT_WITHOUT_PUBLISH, client["client_id"], 1)
 
     # When seq 2 arrives through the API
     response = httpx.post(
@@ -205,7 +199,7 @@ def test_events_never_published_are_taken_from_the_journal_without_the_relay(
     # and leave the later ones to the relay (they were committed after it, so their publish
     # is what delivers them), which this system runs only once an hour
     client = no_relay.admin_client()
-    no_relay.sql(COMMITS_WITHOUT_PUBLISH, client["client_id"], 3)
+    no_relay.sql(COMMIT_WITHOUT_PUBLISH, client["client_id"], 3)
 
     # Then the supervisor activates the mailbox (it has a backlog) and the mailbox, finding
     # its queue empty, takes the events from the journal
