@@ -9,10 +9,13 @@ every node's `erlang:memory(total)` and `erlang:system_info(process_count)`:
 - active: one single-active consumer on each and one message published to and acked from
   each (a client whose mailbox is live).
 
-Prints and writes (bench/results/broker_cost-*.json) the cluster-wide cost per queue above
-the empty cluster. Quorum queues have three replicas (one member per node). Only loopback
-traffic; bounded by the counts given. Deterministic enough to run anywhere; still, the
-figures are for a quiet machine:
+The work goes over `--connections` connections per node in parallel (8), all opened before
+the first declare: RabbitMQ 3.10 makes a new connection wait in its handshake once quorum
+members have used up the node's file handles (about 3 each), and each node's count is read
+and printed after the declares. Prints and writes (bench/results/broker_cost-*.json) the
+cluster-wide cost per queue above the empty cluster. Quorum queues have three replicas (one
+member per node). Only loopback traffic; bounded by the counts given. Deterministic enough
+to run anywhere; still, the figures are for a quiet machine:
 
     .venv/bin/python bench/broker_cost.py                       # 1,000 and 10,000 queues
     .venv/bin/python bench/broker_cost.py --queues 20 --types quorum   # a smoke run
@@ -26,7 +29,7 @@ import json
 import os
 import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any
 
 import pika
@@ -83,21 +86,43 @@ def connect(params: pika.URLParameters) -> pika.BlockingConnection:
     raise AssertionError("unreachable")
 
 
-def _per_node(cluster: RabbitCluster, names: list[str], method: str, **kwargs: Any) -> int:
-    """Call `channel.<method>(name, **kwargs)` for every name, in parallel per node, each
-    node's thread on its own connection with every third name (so leaders spread round the
-    nodes). A call that fails (RabbitMQ 3.10 answers a quorum declare with 541
-    `cluster_not_formed` when the new queue's members do not elect a leader in time, and
-    closes the connection) is retried on a new connection. Returns how many were retried."""
+def _slices(
+    cluster: RabbitCluster, names: list[str], connections: int
+) -> list[tuple[int, list[str]]]:
+    """(connection number, names) for each of `connections` connections per node: node i
+    takes every third name (so leaders spread round the nodes), cut into `connections`
+    slices; connection number i * connections + k is node i's k-th."""
     size = len(cluster.nodes)
+    jobs = []
+    for index in range(size):
+        mine = names[index::size]
+        jobs += [(index * connections + k, mine[k::connections]) for k in range(connections)]
+    return [(number, part) for number, part in jobs if part]
 
-    def run(index: int) -> int:
-        params = parameters(cluster.nodes[index].url)
-        connection = connect(params)
+
+def _per_node(
+    cluster: RabbitCluster,
+    names: list[str],
+    method: str,
+    connections: int,
+    held: list[pika.BlockingConnection] | None = None,
+    **kwargs: Any,
+) -> int:
+    """Call `channel.<method>(name, **kwargs)` for every name, `connections` connections per
+    node in parallel, each with its own slice of that node's names. A call that fails
+    (RabbitMQ 3.10 answers a quorum declare with 541 `cluster_not_formed` when the new
+    queue's members do not elect a leader in time, and closes the connection) is retried on a
+    new connection. With `held` (from `_open_held`), works on those connections and leaves
+    them open. Returns how many were retried."""
+
+    def run(job: tuple[int, list[str]]) -> int:
+        number, mine = job
+        params = parameters(cluster.nodes[number // connections].url)
+        connection = connect(params) if held is None else held[number]
         channel = connection.channel()
         retried = 0
         try:
-            for name in names[index::size]:
+            for name in mine:
                 for attempt in range(RETRIES + 1):
                     try:
                         getattr(channel, method)(name, **kwargs)
@@ -112,67 +137,154 @@ def _per_node(cluster: RabbitCluster, names: list[str], method: str, **kwargs: A
                         channel = connection.channel()
             return retried
         finally:
-            if connection.is_open:
+            if held is not None and connection is held[number]:
+                if connection.is_open:
+                    channel.close()
+            elif connection.is_open:
                 connection.close()
 
-    with ThreadPoolExecutor(size) as pool:
-        return sum(pool.map(run, range(size)))
+    jobs = _slices(cluster, names, connections)
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        return sum(pool.map(run, jobs))
 
 
-def measure(cluster: RabbitCluster, queue_type: str, count: int) -> dict[str, Any]:
+def _open_held(cluster: RabbitCluster, connections: int) -> list[pika.BlockingConnection]:
+    """The active phase's connections, `connections` per node in node order, opened before
+    any queue is declared (their cost is in the baseline, not per queue) and held idle with
+    no heartbeat until the phase. Opened later they may not open at all: RabbitMQ 3.10 takes
+    a file handle for every new connection, and a node holding 10,000 quorum members had
+    used ~30,000 of its 19,903 (ulimit -n 20,000 here), so new connections waited in the
+    AMQP handshake for minutes (`handles` reads the count)."""
+    held: list[pika.BlockingConnection] = []
+    try:
+        for node in cluster.nodes:
+            for _ in range(connections):
+                held.append(connect(parameters(node.url, held=True)))
+    except BaseException:
+        for connection in held:
+            connection.close()
+        raise
+    return held
+
+
+def handles(cluster: RabbitCluster) -> list[tuple[int, int]]:
+    """Every node's (file handles used, limit), as RabbitMQ's file handle cache counts them."""
+    counts = []
+    for node in cluster.nodes:
+        info = node.ctl(
+            "eval",
+            "I = file_handle_cache:info([total_used, total_limit]), "
+            "[proplists:get_value(K, I) || K <- [total_used, total_limit]].",
+        )
+        used, limit = (int(n) for n in info.strip().strip("[]").split(","))
+        counts.append((used, limit))
+    return counts
+
+
+def _activate(
+    cluster: RabbitCluster,
+    names: list[str],
+    connections: int,
+    held: list[pika.BlockingConnection],
+    channels: list[Any],
+) -> float:
+    """Make every queue active: a consumer on it and one persistent message published to it
+    and acked, the consumer kept attached (its channel goes to `channels`). The `held`
+    connections (from `_open_held`) work in parallel, each on its own slice of its node's
+    queues: a quorum consume and ack each go through a Raft commit. Prints a progress line
+    every 30 s; returns the seconds it took."""
+    jobs = _slices(cluster, names, connections)
+    progress = [0] * len(jobs)  # queues acked, one slot per connection (each its own thread)
+    started = time.monotonic()
+
+    def run(job: tuple[int, list[str]], slot: int) -> None:
+        number, mine = job
+        connection = held[number]
+        channel = connection.channel()
+        channels.append(channel)
+
+        def ack(ch: Any, method: Any, _p: Any, _b: Any) -> None:
+            ch.basic_ack(method.delivery_tag)
+            progress[slot] += 1
+
+        for name in mine:
+            channel.basic_publish("", name, b"{}", pika.BasicProperties(delivery_mode=2))
+            channel.basic_consume(name, ack)
+        while progress[slot] < len(mine):
+            connection.process_data_events(time_limit=1)
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        pending = {pool.submit(run, job, slot) for slot, job in enumerate(jobs)}
+        while pending:
+            done, pending = wait(pending, timeout=30, return_when=FIRST_EXCEPTION)
+            for future in done:
+                future.result()  # a failed connection ends the run, with its error
+            print(
+                f"  active: {sum(progress):,} of {len(names):,} queues "
+                f"after {time.monotonic() - started:.0f} s",
+                flush=True,
+            )
+    return time.monotonic() - started
+
+
+def measure(
+    cluster: RabbitCluster, queue_type: str, count: int, connections: int
+) -> dict[str, Any]:
     settings = Settings(queue_type=queue_type, namespace=f"cost{queue_type}")
     arguments = mailbox_arguments(settings)
     names = [settings.mailbox_queue(f"q{n}") for n in range(count)]
-    held: list[pika.BlockingConnection] = []
-    time.sleep(SETTLE)
-    base = usage(cluster)
-    started = time.monotonic()
-
-    retried = _per_node(cluster, names, "queue_declare", durable=True, arguments=arguments)
-    declared_s = time.monotonic() - started
-    time.sleep(SETTLE)
-    idle = usage(cluster)
-    print(  # kept if the active phase is cut short
-        f"{queue_type:7} {count:6} queues: idle "
-        f"{(idle[0] - base[0]) / count / 1024:8.1f} KiB "
-        f"{(idle[1] - base[1]) / count:5.2f} processes per queue "
-        f"(declared in {declared_s:.0f} s, {retried} declares retried)",
-        flush=True,
-    )
-
-    # active: a consumer on every queue, one message through each, consumers kept attached;
-    # one connection per node, opened when its node's turn comes
-    size = len(cluster.nodes)
+    held = _open_held(cluster, connections)
     try:
-        for index, node in enumerate(cluster.nodes):
-            connection = connect(parameters(node.url, held=True))
-            held.append(connection)
-            channel = connection.channel()
-            acked = [0]
-
-            def ack(ch: Any, method: Any, _p: Any, _b: Any, acked: list[int] = acked) -> None:
-                ch.basic_ack(method.delivery_tag)
-                acked[0] += 1
-
-            mine = names[index::size]
-            for name in mine:
-                channel.basic_publish("", name, b"{}", pika.BasicProperties(delivery_mode=2))
-                channel.basic_consume(name, ack)
-            while acked[0] < len(mine):
-                connection.process_data_events(time_limit=1)
-        time.sleep(SETTLE)
-        active = usage(cluster)
+        return _measure(cluster, queue_type, names, arguments, held, connections)
     finally:
         for connection in held:
             if connection.is_open:
                 connection.close()
 
-    _per_node(cluster, names, "queue_delete")
+
+def _measure(
+    cluster: RabbitCluster,
+    queue_type: str,
+    names: list[str],
+    arguments: dict[str, Any],
+    held: list[pika.BlockingConnection],
+    connections: int,
+) -> dict[str, Any]:
+    count = len(names)
+    time.sleep(SETTLE)
+    base = usage(cluster)
+    started = time.monotonic()
+
+    retried = _per_node(
+        cluster, names, "queue_declare", connections, durable=True, arguments=arguments
+    )
+    declared_s = time.monotonic() - started
+    time.sleep(SETTLE)
+    idle = usage(cluster)
+    idle_handles = handles(cluster)
+    print(  # kept if the active phase is cut short
+        f"{queue_type:7} {count:6} queues: idle "
+        f"{(idle[0] - base[0]) / count / 1024:8.1f} KiB "
+        f"{(idle[1] - base[1]) / count:5.2f} processes per queue "
+        f"(declared in {declared_s:.0f} s, {retried} declares retried); file handles used "
+        f"per node: {', '.join(f'{used:,} of {limit:,}' for used, limit in idle_handles)}",
+        flush=True,
+    )
+
+    channels: list[Any] = []
+    activated_s = _activate(cluster, names, connections, held, channels)
+    time.sleep(SETTLE)
+    active = usage(cluster)
+    for channel in channels:  # the consumers cancelled before their queues are deleted
+        channel.close()
+    _per_node(cluster, names, "queue_delete", connections, held)
     return {
         "type": queue_type,
         "queues": count,
         "declare_seconds": round(declared_s, 1),
         "declares_retried": retried,
+        "activate_seconds": round(activated_s, 1),
+        "connections_per_node": connections,
         "load_average": os.getloadavg(),
         "idle_bytes_per_queue": (idle[0] - base[0]) / count,
         "idle_processes_per_queue": (idle[1] - base[1]) / count,
@@ -180,6 +292,7 @@ def measure(cluster: RabbitCluster, queue_type: str, count: int) -> dict[str, An
         "active_processes_per_queue": (active[1] - base[1]) / count,
         "baseline_bytes": base[0],
         "baseline_processes": base[1],
+        "idle_file_handles_per_node": idle_handles,
     }
 
 
@@ -187,16 +300,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queues", default="1000,10000", help="comma-separated counts")
     parser.add_argument("--types", default="classic,quorum", help="classic, quorum or both")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=8,
+        help="connections per node working in parallel to declare, activate and delete (8)",
+    )
     args = parser.parse_args()
     counts = [int(n) for n in args.queues.split(",")]
     types = [t.strip() for t in args.types.split(",")]
     if not counts or min(counts) < 1 or not set(types) <= {"classic", "quorum"}:
         parser.error("--queues takes positive counts; --types classic and/or quorum")
+    if not 1 <= args.connections <= 64:
+        parser.error("--connections takes 1 to 64 (per node)")
     results = []
     with private_cluster(3) as cluster:
         for queue_type in types:
             for count in counts:
-                row = measure(cluster, queue_type, count)
+                row = measure(cluster, queue_type, count, args.connections)
                 print(
                     f"{queue_type:7} {count:6} queues: idle "
                     f"{row['idle_bytes_per_queue'] / 1024:8.1f} KiB "
