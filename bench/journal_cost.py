@@ -59,8 +59,10 @@ SELECT pg_current_wal_lsn() - '0/0'::pg_lsn AS wal_bytes,
        (SELECT n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'clients')
            AS clients_hot_updates
 """
+#: What is counted per statement (by query text): calls, and milliseconds executing.
+BY_STATEMENT = ("statements", "times")
 STATEMENTS = """
-SELECT calls, query FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+SELECT calls, total_exec_time, query FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
 WHERE d.datname = current_database()
 """
 
@@ -70,7 +72,9 @@ async def snapshot(url: str) -> dict[str, Any]:
     try:
         await connection.execute("SELECT pg_stat_clear_snapshot()")
         row = dict(await connection.fetchrow(SNAPSHOT))
-        row["statements"] = {r["query"]: r["calls"] for r in await connection.fetch(STATEMENTS)}
+        statements = await connection.fetch(STATEMENTS)
+        row["statements"] = {r["query"]: r["calls"] for r in statements}
+        row["times"] = {r["query"]: r["total_exec_time"] for r in statements}
         return row
     finally:
         await connection.close()
@@ -78,13 +82,14 @@ async def snapshot(url: str) -> dict[str, Any]:
 
 def difference(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
     counts: dict[str, Any] = {
-        key: float(after[key] - before[key]) for key in after if key != "statements"
+        key: float(after[key] - before[key]) for key in after if key not in BY_STATEMENT
     }
-    counts["statements"] = {
-        query: calls - before["statements"].get(query, 0)
-        for query, calls in after["statements"].items()
-        if calls - before["statements"].get(query, 0)
-    }
+    for key in BY_STATEMENT:
+        counts[key] = {
+            query: value - before[key].get(query, 0)
+            for query, value in after[key].items()
+            if value - before[key].get(query, 0)
+        }
     return counts
 
 
@@ -122,7 +127,7 @@ def per_event(
 ) -> dict[str, Any]:
     """(measured - idle * scale) / n, for every count and every statement."""
     result: dict[str, Any] = {
-        key: (measured[key] - idle[key] * scale) / n for key in measured if key != "statements"
+        key: (measured[key] - idle[key] * scale) / n for key in measured if key not in BY_STATEMENT
     }
     result["statements"] = {
         query: round((calls - idle["statements"].get(query, 0) * scale) / n, 3)
@@ -130,6 +135,14 @@ def per_event(
     }
     result["statements"] = {q: c for q, c in result["statements"].items() if c >= 0.01}
     result["statements_total"] = round(sum(result["statements"].values()), 2)
+    # Milliseconds each statement ran in PostgreSQL (pg_stat_statements' total_exec_time;
+    # planning and the protocol round trip not included), per event.
+    result["times"] = {
+        query: round((ms - idle["times"].get(query, 0) * scale) / n, 4)
+        for query, ms in measured["times"].items()
+    }
+    result["times"] = {q: ms for q, ms in result["times"].items() if ms >= 0.001}
+    result["exec_ms_total"] = round(sum(result["times"].values()), 3)
     return result
 
 
@@ -196,15 +209,18 @@ def raw_counts(pg_url: str, args: argparse.Namespace) -> dict[str, Any]:
         )
     finally:
         harness.drop_database(database, pg_url)
-    nothing = {key: 0.0 for key in measured if key != "statements"} | {"statements": {}}
+    nothing = {key: 0.0 for key in measured if key not in BY_STATEMENT} | {
+        key: {} for key in BY_STATEMENT
+    }
     return per_event(measured, nothing, 0.0, per_client * args.clients)
 
 
 def show(title: str, result: dict[str, Any]) -> None:
-    print(f"--- {title}, per event")
+    print(f"--- {title}, per event: calls, ms executing")
     for query, calls in sorted(result["statements"].items(), key=lambda qc: -qc[1]):
-        print(f"{calls:7.3f}  {' '.join(query.split())[:110]}")
-    print({key: round(value, 3) for key, value in result.items() if key != "statements"})
+        ms = result["times"].get(query, 0.0)
+        print(f"{calls:7.3f} {ms:7.3f}  {' '.join(query.split())[:100]}")
+    print({key: round(value, 3) for key, value in result.items() if key not in BY_STATEMENT})
 
 
 async def preload_statements(url: str) -> None:

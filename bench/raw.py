@@ -36,7 +36,16 @@ from typing import Any
 
 import asyncpg
 import pika
-from rig import load_average, machine_busy, open_loop, post_events, summary, write_results
+from rig import (
+    cpu_by_part,
+    load_average,
+    machine_busy,
+    open_loop,
+    parts_since,
+    post_events,
+    summary,
+    write_results,
+)
 
 from actors.amqp import CoalescingConnection
 from actors.broker import mailbox_arguments
@@ -318,7 +327,8 @@ async def produce_http(
         )
         if not server.is_alive():
             raise RuntimeError(f"the HTTP intake did not start (exit code {server.exitcode})")
-        busy, started = machine_busy(), time.monotonic()  # the server's start-up not counted
+        # the server's start-up not counted
+        busy, parts, started = machine_busy(), cpu_by_part(), time.monotonic()
         body = {"type": "demo.echo", "payload": json.loads(PAYLOAD)}
         latencies = await post_events(
             f"http://127.0.0.1:{port}", {cid: cid for cid in queues}, per_client, body, concurrency
@@ -338,6 +348,7 @@ async def produce_http(
     return {
         "started": started,
         "busy_at_start": busy,
+        "parts_at_start": parts,
         "accepted_s": accepted - started,
         # Up to the last 202: the confirms are awaited as the server stops, which is not
         # timed (its stop would count); processed/s is the figure that compares.
@@ -579,7 +590,7 @@ async def _run(
                 process.start()
                 processes.append(process)
                 await asyncio.to_thread(ready.wait, 300)
-        busy = machine_busy()
+        busy, parts = machine_busy(), cpu_by_part()
         intake = await (produce_http if http else produce)(
             dsn,
             harness.AMQP_URL,
@@ -590,6 +601,7 @@ async def _run(
             mailbox_arguments(settings),
         )
         busy = intake.get("busy_at_start", busy)
+        parts = intake.get("parts_at_start", parts)
         total = clients * per_client
         result: dict[str, Any] = {
             "clients": clients,
@@ -604,6 +616,7 @@ async def _run(
         if full and out is not None:
             states = [await asyncio.to_thread(out.get, True, 900) for _ in processes]
             busy = machine_busy() - busy
+            by_part = parts_since(parts, total)
             last = max(s["last"] for s in states)
             rows = await connection.fetch(
                 "SELECT extract(epoch FROM finished_at - accepted_at)::float AS s FROM events"
@@ -615,6 +628,7 @@ async def _run(
                 "fence_refusals": sum(s["refused"] for s in states),
                 # Every process on the machine (PostgreSQL and RabbitMQ included).
                 "machine_cpu_ms_per_event": busy * 1000 / total,
+                "cpu_ms_per_event_by_part": by_part,
             }
         result["load_average"] = {"start": load_start, "end": load_average()}
         return result

@@ -230,6 +230,53 @@ def machine_busy() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+#: Processes by their command name (/proc/<pid>/stat): PostgreSQL's, RabbitMQ's (Erlang's).
+PARTS = {
+    "postgres": "postgres",
+    "beam.smp": "rabbitmq",
+    "erl_child_setup": "rabbitmq",
+    "inet_gethost": "rabbitmq",
+    "epmd": "rabbitmq",
+}
+
+
+def cpu_by_part() -> dict[str, float]:
+    """CPU seconds the machine's parts have spent so far: PostgreSQL, RabbitMQ, this process
+    (the load generator), the other Python processes (the system under test, or the raw
+    baseline's consumers and HTTP intake) and the rest. A process that has ended counts
+    through its parent's reaped-children times (PostgreSQL's backends through the
+    postmaster, this process's children through it), so the difference of two readings
+    holds every process that ran between them."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parts = dict.fromkeys(("postgres", "rabbitmq", "load generator", "python", "other"), 0.0)
+    me = os.getpid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            head, tail = Path(entry.path, "stat").read_text().rsplit(")", 1)
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # ended while the reading was taken
+        command = head.split("(", 1)[1]
+        fields = tail.split()
+        own, reaped = (
+            (int(fields[11]) + int(fields[12])) / tick,
+            (int(fields[13]) + int(fields[14])) / tick,
+        )
+        if int(entry.name) == me:
+            parts["load generator"] += own
+            parts["python"] += reaped
+            continue
+        part = PARTS.get(command, "python" if command.startswith("python") else "other")
+        parts[part] += own + reaped
+    return parts
+
+
+def parts_since(before: dict[str, float], per: int) -> dict[str, float]:
+    """Milliseconds of CPU per one of `per` events, by part, since the reading `before`."""
+    return {part: (now - before[part]) * 1000 / per for part, now in cpu_by_part().items()}
+
+
 def process_figures(pid: int) -> dict[str, int]:
     status = Path(f"/proc/{pid}/status").read_text()
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)

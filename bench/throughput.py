@@ -28,10 +28,12 @@ import raw
 from rig import (
     SYSTEM_ENV,
     bulk_clients,
+    cpu_by_part,
     cpu_seconds,
     load_average,
     machine_busy,
     minter,
+    parts_since,
     post_events,
     summary,
     tokens_for,
@@ -98,13 +100,14 @@ def system_run(
         service = minter(system)
         tokens = tokens_for(service, bulk_clients(system, clients, "tp-"))
         cpu = {name: cpu_seconds(p.pid) for name, p in system.processes.items()}
-        busy = machine_busy()
+        busy, parts = machine_busy(), cpu_by_part()
         started = time.perf_counter()
         latencies = post_echo(system, tokens, per_client, concurrency, batch)
         intake_seconds = time.perf_counter() - started
         rows = all_succeeded(system, total)
         window = time.perf_counter() - started
         busy = machine_busy() - busy
+        by_part = parts_since(parts, total)
         cpu = {n: cpu_seconds(p.pid) - cpu[n] for n, p in system.processes.items()}
     e2e = max(r["finished_at"] for r in rows) - min(r["accepted_at"] for r in rows)
     return {
@@ -129,6 +132,7 @@ def system_run(
         "cpu_ms_per_event": {name: seconds * 1000 / total for name, seconds in cpu.items()},
         # Every process on the machine (PostgreSQL, RabbitMQ, this load generator included).
         "machine_cpu_ms_per_event": busy * 1000 / total,
+        "cpu_ms_per_event_by_part": by_part,
         "cores_busy": busy / window,
     }
 
@@ -275,6 +279,19 @@ def main() -> None:
             f"{request['p99'] * 1000:.1f}, accepted->started {a2s['p50'] * 1000:.1f} / "
             f"{a2s['p99'] * 1000:.1f}, started->finished {s2f['p50'] * 1000:.1f} / "
             f"{s2f['p99'] * 1000:.1f}"
+        )
+    for run in runs:
+        measured = {"raw": run["raw"], "floor": run["raw_over_http"], "seriatim": run}
+        shown = [name for name, result in measured.items() if result is not None]
+        parts = ", ".join(
+            f"{part} "
+            + " / ".join(
+                f"{measured[name]['cpu_ms_per_event_by_part'][part]:.2f}" for name in shown
+            )
+            for part in run["cpu_ms_per_event_by_part"]
+        )
+        print(
+            f"{run['clients']:>8} clients, CPU ms per event by part ({' / '.join(shown)}): {parts}"
         )
     for run in runs:
         cpu = ", ".join(f"{name} {ms:.2f}" for name, ms in run["cpu_ms_per_event"].items())
