@@ -201,7 +201,7 @@ class Mailbox:
                     await self._run(EventMessage.of(row))
                 except Escalate as escalation:  # the delivered message itself is untouched
                     raise Escalate(escalation.cause, escalation.reason, settled=False) from None
-        await self._run(message)
+        await self._run(message, delivered=True)
 
     async def _done(self) -> int:
         if self._done_seq is None:
@@ -209,7 +209,9 @@ class Mailbox:
             self._done_seq = position.done_seq if position else 0
         return self._done_seq
 
-    async def _run(self, message: EventMessage) -> None:
+    async def _run(self, message: EventMessage, *, delivered: bool = False) -> None:
+        """Run the event to its outcome; `delivered` when RabbitMQ delivered it (rather than
+        the journal giving it): its attempt start then marks it published too."""
         if message.seq <= await self._done():
             return
         with (
@@ -223,16 +225,18 @@ class Mailbox:
             logs.bound(client_id=message.client_id, event_id=message.event_id),
         ):
             self.last_traceparent = tracing.current_traceparent() or ""
-            await self._attempts(message, span)
+            await self._attempts(message, span, delivered)
 
-    async def _attempts(self, message: EventMessage, span: Span) -> None:
+    async def _attempts(self, message: EventMessage, span: Span, delivered: bool) -> None:
         envelope = message.to_dramatiq(self._queue_name)
         started = time.monotonic()
         while True:
             if self._stopping.is_set():  # escalated, or the worker drains: no attempt after that
                 raise Stopped
             self._check_lease()
-            attempt = await self._journal.mark_attempt(message.event_id, epoch=self.epoch)
+            attempt = await self._journal.mark_attempt(
+                message.event_id, epoch=self.epoch, delivered=delivered
+            )
             if attempt is None:  # terminal already (somebody else finished it), or fenced
                 await self._refused("attempt")
                 self._done_seq = None

@@ -4,6 +4,7 @@ marks in the journal in batches. What is never confirmed is left to the relay.""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -20,6 +21,8 @@ from actors.store import Journal
 log = logging.getLogger(__name__)
 
 MAX_PUBLISHING = 10_000
+#: Seconds from a confirm to the journal's published mark at the earliest (PublishedMarks).
+MARK_DELAY = 0.5
 #: Clients per MailboxesWanted message.
 MAX_WANTED = 1000
 #: A mailbox told to the supervisor this recently is not told again (seconds): at most the
@@ -29,32 +32,54 @@ WANT_AGAIN_AFTER = 1.0
 
 
 class PublishedMarks:
-    """Marks published events in the journal in batches, off the request path.
+    """Marks published events in the journal in batches, off the request path, each event
+    `delay` seconds after its confirm at the earliest.
 
-    A mark lost in a crash only costs a duplicate publish by the relay, which the mailbox
-    acks as a duplicate.
+    The delay saves an update per event: a worker's attempt start marks a delivered event
+    published in the update it makes anyway (queries.sql `mark_attempts`), so by the time
+    this mark comes most events have started and it finds nothing to update. It must stay
+    well under the relay's SERIATIM_RELAY_AFTER, or the relay publishes again what is
+    merely waiting for its mark. A mark lost in a crash only costs a duplicate publish by the
+    relay, which the mailbox acks as a duplicate.
     """
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        delay: float = MARK_DELAY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._journal = journal
-        self._pending: list[uuid.UUID] = []
+        self._delay = delay
+        self._clock = clock
+        self._pending: collections.deque[tuple[float, uuid.UUID]] = collections.deque()
         self._wake = asyncio.Event()
 
     def add(self, event_id: uuid.UUID) -> None:
-        self._pending.append(event_id)
+        self._pending.append((self._clock(), event_id))
         self._wake.set()
 
     async def run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 1.0)
-            self._wake.clear()
-            await asyncio.sleep(0.02)  # let a batch gather
-            await self.flush()
+            if not self._pending:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 1.0)
+                continue
+            # the oldest is due `delay` after it came; those that came in the next half delay
+            # go with it (a batch), so a busy gateway marks about twice per `delay`
+            due = self._pending[0][0] + self._delay * 1.5 - self._clock()
+            if due > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), due)
+            await self.flush(self._clock() - self._delay)
         await self.flush()
 
-    async def flush(self) -> None:
-        batch, self._pending = self._pending, []
+    async def flush(self, came_before: float = math.inf) -> None:
+        """Mark the events whose confirms came before `came_before` (all by default)."""
+        batch = []
+        while self._pending and self._pending[0][0] <= came_before:
+            batch.append(self._pending.popleft()[1])
         if batch:
             try:
                 await self._journal.mark_published(batch)
@@ -128,9 +153,15 @@ class Wants:
 class Publishing:
     """Publishes committed events in the background, at most MAX_PUBLISHING at once."""
 
-    def __init__(self, link: BrokerLink, journal: Journal, want_again_after: float = 0.0) -> None:
+    def __init__(
+        self,
+        link: BrokerLink,
+        journal: Journal,
+        want_again_after: float = 0.0,
+        mark_delay: float = MARK_DELAY,
+    ) -> None:
         self.link = link
-        self.marks = PublishedMarks(journal)
+        self.marks = PublishedMarks(journal, mark_delay)
         self.wants = Wants(link, want_again_after)
         self._publishing: set[asyncio.Task[None]] = set()
         self._broker_down = False

@@ -17,7 +17,7 @@ from gateway.accepting import Acceptor
 from gateway.client_reads import ClientReads
 from gateway.guesses import CredentialChecks
 from gateway.limits import ClientLimits
-from gateway.publishing import WANT_AGAIN_AFTER, Publishing
+from gateway.publishing import MARK_DELAY, WANT_AGAIN_AFTER, Publishing
 from gateway.revocations import Revocations
 from gateway.tokens import KeyRefresh, TokenService
 
@@ -54,7 +54,11 @@ class Services:
         reads = ClientReads(tenancy)
         limits = ClientLimits(settings, reads)
         publishing = Publishing(
-            link, journal, want_again_after=min(WANT_AGAIN_AFTER, settings.idle_timeout / 2)
+            link,
+            journal,
+            want_again_after=min(WANT_AGAIN_AFTER, settings.idle_timeout / 2),
+            # a mark is due within 1.5 delays of its confirm: well before the relay looks
+            mark_delay=min(MARK_DELAY, settings.relay_after / 4),
         )
         return cls(
             settings=settings,

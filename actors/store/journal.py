@@ -163,7 +163,7 @@ class Journal:
             max_batch=ACCEPT_BATCH,
             max_in_flight=ACCEPT_BATCHES_IN_FLIGHT,
         )
-        self._attempts: GroupCommit[tuple[uuid.UUID, int | None], int | None] = GroupCommit(
+        self._attempts: GroupCommit[tuple[uuid.UUID, int | None, bool], int | None] = GroupCommit(
             self._mark_attempts, max_batch=WORKER_BATCH, max_in_flight=WORKER_BATCHES_IN_FLIGHT
         )
         self._outcomes: GroupCommit[_Outcome, bool] = GroupCommit(
@@ -450,17 +450,24 @@ class Journal:
         row = await self.pool.fetchrow(QUERIES["client_position"], client_id)
         return Position.of(row) if row else None
 
-    async def mark_attempt(self, event_id: uuid.UUID, *, epoch: int | None) -> int | None:
+    async def mark_attempt(
+        self, event_id: uuid.UUID, *, epoch: int | None, delivered: bool = False
+    ) -> int | None:
         """Count a new attempt under the placement `epoch`; its number, or None when the event
-        is terminal already or the placement is no longer current."""
+        is terminal already or the placement is no longer current. `delivered`: RabbitMQ
+        delivered the event, so the same update marks it published if it was not yet (the
+        gateway's own mark, which comes later, then has nothing left to update)."""
         with self.pool.span(QUERIES["mark_attempts"]):
-            return await self._attempts.submit((event_id, epoch))
+            return await self._attempts.submit((event_id, epoch, delivered))
 
     async def _mark_attempts(
-        self, items: list[tuple[uuid.UUID, int | None]]
+        self, items: list[tuple[uuid.UUID, int | None, bool]]
     ) -> list[int | Exception | None]:
         ids, epochs = [item[0] for item in items], [item[1] for item in items]
-        rows = await _retry_conflicts(self.pool.fetch, QUERIES["mark_attempts"], ids, epochs)
+        delivered = [item[2] for item in items]
+        rows = await _retry_conflicts(
+            self.pool.fetch, QUERIES["mark_attempts"], ids, epochs, delivered
+        )
         attempts = {row["id"]: row["attempts"] for row in rows}
         # The statement counts an id once: a second submission of it in the batch gets None.
         return [attempts.pop(event_id, None) for event_id in ids]

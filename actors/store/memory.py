@@ -373,10 +373,14 @@ class MemoryJournal:
             return None
         return event if self._clients[event.client_id].placed(epoch) else None
 
-    async def mark_attempt(self, event_id: uuid.UUID, *, epoch: int | None) -> int | None:
+    async def mark_attempt(
+        self, event_id: uuid.UUID, *, epoch: int | None, delivered: bool = False
+    ) -> int | None:
         event = self._fenced_event(event_id, epoch)
         if event is None:
             return None
+        if delivered:
+            event.published_at = event.published_at or _now()
         event.status, event.attempts = "processing", event.attempts + 1
         event.started_at = event.started_at or _now()
         worker = self._clients[event.client_id].host

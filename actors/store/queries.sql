@@ -325,7 +325,10 @@ LIMIT $2;
 -- rows are locked in id order, as every statement that locks several events does, so that
 -- two such statements cannot deadlock. An attempt starts only under its mailbox's current
 -- placement ($2: the epoch the caller holds; NULL only in tests of the journal alone). Each
--- attempt started gets its row in `attempts`, in the same statement.
+-- attempt started gets its row in `attempts`, in the same statement. An event RabbitMQ
+-- delivered ($3) is marked published by the same update, if it was not yet: the gateway marks
+-- its events a moment after their confirms (gateway/publishing.py), by when most have started,
+-- and finds nothing left to update; an event the journal gave (a gap, a catch-up) is not.
 -- Committed without waiting for its WAL flush (`unflushed`: synchronous_commit off for this
 -- transaction alone). A worker's crash loses nothing of it (PostgreSQL has it); a database
 -- crash can take back the attempts started in its last fraction of a second, never an outcome
@@ -334,7 +337,7 @@ WITH unflushed AS (
     SELECT set_config('synchronous_commit', 'off', true) AS setting
 ),
 input AS (
-    SELECT * FROM unnest($1::uuid[], $2::bigint[]) AS t (id, epoch)
+    SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::boolean[]) AS t (id, epoch, delivered)
     WHERE (SELECT setting FROM unflushed) IS NOT NULL
 ),
 locked AS (
@@ -343,7 +346,9 @@ locked AS (
 started AS (
     UPDATE events e
     SET status = 'processing', attempts = e.attempts + 1,
-        started_at = coalesce(e.started_at, now())
+        started_at = coalesce(e.started_at, now()),
+        published_at = CASE WHEN input.delivered THEN coalesce(e.published_at, now())
+                            ELSE e.published_at END
     FROM locked JOIN input ON input.id = locked.id
     WHERE e.id = locked.id AND e.status NOT IN ('succeeded', 'dead')
       AND (input.epoch IS NULL

@@ -24,9 +24,12 @@ class MailboxJournal(Protocol):
         """Events with low < seq < high, in order."""
         ...
 
-    async def mark_attempt(self, event_id: uuid.UUID, *, epoch: int | None) -> int | None:
+    async def mark_attempt(
+        self, event_id: uuid.UUID, *, epoch: int | None, delivered: bool = False
+    ) -> int | None:
         """Count a new attempt; its number, or None when the event is terminal or the
-        placement `epoch` is not current."""
+        placement `epoch` is not current. `delivered`: RabbitMQ delivered the event, so it
+        is marked published too, if it was not yet."""
         ...
 
     async def mark_retrying(self, event_id: uuid.UUID, error: Json, *, epoch: int | None) -> bool:

@@ -349,6 +349,21 @@ async def test_the_outbox_holds_unfinished_unpublished_events(scene: Scene) -> N
     assert [row.id for row in await journal.unpublished(0, 10)] == [third]
 
 
+async def test_an_attempt_on_a_delivered_event_takes_it_out_of_the_outbox(scene: Scene) -> None:
+    """The attempt start marks a delivered event published (the gateway's mark comes later
+    and finds nothing to do); an event the journal gave (a gap, a catch-up) stays in the
+    outbox until it finishes, as it never went through RabbitMQ."""
+    journal = scene.journal
+    _, (delivered, from_journal) = await scene.client(2)
+
+    assert await journal.mark_attempt(delivered, epoch=None, delivered=True) == 1
+    assert await journal.mark_attempt(from_journal, epoch=None) == 1
+
+    assert [row.id for row in await journal.unpublished(0, 10)] == [from_journal]
+    await journal.mark_published([delivered])  # the gateway's late mark: nothing changes
+    assert [row.id for row in await journal.unpublished(0, 10)] == [from_journal]
+
+
 def item(n: int, key: str | None = None) -> BatchRequest:
     """A batch item whose payload is {"n": n}, under `key` with a hash of its own."""
     return BatchRequest("demo.echo", f'{{"n":{n}}}', key, None if key is None else b"h%d" % n)
