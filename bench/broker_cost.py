@@ -112,8 +112,9 @@ def _per_node(
     node in parallel, each with its own slice of that node's names. A call that fails
     (RabbitMQ 3.10 answers a quorum declare with 541 `cluster_not_formed` when the new
     queue's members do not elect a leader in time, and closes the connection) is retried on a
-    new connection. With `held` (from `_open_held`), works on those connections and leaves
-    them open. Returns how many were retried."""
+    new channel, on a new connection if the old one was closed. With `held` (from
+    `_open_held`), works on those connections and leaves them open. Returns how many were
+    retried."""
 
     def run(job: tuple[int, list[str]]) -> int:
         number, mine = job
@@ -131,14 +132,18 @@ def _per_node(
                         if attempt == RETRIES:
                             raise
                         retried += 1
-                        if connection.is_open:
-                            connection.close()
-                        connection = connect(params)
+                        # a 541 closes the connection, a channel error only the channel: a
+                        # held connection is not reopened needlessly (a node past its file
+                        # handles would keep the new one waiting in the handshake)
+                        if not connection.is_open:
+                            connection = connect(params)
+                        elif channel.is_open:
+                            channel.close()
                         channel = connection.channel()
             return retried
         finally:
             if held is not None and connection is held[number]:
-                if connection.is_open:
+                if channel.is_open:
                     channel.close()
             elif connection.is_open:
                 connection.close()
@@ -276,7 +281,8 @@ def _measure(
     time.sleep(SETTLE)
     active = usage(cluster)
     for channel in channels:  # the consumers cancelled before their queues are deleted
-        channel.close()
+        if channel.is_open:
+            channel.close()
     _per_node(cluster, names, "queue_delete", connections, held)
     return {
         "type": queue_type,

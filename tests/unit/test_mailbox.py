@@ -325,3 +325,34 @@ async def test_a_retry_from_a_stale_placement_is_refused() -> None:
     mailbox = await s.journal.mailbox(s.client)
     assert mailbox is not None
     assert mailbox.restarts == 0
+
+
+# --- published marks -------------------------------------------------------------------------
+
+
+async def test_a_delivered_event_leaves_the_outbox_when_its_attempt_starts() -> None:
+    """Planted: `delivered=True` dropped from `Mailbox._process` → the event is still in the
+    outbox while its handler runs (the gateway's mark would have to update the row again)."""
+    s = await scene(1)
+    s.handler.gate = asyncio.Event()
+    running = asyncio.create_task(s.mailbox.process(s.messages[0]))
+    await asyncio.wait_for(s.handler.called.wait(), 5)
+
+    assert await s.journal.unpublished(0, 10) == []
+
+    s.handler.gate.set()
+    await asyncio.wait_for(running, 5)
+
+
+async def test_an_event_the_journal_gave_stays_in_the_outbox_while_it_runs() -> None:
+    """Planted: `delivered=True` on every attempt (catch-ups included) → the event leaves the
+    outbox although it never went through RabbitMQ, and the relay would never publish it."""
+    s = await scene(1)
+    s.handler.gate = asyncio.Event()
+    catching_up = asyncio.create_task(s.mailbox.catch_up())
+    await asyncio.wait_for(s.handler.called.wait(), 5)
+
+    assert [row.id for row in await s.journal.unpublished(0, 10)] == [s.messages[0].event_id]
+
+    s.handler.gate.set()
+    await asyncio.wait_for(catching_up, 5)
