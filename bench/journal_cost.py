@@ -60,9 +60,10 @@ SELECT pg_current_wal_lsn() - '0/0'::pg_lsn AS wal_bytes,
            AS clients_hot_updates
 """
 #: What is counted per statement (by query text): calls, and milliseconds executing.
-BY_STATEMENT = ("statements", "times")
+BY_STATEMENT = ("statements", "times", "plan_times")
 STATEMENTS = """
-SELECT calls, total_exec_time, query FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+SELECT calls, total_exec_time, total_plan_time, query
+FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
 WHERE d.datname = current_database()
 """
 
@@ -75,6 +76,7 @@ async def snapshot(url: str) -> dict[str, Any]:
         statements = await connection.fetch(STATEMENTS)
         row["statements"] = {r["query"]: r["calls"] for r in statements}
         row["times"] = {r["query"]: r["total_exec_time"] for r in statements}
+        row["plan_times"] = {r["query"]: r["total_plan_time"] for r in statements}
         return row
     finally:
         await connection.close()
@@ -143,6 +145,13 @@ def per_event(
     }
     result["times"] = {q: ms for q, ms in result["times"].items() if ms >= 0.001}
     result["exec_ms_total"] = round(sum(result["times"].values()), 3)
+    # ... and planning it (pg_stat_statements.track_planning, on in the private cluster)
+    result["plan_times"] = {
+        query: round((ms - idle["plan_times"].get(query, 0) * scale) / n, 4)
+        for query, ms in measured["plan_times"].items()
+    }
+    result["plan_times"] = {q: ms for q, ms in result["plan_times"].items() if ms >= 0.001}
+    result["plan_ms_total"] = round(sum(result["plan_times"].values()), 3)
     return result
 
 
@@ -216,9 +225,9 @@ def raw_counts(pg_url: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def show(title: str, result: dict[str, Any]) -> None:
-    print(f"--- {title}, per event: calls, ms executing")
+    print(f"--- {title}, per event: calls, ms planning and executing")
     for query, calls in sorted(result["statements"].items(), key=lambda qc: -qc[1]):
-        ms = result["times"].get(query, 0.0)
+        ms = result["times"].get(query, 0.0) + result["plan_times"].get(query, 0.0)
         print(f"{calls:7.3f} {ms:7.3f}  {' '.join(query.split())[:100]}")
     print({key: round(value, 3) for key, value in result.items() if key not in BY_STATEMENT})
 
@@ -235,6 +244,8 @@ async def create_extension(url: str) -> None:
     connection = await asyncpg.connect(url)
     try:
         await connection.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        await connection.execute("ALTER SYSTEM SET pg_stat_statements.track_planning = on")
+        await connection.execute("SELECT pg_reload_conf()")
     finally:
         await connection.close()
 
