@@ -222,9 +222,18 @@ class Publisher:
         if len(self._declared) > _DECLARED_CACHE:
             self._declared.popitem(last=False)
 
-    async def publish_event(self, message: EventMessage) -> None:
+    async def publish_event(
+        self, message: EventMessage, *, on_late: Callable[[EventMessage], None] | None = None
+    ) -> None:
         """Put an event in its client's mailbox queue (declared on first use), in a PRODUCER
         span whose context the message carries to the consumer.
+
+        `on_late` is called once the event is in its queue if the publish went out late: after
+        a retry, a return or a new events connection. Its declare may then have created the
+        queue again after the event's mailbox ran it from the journal and deleted the queue
+        as idle, leaving a copy there that no activation is coming for: the caller asks for
+        the mailbox again (gateway/publishing.py), which acks the copy as a duplicate and
+        deletes the queue at its next passivation.
 
         The declare does not wait for its answer: pika runs one synchronous method per channel
         at a time, and waiting made a burst of new clients' first publishes queue up behind one
@@ -245,7 +254,9 @@ class Publisher:
             body = traced.to_dramatiq(queue).encode()
             for attempt in range(1, PUBLISH_RETRIES + 2):
                 try:
-                    await self._publish_once(message, queue, body, fresh=attempt > 1)
+                    late = await self._publish_once(message, queue, body, fresh=attempt > 1)
+                    if (late or attempt > 1) and on_late is not None:
+                        on_late(message)
                     return
                 except _Retry as failed:
                     if attempt > PUBLISH_RETRIES:
@@ -260,10 +271,13 @@ class Publisher:
 
     async def _publish_once(
         self, message: EventMessage, queue: str, body: bytes, *, fresh: bool
-    ) -> None:
-        """One publish (and its declare); _Retry when the broker nacked it or closed the
-        events connection it went out on."""
+    ) -> bool:
+        """One publish (and its declare); whether it went out late (it waited for a new
+        events channel, or was returned and published again). _Retry when the broker nacked
+        it or closed the events connection it went out on."""
         connection: AmqpConnection | None = None
+        ready = self._events_channel_ is not None and self._events_channel_.is_open
+        late = self._events_url is not None and not ready
         try:
             channel = await self._events_channel()
             connection = self._events
@@ -287,6 +301,7 @@ class Publisher:
                 await self.declare_mailbox(str(message.client_id), fresh=True)
                 channel = await self._events_channel()
                 await channel.publish(queue, body, message_id=str(message.event_id))
+                late = True
         except AmqpError as error:
             lost = (
                 self._events_url is not None
@@ -299,11 +314,18 @@ class Publisher:
             if isinstance(error, PublishFailed):
                 raise
             raise PublishFailed(str(error)) from error
+        return late
 
-    async def publish_events(self, messages: Sequence[EventMessage]) -> list[PublishFailed | None]:
+    async def publish_events(
+        self,
+        messages: Sequence[EventMessage],
+        *,
+        on_late: Callable[[EventMessage], None] | None = None,
+    ) -> list[PublishFailed | None]:
         """Publish one client's events in the order given: the queue is declared first (once
         per channel), then every basic.publish goes out before the next one's, and the
-        confirms are awaited together. One outcome per message: None or its PublishFailed."""
+        confirms are awaited together. One outcome per message: None or its PublishFailed.
+        `on_late` as for publish_event."""
         if not messages:
             return []
         try:
@@ -313,7 +335,8 @@ class Publisher:
         # Each task runs to its basic.publish before the next starts (the queue is declared,
         # the channel open: nothing in between waits), so the broker gets them in this order.
         outcomes = await asyncio.gather(
-            *(self.publish_event(message) for message in messages), return_exceptions=True
+            *(self.publish_event(message, on_late=on_late) for message in messages),
+            return_exceptions=True,
         )
         failures: list[PublishFailed | None] = []
         for outcome in outcomes:

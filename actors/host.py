@@ -569,7 +569,10 @@ class MailboxHost:
         Publisher.publish_event) and waits there for the next activation.
 
         An idle quorum queue costs the broker ~200 KiB and 6 processes (docs/scaling.md).
-        A broker that cannot be asked keeps the queue: the mailbox is passivated as before."""
+        False too when the broker cannot be asked (no connection, the channel closed): the
+        mailbox stays active, consumes again once the link is back, and passivates at its
+        next idle check. Passivated with its queue kept, nothing would delete that queue
+        until the client's next activation."""
         if not self._deletes_queues:
             return True
         publisher = self._link.publisher
@@ -579,8 +582,13 @@ class MailboxHost:
             if not await publisher.delete_idle_mailbox(str(client)):
                 return False
         except AmqpError as error:
-            log.warning("mailbox %s: its idle queue was not deleted (%s)", client, error)
-            return True
+            log.warning(
+                "mailbox %s: its idle queue could not be deleted (%s); it stays active and "
+                "passivates once the broker answers",
+                client,
+                error,
+            )
+            return False
         metrics.QUEUES_DELETED.inc()
         entry.catch_up_due = True  # until the journal shows nothing unfinished
         position = await self._journal.position(client)

@@ -117,11 +117,12 @@ class Wants:
         self._pruned = clock()
         self._telling: set[asyncio.Task[bool]] = set()
 
-    def add(self, message: EventMessage) -> None:
+    def add(self, message: EventMessage, *, again: bool = False) -> None:
         """Want the message's mailbox; told at the end of this loop turn, unless it was told
-        less than `again_after` seconds ago."""
+        less than `again_after` seconds ago and this is not wanted `again` (a late publish:
+        Publisher.publish_event's `on_late`)."""
         now = self._clock()
-        if now - self._told.get(message.client_id, -math.inf) < self._again_after:
+        if not again and now - self._told.get(message.client_id, -math.inf) < self._again_after:
             return
         if not self._pending:
             asyncio.get_running_loop().call_soon(self._flush)
@@ -220,7 +221,7 @@ class Publishing:
         publisher = self._publisher()
         if publisher is None:
             return
-        failures = await publisher.publish_events(messages)
+        failures = await publisher.publish_events(messages, on_late=self._late)
         published = 0
         for message, failure in zip(messages, failures, strict=True):
             if failure is not None:
@@ -242,9 +243,16 @@ class Publishing:
         try:
             if wake_supervisor:  # told after this turn: after the event's basic.publish
                 self.wants.add(message)
-            await publisher.publish_event(message)
+            await publisher.publish_event(message, on_late=self._late)
             self.marks.add(message.event_id)
         except PublishFailed as error:
             log.warning(
                 "publishing event seq %d failed (%s); it is left to the relay", message.seq, error
             )
+
+    def _late(self, message: EventMessage) -> None:
+        """A publish that went out late may have made the event's queue again after its
+        mailbox ran the event from the journal and deleted the queue as idle: the mailbox is
+        wanted again, whatever the supervisor was told before, so that the copy left there
+        is acked as a duplicate and the queue deleted at the next passivation."""
+        self.wants.add(message, again=True)

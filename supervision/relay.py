@@ -34,24 +34,26 @@ class Relay:
         self._link = link
         self._after = after
 
-    async def run_once(self) -> int:
-        """One pass; returns how many events were republished."""
+    async def run_once(self) -> set[uuid.UUID]:
+        """One pass; returns the clients some of whose events were republished.
+
+        A republished event may have been run from the journal meanwhile, by a mailbox that
+        has since deleted its idle queue: the copy then sits in a queue declared again, which
+        nothing in the journal asks to activate. The caller (Supervisor.sweep) places these
+        clients' mailboxes, so that the copy is acked as a duplicate and the queue deleted
+        at the next passivation."""
         publisher = self._link.publisher
         if publisher is None:
-            return 0
+            return set()
         rows = await self._journal.unpublished(self._after, BATCH)
-        published = [
-            event_id
-            for done in await asyncio.gather(
-                *(_publish_in_order(publisher, events) for events in _by_client(rows))
-            )
-            for event_id in done
-        ]
+        groups = _by_client(rows)
+        done = await asyncio.gather(*(_publish_in_order(publisher, events) for events in groups))
+        published = [event_id for ids in done for event_id in ids]
         if published:
             metrics.RELAYED.inc(len(published))
             await self._journal.mark_published(published)
             log.info("relay republished %d events", len(published))
-        return len(published)
+        return {events[0].client_id for events, ids in zip(groups, done, strict=True) if ids}
 
 
 def _by_client(rows: list[EventRow]) -> list[list[EventRow]]:

@@ -48,6 +48,9 @@ LOCK_GRACE = 3.0
 STRANDED_BATCH = 1000
 BATCH = 500
 PLACE_ROUNDS = 3
+#: Seconds a want that found its mailbox active is remembered (Supervisor._ensure_active):
+#: a passivating mailbox reports MailboxPassivated well within this.
+WANTED_WHILE_ACTIVE = 5.0
 
 
 class Supervisor:
@@ -70,6 +73,8 @@ class Supervisor:
         self._consumer: tuple[AmqpChannel, str] | None = None
         self._resigned = False
         self._causes: dict[uuid.UUID, str] = {}  # client -> traceparent of the wanting event
+        # client -> when it was wanted while active (see _ensure_active)
+        self._wanted_while_active: dict[uuid.UUID, float] = {}
 
     async def attach(self, connection: AmqpConnection) -> None:
         """Become a candidate on a new connection: consume the supervisor queue."""
@@ -171,7 +176,8 @@ class Supervisor:
             elif isinstance(message, MailboxPassivated):
                 load = self._workers.get(message.worker_id, 1)
                 self._workers[message.worker_id] = max(0, load - 1)
-                wanted.setdefault(message.client_id, True)
+                # placed again if it has a backlog, or was wanted as it passivated
+                wanted.setdefault(message.client_id, not self._was_wanted(message.client_id))
             elif isinstance(message, MailboxFailed):
                 await self._suspend(message)
             elif isinstance(message, WorkerStopped):
@@ -233,20 +239,42 @@ class Supervisor:
             if cause:
                 self._causes.setdefault(client, cause)
         await self._place(list(stranded))
-        await self._relay.run_once()
+        relayed = await self._relay.run_once()
+        if relayed:  # their copies may sit in queues declared again (Relay.run_once)
+            await self._ensure_active(dict.fromkeys(relayed, False))
 
     async def _ensure_active(self, wanted: dict[uuid.UUID, bool]) -> None:
-        """Place those of these mailboxes that are neither suspended nor on a live worker."""
+        """Place those of these mailboxes that are neither suspended nor on a live worker.
+
+        A mailbox wanted while it is active is remembered for a few seconds: if it was in
+        fact passivating, its MailboxPassivated places it again even with no backlog. A want
+        can mean a message in its queue that the journal does not show unfinished (a late
+        publish's copy of an event run from the journal, gateway/publishing.py), and a
+        passivation's delete that came before that publish must not leave it there."""
         rows = await self._journal.wanted(list(wanted), WORKER_ALIVE_WITHIN, self._by_lock())
-        await self._place(
-            [
-                row.client_id
-                for row in rows
-                if row.state is not MailboxState.SUSPENDED
-                and not (row.state is MailboxState.ACTIVE and row.host_alive)
-                and (row.has_backlog or not wanted[row.client_id])
-            ]
-        )
+        now = time.monotonic()
+        if self._wanted_while_active:  # forget what is too old to matter
+            self._wanted_while_active = {
+                client: at
+                for client, at in self._wanted_while_active.items()
+                if now - at < WANTED_WHILE_ACTIVE
+            }
+        place = []
+        for row in rows:
+            if row.state is MailboxState.SUSPENDED:
+                continue
+            if row.state is MailboxState.ACTIVE and row.host_alive:
+                if not wanted[row.client_id]:
+                    self._wanted_while_active[row.client_id] = now
+                continue
+            if row.has_backlog or not wanted[row.client_id]:
+                place.append(row.client_id)
+        await self._place(place)
+
+    def _was_wanted(self, client: uuid.UUID) -> bool:
+        """Whether the mailbox was wanted while active, lately (see _ensure_active); once."""
+        at = self._wanted_while_active.pop(client, None)
+        return at is not None and time.monotonic() - at < WANTED_WHILE_ACTIVE
 
     async def _refresh_workers(self, *, force: bool = False) -> None:
         if force or time.monotonic() - self._workers_read > SWEEP_INTERVAL:

@@ -163,7 +163,7 @@ async def test_a_withheld_confirm_ends_the_relays_pass_with_a_timeout_not_a_hang
             relay = Relay(journal, link, after=0)
             # Given a relay whose channel is open and working
             await unpublished(pool, journal, "warm-up")
-            assert await relay.run_once() == 1
+            assert len(await relay.run_once()) == 1
             # When the broker stops confirming (a memory alarm blocks the connection) while
             # two clients have events to relay
             a = await unpublished(pool, journal, "a")
@@ -177,7 +177,7 @@ async def test_a_withheld_confirm_ends_the_relays_pass_with_a_timeout_not_a_hang
                 took = time.monotonic() - started
             # Then the pass ends with both clients skipped for a confirm timeout
             print(f"\n[relay] pass with confirms withheld ended after {took:.2f} s")
-            assert relayed == 0
+            assert relayed == set()
             assert skipped_clients() - skipped == 2
             for client in (a, b):
                 assert any(
@@ -185,7 +185,7 @@ async def test_a_withheld_confirm_ends_the_relays_pass_with_a_timeout_not_a_hang
                     for r in caplog.records
                 ), caplog.text
             # And once the alarm is over, the next pass relays them
-            assert await relay.run_once() == 2
+            assert len(await relay.run_once()) == 2  # clients
     finally:
         await pool.close()
         await journal.close()

@@ -100,8 +100,12 @@ class Publisher:
         self.unreachable = False
         self.deleted: list[str] = []  # queues deleted at passivation
         self.messages_arrived = 0  # passivations whose queue holds a message by the delete
+        self.deletes_failing = 0  # passivations whose delete finds the broker away
 
     async def delete_idle_mailbox(self, client_id: str) -> bool:
+        if self.deletes_failing:
+            self.deletes_failing -= 1
+            raise AmqpError("channel closed: (541, 'INTERNAL_ERROR')")
         if self.messages_arrived:
             self.messages_arrived -= 1
             return False
@@ -225,6 +229,28 @@ async def test_a_mailbox_whose_queue_got_a_message_meanwhile_stays_active(
     try:
         assert await worker.told() == MailboxPassivated(worker.client, WORKER)
         # consumed again after the refused delete, passivated again once idle
+        assert worker.channel.cancelled == ["ctag-1", "ctag-2"]
+        assert worker.link.publisher.deleted == [str(worker.client)]
+    finally:
+        stopping.set()
+        await asyncio.wait_for(loop, 5)
+
+
+async def test_a_mailbox_whose_queue_could_not_be_deleted_stays_until_it_can_be(
+    worker: Worker,
+) -> None:
+    """The broker cannot be asked to delete the idle queue (the link lost under the delete):
+    the mailbox is not released with its queue left behind, where nothing would delete it
+    until the client's next activation. It consumes again and, at its next idle check,
+    passivates with its queue deleted. Planted: `_delete_queue` returning True on an
+    AmqpError (as it did) → fails at `cancelled` (released after one cancel, queue kept)."""
+    await worker.deliver(1)
+    assert await worker.settled() == "ack"
+    worker.link.publisher.deletes_failing = 1
+    stopping = asyncio.Event()
+    loop = asyncio.create_task(worker.host.passivate_idle(stopping))
+    try:
+        assert await worker.told() == MailboxPassivated(worker.client, WORKER)
         assert worker.channel.cancelled == ["ctag-1", "ctag-2"]
         assert worker.link.publisher.deleted == [str(worker.client)]
     finally:

@@ -9,6 +9,7 @@ tests/integration/test_journal_contract.py.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -26,6 +27,7 @@ from actors.protocol import (
 )
 from actors.settings import Settings
 from actors.store.memory import MemoryJournal
+from supervision.relay import Relay
 from supervision.supervisor import Supervisor
 
 
@@ -39,6 +41,7 @@ class Publisher:
         self.messages: list[str] = []  # the worker of each start message, in order
         self.gone: set[str] = set()
         self.unconfirmed: set[str] = set()
+        self.on_publish: Callable[[EventMessage], Awaitable[None]] | None = None
 
     async def tell_worker(self, worker_id: str, control: Control) -> None:
         if worker_id in self.gone:
@@ -54,8 +57,11 @@ class Publisher:
     async def tell_supervisor(self, control: Control, *, persistent: bool = False) -> None:
         pass
 
-    async def publish_event(self, message: EventMessage) -> None:
-        pass  # the relay's; the events here are younger than its `relay_after`
+    async def publish_event(self, message: EventMessage, **_: object) -> None:
+        # the relay's (the events here are younger than its `relay_after`, but where a test
+        # makes the relay see them)
+        if self.on_publish is not None:
+            await self.on_publish(message)
 
 
 class Link:
@@ -161,6 +167,55 @@ async def test_a_passivated_mailbox_is_placed_again_only_if_events_came_meanwhil
     await supervisor._dispatch([MailboxPassivated(empty, "w1"), MailboxPassivated(backlog, "w1")])
 
     assert list(link.publisher.started) == [backlog]
+
+
+async def test_a_mailbox_wanted_as_it_passivates_is_placed_again_once_with_nothing_unfinished(
+    journal: MemoryJournal, link: Link, supervisor: Supervisor
+) -> None:
+    """A gateway's want finds the mailbox still active: it was passivating (its queue deleted,
+    the journal not yet released). The want may stand for a late publish's copy of a finished
+    event in a queue made again, which nothing in the journal shows: the mailbox is placed
+    again when its MailboxPassivated comes, even with nothing unfinished, and only once.
+    Planted: `not self._was_wanted(...)` -> `True` in Supervisor._dispatch fails at the
+    first `started` assertion ({} == [...])."""
+    quiet = await client(journal, events=0)
+    await journal.place_mailboxes({quiet: "w1"}, 5.0, True)
+
+    await supervisor._dispatch([MailboxesWanted(((quiet, ""),))])
+    assert link.publisher.started == {}  # active on a live worker: left alone, remembered
+    await journal.release_mailbox(quiet, "w1", epoch=1)
+    await supervisor._dispatch([MailboxPassivated(quiet, "w1")])
+
+    assert list(link.publisher.started) == [quiet]
+    worker, epoch = link.publisher.started.pop(quiet)
+    await journal.release_mailbox(quiet, worker, epoch=epoch)
+    await supervisor._dispatch([MailboxPassivated(quiet, worker)])
+    assert link.publisher.started == {}  # no want since: passivated for good
+
+
+async def test_a_client_the_relay_republished_to_is_placed_though_its_event_finished_meanwhile(
+    journal: MemoryJournal, link: Link, supervisor: Supervisor
+) -> None:
+    """The relay republishes an unfinished event; by the time its publish declares the queue
+    again, the mailbox has run the event from the journal, passivated and deleted its queue.
+    The copy sits in a queue no backlog asks to activate: the sweep places the mailbox, so
+    that the copy is acked and the queue deleted. Planted: the `_ensure_active` after the
+    relay's pass removed from Supervisor.sweep fails with `{} == [...]`."""
+    supervisor._relay = Relay(journal, link, 0.0)  # type: ignore[arg-type]
+    quiet = await client(journal)  # one event, never marked published
+    placed = (await journal.place_mailboxes({quiet: "w1"}, 5.0, True))[quiet]
+
+    async def finished_and_passivated(message: EventMessage) -> None:
+        await journal.record_outcome(
+            message.event_id, quiet, 1, "succeeded", 1, {}, None, epoch=placed.epoch
+        )
+        await journal.release_mailbox(quiet, "w1", epoch=placed.epoch)
+
+    link.publisher.on_publish = finished_and_passivated
+
+    await supervisor.sweep()
+
+    assert list(link.publisher.started) == [quiet]
 
 
 async def test_the_sweep_places_a_mailbox_stranded_on_a_dead_worker(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from typing import Any, cast
 
 from actors.broker import BrokerLink
@@ -20,10 +21,15 @@ class Publisher:
     def __init__(self) -> None:
         self.order: list[str] = []  # "event <client>" and "wanted <n clients>", as sent
         self.told: list[Control] = []
+        self.late: set[uuid.UUID] = set()  # events whose publish goes out late
 
-    async def publish_event(self, message: EventMessage) -> None:
+    async def publish_event(
+        self, message: EventMessage, *, on_late: Callable[[EventMessage], None] | None = None
+    ) -> None:
         self.order.append(f"event {message.client_id}")
         await asyncio.sleep(0)  # its confirm comes later
+        if message.event_id in self.late and on_late is not None:
+            on_late(message)
 
     async def tell_supervisor(self, control: Control, *, persistent: bool = False) -> None:
         self.told.append(control)
@@ -96,3 +102,24 @@ async def test_a_mailbox_told_recently_is_not_told_again_until_the_window_has_pa
     assert len(told) == len(link.publisher.told)
     wanted = [[c for c, _ in message.wanted] for message in told]
     assert wanted == [[client], [other], [client]]
+
+
+async def test_a_late_publish_tells_its_mailbox_again_within_the_window() -> None:
+    """A publish that went out late (a retry, a return, a new connection) may have made its
+    queue again after the mailbox ran the event from the journal and deleted the queue: the
+    mailbox is told again, even though it was told a moment ago. Planted: `again=True` left
+    out in Publishing._late fails with [[client]] == [[client], [client]]."""
+    link = Link()
+    now = [100.0]
+    publishing = Publishing(cast(Any, link), cast(Any, Journal()))
+    publishing.wants = Wants(cast(Any, link), 1.0, clock=lambda: now[0])
+    client = uuid.uuid4()
+    late = EventMessage(uuid.uuid4(), client, 1, "demo.echo", {}, "")
+    link.publisher.late.add(late.event_id)
+
+    publishing.soon(late, wake_supervisor=True)
+    await publishing.finish(5)
+    await asyncio.sleep(0)  # the second want is told at the end of the turn it came in
+
+    told = [[c for c, _ in m.wanted] for m in link.publisher.told if isinstance(m, MailboxesWanted)]
+    assert told == [[client], [client]]
