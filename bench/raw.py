@@ -12,7 +12,13 @@ over HTTP: (`--http`) the same per-event baseline, but the intake runs in a proc
            behind the gateway's HTTP stack (uvicorn with uvloop and httptools, a Starlette
            route), loaded by the benchmarks' HTTP client: the floor of any intake that takes
            events over HTTP. Its route parses the JSON body and reads the client from the
-           Authorization header, with no token check and no limits.
+           Authorization header, with no token check and no limits;
+journal:   (`--journal`) each delivery runs seriatim's own per-event statements instead of
+           the bare fenced outcome: the fenced attempt start before the (empty) handler
+           (queries.sql mark_attempts, not waiting for its flush, with the attempt's timeline
+           row) and the fenced outcome after it (record_outcomes, ending that row), each for
+           one event, under an active placement: the journal's work per event, which the
+           exclusion and attempt-counting promises need, with no framework around it.
 
 Otherwise no HTTP, no tokens, no Dramatiq envelope, no handler: the physical limit of this
 machine for seriatim's per-event work. A scratch database from schema.sql (dropped
@@ -55,6 +61,7 @@ from actors.store.queries import QUERIES
 from tests import harness
 
 NO_CAP = 2**62  # accept_event's backlog and quota bounds when none applies
+RAW_EPOCH = 1  # the placement every raw client's mailbox is under (the fences check it)
 PAYLOAD = '{"n": 1}'
 # The fenced outcome for one event (the single-row form of queries.sql's record_outcomes):
 # the raw baseline does the per-event I/O, one statement and one commit per event.
@@ -395,8 +402,9 @@ def consumer_process(
     ready: Any,
     out: Any,
     control: str | None = None,
+    journal: bool = False,
 ) -> None:
-    out.put(asyncio.run(consume(dsn, amqp_url, queues, expected, ready, control)))
+    out.put(asyncio.run(consume(dsn, amqp_url, queues, expected, ready, control, journal)))
 
 
 async def consume(
@@ -406,8 +414,10 @@ async def consume(
     expected: int,
     ready: Any,
     control: str | None = None,
+    journal: bool = False,
 ) -> Any:
-    """Prefetch-1 consumers on `queues`; each delivery: fenced outcome transaction, then ack.
+    """Prefetch-1 consumers on `queues`; each delivery: fenced outcome transaction, then ack
+    (`journal`: seriatim's fenced attempt start, then its fenced outcome).
 
     With a `control` queue (on demand), each queue is consumed only once its name arrives
     there, and cancelled once its `expected // len(queues)` events are settled."""
@@ -421,16 +431,24 @@ async def consume(
 
     async def handle(tag: int, queue: str, body: bytes) -> None:
         message = json.loads(body)
-        recorded = await pool.fetchval(
-            RECORD_OUTCOME,
-            uuid.UUID(message["event_id"]),
-            uuid.UUID(message["client_id"]),
-            message["seq"],
-            "succeeded",
-            1,
-            PAYLOAD,
-            None,
-        )
+        event_id, client_id = uuid.UUID(message["event_id"]), uuid.UUID(message["client_id"])
+        if journal:
+            await pool.fetch(QUERIES["mark_attempts"], [event_id], [RAW_EPOCH], [True])
+            recorded = await pool.fetchval(
+                QUERIES["record_outcomes"],
+                [event_id],
+                [client_id],
+                [message["seq"]],
+                ["succeeded"],
+                [1],
+                [PAYLOAD],
+                [None],
+                [RAW_EPOCH],
+            )
+        else:
+            recorded = await pool.fetchval(
+                RECORD_OUTCOME, event_id, client_id, message["seq"], "succeeded", 1, PAYLOAD, None
+            )
         amqp.channel.basic_ack(tag)
         settled[queue] += 1
         if control is not None and settled[queue] == per_queue:  # passivate
@@ -479,6 +497,7 @@ def run(
     *,
     on_demand: bool = False,
     http: bool = False,
+    journal: bool = False,
 ) -> dict[str, Any]:
     """One baseline on a scratch database and namespace: `full` adds consume + outcome + ack.
 
@@ -486,10 +505,20 @@ def run(
     a client's first event declares its queue and has a consumer process start consuming it
     (through that process's control queue), and the consumer cancels once the client's
     events are done: the bare I/O of a mailbox activated for its events and passivated.
-    `http`: the intake runs behind HTTP in a process of its own (produce_http)."""
+    `http`: the intake runs behind HTTP in a process of its own (produce_http).
+    `journal` (with `full`): each delivery runs seriatim's attempt start and outcome."""
     return _scratch(
         lambda dsn, settings: _run(
-            dsn, settings, clients, per_client, concurrency, consumers, full, on_demand, http
+            dsn,
+            settings,
+            clients,
+            per_client,
+            concurrency,
+            consumers,
+            full,
+            on_demand,
+            http,
+            journal,
         )
     )
 
@@ -519,10 +548,14 @@ def _scratch(baseline: Callable[[str, Settings], Awaitable[dict[str, Any]]]) -> 
 
 
 async def _clients(connection: asyncpg.Connection, clients: int) -> list[str]:
+    """The clients, each with its mailbox placed (active, under RAW_EPOCH), as a worker's
+    statements need it for their fences."""
     rows = await connection.fetch(
-        "INSERT INTO clients (name, secret_hash) SELECT 'raw-' || g, 'bench:no-secret' "
+        "INSERT INTO clients (name, secret_hash, state, host, epoch) "
+        "SELECT 'raw-' || g, 'bench:no-secret', 'active', 'raw', $2 "
         "FROM generate_series(1, $1) AS g RETURNING id",
         clients,
+        RAW_EPOCH,
     )
     return [str(r["id"]) for r in rows]
 
@@ -554,6 +587,7 @@ async def _run(
     full: bool,
     on_demand: bool = False,
     http: bool = False,
+    journal: bool = False,
 ) -> dict[str, Any]:
     on_demand = on_demand and full
     connection = await asyncpg.connect(dsn)
@@ -585,6 +619,7 @@ async def _run(
                         ready,
                         out,
                         controls[n] if on_demand else None,
+                        journal,
                     ),
                 )
                 process.start()
@@ -609,6 +644,7 @@ async def _run(
             "concurrency": concurrency,
             "on_demand": on_demand,
             "http": http,
+            "journal": journal,
             "intake_per_s": total / intake["confirmed_s"],
             "accepted_per_s": total / intake["accepted_s"],
             "accept_latency_s": intake["accept_latency_s"],
@@ -674,6 +710,11 @@ def main() -> None:
         action="store_true",
         help="per event: the intake behind HTTP in a process of its own, posted to over HTTP",
     )
+    parser.add_argument(
+        "--journal",
+        action="store_true",
+        help="per event: seriatim's fenced attempt start and fenced outcome statements",
+    )
     args = parser.parse_args()
     if not (
         1 <= args.clients <= 20000
@@ -685,8 +726,9 @@ def main() -> None:
     counts = (args.clients, args.events, args.concurrency, args.consumers)
     intake = run(*counts, full=False)
     print_result("raw intake", intake)
-    full = run(*counts, full=True, on_demand=args.on_demand, http=args.http)
+    full = run(*counts, full=True, on_demand=args.on_demand, http=args.http, journal=args.journal)
     title = "raw per event" + (", on demand" if args.on_demand else "")
+    title += ", seriatim's statements" if args.journal else ""
     print_result(title + (", over HTTP" if args.http else ""), full)
     print(f"results: {write_results('raw', {'intake': intake, 'per_event': full})}")
 

@@ -7,7 +7,10 @@ only on its first event and cancelled after its last (`raw.run(on_demand=True)`:
 seriatim does, activating and passivating mailboxes inside the measured window), then a
 gateway and `--workers` workers loaded from this process. With `--http-floor`, also the
 per-event baseline with its intake behind HTTP (`raw.run(http=True)`: uvicorn, a Starlette
-route, the same HTTP client), the floor of any system that takes events over HTTP.
+route, the same HTTP client), the floor of any system that takes events over HTTP. With
+`--journal-floor`, also that floor with seriatim's own per-event statements in its consumers
+(`raw.run(http=True, journal=True)`: the fenced attempt start before the handler, the fenced
+outcome after it), the floor of any system that keeps seriatim's journal.
 Reports intake, processed/s (first accept -> last finish), accepted -> finished latency from
 the journal's timestamps, and verifies per-client order from the journal afterwards.
 Only loopback traffic; bounded by the counts given.
@@ -188,6 +191,12 @@ def main() -> None:
         action="store_true",
         help="also run the raw per-event baseline with its intake behind HTTP",
     )
+    parser.add_argument(
+        "--journal-floor",
+        action="store_true",
+        help="also run it over HTTP with seriatim's own per-event statements "
+        "(fenced attempt start and outcome: bench/raw.py --journal --http)",
+    )
     args = parser.parse_args()
     if not (
         all(1 <= c <= 20000 for c in args.clients)
@@ -211,6 +220,19 @@ def main() -> None:
             if args.http_floor
             else None
         )
+        journal_floor = (
+            raw.run(
+                clients,
+                per_client,
+                args.concurrency,
+                args.workers,
+                full=True,
+                http=True,
+                journal=True,
+            )
+            if args.journal_floor
+            else None
+        )
         figures = system_run(clients, per_client, args.concurrency, args.workers, args.batch)
         runs.append(
             {
@@ -221,6 +243,7 @@ def main() -> None:
                 "raw": baseline,
                 "raw_on_demand": on_demand,
                 "raw_over_http": floor,
+                "raw_journal_over_http": journal_floor,
                 **figures,
                 "ratio_to_raw": figures["processed_per_s"] / baseline["processed_per_s"],
                 "ratio_to_raw_on_demand": (
@@ -269,6 +292,16 @@ def main() -> None:
                 f"{run['processed_per_s'] / floor['processed_per_s']:.0%} of it"
             )
     for run in runs:
+        floor = run["raw_journal_over_http"]
+        if floor is not None:
+            print(
+                f"{run['clients']:>8} clients, raw over HTTP with seriatim's statements: "
+                f"{floor['processed_per_s']:.0f}/s "
+                f"({floor['processed_per_s'] / run['raw']['processed_per_s']:.0%} of raw), "
+                f"machine CPU {floor['machine_cpu_ms_per_event']:.2f} ms per event; seriatim "
+                f"{run['processed_per_s'] / floor['processed_per_s']:.0%} of it"
+            )
+    for run in runs:
         request, a2s, s2f = (
             run["intake_latency_s"],
             run["accepted_to_started_s"],
@@ -281,7 +314,12 @@ def main() -> None:
             f"{s2f['p99'] * 1000:.1f}"
         )
     for run in runs:
-        measured = {"raw": run["raw"], "floor": run["raw_over_http"], "seriatim": run}
+        measured = {
+            "raw": run["raw"],
+            "floor": run["raw_over_http"],
+            "journal floor": run["raw_journal_over_http"],
+            "seriatim": run,
+        }
         shown = [name for name, result in measured.items() if result is not None]
         parts = ", ".join(
             f"{part} "
