@@ -162,6 +162,11 @@ class Publisher:
                 self._declared.clear()
             return self._events_channel_
 
+    def _events_ready(self) -> bool:
+        """Whether an event can go out now, without waiting for a new events channel."""
+        channel = self._events_channel_
+        return self._events_url is None or (channel is not None and channel.is_open)
+
     async def close(self) -> None:
         """Close the events connection (the link closes its own)."""
         self._closing = True
@@ -276,8 +281,7 @@ class Publisher:
         events channel, or was returned and published again). _Retry when the broker nacked
         it or closed the events connection it went out on."""
         connection: AmqpConnection | None = None
-        ready = self._events_channel_ is not None and self._events_channel_.is_open
-        late = self._events_url is not None and not ready
+        late = not self._events_ready()
         try:
             channel = await self._events_channel()
             connection = self._events
@@ -328,22 +332,26 @@ class Publisher:
         `on_late` as for publish_event."""
         if not messages:
             return []
+        ready = self._events_ready()  # the declare below may wait for a new channel
         try:
             await self.declare_mailbox(str(messages[0].client_id))
         except AmqpError as error:
             return [PublishFailed(str(error))] * len(messages)
+        reported: list[EventMessage] = []
         # Each task runs to its basic.publish before the next starts (the queue is declared,
         # the channel open: nothing in between waits), so the broker gets them in this order.
         outcomes = await asyncio.gather(
-            *(self.publish_event(message, on_late=on_late) for message in messages),
+            *(self.publish_event(message, on_late=reported.append) for message in messages),
             return_exceptions=True,
         )
         failures: list[PublishFailed | None] = []
-        for outcome in outcomes:
+        for message, outcome in zip(messages, outcomes, strict=True):
             if isinstance(outcome, PublishFailed) or outcome is None:
                 failures.append(outcome)
             else:
                 raise outcome
+            if on_late is not None and outcome is None and (not ready or message in reported):
+                on_late(message)
         return failures
 
     async def tell_supervisor(self, control: Control, *, persistent: bool = False) -> None:

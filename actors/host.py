@@ -44,6 +44,9 @@ from actors.watchdog import Watchdog
 log = logging.getLogger(__name__)
 
 RECONCILE_INTERVAL = 5.0
+#: Idle checks in a row whose queue delete fails, with the link up, before a mailbox is
+#: passivated with its queue kept (MailboxHost._delete_queue).
+DELETE_TRIES = 3
 #: Refusals only an operator can lift (403 ACCESS_REFUSED; 406 PRECONDITION_FAILED: the queue
 #: exists with other arguments): the mailbox escalates at once instead of retrying.
 PERMANENT_REFUSALS = frozenset({403, 406})
@@ -534,7 +537,7 @@ class MailboxHost:
                 # owner's now, and so is the release.
                 await self._lose(entry, "before its idle queue was deleted")
                 return
-            if not await self._delete_queue(entry, client):  # something came: stays active
+            if not await self._delete_queue(entry, client):  # stays active (see there)
                 await self._resume(entry)
                 return
             # Under the placement it runs with: a worker taken for dead and placed anew
@@ -572,23 +575,41 @@ class MailboxHost:
         False too when the broker cannot be asked (no connection, the channel closed): the
         mailbox stays active, consumes again once the link is back, and passivates at its
         next idle check. Passivated with its queue kept, nothing would delete that queue
-        until the client's next activation."""
+        until the client's next activation. A delete that fails DELETE_TRIES times in a row
+        with the link up (a queue the broker cannot delete now) is given up: the mailbox
+        passivates with its queue kept, rather than resubscribing at every idle check."""
         if not self._deletes_queues:
             return True
         publisher = self._link.publisher
+        if publisher is None:
+            log.warning(
+                "mailbox %s: its idle queue cannot be deleted with the broker away; it stays "
+                "active and passivates once the broker is back",
+                client,
+            )
+            return False
         try:
-            if publisher is None:
-                raise AmqpError("no broker connection")
             if not await publisher.delete_idle_mailbox(str(client)):
                 return False
         except AmqpError as error:
+            entry.delete_failures += 1
+            if entry.delete_failures >= DELETE_TRIES:
+                log.warning(
+                    "mailbox %s: its idle queue could not be deleted %d times (%s); it is "
+                    "passivated with its queue kept",
+                    client,
+                    entry.delete_failures,
+                    error,
+                )
+                return True
             log.warning(
                 "mailbox %s: its idle queue could not be deleted (%s); it stays active and "
-                "passivates once the broker answers",
+                "passivates at its next idle check",
                 client,
                 error,
             )
             return False
+        entry.delete_failures = 0
         metrics.QUEUES_DELETED.inc()
         entry.catch_up_due = True  # until the journal shows nothing unfinished
         position = await self._journal.position(client)

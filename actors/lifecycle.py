@@ -65,6 +65,8 @@ class Hosted:
     #: be its own, so its next declare is waited for apart (MailboxHost._declare_apart).
     suspect: bool = False
     not_before: float = 0.0  # monotonic: no subscription before (a refused declare's backoff)
+    #: Passivations in a row whose queue delete failed with the link up (MailboxHost._delete_queue).
+    delete_failures: int = 0
     refusals: collections.deque[float] = dataclasses.field(default_factory=collections.deque)
 
     def move(self, to: Stage) -> None:

@@ -75,6 +75,7 @@ class Supervisor:
         self._causes: dict[uuid.UUID, str] = {}  # client -> traceparent of the wanting event
         # client -> when it was wanted while active (see _ensure_active)
         self._wanted_while_active: dict[uuid.UUID, float] = {}
+        self._wanted_pruned = time.monotonic()
 
     async def attach(self, connection: AmqpConnection) -> None:
         """Become a candidate on a new connection: consume the supervisor queue."""
@@ -253,12 +254,13 @@ class Supervisor:
         passivation's delete that came before that publish must not leave it there."""
         rows = await self._journal.wanted(list(wanted), WORKER_ALIVE_WITHIN, self._by_lock())
         now = time.monotonic()
-        if self._wanted_while_active:  # forget what is too old to matter
+        if now - self._wanted_pruned > WANTED_WHILE_ACTIVE:  # forget what is too old to matter
             self._wanted_while_active = {
                 client: at
                 for client, at in self._wanted_while_active.items()
                 if now - at < WANTED_WHILE_ACTIVE
             }
+            self._wanted_pruned = now
         place = []
         for row in rows:
             if row.state is MailboxState.SUSPENDED:

@@ -9,7 +9,7 @@ import asyncio
 import uuid
 from typing import Any, cast
 
-from actors.amqp import PublishFailed
+from actors.amqp import PublishFailed, Unroutable
 from actors.broker import Publisher
 from actors.protocol import EventMessage
 from actors.settings import Settings
@@ -82,3 +82,39 @@ async def test_one_refused_publish_is_reported_for_that_event_only() -> None:
     failures = await publisher_on(channel).publish_events(messages(4))
 
     assert [failure is None for failure in failures] == [True, True, False, True]
+
+
+class DeletingChannel(RecordingChannel):
+    """Confirms at once; the first publish to a queue in `gone` is returned (the queue was
+    deleted since this channel declared it) and the queue is back once declared again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gone: set[str] = set()
+
+    async def publish(self, queue: str, body: bytes, *, message_id: str) -> None:
+        if queue in self.gone:
+            self.gone.discard(queue)
+            raise Unroutable(f"NO_ROUTE ({queue})")
+        self.published.append(message_id)
+
+
+async def test_a_publish_is_reported_late_only_when_it_was_returned_and_published_again() -> None:
+    """A returned publish declares the queue again and goes out once more: late, so that the
+    gateway asks for the mailbox again (on_late); one that went straight in is not. Planted:
+    `late = True` removed from Publisher._publish_once's return path → fails at `late`
+    ([] == [...])."""
+    channel = DeletingChannel()
+    publisher = publisher_on(channel)
+    on_time, returned = messages(2)
+    queue = publisher._settings.mailbox_queue(str(on_time.client_id))
+    late: list[EventMessage] = []
+
+    await publisher.publish_event(on_time, on_late=late.append)
+    assert late == []  # declared and published on an open channel
+    channel.gone.add(queue)  # its mailbox passivated and deleted the queue
+    await publisher.publish_event(returned, on_late=late.append)
+
+    assert late == [returned]
+    assert channel.published == [str(on_time.event_id), str(returned.event_id)]
+    assert channel.declared == [queue, queue]

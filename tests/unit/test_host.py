@@ -258,6 +258,28 @@ async def test_a_mailbox_whose_queue_could_not_be_deleted_stays_until_it_can_be(
         await asyncio.wait_for(loop, 5)
 
 
+async def test_a_queue_the_broker_keeps_refusing_to_delete_is_kept_after_three_tries(
+    worker: Worker,
+) -> None:
+    """The delete fails at every idle check with the link up (a queue the broker cannot
+    delete now): after DELETE_TRIES tries the mailbox passivates with its queue kept, instead
+    of resubscribing and catching up at every idle check for ever. Planted: DELETE_TRIES
+    ignored (always False on an AmqpError) → fails at `cancelled` (a fourth subscription,
+    whose delete the fake lets through)."""
+    await worker.deliver(1)
+    assert await worker.settled() == "ack"
+    worker.link.publisher.deletes_failing = 3
+    stopping = asyncio.Event()
+    loop = asyncio.create_task(worker.host.passivate_idle(stopping))
+    try:
+        assert await worker.told() == MailboxPassivated(worker.client, WORKER)
+        assert worker.channel.cancelled == ["ctag-1", "ctag-2", "ctag-3"]
+        assert worker.link.publisher.deleted == []  # kept
+    finally:
+        stopping.set()
+        await asyncio.wait_for(loop, 5)
+
+
 async def test_an_event_unfinished_when_the_queue_is_deleted_is_taken_from_the_journal(
     worker: Worker, passivating: None
 ) -> None:
