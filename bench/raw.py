@@ -18,7 +18,10 @@ journal:   (`--journal`) each delivery runs seriatim's own per-event statements 
            (queries.sql mark_attempts, not waiting for its flush, with the attempt's timeline
            row) and the fenced outcome after it (record_outcomes, ending that row), each for
            one event, under an active placement: the journal's work per event, which the
-           exclusion and attempt-counting promises need, with no framework around it.
+           exclusion and attempt-counting promises need, with no framework around it;
+counted:   (`--counted`) the least of that: before the bare fenced outcome, an attempt counted
+           under the placement's fence (COUNT_ATTEMPT: one update of the event that changes no
+           indexed column, not waiting for its flush), with no status change and no timeline.
 
 Otherwise no HTTP, no tokens, no Dramatiq envelope, no handler: the physical limit of this
 machine for seriatim's per-event work. A scratch database from schema.sql (dropped
@@ -75,6 +78,22 @@ SET status = $4, attempts = $5, result = $6::jsonb, error = $7::jsonb, finished_
     started_at = coalesce(started_at, now())
 WHERE id = $1 AND EXISTS (SELECT 1 FROM fence)
 RETURNING finished_at
+"""
+
+
+# The least a worker can write before a handler runs and still keep exclusion and counted
+# attempts: the attempt counted, under the placement's fence (the epoch), not waiting for its
+# flush, as mark_attempts does, but with no status change (so no index entry: a HOT update)
+# and no timeline row.
+COUNT_ATTEMPT = """
+WITH unflushed AS (
+    SELECT set_config('synchronous_commit', 'off', true) AS setting
+)
+UPDATE events e SET attempts = e.attempts + 1, started_at = coalesce(e.started_at, now())
+WHERE e.id = $1 AND (SELECT setting FROM unflushed) IS NOT NULL
+  AND EXISTS (SELECT 1 FROM clients c
+              WHERE c.id = e.client_id AND c.state = 'active' AND c.epoch = $2)
+RETURNING e.attempts
 """
 
 
@@ -403,8 +422,9 @@ def consumer_process(
     out: Any,
     control: str | None = None,
     journal: bool = False,
+    counted: bool = False,
 ) -> None:
-    out.put(asyncio.run(consume(dsn, amqp_url, queues, expected, ready, control, journal)))
+    out.put(asyncio.run(consume(dsn, amqp_url, queues, expected, ready, control, journal, counted)))
 
 
 async def consume(
@@ -415,9 +435,11 @@ async def consume(
     ready: Any,
     control: str | None = None,
     journal: bool = False,
+    counted: bool = False,
 ) -> Any:
     """Prefetch-1 consumers on `queues`; each delivery: fenced outcome transaction, then ack
-    (`journal`: seriatim's fenced attempt start, then its fenced outcome).
+    (`journal`: seriatim's fenced attempt start, then its fenced outcome; `counted`: the
+    attempt counted under the fence first).
 
     With a `control` queue (on demand), each queue is consumed only once its name arrives
     there, and cancelled once its `expected // len(queues)` events are settled."""
@@ -446,6 +468,8 @@ async def consume(
                 [RAW_EPOCH],
             )
         else:
+            if counted:
+                await pool.fetchval(COUNT_ATTEMPT, event_id, RAW_EPOCH)
             recorded = await pool.fetchval(
                 RECORD_OUTCOME, event_id, client_id, message["seq"], "succeeded", 1, PAYLOAD, None
             )
@@ -498,6 +522,7 @@ def run(
     on_demand: bool = False,
     http: bool = False,
     journal: bool = False,
+    counted: bool = False,
 ) -> dict[str, Any]:
     """One baseline on a scratch database and namespace: `full` adds consume + outcome + ack.
 
@@ -506,7 +531,8 @@ def run(
     (through that process's control queue), and the consumer cancels once the client's
     events are done: the bare I/O of a mailbox activated for its events and passivated.
     `http`: the intake runs behind HTTP in a process of its own (produce_http).
-    `journal` (with `full`): each delivery runs seriatim's attempt start and outcome."""
+    `journal` (with `full`): each delivery runs seriatim's attempt start and outcome;
+    `counted`: the attempt counted under the fence (COUNT_ATTEMPT) before the outcome."""
     return _scratch(
         lambda dsn, settings: _run(
             dsn,
@@ -519,6 +545,7 @@ def run(
             on_demand,
             http,
             journal,
+            counted,
         )
     )
 
@@ -588,6 +615,7 @@ async def _run(
     on_demand: bool = False,
     http: bool = False,
     journal: bool = False,
+    counted: bool = False,
 ) -> dict[str, Any]:
     on_demand = on_demand and full
     connection = await asyncpg.connect(dsn)
@@ -620,6 +648,7 @@ async def _run(
                         out,
                         controls[n] if on_demand else None,
                         journal,
+                        counted,
                     ),
                 )
                 process.start()
@@ -645,6 +674,7 @@ async def _run(
             "on_demand": on_demand,
             "http": http,
             "journal": journal,
+            "counted": counted,
             "intake_per_s": total / intake["confirmed_s"],
             "accepted_per_s": total / intake["accepted_s"],
             "accept_latency_s": intake["accept_latency_s"],
@@ -715,6 +745,11 @@ def main() -> None:
         action="store_true",
         help="per event: seriatim's fenced attempt start and fenced outcome statements",
     )
+    parser.add_argument(
+        "--counted",
+        action="store_true",
+        help="per event: the attempt counted under the placement's fence before the outcome",
+    )
     args = parser.parse_args()
     if not (
         1 <= args.clients <= 20000
@@ -729,6 +764,7 @@ def main() -> None:
     full = run(*counts, full=True, on_demand=args.on_demand, http=args.http, journal=args.journal)
     title = "raw per event" + (", on demand" if args.on_demand else "")
     title += ", seriatim's statements" if args.journal else ""
+    title += ", attempts counted" if args.counted else ""
     print_result(title + (", over HTTP" if args.http else ""), full)
     print(f"results: {write_results('raw', {'intake': intake, 'per_event': full})}")
 

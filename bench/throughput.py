@@ -10,7 +10,9 @@ per-event baseline with its intake behind HTTP (`raw.run(http=True)`: uvicorn, a
 route, the same HTTP client), the floor of any system that takes events over HTTP. With
 `--journal-floor`, also that floor with seriatim's own per-event statements in its consumers
 (`raw.run(http=True, journal=True)`: the fenced attempt start before the handler, the fenced
-outcome after it), the floor of any system that keeps seriatim's journal.
+outcome after it), the floor of any system that keeps seriatim's journal, and with only the
+attempt counted under the placement's fence before the outcome (`counted=True`), the least
+that keeps exclusion and counted attempts.
 Reports intake, processed/s (first accept -> last finish), accepted -> finished latency from
 the journal's timestamps, and verifies per-client order from the journal afterwards.
 Only loopback traffic; bounded by the counts given.
@@ -195,7 +197,8 @@ def main() -> None:
         "--journal-floor",
         action="store_true",
         help="also run it over HTTP with seriatim's own per-event statements "
-        "(fenced attempt start and outcome: bench/raw.py --journal --http)",
+        "(fenced attempt start and outcome: bench/raw.py --journal --http), and with "
+        "only the attempt counted under the fence before the outcome (--counted --http)",
     )
     args = parser.parse_args()
     if not (
@@ -233,6 +236,19 @@ def main() -> None:
             if args.journal_floor
             else None
         )
+        counted_floor = (
+            raw.run(
+                clients,
+                per_client,
+                args.concurrency,
+                args.workers,
+                full=True,
+                http=True,
+                counted=True,
+            )
+            if args.journal_floor
+            else None
+        )
         figures = system_run(clients, per_client, args.concurrency, args.workers, args.batch)
         runs.append(
             {
@@ -244,6 +260,7 @@ def main() -> None:
                 "raw_on_demand": on_demand,
                 "raw_over_http": floor,
                 "raw_journal_over_http": journal_floor,
+                "raw_counted_over_http": counted_floor,
                 **figures,
                 "ratio_to_raw": figures["processed_per_s"] / baseline["processed_per_s"],
                 "ratio_to_raw_on_demand": (
@@ -302,6 +319,16 @@ def main() -> None:
                 f"{run['processed_per_s'] / floor['processed_per_s']:.0%} of it"
             )
     for run in runs:
+        floor = run["raw_counted_over_http"]
+        if floor is not None:
+            print(
+                f"{run['clients']:>8} clients, raw over HTTP with its attempts counted: "
+                f"{floor['processed_per_s']:.0f}/s "
+                f"({floor['processed_per_s'] / run['raw']['processed_per_s']:.0%} of raw), "
+                f"machine CPU {floor['machine_cpu_ms_per_event']:.2f} ms per event; seriatim "
+                f"{run['processed_per_s'] / floor['processed_per_s']:.0%} of it"
+            )
+    for run in runs:
         request, a2s, s2f = (
             run["intake_latency_s"],
             run["accepted_to_started_s"],
@@ -318,6 +345,7 @@ def main() -> None:
             "raw": run["raw"],
             "floor": run["raw_over_http"],
             "journal floor": run["raw_journal_over_http"],
+            "counted floor": run["raw_counted_over_http"],
             "seriatim": run,
         }
         shown = [name for name, result in measured.items() if result is not None]
