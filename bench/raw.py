@@ -15,10 +15,10 @@ over HTTP: (`--http`) the same per-event baseline, but the intake runs in a proc
            Authorization header, with no token check and no limits;
 journal:   (`--journal`) each delivery runs seriatim's own per-event statements instead of
            the bare fenced outcome: the fenced attempt start before the (empty) handler
-           (queries.sql mark_attempts, not waiting for its flush, with the attempt's timeline
-           row) and the fenced outcome after it (record_outcomes, ending that row), each for
-           one event, under an active placement: the journal's work per event, which the
-           exclusion and attempt-counting promises need, with no framework around it;
+           (queries.sql mark_attempt, not waiting for its flush, with the attempt's timeline
+           row) and the fenced outcome after it (record_outcome, ending that row): the
+           single-row forms a worker runs for a batch of one, under an active placement: the
+           journal's work per event, with no framework around it;
 counted:   (`--counted`) the least of that: before the bare fenced outcome, an attempt counted
            under the placement's fence (COUNT_ATTEMPT: one update of the event that changes no
            indexed column, not waiting for its flush), with no status change and no timeline.
@@ -454,18 +454,18 @@ async def consume(
     async def handle(tag: int, queue: str, body: bytes) -> None:
         message = json.loads(body)
         event_id, client_id = uuid.UUID(message["event_id"]), uuid.UUID(message["client_id"])
-        if journal:
-            await pool.fetch(QUERIES["mark_attempts"], [event_id], [RAW_EPOCH], [True])
+        if journal:  # the single-row forms: what a worker's batch of one runs
+            await pool.fetch(QUERIES["mark_attempt"], event_id, RAW_EPOCH, True)
             recorded = await pool.fetchval(
-                QUERIES["record_outcomes"],
-                [event_id],
-                [client_id],
-                [message["seq"]],
-                ["succeeded"],
-                [1],
-                [PAYLOAD],
-                [None],
-                [RAW_EPOCH],
+                QUERIES["record_outcome"],
+                event_id,
+                client_id,
+                message["seq"],
+                "succeeded",
+                1,
+                PAYLOAD,
+                None,
+                RAW_EPOCH,
             )
         else:
             if counted:

@@ -463,6 +463,9 @@ class Journal:
     async def _mark_attempts(
         self, items: list[tuple[uuid.UUID, int | None, bool]]
     ) -> list[int | Exception | None]:
+        if len(items) == 1:  # the usual batch at light load: the cheaper single-row form
+            rows = await _retry_conflicts(self.pool.fetch, QUERIES["mark_attempt"], *items[0])
+            return [rows[0]["attempts"] if rows else None]
         ids, epochs = [item[0] for item in items], [item[1] for item in items]
         delivered = [item[2] for item in items]
         rows = await _retry_conflicts(
@@ -506,6 +509,9 @@ class Journal:
             return await self._outcomes.submit(outcome)
 
     async def _record_outcomes(self, outcomes: list[_Outcome]) -> list[bool | Exception]:
+        if len(outcomes) == 1:  # the usual batch at light load: the cheaper single-row form
+            rows = await _retry_conflicts(self.pool.fetch, QUERIES["record_outcome"], *outcomes[0])
+            return [bool(rows)]
         columns = [list(column) for column in zip(*outcomes, strict=True)]
         rows = await _retry_conflicts(self.pool.fetch, QUERIES["record_outcomes"], *columns)
         recorded = {row["id"] for row in rows}

@@ -10,6 +10,8 @@ import asyncpg
 import pytest
 
 from actors.store import Journal
+from actors.store.journal import _Outcome
+from actors.store.queries import QUERIES
 
 pytestmark = pytest.mark.integration
 
@@ -189,3 +191,72 @@ async def test_placement_beside_batched_accepts_never_deadlocks(
     # Then no statement had to be broken out of a deadlock
     assert await deadlocks(journal) == deadlocks_before
     assert await journal.pool.fetchval("SELECT count(*) FROM events") == 15 * 40
+
+
+async def test_the_single_row_forms_write_what_the_batch_forms_write(journal: Journal) -> None:
+    """A batch of one runs mark_attempt and record_outcome, a larger one mark_attempts and
+    record_outcomes. The same steps, on two clients, one through each form (every call of
+    the second beside a filler item, so that its batch holds two): the same answers and the
+    same rows in `events`, `clients` and `attempts`. Planted: the timeline in record_outcome
+    matched on the new attempts count ($5) instead of the counted one → fails at `attempts`
+    (the attempt left unfinished when the outcome's count differs)."""
+    await journal.pool.execute(QUERIES["heartbeat"], "w1", "h", 1, None, False)  # a live worker
+    single, batched, filler = [await journal.create_client(n, "x", False) for n in "abc"]
+    placed = await journal.place_mailboxes({single: "w1", batched: "w1"}, 5.0, True)
+
+    async def steps(client: uuid.UUID, paired: bool) -> list[object]:
+        events = [(await journal.accept(client, "demo.echo", {"n": n})) for n in range(3)]
+        ids = [accepted.event.id for accepted in events if accepted is not None]
+        epoch = placed[client].epoch
+
+        async def mark(event_id: uuid.UUID, epoch: int | None, delivered: bool) -> object:
+            items = [(event_id, epoch, delivered)]
+            if paired:
+                spare = await journal.accept(filler, "demo.echo", {})
+                assert spare is not None
+                items.append((spare.event.id, None, False))
+            return (await journal._mark_attempts(items))[0]
+
+        async def outcome(event_id: uuid.UUID, seq: int, **kwargs: object) -> object:
+            fields = {"status": "succeeded", "attempts": 1, "result": None, "error": None}
+            fields |= {"epoch": epoch} | kwargs
+            row = _Outcome(event_id, client, seq, **fields)  # type: ignore[arg-type]
+            items = [row]
+            if paired:  # refused: the filler's done_seq is never seq 999 - 1
+                items.append(_Outcome(uuid.uuid4(), filler, 999, "succeeded", 1, None, None, None))
+            return (await journal._record_outcomes(items))[0]
+
+        answers = [
+            await mark(ids[0], epoch, True),
+            await mark(ids[0], epoch, False),  # its worker died in the first attempt
+            await mark(ids[0], epoch + 1, False),  # a stale or future placement: refused
+            await outcome(ids[0], 1, attempts=3, result='{"done": true}'),  # a count ahead
+            await outcome(ids[0], 1),  # recorded already: refused
+            await mark(ids[0], epoch, False),  # terminal: refused
+            await mark(ids[1], epoch, True),
+            await outcome(ids[1], 2, status="dead", error='{"type": "E"}', epoch=epoch + 1),
+            await outcome(ids[2], 3),  # out of turn: refused
+            await outcome(ids[1], 2, status="dead", attempts=1, error='{"type": "E"}'),
+        ]
+        rows = await journal.pool.fetch(
+            "SELECT seq, status, attempts, published_at IS NOT NULL AS published, "
+            "started_at IS NOT NULL AS started, finished_at IS NOT NULL AS finished, result, "
+            "error, bytes FROM events WHERE client_id = $1 ORDER BY seq",
+            client,
+        )
+        attempts = await journal.pool.fetch(
+            "SELECT seq, attempt, finished_at IS NOT NULL AS finished, error, worker "
+            "FROM attempts WHERE client_id = $1 ORDER BY seq, attempt",
+            client,
+        )
+        counters = await journal.pool.fetchrow(
+            "SELECT done_seq, stored_bytes FROM clients WHERE id = $1", client
+        )
+        return [answers, [dict(r) for r in rows], [dict(r) for r in attempts], dict(counters)]
+
+    alone, beside = await steps(single, False), await steps(batched, True)
+
+    assert alone[0] == [1, 2, None, True, False, None, 1, False, False, True]
+    names = ("answers", "rows", "attempts", "clients")
+    for name, one, two in zip(names, alone, beside, strict=True):
+        assert one == two, name
