@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import itertools
 import tempfile
 import time
@@ -214,41 +215,15 @@ def main() -> None:
     for clients in args.clients:
         per_client = max(1, args.total // clients)
         load_start = load_average()
-        baseline = raw.run(clients, per_client, args.concurrency, args.workers, full=True)
-        on_demand = raw.run(
-            clients, per_client, args.concurrency, args.workers, full=True, on_demand=True
+
+        baseline_run = functools.partial(
+            raw.run, clients, per_client, args.concurrency, args.workers, full=True
         )
-        floor = (
-            raw.run(clients, per_client, args.concurrency, args.workers, full=True, http=True)
-            if args.http_floor
-            else None
-        )
-        journal_floor = (
-            raw.run(
-                clients,
-                per_client,
-                args.concurrency,
-                args.workers,
-                full=True,
-                http=True,
-                journal=True,
-            )
-            if args.journal_floor
-            else None
-        )
-        counted_floor = (
-            raw.run(
-                clients,
-                per_client,
-                args.concurrency,
-                args.workers,
-                full=True,
-                http=True,
-                counted=True,
-            )
-            if args.journal_floor
-            else None
-        )
+        baseline = baseline_run()
+        on_demand = baseline_run(on_demand=True)
+        floor = baseline_run(http=True) if args.http_floor else None
+        journal_floor = baseline_run(http=True, journal=True) if args.journal_floor else None
+        counted_floor = baseline_run(http=True, counted=True) if args.journal_floor else None
         figures = system_run(clients, per_client, args.concurrency, args.workers, args.batch)
         runs.append(
             {

@@ -199,6 +199,17 @@ async def passivating(worker: Worker) -> AsyncIterator[None]:
     await asyncio.wait_for(loop, 5)
 
 
+async def idle_until_passivated(worker: Worker) -> None:
+    """Run the passivation loop until the supervisor is told the mailbox passivated."""
+    stopping = asyncio.Event()
+    loop = asyncio.create_task(worker.host.passivate_idle(stopping))
+    try:
+        assert await worker.told() == MailboxPassivated(worker.client, WORKER)
+    finally:
+        stopping.set()
+        await asyncio.wait_for(loop, 5)
+
+
 async def test_an_idle_mailbox_is_passivated_and_the_supervisor_told(
     worker: Worker, passivating: None
 ) -> None:
@@ -224,16 +235,10 @@ async def test_a_mailbox_whose_queue_got_a_message_meanwhile_stays_active(
     await worker.deliver(1)
     assert await worker.settled() == "ack"
     worker.link.publisher.messages_arrived = 1
-    stopping = asyncio.Event()
-    loop = asyncio.create_task(worker.host.passivate_idle(stopping))
-    try:
-        assert await worker.told() == MailboxPassivated(worker.client, WORKER)
-        # consumed again after the refused delete, passivated again once idle
-        assert worker.channel.cancelled == ["ctag-1", "ctag-2"]
-        assert worker.link.publisher.deleted == [str(worker.client)]
-    finally:
-        stopping.set()
-        await asyncio.wait_for(loop, 5)
+    await idle_until_passivated(worker)
+    # consumed again after the refused delete, passivated again once idle
+    assert worker.channel.cancelled == ["ctag-1", "ctag-2"]
+    assert worker.link.publisher.deleted == [str(worker.client)]
 
 
 async def test_a_mailbox_whose_queue_could_not_be_deleted_stays_until_it_can_be(
@@ -247,15 +252,9 @@ async def test_a_mailbox_whose_queue_could_not_be_deleted_stays_until_it_can_be(
     await worker.deliver(1)
     assert await worker.settled() == "ack"
     worker.link.publisher.deletes_failing = 1
-    stopping = asyncio.Event()
-    loop = asyncio.create_task(worker.host.passivate_idle(stopping))
-    try:
-        assert await worker.told() == MailboxPassivated(worker.client, WORKER)
-        assert worker.channel.cancelled == ["ctag-1", "ctag-2"]
-        assert worker.link.publisher.deleted == [str(worker.client)]
-    finally:
-        stopping.set()
-        await asyncio.wait_for(loop, 5)
+    await idle_until_passivated(worker)
+    assert worker.channel.cancelled == ["ctag-1", "ctag-2"]
+    assert worker.link.publisher.deleted == [str(worker.client)]
 
 
 async def test_a_queue_the_broker_keeps_refusing_to_delete_is_kept_after_three_tries(
@@ -269,15 +268,9 @@ async def test_a_queue_the_broker_keeps_refusing_to_delete_is_kept_after_three_t
     await worker.deliver(1)
     assert await worker.settled() == "ack"
     worker.link.publisher.deletes_failing = 3
-    stopping = asyncio.Event()
-    loop = asyncio.create_task(worker.host.passivate_idle(stopping))
-    try:
-        assert await worker.told() == MailboxPassivated(worker.client, WORKER)
-        assert worker.channel.cancelled == ["ctag-1", "ctag-2", "ctag-3"]
-        assert worker.link.publisher.deleted == []  # kept
-    finally:
-        stopping.set()
-        await asyncio.wait_for(loop, 5)
+    await idle_until_passivated(worker)
+    assert worker.channel.cancelled == ["ctag-1", "ctag-2", "ctag-3"]
+    assert worker.link.publisher.deleted == []  # kept
 
 
 async def test_an_event_unfinished_when_the_queue_is_deleted_is_taken_from_the_journal(
