@@ -761,7 +761,14 @@ def main() -> None:
     counts = (args.clients, args.events, args.concurrency, args.consumers)
     intake = run(*counts, full=False)
     print_result("raw intake", intake)
-    full = run(*counts, full=True, on_demand=args.on_demand, http=args.http, journal=args.journal)
+    full = run(
+        *counts,
+        full=True,
+        on_demand=args.on_demand,
+        http=args.http,
+        journal=args.journal,
+        counted=args.counted,
+    )
     title = "raw per event" + (", on demand" if args.on_demand else "")
     title += ", seriatim's statements" if args.journal else ""
     title += ", attempts counted" if args.counted else ""

@@ -370,8 +370,8 @@ SELECT id, attempts FROM started;
 -- same update, fence, published mark, timeline row and unflushed commit, as one plain update:
 -- one row needs no locks taken in order beforehand (it holds no other), and a statement with
 -- scalar parameters keeps a generic plan where the array form is planned at every run (the
--- spike in docs/decisions.md, "Single-row forms of the worker's statements": 0.58 against 1.14
--- ms of backend CPU per event for the pair of statements).
+-- spike in docs/decisions.md, "Single-row forms of the worker's statements": 0.58 against
+-- 1.10-1.14 ms of backend CPU per event for the pair of statements).
 WITH unflushed AS (
     SELECT set_config('synchronous_commit', 'off', true) AS setting
 ),
@@ -465,17 +465,21 @@ RETURNING e.id;
 
 -- name: record_outcome
 -- record_outcomes for one event, as mark_attempt is mark_attempts for one: the client's fence
--- (done_seq still seq - 1, the placement still the caller's) updated first, then the event,
--- then its newest attempt (the attempts count as the statement's snapshot has it, as
--- record_outcomes reads it under its lock), in the order record_outcomes locks them.
+-- (done_seq still seq - 1, the placement still the caller's) updated first, then the event
+-- locked and its attempts count read under the lock (the newest committed, as record_outcomes
+-- reads it), the event updated, and that attempt's row in `attempts` ended: clients before
+-- events, as record_outcomes locks them. $3 is a bigint wherever it appears.
 WITH fence AS (
     UPDATE clients c
-    SET done_seq = $3,
+    SET done_seq = $3::bigint,
         stored_bytes = c.stored_bytes + coalesce(octet_length($6::jsonb::text), 0)
                        + coalesce(octet_length($7::jsonb::text), 0)
-    WHERE c.id = $2 AND c.done_seq = $3 - 1
+    WHERE c.id = $2 AND c.done_seq = $3::bigint - 1
       AND ($8::bigint IS NULL OR (c.state = 'active' AND c.epoch = $8))
     RETURNING c.id
+),
+locked AS (
+    SELECT e.id, e.attempts FROM events e, fence WHERE e.id = $1 FOR NO KEY UPDATE OF e
 ),
 event AS (
     UPDATE events e
@@ -483,15 +487,15 @@ event AS (
         started_at = coalesce(e.started_at, now()),
         bytes = e.bytes + coalesce(octet_length($6::jsonb::text), 0)
                 + coalesce(octet_length($7::jsonb::text), 0)
-    FROM fence
-    WHERE e.id = $1
-    RETURNING e.id, e.client_id, e.seq, e.attempts
+    FROM locked
+    WHERE e.id = locked.id
+    RETURNING e.id, e.client_id, e.seq, locked.attempts AS counted
 ),
-timeline AS (  -- the newest attempt (as the statement's snapshot has it) ends with it
+timeline AS (  -- the newest attempt (mark_attempt counted it) ends with the outcome
     UPDATE attempts a SET finished_at = now(), error = $7::jsonb
-    FROM event JOIN events counted ON counted.id = event.id
+    FROM event
     WHERE a.client_id = event.client_id AND a.seq = event.seq
-      AND a.attempt = counted.attempts AND a.finished_at IS NULL
+      AND a.attempt = event.counted AND a.finished_at IS NULL
 )
 SELECT id FROM event;
 

@@ -1,8 +1,9 @@
 """Placement epochs in the real journal: a stale owner can neither start, retry, record nor
 suspend, and a stale supervisor cannot move a mailbox off a live worker (I3).
 
-Planted: the epoch condition removed from `mark_attempts` in queries.sql → the stale
-owner's attempt test fails (attempt 2 is counted); the liveness condition removed from
+Planted: the epoch condition removed from `mark_attempt` in queries.sql (the single-row
+form these one-at-a-time calls run; `mark_attempts` for larger batches) → the stale owner's
+attempt test fails (attempt 2 is counted); the liveness condition removed from
 `place_mailboxes` → the stale supervisor's placement goes through.
 """
 

@@ -186,8 +186,9 @@ async def test_two_deliveries_to_one_mailbox_at_once_run_one_after_the_other(
 async def test_two_mailboxes_racing_for_one_event_record_one_outcome(
     journal: Journal, other_journal: Journal, database: str, ledger: Path
 ) -> None:
-    """Planted: the fence `AND c.done_seq = input.seq - 1` removed from record_outcomes in
-    queries.sql → fails with `assert 2 == 1` (two outcome writes in the audit).
+    """Planted: the fence `AND c.done_seq = $3::bigint - 1` removed from record_outcome in
+    queries.sql (the single-row form a batch of one runs; `input.seq - 1` in record_outcomes
+    for larger batches) → fails with `assert 2 == 1` (two outcome writes in the audit).
 
     Before, the handler runs were recorded and never looked at (both mailboxes shared one
     journal, whose group commit could give the second mark_attempt None, so that the race
