@@ -96,7 +96,11 @@ def test_a_handler_reads_its_message_from_dramatiqs_current_message(
 
     assert event["status"] == "succeeded", event["error"]
     assert event["result"] == {"message_id": event["id"], "seq": event["seq"], "id": event["id"]}
-    assert [line["hook"] for line in hooks_ended(hooks_file, event, 2)] == [
+    # The client's first event: the mailbox placed for it may take it from the journal before
+    # its queue delivers it, and then acks the delivered copy unrun, with after_skip_message
+    # (docs/api.md). One call, hooked once, either way.
+    seen = [line["hook"] for line in hooks_ended(hooks_file, event, 2)]
+    assert [hook for hook in seen if hook != "after_skip_message"] == [
         "before_process_message",
         "after_process_message",
     ]
