@@ -88,12 +88,16 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--top", type=int, default=15, help="functions listed per process")
+    parser.add_argument(
+        "--batch", type=int, default=1, help="events per request (POST /v1/events/batch when > 1)"
+    )
     args = parser.parse_args()
     if not (
         1 <= args.clients <= 20000
         and args.clients <= args.total <= 200000
         and 1 <= args.concurrency <= 1000
         and 1 <= args.workers <= 16
+        and 1 <= args.batch <= 1000
     ):
         parser.error("counts out of range")
     spy = shutil.which("py-spy") or str(Path(harness.sys.executable).parent / "py-spy")
@@ -120,7 +124,11 @@ def main() -> None:
         time.sleep(1)
         body = {"type": "demo.echo", "payload": {"n": 1}}
         per_client = args.total // args.clients
-        asyncio.run(post_events(system.base_url, tokens, per_client, body, args.concurrency))
+        asyncio.run(
+            post_events(
+                system.base_url, tokens, per_client, body, args.concurrency, batch=args.batch
+            )
+        )
         total = per_client * args.clients
         harness.wait_for(
             lambda: (
