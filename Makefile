@@ -47,8 +47,8 @@ lint: install  ## format check, lint, types and import layers
 	$(BIN)/lint-imports
 
 test: install services prometheus browser grafana-types compose lint  ## everything CI runs: the suite, then again on quorum queues
-	$(BIN)/pytest
-	SERIATIM_QUEUE_TYPE=quorum $(BIN)/pytest tests/integration tests/fault
+	$(BIN)/pytest --durations=25
+	SERIATIM_QUEUE_TYPE=quorum $(BIN)/pytest --durations=25 tests/integration tests/fault
 
 unit: install grafana-types  ## the unit tests alone (no services needed)
 	$(BIN)/pytest tests/unit
