@@ -183,9 +183,11 @@ class Publishing:
         task.add_done_callback(self._publishing.discard)
 
     def soon_in_order(self, messages: list[EventMessage], *, wake_supervisor: bool) -> None:
-        """Publish one client's consecutive events after answering, in seq order: the
-        publishes go out one after the other on one channel and their confirms are awaited
-        together. Left to the relay, all of them, when too many publishes are pending."""
+        """Publish one client's consecutive events after answering, as one message: the last
+        event's. The mailbox that takes it finds the others missing before it and runs them
+        from the journal first, in seq order (a gap: actors/mailbox.py), so once it is
+        confirmed every event of the batch is marked published. Left to the relay, all of
+        them, when it fails or too many publishes are pending."""
         if len(self._publishing) >= MAX_PUBLISHING:
             log.warning(
                 "%d publishes pending; events seq %d-%d are left to the relay",
@@ -221,19 +223,20 @@ class Publishing:
         publisher = self._publisher()
         if publisher is None:
             return
-        failures = await publisher.publish_events(messages, on_late=self._late)
-        published = 0
-        for message, failure in zip(messages, failures, strict=True):
-            if failure is not None:
-                log.warning(
-                    "publishing event seq %d failed (%s); it is left to the relay",
-                    message.seq,
-                    failure,
-                )
-                continue
+        last = messages[-1]
+        try:
+            await publisher.publish_event(last, on_late=self._late)
+        except PublishFailed as error:
+            log.warning(
+                "publishing events seq %d-%d failed (%s); they are left to the relay",
+                messages[0].seq,
+                last.seq,
+                error,
+            )
+            return
+        for message in messages:
             self.marks.add(message.event_id)
-            published += 1
-        if wake_supervisor and published:
+        if wake_supervisor:
             self.wants.add(messages[0])
 
     async def _publish(self, message: EventMessage, *, wake_supervisor: bool) -> None:

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pika
 import pytest
 
 from tests import witness
-from tests.harness import System, assert_problem, wait_for
+from tests.harness import AMQP_URL, System, assert_problem, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -118,6 +119,52 @@ def test_a_batch_takes_consecutive_seqs_in_the_order_given_and_runs_in_that_orde
     judgement = witness.judge(ours, {tenant.id: answered})
     assert judgement.ok, judgement
     assert judgement.executions == 51
+
+
+def queued(system: System, tenant: Tenant) -> int:
+    """Messages ready in the client's mailbox queue (it exists once an event was published)."""
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        queue = f"{system.namespace}.mailbox.{tenant.id}"
+        return int(connection.channel().queue_declare(queue, passive=True).method.message_count)
+    finally:
+        connection.close()
+
+
+def unpublished(system: System, tenant: Tenant) -> int:
+    [row] = system.sql(
+        "SELECT count(*) AS n FROM events WHERE client_id = $1::uuid AND published_at IS NULL",
+        tenant.id,
+    )
+    return int(row["n"])
+
+
+def test_a_batch_is_one_message_in_the_queue_and_each_of_its_events_runs_once_in_order(
+    system: System, tenant: Tenant, tmp_path: Path
+) -> None:
+    """Planted: every event of a batch published again (gateway/publishing.py) → 30 queued."""
+    with admin(system) as operator:
+        # Given a client whose mailbox is suspended: nothing consumes its queue
+        suspended = operator.post(f"/v1/admin/mailboxes/{tenant.id}/suspend", json={"reason": "t"})
+        assert suspended.status_code == 200, suspended.text
+
+        # When it sends a batch of 30 events
+        response = batch(tenant, [echo(n, type_="witnessed.echo") for n in range(1, 31)])
+        assert response.status_code == 202, response.text
+        items = response.json()["items"]
+
+        # Then every event is marked published once one message is in the queue: the last's
+        wait_for(lambda: unpublished(system, tenant) == 0, 30, "the batch to be published")
+        assert queued(system, tenant) == 1
+
+        # And once the mailbox is resumed, each event runs once, in the order sent
+        assert operator.post(f"/v1/admin/mailboxes/{tenant.id}/resume").status_code == 200
+    wait_for(lambda: status_of(tenant, items[-1]["id"]) == "succeeded", 60, "the batch to run")
+    answered = [(item["seq"], item["id"]) for item in items]
+    ours = witness.only(system.ledger, {tenant.id}, tmp_path / "ledger.jsonl")
+    judgement = witness.judge(ours, {tenant.id: answered})
+    assert judgement.ok, judgement
+    assert judgement.executions == 30
 
 
 def test_a_batch_sent_again_is_all_replays_with_200_and_no_new_seq(

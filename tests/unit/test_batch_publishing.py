@@ -1,7 +1,7 @@
-"""A batch's events are published in seq order: every basic.publish goes out before the next
-one's, whatever order the confirms come back in (a fake channel records the order). Beside
-the real broker in tests/integration/test_batch_intake.py; red on the code before batches
-(no publish_events), and red with the gather's order reversed (checked by planting it)."""
+"""A batch's events go to the queue as one message, the last event's, and are all marked
+published once it is confirmed (the mailbox runs the others from the journal first: a gap);
+a refused message leaves every event of the batch to the relay. A fake channel records what
+the broker was sent. Beside the real broker in tests/integration/test_batch_intake.py."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from typing import Any, cast
 
 from actors.amqp import PublishFailed, Unroutable
 from actors.broker import Publisher
-from actors.protocol import EventMessage
+from actors.protocol import EventMessage, MailboxesWanted
 from actors.settings import Settings
+from gateway.publishing import Publishing
 
 
 class RecordingChannel:
@@ -63,25 +64,56 @@ def messages(count: int) -> list[EventMessage]:
     ]
 
 
-async def test_the_batch_is_published_in_seq_order_after_one_declare() -> None:
+class Link:
+    """The gateway's broker link: its publisher, and the facts told to the supervisor."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        self.publisher = publisher
+        self.told: list[MailboxesWanted] = []
+
+    async def tell_supervisor(self, fact: MailboxesWanted) -> bool:
+        self.told.append(fact)
+        return True
+
+
+class MarkingJournal:
+    def __init__(self) -> None:
+        self.marked: list[uuid.UUID] = []
+
+    async def mark_published(self, event_ids: list[uuid.UUID]) -> None:
+        self.marked.extend(event_ids)
+
+
+async def test_a_batch_goes_out_as_one_message_and_all_its_events_are_marked_published() -> None:
+    """Planted: _publish_all publishing every message again → 20 published, not 1."""
     channel = RecordingChannel()
-    channel.expected = 20
+    channel.expected = 1
+    link, journal = Link(publisher_on(channel)), MarkingJournal()
+    publishing = Publishing(cast(Any, link), cast(Any, journal))
     batch = messages(20)
 
-    failures = await publisher_on(channel).publish_events(batch)
+    publishing.soon_in_order(batch, wake_supervisor=True)
+    await publishing.finish(5)
+    await publishing.marks.flush()
 
-    assert failures == [None] * 20
-    assert channel.published == [str(message.event_id) for message in batch]
+    assert channel.published == [str(batch[-1].event_id)]
     assert len(channel.declared) == 1
+    assert journal.marked == [message.event_id for message in batch]
+    assert [fact.wanted for fact in link.told] == [((batch[0].client_id, ""),)]
 
 
-async def test_one_refused_publish_is_reported_for_that_event_only() -> None:
-    channel = RecordingChannel(refuse=2)
-    channel.expected = 4
+async def test_a_refused_batch_message_leaves_every_event_to_the_relay() -> None:
+    channel = RecordingChannel(refuse=0)
+    channel.expected = 1
+    link, journal = Link(publisher_on(channel)), MarkingJournal()
+    publishing = Publishing(cast(Any, link), cast(Any, journal))
 
-    failures = await publisher_on(channel).publish_events(messages(4))
+    publishing.soon_in_order(messages(5), wake_supervisor=True)
+    await publishing.finish(5)
+    await publishing.marks.flush()
 
-    assert [failure is None for failure in failures] == [True, True, False, True]
+    assert journal.marked == []  # unpublished: the relay publishes them
+    assert link.told == []  # nothing in the queue for a mailbox to take
 
 
 class DeletingChannel(RecordingChannel):
