@@ -9,7 +9,7 @@ import dataclasses
 import logging
 import urllib.parse
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from actors import metrics, tracing
@@ -319,6 +319,40 @@ class Publisher:
                 raise
             raise PublishFailed(str(error)) from error
         return late
+
+    async def publish_events(
+        self,
+        messages: Sequence[EventMessage],
+        *,
+        on_late: Callable[[EventMessage], None] | None = None,
+    ) -> list[PublishFailed | None]:
+        """Publish one client's events in the order given: the queue is declared first (once
+        per channel), then every basic.publish goes out before the next one's, and the
+        confirms are awaited together. One outcome per message: None or its PublishFailed.
+        `on_late` as for publish_event."""
+        if not messages:
+            return []
+        ready = self._events_ready()  # the declare below may wait for a new channel
+        try:
+            await self.declare_mailbox(str(messages[0].client_id))
+        except AmqpError as error:
+            return [PublishFailed(str(error))] * len(messages)
+        reported: list[EventMessage] = []
+        # Each task runs to its basic.publish before the next starts (the queue is declared,
+        # the channel open: nothing in between waits), so the broker gets them in this order.
+        outcomes = await asyncio.gather(
+            *(self.publish_event(message, on_late=reported.append) for message in messages),
+            return_exceptions=True,
+        )
+        failures: list[PublishFailed | None] = []
+        for message, outcome in zip(messages, outcomes, strict=True):
+            if isinstance(outcome, PublishFailed) or outcome is None:
+                failures.append(outcome)
+            else:
+                raise outcome
+            if on_late is not None and outcome is None and (not ready or message in reported):
+                on_late(message)
+        return failures
 
     async def tell_supervisor(self, control: Control, *, persistent: bool = False) -> None:
         """Send a fact to the active supervisor; `persistent` for facts the journal lacks."""

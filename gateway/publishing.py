@@ -29,6 +29,11 @@ MAX_WANTED = 1000
 #: supervisor's sweep interval (supervision/supervisor.py SWEEP_INTERVAL), which places a
 #: stranded mailbox anyway, and at most half the idle timeout (see Wants).
 WANT_AGAIN_AFTER = 1.0
+#: Events of a batch per message: a batch goes out as the last event of each hundred, and the
+#: mailbox runs the events below one from the journal, all under its delivery. Bounds what one
+#: delivery holds unacked (RabbitMQ's consumer_timeout) and reads from the journal at once
+#: (as actors/mailbox.py CATCH_UP_PAGE does for a catch-up).
+BATCH_MESSAGE_EVENTS = 100
 
 
 class PublishedMarks:
@@ -37,7 +42,8 @@ class PublishedMarks:
 
     The delay saves an update per event: a worker's attempt start marks a delivered event
     published in the update it makes anyway (queries.sql `mark_attempts`), so by the time
-    this mark comes most events have started and it finds nothing to update. It must stay
+    this mark comes most single events have started and it finds nothing to update. A
+    batch's events below each of its messages run from the journal and are marked here. It must stay
     well under the relay's SERIATIM_RELAY_AFTER, or the relay publishes again what is
     merely waiting for its mark. A mark lost in a crash only costs a duplicate publish by the
     relay, which the mailbox acks as a duplicate.
@@ -183,11 +189,12 @@ class Publishing:
         task.add_done_callback(self._publishing.discard)
 
     def soon_in_order(self, messages: list[EventMessage], *, wake_supervisor: bool) -> None:
-        """Publish one client's consecutive events after answering, as one message: the last
-        event's. The mailbox that takes it finds the others missing before it and runs them
-        from the journal first, in seq order (a gap: actors/mailbox.py), so once it is
-        confirmed every event of the batch is marked published. Left to the relay, all of
-        them, when it fails or too many publishes are pending."""
+        """Publish one client's consecutive events after answering, as one message per
+        BATCH_MESSAGE_EVENTS of them: the last event of each run of them, in seq order. The
+        mailbox that takes one finds the events below it missing and runs them from the
+        journal first, in seq order (a gap: actors/mailbox.py), so each confirmed message
+        marks its run of events published. What is not confirmed is left to the relay, all of
+        it when too many publishes are pending."""
         if len(self._publishing) >= MAX_PUBLISHING:
             log.warning(
                 "%d publishes pending; events seq %d-%d are left to the relay",
@@ -223,20 +230,25 @@ class Publishing:
         publisher = self._publisher()
         if publisher is None:
             return
-        last = messages[-1]
-        try:
-            await publisher.publish_event(last, on_late=self._late)
-        except PublishFailed as error:
-            log.warning(
-                "publishing events seq %d-%d failed (%s); they are left to the relay",
-                messages[0].seq,
-                last.seq,
-                error,
-            )
-            return
-        for message in messages:
-            self.marks.add(message.event_id)
-        if wake_supervisor:
+        runs = [
+            messages[start : start + BATCH_MESSAGE_EVENTS]
+            for start in range(0, len(messages), BATCH_MESSAGE_EVENTS)
+        ]
+        failures = await publisher.publish_events([run[-1] for run in runs], on_late=self._late)
+        published = 0
+        for run, failure in zip(runs, failures, strict=True):
+            if failure is not None:
+                log.warning(
+                    "publishing events seq %d-%d failed (%s); they are left to the relay",
+                    run[0].seq,
+                    run[-1].seq,
+                    failure,
+                )
+                continue
+            for message in run:
+                self.marks.add(message.event_id)
+            published += 1
+        if wake_supervisor and published:
             self.wants.add(messages[0])
 
     async def _publish(self, message: EventMessage, *, wake_supervisor: bool) -> None:

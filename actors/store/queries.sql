@@ -327,8 +327,9 @@ LIMIT $2;
 -- placement ($2: the epoch the caller holds; NULL only in tests of the journal alone). Each
 -- attempt started gets its row in `attempts`, in the same statement. An event RabbitMQ
 -- delivered ($3) is marked published by the same update, if it was not yet: the gateway marks
--- its events a moment after their confirms (gateway/publishing.py), by when most have started,
--- and finds nothing left to update; an event the journal gave (a gap, a catch-up) is not.
+-- its events a moment after their confirms (gateway/publishing.py), by when most single events
+-- have started, and finds nothing left to update; an event the journal gave (a gap, a
+-- catch-up, a batch's events below its message) is not, and the gateway's mark is its own.
 -- Committed without waiting for its WAL flush (`unflushed`: synchronous_commit off for this
 -- transaction alone). A worker's crash loses nothing of it (PostgreSQL has it); a database
 -- crash can take back the attempts started in its last fraction of a second, never an outcome

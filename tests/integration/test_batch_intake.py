@@ -139,8 +139,9 @@ def unpublished(system: System, tenant: Tenant) -> int:
     return int(row["n"])
 
 
-def test_a_batch_is_one_message_in_the_queue_and_each_of_its_events_runs_once_in_order(
-    system: System, tenant: Tenant, tmp_path: Path
+@pytest.mark.parametrize(("size", "messages"), [(30, 1), (250, 3)])
+def test_a_batch_is_one_message_per_hundred_events_and_each_event_runs_once_in_order(
+    system: System, tenant: Tenant, tmp_path: Path, size: int, messages: int
 ) -> None:
     """Planted: every event of a batch published again (gateway/publishing.py) → 30 queued."""
     with admin(system) as operator:
@@ -148,14 +149,14 @@ def test_a_batch_is_one_message_in_the_queue_and_each_of_its_events_runs_once_in
         suspended = operator.post(f"/v1/admin/mailboxes/{tenant.id}/suspend", json={"reason": "t"})
         assert suspended.status_code == 200, suspended.text
 
-        # When it sends a batch of 30 events
-        response = batch(tenant, [echo(n, type_="witnessed.echo") for n in range(1, 31)])
+        # When it sends a batch
+        response = batch(tenant, [echo(n, type_="witnessed.echo") for n in range(1, size + 1)])
         assert response.status_code == 202, response.text
         items = response.json()["items"]
 
-        # Then every event is marked published once one message is in the queue: the last's
+        # Then every event is marked published once its hundred's last event is in the queue
         wait_for(lambda: unpublished(system, tenant) == 0, 30, "the batch to be published")
-        assert queued(system, tenant) == 1
+        assert queued(system, tenant) == messages
 
         # And once the mailbox is resumed, each event runs once, in the order sent
         assert operator.post(f"/v1/admin/mailboxes/{tenant.id}/resume").status_code == 200
@@ -164,7 +165,7 @@ def test_a_batch_is_one_message_in_the_queue_and_each_of_its_events_runs_once_in
     ours = witness.only(system.ledger, {tenant.id}, tmp_path / "ledger.jsonl")
     judgement = witness.judge(ours, {tenant.id: answered})
     assert judgement.ok, judgement
-    assert judgement.executions == 30
+    assert judgement.executions == size
 
 
 def test_a_batch_sent_again_is_all_replays_with_200_and_no_new_seq(

@@ -1,7 +1,8 @@
-"""A batch's events go to the queue as one message, the last event's, and are all marked
-published once it is confirmed (the mailbox runs the others from the journal first: a gap);
-a refused message leaves every event of the batch to the relay. A fake channel records what
-the broker was sent. Beside the real broker in tests/integration/test_batch_intake.py."""
+"""A batch's events go to the queue as one message per hundred, the last event's of each, in
+seq order, and each confirmed message marks its hundred published (the mailbox runs the
+others from the journal first: a gap); a refused one leaves its events to the relay. A fake
+channel records what the broker was sent. Beside the real broker in
+tests/integration/test_batch_intake.py."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from actors.amqp import PublishFailed, Unroutable
 from actors.broker import Publisher
 from actors.protocol import EventMessage, MailboxesWanted
 from actors.settings import Settings
-from gateway.publishing import Publishing
+from gateway.publishing import BATCH_MESSAGE_EVENTS, Publishing
 
 
 class RecordingChannel:
@@ -84,6 +85,27 @@ class MarkingJournal:
         self.marked.extend(event_ids)
 
 
+async def test_the_batch_is_published_in_seq_order_after_one_declare() -> None:
+    channel = RecordingChannel()
+    channel.expected = 20
+    batch = messages(20)
+
+    failures = await publisher_on(channel).publish_events(batch)
+
+    assert failures == [None] * 20
+    assert channel.published == [str(message.event_id) for message in batch]
+    assert len(channel.declared) == 1
+
+
+async def test_one_refused_publish_is_reported_for_that_event_only() -> None:
+    channel = RecordingChannel(refuse=2)
+    channel.expected = 4
+
+    failures = await publisher_on(channel).publish_events(messages(4))
+
+    assert [failure is None for failure in failures] == [True, True, False, True]
+
+
 async def test_a_batch_goes_out_as_one_message_and_all_its_events_are_marked_published() -> None:
     """Planted: _publish_all publishing every message again → 20 published, not 1."""
     channel = RecordingChannel()
@@ -100,6 +122,41 @@ async def test_a_batch_goes_out_as_one_message_and_all_its_events_are_marked_pub
     assert len(channel.declared) == 1
     assert journal.marked == [message.event_id for message in batch]
     assert [fact.wanted for fact in link.told] == [((batch[0].client_id, ""),)]
+
+
+async def test_a_long_batch_is_one_message_per_hundred_events_the_last_of_each() -> None:
+    """A delivery runs at most BATCH_MESSAGE_EVENTS events under it (consumer_timeout).
+    Planted: the runs' size ignored (one message for all 250) → 1 published, not 3."""
+    channel = RecordingChannel()
+    channel.expected = 3
+    link, journal = Link(publisher_on(channel)), MarkingJournal()
+    publishing = Publishing(cast(Any, link), cast(Any, journal))
+    batch = messages(250)
+
+    publishing.soon_in_order(batch, wake_supervisor=False)
+    await publishing.finish(5)
+    await publishing.marks.flush()
+
+    assert BATCH_MESSAGE_EVENTS == 100
+    assert channel.published == [str(batch[i].event_id) for i in (99, 199, 249)]
+    assert journal.marked == [message.event_id for message in batch]
+
+
+async def test_a_refused_message_leaves_its_run_of_events_to_the_relay() -> None:
+    channel = RecordingChannel(refuse=1)
+    channel.expected = 3
+    link, journal = Link(publisher_on(channel)), MarkingJournal()
+    publishing = Publishing(cast(Any, link), cast(Any, journal))
+    batch = messages(250)
+
+    publishing.soon_in_order(batch, wake_supervisor=True)
+    await publishing.finish(5)
+    await publishing.marks.flush()
+
+    # events 101-200 stay unpublished: the relay publishes them
+    kept = [message.event_id for message in batch[:100] + batch[200:]]
+    assert journal.marked == kept
+    assert len(link.told) == 1
 
 
 async def test_a_refused_batch_message_leaves_every_event_to_the_relay() -> None:
