@@ -106,17 +106,25 @@ async def test_one_refused_publish_is_reported_for_that_event_only() -> None:
     assert [failure is None for failure in failures] == [True, True, False, True]
 
 
-async def test_a_batch_goes_out_as_one_message_and_all_its_events_are_marked_published() -> None:
-    """Planted: _publish_all publishing every message again → 20 published, not 1."""
-    channel = RecordingChannel()
-    channel.expected = 1
+async def publish(
+    batch: list[EventMessage], *, sent: int, refuse: int | None = None, wake: bool = True
+) -> tuple[RecordingChannel, Link, MarkingJournal]:
+    """The gateway's Publishing of `batch` (`sent` messages expected), through to its marks."""
+    channel = RecordingChannel(refuse)
+    channel.expected = sent
     link, journal = Link(publisher_on(channel)), MarkingJournal()
     publishing = Publishing(cast(Any, link), cast(Any, journal))
-    batch = messages(20)
-
-    publishing.soon_in_order(batch, wake_supervisor=True)
+    publishing.soon_in_order(batch, wake_supervisor=wake)
     await publishing.finish(5)
     await publishing.marks.flush()
+    return channel, link, journal
+
+
+async def test_a_batch_goes_out_as_one_message_and_all_its_events_are_marked_published() -> None:
+    """Planted: _publish_all publishing every message again → 20 published, not 1."""
+    batch = messages(20)
+
+    channel, link, journal = await publish(batch, sent=1)
 
     assert channel.published == [str(batch[-1].event_id)]
     assert len(channel.declared) == 1
@@ -127,15 +135,9 @@ async def test_a_batch_goes_out_as_one_message_and_all_its_events_are_marked_pub
 async def test_a_long_batch_is_one_message_per_hundred_events_the_last_of_each() -> None:
     """A delivery runs at most BATCH_MESSAGE_EVENTS events under it (consumer_timeout).
     Planted: the runs' size ignored (one message for all 250) → 1 published, not 3."""
-    channel = RecordingChannel()
-    channel.expected = 3
-    link, journal = Link(publisher_on(channel)), MarkingJournal()
-    publishing = Publishing(cast(Any, link), cast(Any, journal))
     batch = messages(250)
 
-    publishing.soon_in_order(batch, wake_supervisor=False)
-    await publishing.finish(5)
-    await publishing.marks.flush()
+    channel, _, journal = await publish(batch, sent=3, wake=False)
 
     assert BATCH_MESSAGE_EVENTS == 100
     assert channel.published == [str(batch[i].event_id) for i in (99, 199, 249)]
@@ -143,31 +145,17 @@ async def test_a_long_batch_is_one_message_per_hundred_events_the_last_of_each()
 
 
 async def test_a_refused_message_leaves_its_run_of_events_to_the_relay() -> None:
-    channel = RecordingChannel(refuse=1)
-    channel.expected = 3
-    link, journal = Link(publisher_on(channel)), MarkingJournal()
-    publishing = Publishing(cast(Any, link), cast(Any, journal))
     batch = messages(250)
 
-    publishing.soon_in_order(batch, wake_supervisor=True)
-    await publishing.finish(5)
-    await publishing.marks.flush()
+    _, link, journal = await publish(batch, sent=3, refuse=1)
 
     # events 101-200 stay unpublished: the relay publishes them
-    kept = [message.event_id for message in batch[:100] + batch[200:]]
-    assert journal.marked == kept
+    assert journal.marked == [message.event_id for message in batch[:100] + batch[200:]]
     assert len(link.told) == 1
 
 
 async def test_a_refused_batch_message_leaves_every_event_to_the_relay() -> None:
-    channel = RecordingChannel(refuse=0)
-    channel.expected = 1
-    link, journal = Link(publisher_on(channel)), MarkingJournal()
-    publishing = Publishing(cast(Any, link), cast(Any, journal))
-
-    publishing.soon_in_order(messages(5), wake_supervisor=True)
-    await publishing.finish(5)
-    await publishing.marks.flush()
+    _, link, journal = await publish(messages(5), sent=1, refuse=0)
 
     assert journal.marked == []  # unpublished: the relay publishes them
     assert link.told == []  # nothing in the queue for a mailbox to take
