@@ -192,8 +192,9 @@ class Mailbox:
             self._hooks.skipped(message.to_dramatiq(self._queue_name))
             return
         if step is Step.GAP:
-            # The usual way a batch's events arrive: a batch is published as one message, its
-            # last event's (gateway/publishing.py); a relay's or a redrive's copy may make one too.
+            # The usual way a batch's events arrive: a batch is published as one message per
+            # hundred events, the last event's of each (gateway/publishing.py); a lost publish
+            # or a relay's copy may make one too.
             missing = await self._journal.events_between(self.client_id, done, message.seq)
             log.debug(
                 "filling gap before seq %d from the journal: %d events", message.seq, len(missing)
