@@ -72,6 +72,9 @@ ALTER TABLE workers ADD COLUMN IF NOT EXISTS draining boolean NOT NULL DEFAULT f
 -- session that sends it still holds the advisory lock (LOCK_CLASS, lock_key): a dead
 -- process's session ends at once, so its lock is gone long before its heartbeat is stale.
 ALTER TABLE workers ADD COLUMN IF NOT EXISTS lock_key integer;
+-- The server that lock is held on (its pg_postmaster_start_time()): a lock taken on another
+-- server, or before this one restarted, says nothing about the worker.
+ALTER TABLE workers ADD COLUMN IF NOT EXISTS lock_server timestamptz;
 
 CREATE OR REPLACE FUNCTION live_worker_ids(alive_within double precision, by_lock boolean)
 RETURNS SETOF text LANGUAGE sql STABLE AS $$
@@ -79,8 +82,10 @@ RETURNS SETOF text LANGUAGE sql STABLE AS $$
     WHERE w.last_seen > now() - make_interval(secs => alive_within)
       AND (NOT by_lock
            OR w.lock_key IS NULL
-           -- a restarted PostgreSQL ended every lease's session: give them time to renew
-           OR pg_postmaster_start_time() > now() - interval '3 seconds'
+           -- a lock taken on another server (a standby promoted since) or before a restart
+           -- ended with that server's sessions, not with the worker: judge by heartbeat alone
+           -- until the worker's lease has locked again here
+           OR w.lock_server IS DISTINCT FROM pg_postmaster_start_time()
            OR w.lock_key::bigint IN (
                SELECT l.objid::bigint FROM pg_locks l
                WHERE l.locktype = 'advisory' AND l.classid = 7215010 AND l.objsubid = 2

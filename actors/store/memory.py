@@ -441,7 +441,7 @@ class MemoryJournal:
     # --- placement and supervision -------------------------------------------------------
 
     def _live(self, alive_within: float, by_lock: bool) -> set[str]:
-        """live_worker_ids (schema.sql), less the grace after a PostgreSQL restart."""
+        """live_worker_ids (schema.sql), for one server: no lock was taken on another."""
         since = self._clock() - alive_within
         return {
             worker_id

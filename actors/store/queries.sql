@@ -600,12 +600,13 @@ WHERE id = $1
 RETURNING id;
 
 -- name: heartbeat
--- $5: whether this worker's supervisor is the active one (supervising_since keeps when it
--- became so).
-INSERT INTO workers (id, hostname, pid, lock_key, supervising_since)
-VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN now() END)
+-- $4: the lease's lock key, held by this session on this server (lock_server says which: see
+-- live_worker_ids). $5: whether this worker's supervisor is the active one
+-- (supervising_since keeps when it became so).
+INSERT INTO workers (id, hostname, pid, lock_key, lock_server, supervising_since)
+VALUES ($1, $2, $3, $4, pg_postmaster_start_time(), CASE WHEN $5 THEN now() END)
 ON CONFLICT (id) DO UPDATE
-SET last_seen = now(), lock_key = $4,
+SET last_seen = now(), lock_key = $4, lock_server = pg_postmaster_start_time(),
     supervising_since = CASE WHEN $5 THEN coalesce(workers.supervising_since, now()) END;
 
 -- name: cluster_workers

@@ -18,7 +18,9 @@ import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
+from actors.outages import OUTAGES
 from actors.store import Journal
+from actors.store.lease import Lease
 from tests import harness
 from tests.fault import nodes, oracle
 from tests.fault.recovery import (
@@ -116,6 +118,60 @@ async def test_an_asynchronous_standby_is_reported_loudly_and_a_synchronous_one_
         assert async_standbys() == 0
     finally:
         await set_synchronous_standbys(primary, "")
+
+
+# --- a worker's lease across a promotion --------------------------------------------------
+
+
+async def live_by_lock(dsn: str) -> set[str]:
+    """The workers the supervisor would count alive by heartbeat and lease lock, read on
+    whichever server is the primary now."""
+    journal = await Journal.connect(dsn, min_size=1, max_size=1)
+    try:
+        return set(await journal.live_workers(5.0, True))
+    finally:
+        await journal.close()
+
+
+def test_a_lease_locked_on_the_old_primary_keeps_its_worker_alive_after_a_promotion(
+    services: None,
+) -> None:
+    """On main (e08f2b5) this failed: right after the promotion the worker counted dead (its
+    lock, held on the old primary, is not in the new primary's pg_locks), so the supervisor
+    moved its mailboxes to another worker while its handler still ran, and the other worker
+    ran the same event beside it (the overlaps the test below saw now and then)."""
+    with failover_pair("lease", synchronous=True) as (primary, standby, dsn):
+        url = harness.database_url(harness.create_database(dsn), dsn)
+        asyncio.run(lease_across_a_promotion(primary, standby, url))
+
+
+async def lease_across_a_promotion(
+    primary: nodes.PostgresCluster, standby: nodes.PostgresCluster, url: str
+) -> None:
+    lease = Lease(url, "w1", "host", 1)
+    try:
+        # Given a worker whose lease holds its lock on the primary
+        await lease.renew()
+        assert await live_by_lock(url) == {"w1"}
+
+        # When the primary crashes and its synchronous standby is promoted
+        await asyncio.to_thread(primary.stop_immediate)
+        await asyncio.to_thread(standby.promote)
+
+        # Then the worker, whose heartbeat is recent, is alive until its heartbeat ages: its
+        # lock ended with the old primary's sessions, which says nothing about the worker
+        assert await live_by_lock(url) == {"w1"}
+
+        # And once its lease has locked again on the new primary, the lock counts again:
+        # given up, the worker is dead at once
+        with contextlib.suppress(*OUTAGES):  # the first renewal may find its session gone
+            await lease.renew()
+        await lease.renew()
+        assert await live_by_lock(url) == {"w1"}
+        await lease.close()
+        assert await live_by_lock(url) == set()
+    finally:
+        await lease.close()
 
 
 # --- the primary changes under load ---------------------------------------------------------
