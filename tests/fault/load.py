@@ -2,7 +2,9 @@
 
 Each event carries an Idempotency-Key, and a request that fails (5xx, connection refused)
 is retried with the same key until it gets a 202 or 200 — what a well-behaved webhook
-sender does — so every event the load counts as accepted must be in the journal. The
+sender does — so every event the load counts as accepted must be in the journal. With
+`batch` above 1 each request is a `POST /v1/events/batch` of that many events, each item
+with a key of its own, retried whole the same way. The
 handler is `witnessed.sleep`, which reports every execution to the system's witness ledger;
 the load keeps what the gateway answered per client, in posting order, to judge it against.
 """
@@ -26,6 +28,7 @@ class Load:
     system: System
     clients: int = 10
     per_second: float = 20.0  # events per second in total, spread over the clients
+    batch: int = 1  # events per request; above 1, through POST /v1/events/batch
     body: dict[str, Any] = dataclasses.field(
         default_factory=lambda: {"type": "witnessed.sleep", "payload": {"ms": 5}}
     )
@@ -64,7 +67,7 @@ class Load:
         await self.prepare()
         assert self._tokens is not None
         tokens = self._tokens
-        interval = self.clients / self.per_second
+        interval = self.clients * self.batch / self.per_second
         async with httpx.AsyncClient(
             base_url=self.system.base_url, timeout=10, transport=self.transport
         ) as http:
@@ -86,19 +89,26 @@ class Load:
         await asyncio.sleep(interval * n / max(self.clients, 1))
         while not self._stop.is_set():
             sequence += 1
-            answers.append(await self._post_until_accepted(http, token, f"c{n}-e{sequence}"))
+            answers.extend(await self._post_until_accepted(http, token, f"c{n}-e{sequence}"))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), interval)
 
     async def _post_until_accepted(
         self, http: httpx.AsyncClient, token: str, key: str
-    ) -> tuple[int, str]:
-        """Post until a 202 or 200; the seq and event id it answered."""
-        headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": key}
+    ) -> list[tuple[int, str]]:
+        """Post until a 202 or 200; the seq and event id of each event it answered."""
+        headers = {"Authorization": f"Bearer {token}"}
+        if self.batch > 1:
+            path = "/v1/events/batch"
+            items = [{**self.body, "idempotency_key": f"{key}-{i}"} for i in range(self.batch)]
+            body: dict[str, Any] = {"events": items}
+        else:
+            path, body = "/v1/events", self.body
+            headers["Idempotency-Key"] = key
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                response = await http.post("/v1/events", json=self.body, headers=headers)
+                response = await http.post(path, json=body, headers=headers)
             except httpx.HTTPError:
                 self.errors += 1
                 await asyncio.sleep(0.2)
@@ -106,8 +116,9 @@ class Load:
             self.statuses[response.status_code] = self.statuses.get(response.status_code, 0) + 1
             if response.status_code in (200, 202):
                 answer = response.json()
-                self.accepted.add(answer["id"])
-                return int(answer["seq"]), str(answer["id"])
+                events = answer["items"] if self.batch > 1 else [answer]
+                self.accepted.update(event["id"] for event in events)
+                return [(int(event["seq"]), str(event["id"])) for event in events]
             if response.status_code == 409:  # the first attempt is still in progress
                 await asyncio.sleep(0.05)
                 continue

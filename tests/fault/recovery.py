@@ -88,7 +88,7 @@ def dead_processes(system: System) -> dict[str, int]:
 
 @contextlib.asynccontextmanager
 async def under_load(
-    system: System, clients: int = 6, per_second: float = 30
+    system: System, clients: int = 6, per_second: float = 30, batch: int = 1
 ) -> AsyncIterator[tuple[Load, Readiness]]:
     """Steady load and a /readyz watch for the duration of the block, which starts once the
     load's clients exist (Load.prepare).
@@ -96,7 +96,7 @@ async def under_load(
     On leaving normally, the load finishes its requests in flight (and raises what it met);
     on an error, it is cancelled at once, since the service it waits for may still be down.
     """
-    load = Load(system, clients=clients, per_second=per_second)
+    load = Load(system, clients=clients, per_second=per_second, batch=batch)
     await load.prepare()  # the clients exist before the block's clocks start
     readiness = Readiness(system)
     running = asyncio.create_task(load.run())
