@@ -42,8 +42,9 @@ SWEEP_INTERVAL = 1.0
 #: A worker whose heartbeat is older is dead, even if its lease's lock is still held (a
 #: frozen process, a half-open connection).
 WORKER_ALIVE_WITHIN = 5.0
-#: After an outage of its own journal the supervisor trusts heartbeats alone this long: a
-#: database restart ends every lease's session, and the workers need a moment to renew.
+#: After an outage of its own journal, or once it sees that one of its sessions ended, the
+#: supervisor trusts heartbeats alone this long: a database restart, a backend's crash or a
+#: promotion ends every lease's session, and the workers need a moment to renew.
 LOCK_GRACE = 3.0
 STRANDED_BATCH = 1000
 BATCH = 500
@@ -70,6 +71,7 @@ class Supervisor:
         self._workers_read = 0.0
         self._last_sweep = 0.0
         self._journal_outage = -LOCK_GRACE
+        self._session_lost_seen = journal.session_lost_at
         self._consumer: tuple[AmqpChannel, str] | None = None
         self._resigned = False
         self._causes: dict[uuid.UUID, str] = {}  # client -> traceparent of the wanting event
@@ -223,7 +225,17 @@ class Supervisor:
                 log.warning("mailbox %s suspended: %s", failed.client_id, failed.reason)
 
     def _by_lock(self) -> bool:
-        """Whether a worker whose lease lock is gone counts as dead (see LOCK_GRACE)."""
+        """Whether a worker whose lease lock is gone counts as dead (see LOCK_GRACE).
+
+        A session of the journal that ended since the last look may mean that PostgreSQL
+        ended every session, the leases' too, while the server kept its start time (a
+        backend's crash; live_worker_ids covers a restart and a promotion itself): the grace
+        then runs from now, the moment before the query this answer is for, so that it covers
+        the workers' renewals on the server that answers it."""
+        lost = self._journal.session_lost_at
+        if lost > self._session_lost_seen:
+            self._session_lost_seen = lost
+            self._journal_outage = time.monotonic()
         return time.monotonic() - self._journal_outage > LOCK_GRACE
 
     def _sweep_due(self) -> bool:

@@ -6,6 +6,8 @@ import contextlib
 import dataclasses
 import datetime
 import json
+import math
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, NamedTuple
@@ -151,11 +153,33 @@ async def _init_connection(connection: asyncpg.Connection) -> None:
     )
 
 
+class Sessions:
+    """When a session of the pool last ended (time.monotonic(); -inf: none yet).
+
+    PostgreSQL ends every session at once when it restarts, after a backend's crash (the
+    postmaster reinitializes without restarting itself) and when a standby is promoted: the
+    workers' lease locks go with them while the workers live on. The supervisor judges by
+    heartbeats alone for a while after any of its own sessions ended (Supervisor._by_lock).
+    The pool also ends surplus idle connections itself; that only makes the supervisor more
+    patient for a moment."""
+
+    def __init__(self) -> None:
+        self.lost_at = -math.inf
+
+    async def init(self, connection: asyncpg.Connection) -> None:
+        await _init_connection(connection)
+        connection.add_termination_listener(self._ended)
+
+    def _ended(self, _: Any) -> None:
+        self.lost_at = time.monotonic()
+
+
 class Journal:
     """One method per named query; each shapes arguments and returns frozen rows."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, sessions: Sessions | None = None) -> None:
         self.pool = TracedPool(pool)
+        self._sessions = sessions or Sessions()
         # Writes of many requests or mailboxes at once, one statement each (group_commit.py):
         # the gateway's accepts, the worker's two writes per event.
         self._accepts: GroupCommit[AcceptRequest, Accepted | None] = GroupCommit(
@@ -172,20 +196,26 @@ class Journal:
 
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> Journal:
+        sessions = Sessions()
         pool = await asyncpg.create_pool(
             dsn,
             min_size=min_size,
             max_size=max_size,
-            init=_init_connection,
+            init=sessions.init,
             reset=_end_transaction,
             command_timeout=30,
         )
-        journal = cls(pool)
+        journal = cls(pool, sessions)
         metrics.watch_pool(journal.pool.get_size, journal.pool.get_idle_size)
         return journal
 
     async def close(self) -> None:
         await self.pool.close()
+
+    @property
+    def session_lost_at(self) -> float:
+        """When a session of this journal's pool last ended (time.monotonic(); -inf: never)."""
+        return self._sessions.lost_at
 
     @contextlib.asynccontextmanager
     async def _transaction(self, via: Any) -> AsyncIterator[Any]:

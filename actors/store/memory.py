@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -128,6 +129,8 @@ class MemoryJournal:
         self._workers: dict[str, _Worker] = {}
         # (client, seq) -> its attempts, oldest first (the attempts table)
         self._attempts: dict[tuple[uuid.UUID, int], list[AttemptRow]] = {}
+        #: When a database session ended (Journal.session_lost_at); a test sets it.
+        self.session_lost_at = -math.inf
 
     # --- setting the scene ---------------------------------------------------------------
 

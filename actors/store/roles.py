@@ -90,6 +90,11 @@ class SupervisorJournal(RelayJournal, Protocol):
     Liveness (`alive_within`, `by_lock`) is as in live_worker_ids (schema.sql).
     """
 
+    @property
+    def session_lost_at(self) -> float:
+        """When one of the journal's database sessions last ended (time.monotonic())."""
+        ...
+
     async def wanted(
         self, client_ids: Sequence[uuid.UUID], alive_within: float, by_lock: bool
     ) -> list[Wanted]: ...

@@ -12,6 +12,8 @@ import asyncio
 import concurrent.futures
 import contextlib
 import datetime
+import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +23,11 @@ import httpx
 import pytest
 
 from actors.outages import UNAVAILABLE
+from actors.settings import Settings
 from actors.store import Journal
+from actors.store.lease import Lease
+from supervision.supervisor import Supervisor
+from tests import harness
 from tests.fault.load import Load
 from tests.fault.nodes import PostgresCluster
 from tests.fault.oracle import all_terminal, check, install_audit
@@ -183,3 +189,58 @@ async def test_a_query_racing_the_end_of_a_terminated_session_counts_as_an_outag
             await journal.ping()
     finally:
         await journal.close()
+
+
+class _NoBroker:
+    """The supervisor's link, never used here: only its liveness judgement is."""
+
+    publisher = None
+
+
+async def test_a_backends_crash_ends_the_leases_and_the_supervisor_waits_for_their_renewal(
+    postgres: PostgresCluster,
+) -> None:
+    """On main (9394d3b) the supervisor took the worker for dead here: the server keeps its
+    start time through a crash cycle, so live_worker_ids trusts the locks, and the worker's
+    lock is gone until its next renewal, while its handler may still run (an I3 overlap)."""
+    await asyncio.to_thread(harness.build_template, postgres.url)
+    name = await asyncio.to_thread(harness.create_database, postgres.url)
+    url = harness.database_url(name, postgres.url)
+    journal = await Journal.connect(url, min_size=2, max_size=2)
+    lease = Lease(url, "w1", "host", 1)
+    supervisor = Supervisor(Settings(), journal, _NoBroker(), "w0")  # type: ignore[arg-type]
+    try:
+        # Given a worker whose lease holds its lock, and a supervisor that trusts locks
+        await lease.renew()
+        assert supervisor._by_lock()
+        assert set(await journal.live_workers(60.0, True)) == {"w1"}
+
+        # When a backend crashes (SIGKILL): the postmaster ends every session, the lease's
+        # and the supervisor's too, and reinitializes without restarting itself
+        before = journal.session_lost_at
+        victim = await asyncpg.connect(url)
+        os.kill(await victim.fetchval("SELECT pg_backend_pid()"), signal.SIGKILL)
+        victim.terminate()
+        await eventually(lambda: journal.session_lost_at > before, 30, "a session to end")
+        await eventually(lambda: asyncio.run(answers(url)), 30, "PostgreSQL to answer again")
+
+        # Then the lock alone would say the worker is dead (same server, lock gone) ...
+        for _ in range(3):  # a pooled session may not know yet that it ended
+            with contextlib.suppress(*UNAVAILABLE):
+                await journal.ping()
+                break
+        assert set(await journal.live_workers(60.0, True)) == set()
+        # ... but the supervisor saw its own sessions end and judges by heartbeats for now
+        assert not supervisor._by_lock()
+        assert set(await journal.live_workers(60.0, supervisor._by_lock())) == {"w1"}
+    finally:
+        await lease.close()
+        await journal.close()
+
+
+async def answers(url: str) -> bool:
+    with contextlib.suppress(*UNAVAILABLE):
+        connection = await asyncpg.connect(url)
+        await connection.close()
+        return True
+    return False

@@ -8,6 +8,7 @@ tests/integration/test_journal_contract.py.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -231,6 +232,29 @@ async def test_the_sweep_places_a_mailbox_stranded_on_a_dead_worker(
     await supervisor._dispatch([Tick()])
 
     assert link.publisher.started == {orphan: ("w1", 2)}
+
+
+@pytest.mark.parametrize("sessions_ended", [False, True])
+async def test_a_lease_lock_gone_with_the_journals_sessions_moves_no_mailbox_at_once(
+    journal: MemoryJournal, link: Link, supervisor: Supervisor, sessions_ended: bool
+) -> None:
+    """A backend's crash ends every PostgreSQL session, the leases' too, and the server keeps
+    its start time (so live_worker_ids still trusts the locks): a worker whose handler runs is
+    alive, and its lock is gone only until its next renewal. Planted: `_by_lock` without the
+    `session_lost_at` check → `[True]` fails (`{…: ('w1', 2)} == {}`: the mailbox moved)."""
+    busy = await client(journal, events=2)
+    await journal.heartbeat("w3", holds_lock=False)  # recent heartbeat, lock gone
+    await journal.place_mailboxes({busy: "w3"}, 5.0, False)
+    if sessions_ended:  # the supervisor's own sessions ended too (Journal.session_lost_at)
+        journal.session_lost_at = time.monotonic()
+
+    await supervisor._dispatch([Tick()])
+
+    if sessions_ended:  # Then it judges by heartbeats for a while: the mailbox stays
+        assert link.publisher.started == {}
+        assert (await placement(journal, busy))[:2] == ("active", "w3")
+    else:  # Then, as for a killed process, the lock says the worker is dead
+        assert set(link.publisher.started) == {busy}
 
 
 async def test_a_worker_that_cannot_be_told_loses_the_mailbox_to_another(
