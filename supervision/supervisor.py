@@ -231,11 +231,14 @@ class Supervisor:
         ended every session, the leases' too, while the server kept its start time (a
         backend's crash; live_worker_ids covers a restart and a promotion itself): the grace
         then runs from now, the moment before the query this answer is for, so that it covers
-        the workers' renewals on the server that answers it."""
+        the workers' renewals on the server that answers it. A read made before the listener
+        ran can only propose a placement: place_mailboxes reads this again, after the query
+        that proposed it (docs/decisions.md, "A lease lock counts only on its own server")."""
         lost = self._journal.session_lost_at
         if lost > self._session_lost_seen:
             self._session_lost_seen = lost
             self._journal_outage = time.monotonic()
+            log.debug("a journal session ended: workers are judged by heartbeat for a while")
         return time.monotonic() - self._journal_outage > LOCK_GRACE
 
     def _sweep_due(self) -> bool:

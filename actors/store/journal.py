@@ -159,9 +159,9 @@ class Sessions:
     PostgreSQL ends every session at once when it restarts, after a backend's crash (the
     postmaster reinitializes without restarting itself) and when a standby is promoted: the
     workers' lease locks go with them while the workers live on. The supervisor judges by
-    heartbeats alone for a while after any of its own sessions ended (Supervisor._by_lock).
-    The pool also ends surplus idle connections itself; that only makes the supervisor more
-    patient for a moment."""
+    heartbeats alone for a while after any session of its pool ended (Supervisor._by_lock).
+    The pool also ends sessions itself (surplus idle connections, recycled ones, failed
+    resets); each only makes the supervisor more patient for a moment."""
 
     def __init__(self) -> None:
         self.lost_at = -math.inf
